@@ -770,6 +770,8 @@ def _range(arg: Any, what: str) -> tuple[float, float]:
     lo, hi = arg
   except (TypeError, ValueError):
     raise ValueError(f"{what} must be a (lo, hi) pair, got {arg!r}") from None
+  if _is_real(lo) and _is_real(hi) and lo > hi:
+    raise ValueError(f"{what} range needs lo <= hi, got ({lo}, {hi})")
   return lo, hi
 
 
