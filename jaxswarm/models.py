@@ -1,0 +1,737 @@
+"""The swarm's networks, written for ONE member; add the swarm axis with vmap.
+
+Every member owns weights of the *maximum* shape (``MLPConfig``); its real
+architecture arrives as arrays (``Arch``): a depth, a width per layer, an
+activation index, a dropout rate and a batch-norm switch. Masks switch off
+units and whole layers, so members with different architectures share one
+compiled program (DESIGN.md decision 1) and moving a particle never
+recompiles (decision 3).
+
+Central property: a masked member computes exactly the function of the dense
+network of its real size (``apply_dense`` on ``dense_params``), with the same
+gradients with respect to the active weights:
+
+* Hidden layer ``l`` is active iff ``l < n_layers``; active layers form a
+  prefix. An active layer computes ``h = act(bn?(h @ W_l + b_l))`` and zeroes
+  the units ``j >= units[l]``; an inactive layer passes ``h`` through. The
+  output layer reads the last hidden state.
+* Rows of ``W_l`` beyond ``units[l-1]`` multiply inputs that are exactly zero,
+  columns beyond ``units[l]`` are zeroed by the unit mask after the
+  activation, and inactive layers are discarded by ``jnp.where``. Therefore
+  **every parameter outside the real network has no effect on the output and
+  receives an exactly zero gradient.** ``init_mlp`` also initializes those
+  entries to zero, so the max-size parameters are the real network's
+  parameters zero-padded (weight decay keeps zeros at zero, so this holds
+  during training as well; adding an L2 penalty of all params equals the
+  dense network's).
+* Initialization uses each member's *active* fan-in: layer 0 has fan-in
+  ``in_features``, layer ``l > 0`` has ``units[l-1]``, the output layer
+  ``units[n_layers-1]``. Kernels are unit-variance truncated normals (the
+  same draw as ``jax.nn.initializers.variance_scaling``) scaled by
+  ``sqrt(gain2 / fan_in)``: He (``gain2 = 2``) for relu, elu, leaky_relu,
+  gelu and swish, LeCun (``gain2 = 1``) for tanh and sigmoid and for the
+  output layer. Biases start at zero, batch-norm scales at one.
+
+Cost notes. The activation is picked per member with ``lax.switch``; under
+``vmap`` the index is batched, so XLA evaluates *every* branch on the
+``[B, max_units]`` pre-activation and selects (elementwise work, about
+``len(cfg.activations)`` times one activation: O(B*U) next to the O(B*U*U)
+matmuls, but not negligible on CPU: measured on this 2-core machine, a
+vmapped 784-256-256-256 gradient step (S=16, B=128) took ~2x the time of a
+relu-only one with all seven activations, ~1.15x with three; elu and exact
+gelu are the dearest). List only the activations the search space uses in
+``MLPConfig.activations``. Batch norm is computed for every layer and
+selected with ``jnp.where`` (also O(B*U)). Inactive layers still run their
+full matmul; ``computed_flops`` counts that, ``useful_flops`` counts the
+real network. All kernels come from ONE truncated-normal draw, sliced:
+compiling a vmapped init took ~1 s instead of ~5 s with one draw per layer.
+
+Entries outside the real network may even hold arbitrary *finite* values
+(tested with noise): they still have no effect and get zero gradients.
+Non-finite values there (inf/NaN) would leak NaN into gradients through
+``0 * inf``; nothing in training puts them there.
+
+Dropout uses inverted dropout with ``keep = u >= rate`` on uniforms drawn
+with shape ``[units, B]`` (transposed), one key per layer
+(``jax.random.fold_in(key, l)``). With JAX's default partitionable
+Threefry (``jax_threefry_partitionable=True``) the first ``u`` rows of a
+``[max_units, B]`` draw equal a ``[u, B]`` draw, so ``apply_mlp`` and
+``apply_dense`` drop exactly the same units for the same key.
+
+Example:
+    >>> import jax, jax.numpy as jnp
+    >>> cfg = MLPConfig(in_features=8, num_classes=3, max_layers=3, max_units=16)
+    >>> archs = stack_archs([dict(n_layers=1, units=[4]),
+    ...                      dict(n_layers=3, units=[16, 2, 7], activation="tanh")], cfg)
+    >>> keys = jax.random.split(jax.random.key(0), 2)
+    >>> variables_S = jax.vmap(init_mlp, in_axes=(0, 0, None))(keys, archs, cfg)
+    >>> x_BxF = jnp.ones((5, 8))
+    >>> logits_SxBxC, _ = jax.vmap(
+    ...     lambda v, a: apply_mlp(v, x_BxF, a, cfg, train=False))(variables_S, archs)
+    >>> logits_SxBxC.shape
+    (2, 5, 3)
+"""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any, NamedTuple
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from jax import lax
+
+__all__ = [
+    "ACTIVATIONS",
+    "ACTIVATION_NAMES",
+    "INIT_GAIN2",
+    "BN_MOMENTUM",
+    "BN_EPS",
+    "MLPConfig",
+    "Arch",
+    "make_arch",
+    "stack_archs",
+    "arch_to_python",
+    "init_mlp",
+    "apply_mlp",
+    "dense_params",
+    "init_dense",
+    "apply_dense",
+    "useful_flops",
+    "computed_flops",
+]
+
+# Registry of activations, in a fixed order: a member's activation is an index
+# into it. Append new ones at the end so stored indices stay valid.
+ACTIVATIONS: dict[str, Callable[[jax.Array], jax.Array]] = {
+    "relu": jax.nn.relu,
+    "tanh": jnp.tanh,
+    "sigmoid": jax.nn.sigmoid,
+    "elu": jax.nn.elu,
+    "leaky_relu": jax.nn.leaky_relu,  # negative slope 0.01
+    "gelu": functools.partial(jax.nn.gelu, approximate=False),  # exact, as Keras
+    "swish": jax.nn.swish,
+}
+ACTIVATION_NAMES: tuple[str, ...] = tuple(ACTIVATIONS)
+
+# Variance gain of the fan-in initializer per activation: He (2) for the
+# rectifier family (He et al. 2015), LeCun (1) for the saturating ones.
+INIT_GAIN2: dict[str, float] = {
+    "relu": 2.0,
+    "tanh": 1.0,
+    "sigmoid": 1.0,
+    "elu": 2.0,
+    "leaky_relu": 2.0,
+    "gelu": 2.0,
+    "swish": 2.0,
+}
+_OUT_GAIN2 = 1.0  # LeCun for the linear output layer
+
+BN_MOMENTUM = 0.99  # running-average momentum (Flax/Keras default)
+BN_EPS = 1e-5
+_MAX_DROPOUT = 0.999  # traced rates are clipped to [0, _MAX_DROPOUT]
+
+# Unit-variance truncated normal on [-2, 2] (std of the truncated draw is
+# 0.87962566103423978; the same constant jax's variance_scaling uses).
+_unit_normal = jax.nn.initializers.truncated_normal(stddev=1.0 / 0.87962566103423978)
+
+
+class MLPConfig(NamedTuple):
+    """Static shape of the max-size MLP (hashable: pass it as a static arg).
+
+    Attributes:
+        in_features: F, width of the input.
+        num_classes: C, width of the output logits.
+        max_layers: L, the most hidden layers any member may use.
+        max_units: U, the most units any hidden layer may use.
+        activations: the activations members may use (names from
+            ``ACTIVATIONS``; default all). Only these are evaluated under
+            vmap, so a smaller set is cheaper (every listed activation runs
+            on every member's pre-activations). ``Arch.activation`` still
+            indexes ``ACTIVATION_NAMES``; an index outside this set falls
+            back to its first entry (``make_arch`` rejects it).
+    """
+
+    in_features: int
+    num_classes: int
+    max_layers: int
+    max_units: int
+    activations: tuple[str, ...] = ACTIVATION_NAMES
+
+
+class Arch(NamedTuple):
+    """One member's architecture as arrays (vmap adds a leading S axis).
+
+    Attributes:
+        n_layers: i32[] active hidden layers, 1..max_layers (clipped).
+        units: i32[L] active units per hidden layer, 1..max_units (clipped);
+            entries of inactive layers are ignored.
+        activation: i32[] index into ``ACTIVATION_NAMES``.
+        dropout: f32[] dropout rate in [0, 1); 0 disables it.
+        batch_norm: bool[] batch norm before each activation.
+    """
+
+    n_layers: jax.Array
+    units: jax.Array
+    activation: jax.Array
+    dropout: jax.Array
+    batch_norm: jax.Array
+
+
+# --------------------------------------------------------------------------
+# Host-side architecture helpers
+# --------------------------------------------------------------------------
+
+
+def _check_cfg(cfg: MLPConfig) -> None:
+    for name in ("in_features", "num_classes", "max_layers", "max_units"):
+        value = getattr(cfg, name)
+        if not isinstance(value, (int, np.integer)) or value < 1:
+            raise ValueError(f"MLPConfig.{name} must be a positive int, got {value!r}")
+    acts = cfg.activations
+    if (
+        not isinstance(acts, tuple)
+        or not acts
+        or len(set(acts)) != len(acts)
+        or any(a not in ACTIVATIONS for a in acts)
+    ):
+        raise ValueError(
+            f"MLPConfig.activations must be a non-empty tuple of distinct names from "
+            f"{ACTIVATION_NAMES}, got {acts!r}"
+        )
+
+
+def _activation_index(activation: Any) -> int:
+    if isinstance(activation, str):
+        if activation not in ACTIVATIONS:
+            raise ValueError(
+                f"unknown activation {activation!r}; expected one of {ACTIVATION_NAMES}"
+            )
+        return ACTIVATION_NAMES.index(activation)
+    index = int(activation)
+    if not 0 <= index < len(ACTIVATION_NAMES):
+        raise ValueError(
+            f"activation index {index} out of range 0..{len(ACTIVATION_NAMES) - 1}"
+        )
+    return index
+
+
+def _normalize_arch(
+    arch: Mapping[str, Any], max_layers: int | None = None, max_units: int | None = None
+) -> dict[str, Any]:
+    """Validates a host-side architecture dict and returns a canonical copy.
+
+    Canonical form: ``n_layers`` int, ``units`` tuple of exactly ``n_layers``
+    ints, ``activation`` name, ``dropout`` float, ``batch_norm`` bool.
+    """
+    if "n_layers" not in arch or "units" not in arch:
+        raise ValueError(f"architecture needs 'n_layers' and 'units', got keys {sorted(arch)}")
+    unknown = set(arch) - {"n_layers", "units", "activation", "dropout", "batch_norm"}
+    if unknown:
+        raise ValueError(f"unknown architecture keys {sorted(unknown)}")
+    n_layers = int(arch["n_layers"])
+    if n_layers < 1 or (max_layers is not None and n_layers > max_layers):
+        raise ValueError(f"n_layers={n_layers} outside 1..{max_layers or 'inf'}")
+    units = [int(u) for u in np.asarray(arch["units"]).reshape(-1)]
+    if len(units) < n_layers:
+        raise ValueError(f"units={units} has fewer than n_layers={n_layers} entries")
+    units = units[:n_layers]
+    for u in units:
+        if u < 1 or (max_units is not None and u > max_units):
+            raise ValueError(f"units={units}: each must lie in 1..{max_units or 'inf'}")
+    dropout = float(arch.get("dropout", 0.0))
+    if not 0.0 <= dropout < 1.0:
+        raise ValueError(f"dropout={dropout} outside [0, 1)")
+    return {
+        "n_layers": n_layers,
+        "units": tuple(units),
+        "activation": ACTIVATION_NAMES[_activation_index(arch.get("activation", "relu"))],
+        "dropout": dropout,
+        "batch_norm": bool(arch.get("batch_norm", False)),
+    }
+
+
+def make_arch(arch_python: Mapping[str, Any], cfg: MLPConfig) -> Arch:
+    """Builds the array form of one architecture (host side, validated).
+
+    Args:
+        arch_python: dict with ``n_layers`` (int), ``units`` (at least
+            ``n_layers`` ints) and optionally ``activation`` (name or index,
+            default "relu"), ``dropout`` (default 0.0), ``batch_norm``
+            (default False).
+        cfg: the max-size shape config.
+
+    Returns:
+        ``Arch`` with ``units`` padded to ``cfg.max_layers`` (with ones).
+
+    Example:
+        >>> cfg = MLPConfig(4, 2, 3, 8)
+        >>> make_arch(dict(n_layers=2, units=[8, 3]), cfg).units.tolist()
+        [8, 3, 1]
+    """
+    _check_cfg(cfg)
+    a = _normalize_arch(arch_python, cfg.max_layers, cfg.max_units)
+    if a["activation"] not in cfg.activations:
+        raise ValueError(
+            f"activation {a['activation']!r} not in MLPConfig.activations {cfg.activations}"
+        )
+    units = list(a["units"]) + [1] * (cfg.max_layers - a["n_layers"])
+    return Arch(
+        n_layers=jnp.asarray(a["n_layers"], jnp.int32),
+        units=jnp.asarray(units, jnp.int32),
+        activation=jnp.asarray(ACTIVATION_NAMES.index(a["activation"]), jnp.int32),
+        dropout=jnp.asarray(a["dropout"], jnp.float32),
+        batch_norm=jnp.asarray(a["batch_norm"], jnp.bool_),
+    )
+
+
+def stack_archs(archs_python: Sequence[Mapping[str, Any]], cfg: MLPConfig) -> Arch:
+    """Stacks host-side architectures into one ``Arch`` with a leading S axis.
+
+    Args:
+        archs_python: S architecture dicts (see ``make_arch``).
+        cfg: the max-size shape config.
+
+    Returns:
+        ``Arch`` whose leaves have a leading axis of size S.
+
+    Example:
+        >>> cfg = MLPConfig(4, 2, 2, 8)
+        >>> stack_archs([dict(n_layers=1, units=[3]), dict(n_layers=2, units=[8, 8])],
+        ...             cfg).n_layers.tolist()
+        [1, 2]
+    """
+    if len(archs_python) == 0:
+        raise ValueError("stack_archs needs at least one architecture, got 0")
+    archs = [make_arch(a, cfg) for a in archs_python]
+    return jax.tree.map(lambda *xs: jnp.stack(xs), *archs)
+
+
+def arch_to_python(arch: Arch) -> dict[str, Any]:
+    """Converts one (unbatched) ``Arch`` back to its canonical host-side dict.
+
+    Args:
+        arch: one member's ``Arch`` (concrete arrays, no leading S axis).
+
+    Returns:
+        dict with ``n_layers``, ``units`` (tuple of the active widths),
+        ``activation`` (name), ``dropout`` and ``batch_norm``.
+
+    Example:
+        >>> cfg = MLPConfig(4, 2, 3, 8)
+        >>> arch_to_python(make_arch(dict(n_layers=2, units=[5, 6, 7]), cfg))["units"]
+        (5, 6)
+    """
+    n_layers = int(arch.n_layers)
+    return _normalize_arch(
+        {
+            "n_layers": n_layers,
+            "units": np.asarray(arch.units).tolist(),
+            "activation": int(arch.activation),
+            "dropout": float(arch.dropout),
+            "batch_norm": bool(arch.batch_norm),
+        }
+    )
+
+
+# --------------------------------------------------------------------------
+# Shared pieces
+# --------------------------------------------------------------------------
+
+
+def _activate(index: jax.Array, z: jax.Array, names: tuple[str, ...] = ACTIVATION_NAMES):
+    """Applies ``ACTIVATIONS[ACTIVATION_NAMES[index]]``, choosing among ``names``.
+
+    ``lax.switch`` runs one branch for a concrete or unbatched index; under
+    vmap it becomes a select that evaluates every branch in ``names``.
+    """
+    fns = [ACTIVATIONS[n] for n in names]
+    if len(fns) == 1:
+        return fns[0](z)
+    to_local = np.zeros(len(ACTIVATION_NAMES), np.int32)  # unlisted -> first listed
+    for i, n in enumerate(names):
+        to_local[ACTIVATION_NAMES.index(n)] = i
+    local = jnp.asarray(to_local)[jnp.clip(index, 0, len(ACTIVATION_NAMES) - 1)]
+    return lax.switch(local, fns, z)
+
+
+def _batch_norm_train(z_BxU, scale_U, bias_U, mean_U, var_U):
+    """Batch norm with batch statistics; returns output and new running stats."""
+    batch_mean = jnp.mean(z_BxU, axis=0)
+    batch_var = jnp.mean(jnp.square(z_BxU - batch_mean), axis=0)  # biased, as Flax
+    y = (z_BxU - batch_mean) * lax.rsqrt(batch_var + BN_EPS) * scale_U + bias_U
+    new_mean = BN_MOMENTUM * mean_U + (1.0 - BN_MOMENTUM) * batch_mean
+    new_var = BN_MOMENTUM * var_U + (1.0 - BN_MOMENTUM) * batch_var
+    return y, new_mean, new_var
+
+
+def _batch_norm_eval(z_BxU, scale_U, bias_U, mean_U, var_U):
+    return (z_BxU - mean_U) * lax.rsqrt(var_U + BN_EPS) * scale_U + bias_U
+
+
+def _dropout(key, h_BxU, rate):
+    """Inverted dropout; uniforms drawn as [U, B] so narrower draws are prefixes."""
+    u_UxB = jax.random.uniform(key, (h_BxU.shape[1], h_BxU.shape[0]), h_BxU.dtype)
+    keep_BxU = u_UxB.T >= rate
+    return jnp.where(keep_BxU, h_BxU / (1.0 - rate), 0.0)
+
+
+# --------------------------------------------------------------------------
+# Max-size masked network (one member)
+# --------------------------------------------------------------------------
+
+
+def _clipped(arch: Arch, cfg: MLPConfig):
+    n_layers = jnp.clip(jnp.asarray(arch.n_layers, jnp.int32), 1, cfg.max_layers)
+    units_L = jnp.clip(jnp.asarray(arch.units, jnp.int32), 1, cfg.max_units)
+    if units_L.shape != (cfg.max_layers,):
+        raise ValueError(
+            f"arch.units has shape {units_L.shape}, expected ({cfg.max_layers},) "
+            "(vmap over members, or build it with make_arch)"
+        )
+    return n_layers, units_L
+
+
+def init_mlp(key: jax.Array, arch: Arch, cfg: MLPConfig) -> dict:
+    """Initializes one member's max-size variables for its architecture.
+
+    Kernels use the member's ACTIVE fan-in (see module docstring); every entry
+    outside the real network is zero. vmap-able over ``key`` and ``arch``.
+
+    Args:
+        key: PRNG key.
+        arch: the member's ``Arch`` (traced arrays are fine).
+        cfg: static max-size shape config.
+
+    Returns:
+        ``{"params": {"dense_l": {"kernel" [F or U, U], "bias" [U]},
+        "bn_l": {"scale" [U], "bias" [U]}, ..., "out": {"kernel" [U, C],
+        "bias" [C]}}, "batch_stats": {"bn_l": {"mean" [U], "var" [U]}}}``
+        for l in 0..L-1.
+
+    Example:
+        >>> cfg = MLPConfig(4, 2, 2, 8)
+        >>> v = init_mlp(jax.random.key(0), make_arch(dict(n_layers=1, units=[3]), cfg), cfg)
+        >>> v["params"]["dense_0"]["kernel"].shape
+        (4, 8)
+    """
+    _check_cfg(cfg)
+    n_layers, units_L = _clipped(arch, cfg)
+    F, C, L, U = cfg.in_features, cfg.num_classes, cfg.max_layers, cfg.max_units
+    gain2 = jnp.asarray([INIT_GAIN2[n] for n in ACTIVATION_NAMES], jnp.float32)[
+        jnp.clip(arch.activation, 0, len(ACTIVATIONS) - 1)
+    ]
+    # One draw for all kernels (one RNG op to compile), split by slicing.
+    shapes = [(F, U)] + [(U, U)] * (L - 1) + [(U, C)]
+    sizes = [r * c for r, c in shapes]
+    draws = jnp.split(_unit_normal(key, (sum(sizes),), jnp.float32), np.cumsum(sizes)[:-1])
+    unit_kernels = [d.reshape(shape) for d, shape in zip(draws, shapes)]
+    unit_ids = jnp.arange(U)
+    params, stats = {}, {}
+    row_mask, in_dim, fan_in = jnp.ones((F,), jnp.bool_), F, jnp.asarray(F, jnp.float32)
+    for l in range(L):
+        col_mask_U = (unit_ids < units_L[l]) & (l < n_layers)
+        std = jnp.sqrt(gain2 / fan_in)
+        kernel = unit_kernels[l] * std
+        kernel = jnp.where(row_mask[:, None] & col_mask_U[None, :], kernel, 0.0)
+        params[f"dense_{l}"] = {"kernel": kernel, "bias": jnp.zeros((U,), jnp.float32)}
+        bn_on_U = col_mask_U & jnp.asarray(arch.batch_norm, jnp.bool_)
+        params[f"bn_{l}"] = {
+            "scale": bn_on_U.astype(jnp.float32),
+            "bias": jnp.zeros((U,), jnp.float32),
+        }
+        stats[f"bn_{l}"] = {
+            "mean": jnp.zeros((U,), jnp.float32),
+            "var": jnp.ones((U,), jnp.float32),
+        }
+        row_mask, in_dim, fan_in = col_mask_U, U, units_L[l].astype(jnp.float32)
+    last_units = units_L[n_layers - 1]
+    std_out = jnp.sqrt(_OUT_GAIN2 / last_units.astype(jnp.float32))
+    kernel_out = unit_kernels[L] * std_out
+    kernel_out = jnp.where((unit_ids < last_units)[:, None], kernel_out, 0.0)
+    params["out"] = {"kernel": kernel_out, "bias": jnp.zeros((C,), jnp.float32)}
+    return {"params": params, "batch_stats": stats}
+
+
+def apply_mlp(
+    variables: dict,
+    x_BxF: jax.Array,
+    arch: Arch,
+    cfg: MLPConfig,
+    *,
+    train: bool,
+    key: jax.Array | None = None,
+) -> tuple[jax.Array, dict]:
+    """Runs one member's masked max-size MLP.
+
+    Args:
+        variables: ``{"params", "batch_stats"}`` from ``init_mlp``.
+        x_BxF: inputs, ``[B, in_features]``.
+        arch: the member's ``Arch``; values are clipped to valid ranges.
+        cfg: static max-size shape config.
+        train: static; True uses batch statistics for batch norm (and
+            updates the running ones) and applies dropout.
+        key: PRNG key for dropout; required when ``train`` (the rate is
+            traced, so it cannot be known whether dropout is off).
+
+    Returns:
+        ``(logits_BxC, new_batch_stats)``; running stats change only for
+        members with batch norm on, in active layers, in train mode.
+
+    Example:
+        >>> cfg = MLPConfig(4, 2, 2, 8)
+        >>> arch = make_arch(dict(n_layers=2, units=[3, 5], dropout=0.5), cfg)
+        >>> v = init_mlp(jax.random.key(0), arch, cfg)
+        >>> logits, stats = apply_mlp(v, jnp.ones((6, 4)), arch, cfg, train=True,
+        ...                           key=jax.random.key(1))
+        >>> logits.shape
+        (6, 2)
+    """
+    _check_cfg(cfg)
+    if train and key is None:
+        raise ValueError("apply_mlp(train=True) needs a PRNG `key` for dropout, got None")
+    if x_BxF.ndim != 2 or x_BxF.shape[1] != cfg.in_features:
+        raise ValueError(f"x_BxF has shape {x_BxF.shape}, expected (B, {cfg.in_features})")
+    params, stats = variables["params"], variables["batch_stats"]
+    n_layers, units_L = _clipped(arch, cfg)
+    batch_norm = jnp.asarray(arch.batch_norm, jnp.bool_)
+    rate = jnp.clip(jnp.asarray(arch.dropout, jnp.float32), 0.0, _MAX_DROPOUT)
+    unit_ids = jnp.arange(cfg.max_units)
+    h = x_BxF
+    new_stats = {}
+    for l in range(cfg.max_layers):
+        active = l < n_layers
+        dense, bn, bn_stats = params[f"dense_{l}"], params[f"bn_{l}"], stats[f"bn_{l}"]
+        z_BxU = h @ dense["kernel"] + dense["bias"]
+        if train:
+            z_bn, new_mean, new_var = _batch_norm_train(
+                z_BxU, bn["scale"], bn["bias"], bn_stats["mean"], bn_stats["var"]
+            )
+            update = batch_norm & active
+            new_stats[f"bn_{l}"] = {
+                "mean": jnp.where(update, new_mean, bn_stats["mean"]),
+                "var": jnp.where(update, new_var, bn_stats["var"]),
+            }
+        else:
+            z_bn = _batch_norm_eval(
+                z_BxU, bn["scale"], bn["bias"], bn_stats["mean"], bn_stats["var"]
+            )
+            new_stats[f"bn_{l}"] = bn_stats
+        z_BxU = jnp.where(batch_norm, z_bn, z_BxU)
+        a_BxU = _activate(arch.activation, z_BxU, cfg.activations)
+        a_BxU = jnp.where(unit_ids < units_L[l], a_BxU, 0.0)
+        if train:
+            a_BxU = _dropout(jax.random.fold_in(key, l), a_BxU, rate)
+        h = a_BxU if l == 0 else jnp.where(active, a_BxU, h)  # layer 0 always active
+    logits_BxC = h @ params["out"]["kernel"] + params["out"]["bias"]
+    return logits_BxC, new_stats
+
+
+# --------------------------------------------------------------------------
+# Dense reference network of the real size
+# --------------------------------------------------------------------------
+
+
+def _slice_tree(tree: dict, a: dict, cfg: MLPConfig, collection: str) -> dict:
+    """Cuts the real network out of a max-size ``params``/``batch_stats`` tree."""
+    out = {}
+    in_dim = cfg.in_features
+    for l in range(a["n_layers"]):
+        u = a["units"][l]
+        if collection == "params":
+            out[f"dense_{l}"] = {
+                "kernel": tree[f"dense_{l}"]["kernel"][:in_dim, :u],
+                "bias": tree[f"dense_{l}"]["bias"][:u],
+            }
+            if a["batch_norm"]:
+                out[f"bn_{l}"] = {
+                    "scale": tree[f"bn_{l}"]["scale"][:u],
+                    "bias": tree[f"bn_{l}"]["bias"][:u],
+                }
+        elif a["batch_norm"]:
+            out[f"bn_{l}"] = {k: v[:u] for k, v in tree[f"bn_{l}"].items()}
+        in_dim = u
+    if collection == "params":
+        out["out"] = {"kernel": tree["out"]["kernel"][:in_dim], "bias": tree["out"]["bias"]}
+    return out
+
+
+def dense_params(variables: dict, arch_python: Mapping[str, Any], cfg: MLPConfig) -> dict:
+    """Slices one member's real-size network out of its max-size variables.
+
+    Works on any tree with the structure of ``init_mlp``'s output (e.g.
+    gradients ``{"params": grads, "batch_stats": ...}``); host side.
+
+    Args:
+        variables: one member's ``{"params", "batch_stats"}`` (no S axis).
+        arch_python: the member's architecture dict (see ``make_arch``).
+        cfg: the max-size shape config.
+
+    Returns:
+        Dense variables ``{"params": {"dense_l": {"kernel" [fan_in, u_l],
+        "bias"}, "bn_l" (only with batch norm), "out"}, "batch_stats":
+        {"bn_l": ...} or {}}`` for l < n_layers, as used by ``apply_dense``.
+
+    Example:
+        >>> cfg = MLPConfig(4, 2, 3, 8)
+        >>> arch = dict(n_layers=2, units=[3, 5])
+        >>> v = init_mlp(jax.random.key(0), make_arch(arch, cfg), cfg)
+        >>> dense_params(v, arch, cfg)["params"]["dense_1"]["kernel"].shape
+        (3, 5)
+    """
+    _check_cfg(cfg)
+    a = _normalize_arch(arch_python, cfg.max_layers, cfg.max_units)
+    return {
+        "params": _slice_tree(variables["params"], a, cfg, "params"),
+        "batch_stats": _slice_tree(variables["batch_stats"], a, cfg, "batch_stats"),
+    }
+
+
+def init_dense(
+    key: jax.Array, arch_python: Mapping[str, Any], in_features: int, num_classes: int
+) -> dict:
+    """Initializes a dense network of the real size (for sequential baselines).
+
+    Same distribution as ``init_mlp``'s active entries: unit truncated
+    normal times ``sqrt(gain2 / fan_in)`` with the real fan-in, zero biases,
+    unit batch-norm scales.
+
+    Args:
+        key: PRNG key.
+        arch_python: architecture dict (see ``make_arch``).
+        in_features: F.
+        num_classes: C.
+
+    Returns:
+        Dense variables in ``dense_params``'s format.
+
+    Example:
+        >>> v = init_dense(jax.random.key(0), dict(n_layers=2, units=[3, 5]), 4, 2)
+        >>> v["params"]["out"]["kernel"].shape
+        (5, 2)
+    """
+    a = _normalize_arch(arch_python)
+    if in_features < 1 or num_classes < 1:
+        raise ValueError(f"in_features={in_features}, num_classes={num_classes} must be >= 1")
+    dims = [in_features, *a["units"], num_classes]
+    sizes = [i * o for i, o in zip(dims[:-1], dims[1:])]
+    draws = jnp.split(_unit_normal(key, (sum(sizes),), jnp.float32), np.cumsum(sizes)[:-1])
+    gain2 = INIT_GAIN2[a["activation"]]
+    params, stats = {}, {}
+    in_dim = in_features
+    for l, u in enumerate(a["units"]):
+        kernel = draws[l].reshape(in_dim, u) * np.sqrt(gain2 / in_dim)
+        params[f"dense_{l}"] = {"kernel": kernel, "bias": jnp.zeros((u,), jnp.float32)}
+        if a["batch_norm"]:
+            ones, zeros = jnp.ones((u,), jnp.float32), jnp.zeros((u,), jnp.float32)
+            params[f"bn_{l}"] = {"scale": ones, "bias": zeros}
+            stats[f"bn_{l}"] = {"mean": zeros, "var": ones}
+        in_dim = u
+    kernel_out = draws[-1].reshape(in_dim, num_classes) * np.sqrt(_OUT_GAIN2 / in_dim)
+    params["out"] = {"kernel": kernel_out, "bias": jnp.zeros((num_classes,), jnp.float32)}
+    return {"params": params, "batch_stats": stats}
+
+
+def apply_dense(
+    variables: dict,
+    x_BxF: jax.Array,
+    arch_python: Mapping[str, Any],
+    *,
+    train: bool = False,
+    key: jax.Array | None = None,
+    return_batch_stats: bool = False,
+):
+    """Runs the dense reference network of the real size (no masks).
+
+    Args:
+        variables: dense variables from ``dense_params`` or ``init_dense``.
+        x_BxF: inputs ``[B, F]``.
+        arch_python: architecture dict (static).
+        train: batch statistics for batch norm and dropout when True.
+        key: PRNG key, required when ``train`` and dropout > 0.
+        return_batch_stats: also return the updated running statistics
+            (needed to train a batch-norm network with this function).
+
+    Returns:
+        ``logits_BxC``, or ``(logits_BxC, new_batch_stats)`` when
+        ``return_batch_stats``.
+
+    Example:
+        >>> arch = dict(n_layers=1, units=[3])
+        >>> v = init_dense(jax.random.key(0), arch, 4, 2)
+        >>> apply_dense(v, jnp.ones((6, 4)), arch).shape
+        (6, 2)
+    """
+    a = _normalize_arch(arch_python)
+    if train and a["dropout"] > 0 and key is None:
+        raise ValueError(f"apply_dense(train=True) with dropout={a['dropout']} needs a PRNG `key`")
+    params, stats = variables["params"], variables["batch_stats"]
+    act = ACTIVATIONS[a["activation"]]
+    h = x_BxF
+    new_stats = {}
+    for l in range(a["n_layers"]):
+        z = h @ params[f"dense_{l}"]["kernel"] + params[f"dense_{l}"]["bias"]
+        if a["batch_norm"]:
+            bn, s = params[f"bn_{l}"], stats[f"bn_{l}"]
+            if train:
+                z, mean, var = _batch_norm_train(z, bn["scale"], bn["bias"], s["mean"], s["var"])
+                new_stats[f"bn_{l}"] = {"mean": mean, "var": var}
+            else:
+                z = _batch_norm_eval(z, bn["scale"], bn["bias"], s["mean"], s["var"])
+                new_stats[f"bn_{l}"] = s
+        h = act(z)
+        if train and a["dropout"] > 0:
+            h = _dropout(jax.random.fold_in(key, l), h, jnp.asarray(a["dropout"], h.dtype))
+    logits = h @ params["out"]["kernel"] + params["out"]["bias"]
+    return (logits, new_stats) if return_batch_stats else logits
+
+
+# --------------------------------------------------------------------------
+# FLOP accounting
+# --------------------------------------------------------------------------
+
+
+def useful_flops(arch_python: Mapping[str, Any], in_features: int, num_classes: int) -> int:
+    """Forward FLOPs per example of the member's REAL network (2 per multiply-add).
+
+    Counts the matmuls only (biases, activations, batch norm are O(units)).
+    A training step costs about 3x this per example (forward, plus the
+    backward's two matmuls per layer: input and weight gradients).
+
+    Args:
+        arch_python: architecture dict.
+        in_features: F.
+        num_classes: C.
+
+    Returns:
+        ``2 * (F*u_0 + sum_l u_{l-1}*u_l + u_last*C)``.
+
+    Example:
+        >>> useful_flops(dict(n_layers=2, units=[3, 5]), 4, 2)
+        74
+    """
+    a = _normalize_arch(arch_python)
+    dims = [in_features, *a["units"], num_classes]
+    return int(sum(2 * i * o for i, o in zip(dims[:-1], dims[1:])))
+
+
+def computed_flops(cfg: MLPConfig) -> int:
+    """Forward FLOPs per example of the max-size masked network (see ``useful_flops``).
+
+    Inactive layers still run their full matmul, so every member costs this.
+
+    Args:
+        cfg: the max-size shape config.
+
+    Returns:
+        ``2 * (F*U + (L-1)*U*U + U*C)``.
+
+    Example:
+        >>> computed_flops(MLPConfig(4, 2, 2, 8))
+        224
+    """
+    _check_cfg(cfg)
+    F, C, L, U = cfg.in_features, cfg.num_classes, cfg.max_layers, cfg.max_units
+    return int(2 * (F * U + (L - 1) * U * U + U * C))

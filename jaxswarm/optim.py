@@ -1,0 +1,335 @@
+"""Per-member Optax optimizers whose hyperparameters are traced arrays.
+
+One swarm member's optimizer is described by ``OptHParams``: a categorical
+optimizer index and continuous learning rate, momentum, weight decay and
+learning-rate decay. ``make_optimizer`` wraps a single transformation in
+``optax.inject_hyperparams``, so all five live as arrays in
+``opt_state.hyperparams``: vmapping gives every member its own values, and
+changing them (a new PSO round) never recompiles (DESIGN.md decision 3).
+
+Inside, each named optimizer is the plain Optax one built from the member's
+hyperparameters (table below). Every step runs *all* named optimizers on the
+same gradients, keeps all their states, and selects the update of the
+member's index with ``lax.select_n``. Under vmap a ``lax.switch`` would turn
+into the same select anyway; the work is elementwise (O(params) per
+optimizer), cheap next to the matmuls that made the gradients, but the
+*memory* of the states adds up (about 9x the params for all seven names):
+build the optimizer with only the names your search space uses. Because all
+states see the same gradient history, switching a member's index mid-run
+continues with a state as if that optimizer had run all along.
+
+====================  ==================================================
+name                  plain Optax equivalent
+====================  ==================================================
+``sgd``               ``chain(add_decayed_weights(wd), sgd(lr))``
+``momentum``          ``chain(add_decayed_weights(wd), sgd(lr, momentum=m))``
+``nesterov``          ``chain(add_decayed_weights(wd), sgd(lr, momentum=m, nesterov=True))``
+``rmsprop``           ``chain(add_decayed_weights(wd), rmsprop(lr, momentum=m))``
+``adagrad``           ``chain(add_decayed_weights(wd), adagrad(lr))``
+``adam``              ``chain(add_decayed_weights(wd), adam(lr, b1=m))``
+``adamw``             ``adamw(lr, b1=m, weight_decay=wd)`` (decoupled)
+====================  ==================================================
+
+Weight decay is coupled L2 (``wd * params`` added to the gradients) for all
+but ``adamw``; with ``wd = 0`` it is exactly a no-op. ``rmsprop`` uses
+Optax's defaults (decay 0.9, eps 1e-8 inside the sqrt); with ``m = 0`` its
+momentum trace is exactly a no-op. ``lr`` is the cosine schedule
+``optax.cosine_decay_schedule(learning_rate, max(total_steps - 1, 1),
+alpha=lr_decay)`` at the step count: the first update uses
+``learning_rate``, the ``total_steps``-th (last) uses
+``learning_rate * lr_decay`` and later ones stay there; ``lr_decay = 1``
+gives exactly the constant ``learning_rate``.
+
+Precision note: ``inject_hyperparams`` stores learning rate and momentum
+(Adam's ``b1``) as float32 arrays, whereas ``optax.adam(1e-3)`` keeps
+Python floats, which round differently (~1e-7 per step, ~2e-6 drift over
+50 Adam steps). Compare like with like: a plain optimizer built from the
+same float32 arrays agrees to float32 rounding.
+
+Example:
+    >>> import jax, jax.numpy as jnp
+    >>> opt = make_optimizer(("sgd", "adam"), total_steps=10)
+    >>> params_S = {"w": jnp.ones((2, 3))}
+    >>> hp_S = OptHParams(optimizer=jnp.array([0, 1]), learning_rate=jnp.array([0.1, 0.01]),
+    ...                   momentum=jnp.array([0.9, 0.9]), weight_decay=jnp.zeros(2),
+    ...                   lr_decay=jnp.ones(2))
+    >>> state_S = jax.vmap(opt.init)(params_S, hp_S)
+    >>> updates_S, state_S = jax.vmap(opt.update)(params_S, state_S, params_S)
+    >>> [round(float(u), 6) for u in updates_S["w"][:, 0]]
+    [-0.1, -0.01]
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from typing import Any, NamedTuple
+
+import jax
+import jax.numpy as jnp
+import optax
+from jax import lax
+
+__all__ = [
+    "OPTIMIZERS",
+    "OptHParams",
+    "SwarmOptState",
+    "SwarmOptimizer",
+    "make_optimizer",
+    "default_hparams",
+    "hparams_of",
+    "with_hparams",
+    "current_learning_rate",
+    "plain_optimizer",
+]
+
+OPTIMIZERS: tuple[str, ...] = ("sgd", "momentum", "nesterov", "rmsprop", "adagrad", "adam", "adamw")
+
+
+class OptHParams(NamedTuple):
+    """One member's optimizer hyperparameters, all (traced) scalars.
+
+    Attributes:
+        optimizer: i32[] index into the ``names`` the optimizer was built with
+            (clipped into range).
+        learning_rate: f32[] base learning rate.
+        momentum: f32[] momentum for momentum/nesterov/rmsprop, ``b1`` for
+            adam/adamw; ignored by sgd/adagrad.
+        weight_decay: f32[] decoupled for adamw, coupled L2 for the others.
+        lr_decay: f32[] final learning rate = ``learning_rate * lr_decay``
+            (cosine decay over ``total_steps``); 1.0 = constant.
+    """
+
+    optimizer: jax.Array
+    learning_rate: jax.Array
+    momentum: jax.Array
+    weight_decay: jax.Array
+    lr_decay: jax.Array
+
+
+class SwarmOptState(NamedTuple):
+    """Inner state (under ``opt_state.inner_state``).
+
+    Attributes:
+        count: i32[] updates applied so far (drives the lr schedule).
+        states: one plain Optax state per name, in ``names`` order.
+    """
+
+    count: jax.Array
+    states: tuple
+
+
+class SwarmOptimizer(NamedTuple):
+    """GradientTransformation-like pair whose ``init`` also takes ``OptHParams``.
+
+    Attributes:
+        init: ``init(params, hp) -> opt_state``
+            (an ``optax.InjectStatefulHyperparamsState``).
+        update: ``update(grads, opt_state, params) -> (updates, opt_state)``.
+        names: the optimizer names an index refers to.
+        total_steps: the schedule's length.
+    """
+
+    init: Callable[[Any, OptHParams], Any]
+    update: Callable[[Any, Any, Any], tuple[Any, Any]]
+    names: tuple[str, ...]
+    total_steps: int
+
+
+def plain_optimizer(
+    name: str, learning_rate, momentum, weight_decay
+) -> optax.GradientTransformation:
+    """The plain Optax optimizer that index ``name`` stands for (table above).
+
+    Args:
+        name: one of ``OPTIMIZERS``.
+        learning_rate: learning rate (float, array or Optax schedule).
+        momentum: momentum / Adam ``b1``.
+        weight_decay: L2 (coupled) weight, or decoupled for adamw.
+
+    Returns:
+        An ``optax.GradientTransformation``.
+
+    Example:
+        >>> tx = plain_optimizer("adam", 1e-3, 0.9, 0.0)
+        >>> state = tx.init({"w": jnp.zeros(2)})
+    """
+    if name == "adamw":
+        return optax.adamw(learning_rate, b1=momentum, weight_decay=weight_decay)
+    builders = {
+        "sgd": lambda: optax.sgd(learning_rate),
+        "momentum": lambda: optax.sgd(learning_rate, momentum=momentum),
+        "nesterov": lambda: optax.sgd(learning_rate, momentum=momentum, nesterov=True),
+        "rmsprop": lambda: optax.rmsprop(learning_rate, momentum=momentum),
+        "adagrad": lambda: optax.adagrad(learning_rate),
+        "adam": lambda: optax.adam(learning_rate, b1=momentum),
+    }
+    if name not in builders:
+        raise ValueError(f"unknown optimizer {name!r}; expected one of {OPTIMIZERS}")
+    return optax.chain(optax.add_decayed_weights(weight_decay), builders[name]())
+
+
+def _check_names(names: Sequence[str]) -> tuple[str, ...]:
+    names = tuple(names)
+    if not names:
+        raise ValueError("make_optimizer needs at least one optimizer name, got ()")
+    for n in names:
+        if n not in OPTIMIZERS:
+            raise ValueError(f"unknown optimizer {n!r}; expected one of {OPTIMIZERS}")
+    if len(set(names)) != len(names):
+        raise ValueError(f"duplicate optimizer names in {names}")
+    return names
+
+
+def _schedule(total_steps: int, learning_rate, lr_decay):
+    return optax.cosine_decay_schedule(learning_rate, max(total_steps - 1, 1), alpha=lr_decay)
+
+
+def make_optimizer(names: Sequence[str] = OPTIMIZERS, total_steps: int = 1) -> SwarmOptimizer:
+    """Builds the per-member optimizer with hyperparameters as traced arrays.
+
+    Args:
+        names: the optimizers an index may choose (subset of ``OPTIMIZERS``,
+            in the order the index refers to). Fewer names, less state memory.
+        total_steps: number of updates the lr schedule spans (static).
+
+    Returns:
+        ``SwarmOptimizer``; vmap ``init``/``update`` over members.
+        ``opt_state.hyperparams`` holds the ``OptHParams`` fields as arrays:
+        replace them (``with_hparams``) to change values without recompiling.
+
+    Example:
+        >>> opt = make_optimizer(("adam",), total_steps=100)
+        >>> state = opt.init({"w": jnp.zeros(3)}, default_hparams(names=("adam",)))
+        >>> updates, state = opt.update({"w": jnp.ones(3)}, state, {"w": jnp.zeros(3)})
+    """
+    names = _check_names(names)
+    total_steps = int(total_steps)
+    if total_steps < 1:
+        raise ValueError(f"total_steps must be >= 1, got {total_steps}")
+
+    def swarm_transform(optimizer, learning_rate, momentum, weight_decay, lr_decay):
+        def txs(count):
+            lr = _schedule(total_steps, learning_rate, lr_decay)(count)
+            return [plain_optimizer(n, lr, momentum, weight_decay) for n in names]
+
+        def init_fn(params):
+            count = jnp.zeros([], jnp.int32)
+            return SwarmOptState(count, tuple(tx.init(params) for tx in txs(count)))
+
+        def update_fn(grads, state, params=None):
+            outs = [
+                tx.update(grads, s, params) for tx, s in zip(txs(state.count), state.states)
+            ]
+            updates = [u for u, _ in outs]
+            if len(names) == 1:
+                chosen = updates[0]
+            else:
+                index = jnp.clip(jnp.asarray(optimizer, jnp.int32), 0, len(names) - 1)
+                chosen = jax.tree.map(lambda *us: lax.select_n(index, *us), *updates)
+            new_state = SwarmOptState(
+                optax.safe_increment(state.count), tuple(s for _, s in outs)
+            )
+            return chosen, new_state
+
+        return optax.GradientTransformation(init_fn, update_fn)
+
+    injected = optax.inject_hyperparams(swarm_transform)
+
+    def init(params, hp: OptHParams):
+        hp = _as_arrays(hp)
+        return injected(**hp._asdict()).init(params)
+
+    # update_fn of inject_hyperparams reads every numeric value from the state;
+    # the values given here are placeholders that are never used.
+    _update_tx = injected(0, 0.0, 0.0, 0.0, 1.0)
+
+    def update(grads, opt_state, params):
+        return _update_tx.update(grads, opt_state, params)
+
+    return SwarmOptimizer(init, update, names, total_steps)
+
+
+def _as_arrays(hp: OptHParams) -> OptHParams:
+    return OptHParams(
+        optimizer=jnp.asarray(hp.optimizer, jnp.int32),
+        learning_rate=jnp.asarray(hp.learning_rate, jnp.float32),
+        momentum=jnp.asarray(hp.momentum, jnp.float32),
+        weight_decay=jnp.asarray(hp.weight_decay, jnp.float32),
+        lr_decay=jnp.asarray(hp.lr_decay, jnp.float32),
+    )
+
+
+def default_hparams(names: Sequence[str] = OPTIMIZERS, **overrides) -> OptHParams:
+    """Default hyperparameters (Adam, lr 1e-3, momentum 0.9, no decay), as arrays.
+
+    Args:
+        names: the names the index refers to (as given to ``make_optimizer``).
+        **overrides: ``OptHParams`` fields; ``optimizer`` may be a name.
+
+    Returns:
+        One member's ``OptHParams``.
+
+    Example:
+        >>> int(default_hparams(optimizer="sgd").optimizer)
+        0
+    """
+    names = _check_names(names)
+    unknown = set(overrides) - set(OptHParams._fields)
+    if unknown:
+        raise ValueError(
+            f"unknown hyperparameters {sorted(unknown)}; expected {OptHParams._fields}"
+        )
+    values = dict(
+        optimizer="adam" if "adam" in names else names[0],
+        learning_rate=1e-3,
+        momentum=0.9,
+        weight_decay=0.0,
+        lr_decay=1.0,
+    )
+    values.update(overrides)
+    if isinstance(values["optimizer"], str):
+        if values["optimizer"] not in names:
+            raise ValueError(f"optimizer {values['optimizer']!r} not in names {names}")
+        values["optimizer"] = names.index(values["optimizer"])
+    return _as_arrays(OptHParams(**values))
+
+
+def hparams_of(opt_state) -> OptHParams:
+    """Reads the ``OptHParams`` stored in an optimizer state (batched or not).
+
+    Example:
+        >>> opt = make_optimizer()
+        >>> hparams_of(opt.init(jnp.zeros(2), default_hparams())).learning_rate.dtype
+        dtype('float32')
+    """
+    return OptHParams(**{f: opt_state.hyperparams[f] for f in OptHParams._fields})
+
+
+def with_hparams(opt_state, hp: OptHParams):
+    """Returns ``opt_state`` with new hyperparameter values (no recompilation).
+
+    The arrays must keep their shapes and dtypes (i32 index, f32 floats).
+
+    Example:
+        >>> opt = make_optimizer()
+        >>> s = opt.init(jnp.zeros(2), default_hparams())
+        >>> float(hparams_of(with_hparams(s, default_hparams(learning_rate=0.5))).learning_rate)
+        0.5
+    """
+    hyperparams = dict(opt_state.hyperparams)
+    hyperparams.update(_as_arrays(hp)._asdict())
+    return opt_state._replace(hyperparams=hyperparams)
+
+
+def current_learning_rate(opt: SwarmOptimizer, opt_state) -> jax.Array:
+    """The scheduled learning rate the NEXT update will use (one member).
+
+    Example:
+        >>> opt = make_optimizer(total_steps=3)
+        >>> s = opt.init(jnp.zeros(2), default_hparams(learning_rate=1.0, lr_decay=0.1))
+        >>> float(current_learning_rate(opt, s))
+        1.0
+    """
+    hp = hparams_of(opt_state)
+    count = opt_state.inner_state.count
+    return _schedule(opt.total_steps, hp.learning_rate, hp.lr_decay)(count)

@@ -1,0 +1,128 @@
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from jaxswarm import space as sp
+from jaxswarm import train
+
+
+@pytest.fixture
+def key():
+    return jax.random.key(0)
+
+
+def _data(n=96, m=32, f=6, seed=0):
+    rng = np.random.default_rng(seed)
+    x = rng.normal(size=(n + m, f)).astype(np.float32)
+    y = (x[:, 0] + 0.5 * x[:, 1] > 0).astype(np.int32)
+    return train.device_data(x[:n], y[:n], x[n:], y[n:])
+
+
+SPACE = sp.SearchSpace({
+    "n_layers": sp.Int(1, 2),
+    "units_1": sp.Int(2, 8, log=True),
+    "units_2": sp.Int(2, 8, log=True, when=lambda v: v["n_layers"] >= 2),
+    "activation": sp.Choice(["relu", "tanh", "elu"]),
+    "learning_rate": sp.Float(1e-3, 1e-1, log=True),
+    "optimizer": sp.Choice(["sgd", "momentum", "adam"]),
+})
+CONFIG = train.TrainConfig(epochs=2, batch_size=16, max_layers=2, max_units=8)
+
+
+def _trainer(space=SPACE, config=CONFIG):
+    return train.make_train(space, config, in_features=6, num_classes=2)
+
+
+def test_swarm_equals_loop_of_single_members(key):
+    trainer, data = _trainer(), _data()
+    pos = jax.random.uniform(key, (5, SPACE.num_dims))
+    keys = jax.random.split(jax.random.key(1), 5)
+    swarm = trainer.train_swarm(keys, pos, data)
+    single = jax.jit(trainer.train_member)
+    for i in range(5):
+        one = single(keys[i], pos[i], data)
+        np.testing.assert_allclose(swarm.train_loss[i], one.train_loss, rtol=2e-5, atol=1e-6)
+        np.testing.assert_allclose(swarm.val_accuracy[i], one.val_accuracy, atol=1e-6)
+        np.testing.assert_allclose(swarm.fitness[i], one.fitness, atol=1e-6)
+
+
+def test_moved_particles_do_not_recompile(key):
+    traces = []
+    trainer, data = _trainer(), _data()
+    counted = jax.jit(jax.vmap(lambda k, p, d: (traces.append(1), trainer.train_member(k, p, d))[1],
+                               in_axes=(0, 0, None)))
+    keys = jax.random.split(key, 4)
+    for r in range(3):  # three rounds, particles anywhere in the box
+        pos = jax.random.uniform(jax.random.fold_in(key, r), (4, SPACE.num_dims))
+        counted(keys, pos, data).fitness.block_until_ready()
+    assert len(traces) == 1
+
+
+def test_diverging_member_is_isolated(key):
+    wide = sp.SearchSpace({**SPACE.params, "learning_rate": sp.Float(1e-3, 1e30, log=True)})
+    trainer, data = _trainer(wide), _data()
+    lr, opt, act = (wide.dim_names.index(n) for n in ("learning_rate", "optimizer", "activation"))
+    pos = np.array(jax.random.uniform(key, (4, wide.num_dims)))
+    pos[:, lr] *= 0.05  # lr <= ~1e-1.4 for everyone
+    keys = jax.random.split(jax.random.key(3), 4)
+    base = trainer.train_swarm(keys, jnp.asarray(pos), data)
+    pos[0, lr], pos[0, opt], pos[0, act] = 1.0, 0.0, 0.0  # member 0: relu, sgd, lr = 1e30: overflows
+    m = trainer.train_swarm(keys, jnp.asarray(pos), data)
+    assert bool(m.diverged[0]) and m.fitness[0] == -np.inf
+    assert not np.any(np.asarray(m.diverged[1:])) and np.all(np.isfinite(np.asarray(m.fitness[1:])))
+    np.testing.assert_array_equal(m.val_accuracy[1:], base.val_accuracy[1:])
+    np.testing.assert_array_equal(m.train_loss[1:], base.train_loss[1:])
+
+
+def test_training_learns_a_separable_problem(key):
+    space = sp.SearchSpace({"n_layers": sp.Fixed(1), "units_1": sp.Int(8, 8),
+                            "learning_rate": sp.Fixed(0.05)})
+    trainer = _trainer(space, CONFIG._replace(epochs=10))
+    m = trainer.train_swarm(jax.random.split(key, 2), jnp.full((2, 1), 0.5), _data())
+    assert np.all(np.asarray(m.val_accuracy) > 0.85)
+    assert np.all(np.asarray(m.train_loss[:, -1]) < np.asarray(m.train_loss[:, 0]))
+
+
+def test_kfold_is_particles_times_folds_in_one_program(key):
+    from jaxswarm.data import kfold_indices
+
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(120, 6)).astype(np.float32)
+    y = (x[:, 0] > 0).astype(np.int32)
+    tr, va = kfold_indices(120, 3, seed=0)
+    folds = train.fold_data(x, y, tr, va)
+    trainer = _trainer()
+    pos = jax.random.uniform(key, (3, SPACE.num_dims))
+    keys = jax.random.split(key, 3)
+    m = trainer.train_swarm(keys, pos, folds)
+    assert m.fitness.shape == (3,) and m.train_loss.shape == (3, CONFIG.epochs)
+    # the CV fitness is the mean over folds of single-fold runs with the fold keys
+    fold_keys = jax.random.split(keys[1], 3)
+    accs = [trainer.train_member(fold_keys[k], pos[1], train.Data(folds.x[tr[k]], folds.y[tr[k]],
+                                                                  folds.x[va[k]], folds.y[va[k]])).fitness
+            for k in range(3)]
+    np.testing.assert_allclose(m.fitness[1], np.mean(accs), atol=1e-5)
+
+
+def test_warm_start_continues_from_given_weights(key):
+    trainer, data = _trainer(), _data()
+    pos = jnp.asarray(SPACE.encode({"n_layers": 1, "units_1": 8, "activation": "relu",
+                                    "learning_rate": 0.03, "optimizer": "adam"}))
+    m1, v1 = trainer.train_member_warm(key, pos, data, None, None)
+    k2 = jax.random.key(9)
+    kept, _ = trainer.train_member_warm(k2, pos, data, v1, jnp.asarray(True))
+    fresh, _ = trainer.train_member_warm(k2, pos, data, v1, jnp.asarray(False))
+    cold, _ = trainer.train_member_warm(k2, pos, data, None, None)
+    np.testing.assert_allclose(fresh.train_loss, cold.train_loss, rtol=1e-6)
+    assert kept.train_loss[0] < cold.train_loss[0]  # starts from trained weights
+    assert trainer.init_member(key, pos)["params"] is not None
+
+
+def test_bad_config_is_rejected():
+    with pytest.raises(ValueError, match="fitness"):
+        _trainer(config=CONFIG._replace(fitness="f1"))
+    with pytest.raises(ValueError, match="max_layers"):
+        _trainer(config=CONFIG._replace(max_layers=1))
+    with pytest.raises(ValueError, match="not among the supported"):
+        _trainer(sp.SearchSpace({"activation": sp.Choice(["relu", "mish3"])}))
