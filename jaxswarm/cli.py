@@ -26,7 +26,7 @@ import time
 from pathlib import Path
 
 STUDY_KEYS = ("swarm_size", "rounds", "epochs", "batch_size", "folds", "mode", "init",
-              "fitness", "patience", "seed", "retrain")
+              "fitness", "patience", "seed", "retrain", "layout")
 SPACE_KEYS = ("max_layers", "units", "activations", "learning_rate", "optimizers", "momentum",
               "weight_decay", "dropout", "batch_norm")
 PSO_KEYS = ("topology", "neighbors", "inertia", "c1", "c2", "constriction", "vmax", "boundary")
@@ -53,6 +53,10 @@ def _parser() -> argparse.ArgumentParser:
     g.add_argument("--batch-size", type=int, help="minibatch size  [64]")
     g.add_argument("--folds", type=int, help="1: hold-out validation; k>1: k-fold CV on train+val  [1]")
     g.add_argument("--mode", choices=("fresh", "warm"), help="fresh weights each round, or keep them (PBT-like)  [fresh]")
+    g.add_argument("--layout", choices=("masked", "packed"),
+                   help="masked: one max-size program per study; packed: first layers packed into one "
+                        "matmul, deeper layers in width groups (faster rounds on image data, recompiles "
+                        "when the layout changes; no batch norm/dropout/folds/warm)  [masked]")
     g.add_argument("--init", choices=("lhs", "sobol", "uniform"), help="initial design  [lhs: maximin Latin hypercube]")
     g.add_argument("--fitness", choices=("accuracy", "loss"), help="validation accuracy or minus loss  [accuracy]")
     g.add_argument("--patience", type=int, help="stop after this many rounds without improvement  [off]")

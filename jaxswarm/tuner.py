@@ -46,6 +46,7 @@ from jaxswarm.data import Dataset, kfold_indices
 from jaxswarm.space import SearchSpace, mlp_space
 
 MODES = ("fresh", "warm")
+LAYOUTS = ("masked", "packed")
 
 
 @dataclasses.dataclass
@@ -63,6 +64,7 @@ class StudyConfig:
     patience: int | None = None  # stop after this many rounds without improvement
     seed: int = 0
     retrain: bool = True  # retrain the best config on train+val and report test accuracy
+    layout: str = "masked"  # masked: one max-size program per study; packed: see jaxswarm/packed.py
     pso: dict = dataclasses.field(default_factory=dict)  # keyword arguments of pso.make_pso
 
     def validate(self) -> None:
@@ -79,6 +81,11 @@ class StudyConfig:
             raise ValueError(f"fitness must be one of {train.FITNESS_KINDS}, got {self.fitness!r}")
         if self.patience is not None and self.patience < 1:
             raise ValueError(f"patience must be >= 1 or None, got {self.patience}")
+        if self.layout not in LAYOUTS:
+            raise ValueError(f"layout must be one of {LAYOUTS}, got {self.layout!r}")
+        if self.layout == "packed" and (self.mode != "fresh" or self.folds > 1):
+            raise ValueError("layout 'packed' trains fresh members on one hold-out split: "
+                             "use mode 'fresh' and folds 1, or layout 'masked'")
         if self.mode == "warm" and self.folds > 1:
             raise ValueError("mode 'warm' keeps one network per particle; it cannot be combined with folds > 1")
 
@@ -129,6 +136,15 @@ class Study:
             max_units=max_units, fitness=config.fitness)
         x_train = dataset.x_train.reshape(len(dataset.x_train), -1)
         self.trainer = train.make_train(space, self.train_config, x_train.shape[1], dataset.num_classes)
+        self.packed = None
+        if config.layout == "packed":
+            from jaxswarm import packed
+
+            if not packed.supports(space):
+                raise ValueError("layout 'packed' does not support spaces with batch_norm or dropout; "
+                                 "use layout 'masked'")
+            self.packed = packed.make_packed_train(space, self.train_config, x_train.shape[1],
+                                                   dataset.num_classes)
         self.swarm = pso_lib.make_pso(
             config.swarm_size, space.num_dims, maximize=True,
             **{"num_iterations": config.rounds, **config.pso})
@@ -151,7 +167,13 @@ class Study:
     def _compile(self, state):
         keys, _ = self._round_keys(0)
         t0 = time.perf_counter()
-        if self.config.mode == "warm":
+        if self.packed is not None:
+            # The packed program's shapes follow the particles; it compiles (and caches) per plan shape.
+            # Compiling happens inside the rounds, so it is part of each round's seconds.
+            def compiled(keys, positions, data):
+                return self.packed.train_swarm(keys, positions, data, jax.random.fold_in(keys[0], 1))
+            return compiled, 0.0
+        elif self.config.mode == "warm":
             fn = jax.jit(jax.vmap(self.trainer.train_member_warm, in_axes=(0, 0, None, 0, 0)))
             variables = self._fresh_variables(keys, state.position)
             compiled = fn.lower(keys, state.position, self.data, variables,
@@ -190,7 +212,9 @@ class Study:
                         report.truncate_rounds(self.out_dir / name, start)
         compiled, compile_s = self._compile(state)
         self._log(f"compiled the swarm program in {compile_s:.1f}s "
-                  f"({cfg.swarm_size} members, {self.space.num_dims} dims, mode {cfg.mode})")
+                  f"({cfg.swarm_size} members, {self.space.num_dims} dims, mode {cfg.mode})"
+                  if self.packed is None else
+                  f"packed layout: {cfg.swarm_size} members; programs compile per plan shape during rounds")
         bar = _progress(cfg.rounds, start, self.progress)
         r = start
         for r in range(start, cfg.rounds):

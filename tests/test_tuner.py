@@ -94,3 +94,10 @@ def test_existing_results_are_not_overwritten(digits, tmp_path):
 
 def test_architecture_limits():
     assert tuner.architecture_limits(sp.mlp_space(max_layers=3, units=(8, 100))) == (3, 100)
+
+
+def test_packed_layout_study(digits):
+    result = tuner.tune(SPACE, digits, layout="packed", **TINY)
+    assert np.isfinite(result.best_fitness) and 0 < result.test_accuracy <= 1
+    with pytest.raises(ValueError, match="packed"):
+        tuner.tune(SPACE, digits, layout="packed", folds=2, **TINY)
