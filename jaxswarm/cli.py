@@ -26,9 +26,9 @@ import time
 from pathlib import Path
 
 STUDY_KEYS = ("swarm_size", "rounds", "epochs", "batch_size", "folds", "mode", "init",
-              "fitness", "patience", "seed", "retrain", "layout")
+              "fitness", "patience", "seed", "retrain", "layout", "chunk_size", "memory_cap_gb")
 SPACE_KEYS = ("max_layers", "units", "activations", "learning_rate", "optimizers", "momentum",
-              "weight_decay", "dropout", "batch_norm")
+              "weight_decay", "dropout", "batch_norm", "lr_decay")
 PSO_KEYS = ("topology", "neighbors", "inertia", "c1", "c2", "constriction", "vmax", "boundary")
 
 
@@ -65,6 +65,11 @@ def _parser() -> argparse.ArgumentParser:
                    help="skip the final retrain of the best config on train+val (no test accuracy)")
     g.add_argument("--val-fraction", type=float, help="share of the training set held out for validation  [0.1]")
     g.add_argument("--quiet", action="store_true", help="no progress bar or round lines")
+    g.add_argument("--chunk-size", type=int, help="members per device trained at once  [planned from memory]")
+    g.add_argument("--memory-cap-gb", type=float, help="per-device memory cap for that plan  [the device's]")
+    g.add_argument("--distributed", action="store_true",
+                   help="multi-host: call jax.distributed.initialize first (JAXSWARM_COORDINATOR, "
+                        "JAXSWARM_NUM_PROCESSES, JAXSWARM_PROCESS_ID, or SLURM/Open MPI auto-detection)")
 
     s = run.add_argument_group("search space (MLP)")
     s.add_argument("--max-layers", type=int, help="hidden layers 1..N  [3]")
@@ -76,6 +81,8 @@ def _parser() -> argparse.ArgumentParser:
     s.add_argument("--weight-decay", type=float, nargs=2, metavar=("LO", "HI"), help="tune weight decay, log scale  [off]")
     s.add_argument("--dropout", type=float, nargs=2, metavar=("LO", "HI"), help="tune dropout rate  [off]")
     s.add_argument("--batch-norm", action="store_const", const=True, help="let the swarm switch batch norm on/off")
+    s.add_argument("--lr-decay", type=float, nargs=2, metavar=("LO", "HI"),
+                   help="tune the final/initial learning-rate ratio of a cosine schedule, log scale  [off: constant]")
 
     q = run.add_argument_group("PSO")
     q.add_argument("--topology", choices=("global", "ring", "von_neumann"), help="neighbourhood  [global]")
@@ -90,6 +97,10 @@ def _parser() -> argparse.ArgumentParser:
 
     pl = sub.add_parser("plot", help="draw progress.png and positions.png for a results directory")
     pl.add_argument("dir", type=Path)
+
+    from jaxswarm import baselines
+
+    baselines.add_parser(sub)
     return p
 
 
@@ -142,13 +153,17 @@ def settings_from_args(args: argparse.Namespace) -> dict:
         if len(inertia) not in (1, 2):
             raise SystemExit("jaxswarm: error: --inertia takes one value or START END")
         cfg["pso"]["inertia"] = inertia[0] if len(inertia) == 1 else tuple(inertia)
-    for k in ("units", "learning_rate", "momentum", "weight_decay", "dropout"):
+    for k in ("units", "learning_rate", "momentum", "weight_decay", "dropout", "lr_decay"):
         if isinstance(cfg["space"].get(k), list):
             cfg["space"][k] = tuple(cfg["space"][k])
     return cfg
 
 
 def run(args: argparse.Namespace) -> int:
+    if args.distributed:
+        from jaxswarm import scale
+
+        scale.initialize_distributed()
     from jaxswarm.data import DatasetError, load_dataset
     from jaxswarm.space import mlp_space
     from jaxswarm.tuner import Study, StudyConfig, StudyError
@@ -189,6 +204,10 @@ def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     if args.command == "run":
         return run(args)
+    if args.command == "baseline":
+        from jaxswarm import baselines
+
+        return baselines.main(args)
     if args.command == "plot":
         from jaxswarm import report
 

@@ -41,7 +41,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from jaxswarm import pso as pso_lib
-from jaxswarm import report, sampling, train
+from jaxswarm import report, sampling, scale, train
 from jaxswarm.data import Dataset, kfold_indices
 from jaxswarm.space import SearchSpace, mlp_space
 
@@ -66,6 +66,8 @@ class StudyConfig:
     retrain: bool = True  # retrain the best config on train+val and report test accuracy
     layout: str = "masked"  # masked: one max-size program per study; packed: see jaxswarm/packed.py
     pso: dict = dataclasses.field(default_factory=dict)  # keyword arguments of pso.make_pso
+    chunk_size: int | None = None  # members per device trained at once (None: planned from memory)
+    memory_cap_gb: float | None = None  # per-device memory cap for that plan (None: the device's own)
 
     def validate(self) -> None:
         if self.swarm_size < 2:
@@ -81,6 +83,10 @@ class StudyConfig:
             raise ValueError(f"fitness must be one of {train.FITNESS_KINDS}, got {self.fitness!r}")
         if self.patience is not None and self.patience < 1:
             raise ValueError(f"patience must be >= 1 or None, got {self.patience}")
+        if self.chunk_size is not None and self.chunk_size < 1:
+            raise ValueError(f"chunk_size must be >= 1 or None, got {self.chunk_size}")
+        if self.memory_cap_gb is not None and self.memory_cap_gb <= 0:
+            raise ValueError(f"memory_cap_gb must be > 0 or None, got {self.memory_cap_gb}")
         if self.layout not in LAYOUTS:
             raise ValueError(f"layout must be one of {LAYOUTS}, got {self.layout!r}")
         if self.layout == "packed" and (self.mode != "fresh" or self.folds > 1):
@@ -156,6 +162,25 @@ class Study:
         else:
             self.data = train.device_data(dataset.x_train, dataset.y_train, dataset.x_val, dataset.y_val)
         self.key = jax.random.key(config.seed)
+        # Shard the particle axis over every device (all processes' in a multi-host run) and
+        # chunk the swarm when the estimate says it does not fit (jaxswarm.scale).
+        n_train, n_val = len(dataset.x_train), len(dataset.x_val)
+        if config.folds > 1:  # one pool, k (train, val) splits
+            n_val = (n_train + n_val) // config.folds
+            n_train = len(dataset.x_train) + len(dataset.x_val) - n_val
+        self.memory_estimate = scale.estimate_memory(
+            self.trainer.model_config, self.train_config, config.swarm_size, n_train, max(n_val, 1),
+            optimizers=train.optimizer_names(space), folds=config.folds)
+        cap = None if config.memory_cap_gb is None else int(config.memory_cap_gb * 2**30)
+        if config.mode == "warm":
+            member, in_axes, state_argnum = self.trainer.train_member_warm, (0, 0, None, 0, 0), 3
+        else:
+            member, in_axes, state_argnum = self.trainer.train_member, (0, 0, None), None
+        self.runner = scale.make_swarm_runner(
+            member, in_axes=in_axes, state_argnum=state_argnum, chunk_size=config.chunk_size,
+            memory_cap_bytes=cap, estimate=self.memory_estimate, log=self._log)
+        if self.packed is None:
+            self.data = self.runner.replicate(self.data)  # on every device once, not every round
 
     # -- one round ---------------------------------------------------------
 
@@ -173,14 +198,13 @@ class Study:
             def compiled(keys, positions, data):
                 return self.packed.train_swarm(keys, positions, data, jax.random.fold_in(keys[0], 1))
             return compiled, 0.0
-        elif self.config.mode == "warm":
-            fn = jax.jit(jax.vmap(self.trainer.train_member_warm, in_axes=(0, 0, None, 0, 0)))
+        if self.config.mode == "warm":
             variables = self._fresh_variables(keys, state.position)
-            compiled = fn.lower(keys, state.position, self.data, variables,
-                                jnp.zeros(self.config.swarm_size, bool)).compile()
+            self.runner.compile(keys, state.position, self.data, variables,
+                                jnp.zeros(self.config.swarm_size, bool))
         else:
-            compiled = self.trainer.train_swarm.lower(keys, state.position, self.data).compile()
-        return compiled, time.perf_counter() - t0
+            self.runner.compile(keys, state.position, self.data)
+        return self.runner, time.perf_counter() - t0
 
     def _fresh_variables(self, keys, positions):
         return jax.vmap(self.trainer.init_member)(keys, positions)
@@ -212,7 +236,8 @@ class Study:
                         report.truncate_rounds(self.out_dir / name, start)
         compiled, compile_s = self._compile(state)
         self._log(f"compiled the swarm program in {compile_s:.1f}s "
-                  f"({cfg.swarm_size} members, {self.space.num_dims} dims, mode {cfg.mode})"
+                  f"({cfg.swarm_size} members, {self.space.num_dims} dims, mode {cfg.mode}; "
+                  f"{self.runner.plan(cfg.swarm_size).describe()})"
                   if self.packed is None else
                   f"packed layout: {cfg.swarm_size} members; programs compile per plan shape during rounds")
         bar = _progress(cfg.rounds, start, self.progress)
@@ -247,10 +272,12 @@ class Study:
                 "diverged": int(metrics.diverged.sum()), "seconds": seconds,
             }
             if self.out_dir is not None:
-                report.append_jsonl(self.out_dir / report.EVALUATIONS,
-                                    self._evaluation_rows(r, positions, metrics, seconds))
-                report.append_jsonl(self.out_dir / report.ROUNDS, [summary])
-                tree = self._checkpoint_tree(state, warm_vars, stale, best_seen, prev_arch)
+                if scale.is_primary():  # multi-host: every process runs the loop, one writes
+                    report.append_jsonl(self.out_dir / report.EVALUATIONS,
+                                        self._evaluation_rows(r, positions, metrics, seconds))
+                    report.append_jsonl(self.out_dir / report.ROUNDS, [summary])
+                saved_vars = None if warm_vars is None else self.runner.unpad(warm_vars, cfg.swarm_size)
+                tree = self._checkpoint_tree(state, saved_vars, stale, best_seen, prev_arch)
                 ckpt.save(r + 1, tree)
             self._round_line(bar, summary)
             if cfg.patience is not None and stale >= cfg.patience:
@@ -264,13 +291,14 @@ class Study:
         best_fitness = float(state.global_best_fitness)
         test_acc = self.retrain(best_position) if cfg.retrain else None
         wall = time.perf_counter() - t_start
-        if self.out_dir is not None:
+        if self.out_dir is not None and scale.is_primary():
             report.write_json(self.out_dir / report.BEST, {
                 "best_config": best_config, "best_fitness": best_fitness, "fitness": cfg.fitness,
                 "test_accuracy": test_acc, "rounds_run": rounds_run,
                 "position": best_position.tolist(), "compile_seconds": compile_s})
             report.write_csv(self.out_dir / report.EVALUATIONS, self.out_dir / report.CSV)
             report.plot(self.out_dir)
+        if ckpt is not None:
             ckpt.close()
         self._log(f"best {cfg.fitness} {best_fitness:.4f} with {best_config}"
                   + (f"; test accuracy after retrain {test_acc:.4f}" if test_acc is not None else ""))

@@ -1,0 +1,246 @@
+"""Tests of jaxswarm.scale: sharding, padding, chunking, memory planning, multi-host.
+
+Fake-device checks (4 CPU devices) and the 2-process run need their own JAX
+processes (XLA_FLAGS must be set before JAX starts), so they run as
+subprocesses: tests/scale_fake_devices.py and tests/multihost_worker.py.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import os
+import socket
+import subprocess
+import sys
+from pathlib import Path
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from jaxswarm import models, optim, scale, train
+from jaxswarm.space import mlp_space
+
+HERE = Path(__file__).parent
+
+
+@pytest.fixture
+def key():
+    return jax.random.key(0)
+
+
+def _env(devices: int) -> dict:
+    env = dict(os.environ)
+    env["XLA_FLAGS"] = f"--xla_force_host_platform_device_count={devices}"
+    env["JAX_PLATFORMS"] = "cpu"
+    env["PYTHONPATH"] = os.pathsep.join([str(HERE.parent), env.get("PYTHONPATH", "")])
+    return env
+
+
+def _result(stdout: str) -> dict:
+    lines = [l for l in stdout.splitlines() if l.startswith("RESULT ")]
+    assert lines, f"no RESULT line in output:\n{stdout[-3000:]}"
+    return json.loads(lines[-1][len("RESULT "):])
+
+
+@pytest.fixture(scope="module")
+def tiny():
+    """A tiny digits setup shared by the in-process tests."""
+    from jaxswarm import data as data_lib
+
+    ds = data_lib.load_dataset("digits")
+    xtr, xva, _ = ds.flat_splits()
+    data = train.device_data(xtr[:192], ds.y_train[:192], xva[:48], ds.y_val[:48])
+    space = mlp_space(max_layers=2, units=(4, 16))
+    cfg = train.TrainConfig(epochs=1, batch_size=32, max_layers=2, max_units=16, eval_batch_size=32)
+    trainer = train.make_train(space, cfg, xtr.shape[1], ds.num_classes)
+    return space, cfg, trainer, data
+
+
+# -- plans -----------------------------------------------------------------
+
+
+def test_make_plan_covers_swarm_with_least_padding():
+    for s in range(1, 40):
+        for d in (1, 2, 3, 4):
+            for c in (None, 1, 2, 3, 5):
+                p = scale.make_plan(s, d, c)
+                assert p.padded >= s and p.padded == d * p.chunk_size * p.num_chunks
+                per_device = -(-s // d)
+                assert p.per_device - per_device < p.num_chunks  # balanced chunks: < 1 pad row per chunk
+                if c is not None:
+                    assert p.chunk_size <= c and p.num_chunks == -(-per_device // min(c, per_device))
+                else:
+                    assert p.num_chunks == 1
+
+
+def test_plan_chunks_fits_capacity_and_rejects_impossible():
+    est = {"per_member": 1000, "shared": 500}
+    for cap in (1500, 2600, 7000, 10**6):
+        for s, d in ((7, 1), (16, 2), (33, 4)):
+            c = scale.plan_chunks(est, cap, s, d)
+            assert est["shared"] + c * est["per_member"] <= cap
+            assert 1 <= c <= -(-s // d)
+    assert scale.plan_chunks(est, 10**9, 10, 2) == 5  # everything fits: one chunk
+    with pytest.raises(ValueError, match="cannot hold one member"):
+        scale.plan_chunks(est, 1499, 4, 1)
+
+
+def test_bad_arguments_raise_value_error(tiny):
+    _, _, trainer, _ = tiny
+    with pytest.raises(ValueError, match="num_particles"):
+        scale.make_plan(0, 1)
+    with pytest.raises(ValueError, match="in_axes"):
+        scale.make_swarm_runner(trainer.train_member, in_axes=(1, 0, None))
+    with pytest.raises(ValueError, match="state_argnum"):
+        scale.make_swarm_runner(trainer.train_member, state_argnum=2)
+    with pytest.raises(ValueError, match="needs an estimate"):
+        scale.make_swarm_runner(trainer.train_member, memory_cap_bytes=10**9)
+    runner = scale.make_swarm_runner(lambda k, x, w: x.sum() * w, log=None)
+    with pytest.raises(ValueError, match="disagree"):
+        runner(jax.random.split(jax.random.key(0), 3), jnp.ones((4, 2)), 1.0)
+
+
+# -- memory ----------------------------------------------------------------
+
+
+def test_estimate_memory_counts_params_and_every_optimizer_state():
+    cfg = models.MLPConfig(64, 10, 2, 32)
+    tc = train.TrainConfig(batch_size=32)
+    one = scale.estimate_memory(cfg, tc, 1, 500, 100, optimizers=("adam",))
+    all7 = scale.estimate_memory(cfg, tc, 1, 500, 100, optimizers=optim.OPTIMIZERS)
+    n_params = (64 * 32 + 32) + (32 * 32 + 32) + 2 * 2 * 32 + (32 * 10 + 10)
+    assert one["params"] == 4 * n_params
+    # adam keeps mu and nu; all seven names keep 0+1+1+2+1+2+2 = 9 copies of the params.
+    assert 2 * one["params"] <= one["optimizer"] < 2 * one["params"] + 64
+    assert 9 * one["params"] <= all7["optimizer"] < 9 * one["params"] + 256
+    big = scale.estimate_memory(cfg, tc, 10, 500, 100, optimizers=("adam",))
+    assert big["total"] - one["total"] == 9 * one["per_member"]  # linear in S, data shared
+    assert scale.optimizer_names(mlp_space()) == ("adam",)
+    assert scale.optimizer_names(mlp_space(optimizers=("sgd", "adam"))) == ("sgd", "adam")
+
+
+def test_estimate_is_within_a_small_factor_of_xla(tiny, key):
+    space, cfg, trainer, data = tiny
+    for s in (4,):
+        keys = jax.random.split(key, s)
+        pos = jax.random.uniform(jax.random.key(1), (s, space.num_dims))
+        ma = scale.memory_analysis(trainer.train_swarm.lower(keys, pos, data).compile())
+        est = scale.estimate_memory(trainer.model_config, cfg, s, 192, 48,
+                                    optimizers=scale.optimizer_names(space))
+        assert 0.5 <= est["total"] / ma["total"] <= 3.0, (s, est["total"], ma)
+
+
+def test_device_memory_bytes_is_a_fraction_of_physical_ram():
+    physical = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    b = scale.device_memory_bytes(jax.local_devices()[0])
+    assert 0 < b <= physical
+    assert scale.device_memory_bytes(fraction=0.1) < b
+
+
+# -- runner in this process (one device) -------------------------------------
+
+
+def test_chunked_equals_unchunked_and_compiles_once(tiny, key):
+    space, _, trainer, data = tiny
+    traces = []
+
+    def member(k, p, d):
+        traces.append(1)
+        return trainer.train_member(k, p, d)
+
+    logs = []
+    runner = scale.make_swarm_runner(member, chunk_size=2, log=logs.append)
+    s = 5
+    keys = jax.random.split(key, s)
+    pos = jax.random.uniform(jax.random.key(1), (s, space.num_dims))
+    ref = trainer.train_swarm(keys, pos, data)
+    got = runner(keys, pos, data)
+    assert runner.plan(s) == scale.SwarmPlan(5, 1, 2, 3)
+    assert any("3 chunk(s) of 2" in line and "padded with 1" in line for line in logs)
+    for a, b in zip(jax.tree.leaves(ref), jax.tree.leaves(got)):
+        assert a.shape == b.shape
+        np.testing.assert_allclose(np.asarray(b, np.float64), np.asarray(a, np.float64), atol=1e-5)
+    n = len(traces)
+    for r in range(2):  # new round, new positions: nothing is traced or compiled again
+        runner(jax.random.split(jax.random.key(r + 5), s), jax.random.uniform(jax.random.key(r), pos.shape), data)
+    assert len(traces) == n
+
+
+# -- fake devices and multi-host (subprocesses) -------------------------------
+
+
+@pytest.fixture(scope="module")
+def fake4():
+    proc = subprocess.run([sys.executable, str(HERE / "scale_fake_devices.py")], env=_env(4),
+                          capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    return _result(proc.stdout)
+
+
+def test_sharded_equals_unsharded_on_4_fake_devices_uneven_swarm(fake4):
+    assert fake4["num_devices"] == 4
+    assert fake4["sharded_plan_S6"] == [6, 4, 2, 1]  # 6 members over 4 devices: 2 pad rows
+    assert fake4["sharded_shape_S6"] == [6]  # pad rows dropped
+    assert fake4["fitness_sharding_S6"] == "P()"  # metrics replicated for the host
+    assert fake4["sharded_vs_unsharded_S6"] < 1e-5
+
+
+def test_chunked_equals_unchunked_on_4_fake_devices(fake4):
+    assert fake4["chunked_plan_S6"] == [6, 4, 1, 2]  # the memory cap forced chunks of one ...
+    assert fake4["chunked_vs_unchunked_S6"] < 1e-5  # ... and the results did not change
+    assert any("chunked because estimated" in line for line in fake4["logs"])
+
+
+def test_sharded_runner_compiles_once(fake4):
+    assert fake4["traces_after_first_round"] == 1
+    assert fake4["traces_after_four_rounds"] == 1
+
+
+def test_warm_state_is_donated_and_updated_in_place(fake4):
+    assert fake4["warm_metrics_diff"] < 1e-5 and fake4["warm_variables_diff"] < 1e-5
+    assert fake4["warm_state_rows"] == 8  # kept padded and sharded for the next round
+    assert fake4["warm_state_donated"]
+    # XLA aliases the whole per-device state: a round holds one copy of it.
+    assert fake4["warm_alias_bytes"] >= fake4["warm_state_bytes_per_device"]
+
+
+def test_estimate_matches_xla_for_sharded_program(fake4):
+    assert 0.5 <= fake4["estimate_over_xla"] <= 3.0
+
+
+def test_two_process_study_on_localhost():
+    with socket.socket() as sock:
+        sock.bind(("localhost", 0))
+        port = sock.getsockname()[1]
+    import tempfile
+
+    with tempfile.TemporaryDirectory() as out:
+        cmd = [sys.executable, str(HERE / "multihost_worker.py"), "--coordinator", f"localhost:{port}",
+               "--num-processes", "2", "--out", out]
+        procs = [subprocess.Popen(cmd + ["--process-id", str(i)], env=_env(2), stdout=subprocess.PIPE,
+                                  stderr=subprocess.PIPE, text=True) for i in range(2)]
+        outs = []
+        try:
+            for p in procs:
+                stdout, stderr = p.communicate(timeout=240)
+                assert p.returncode == 0, stderr[-3000:]
+                outs.append(_result(stdout))
+        finally:
+            for p in procs:
+                if p.poll() is None:
+                    p.kill()
+        files = sorted(os.listdir(out))
+    assert [r["process_index"] for r in outs] == [0, 1]
+    assert all(r["process_count"] == 2 and r["global_devices"] == 4 and r["local_devices"] == 2 for r in outs)
+    assert outs[0]["best_fitness"] == outs[1]["best_fitness"]
+    assert outs[0]["best_position"] == outs[1]["best_position"]
+    assert files == ["result_0.json"]  # results written once, by the primary process
+    # The 4-device, 2-process study trains what a single process trains.
+    spec = importlib.util.spec_from_file_location("multihost_worker", HERE / "multihost_worker.py")
+    worker = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(worker)
+    local = worker.study()
+    np.testing.assert_allclose(local["fitness_rounds"], outs[0]["fitness_rounds"], atol=1e-6)
