@@ -783,7 +783,8 @@ def mlp_space(max_layers: int = 3,
               momentum: tuple[float, float] | None = None,
               weight_decay: tuple[float, float] | None = None,
               dropout: tuple[float, float] | None = None,
-              batch_norm: bool = False) -> SearchSpace:
+              batch_norm: bool = False,
+              lr_decay: tuple[float, float] | None = None) -> SearchSpace:
   """The MLP search space of the original study, with optional extras.
 
   Params, in order (names are the trainer's vocabulary):
@@ -792,7 +793,8 @@ def mlp_space(max_layers: int = 3,
   active when ``n_layers >= k``; ``activation`` Choice(activations);
   ``learning_rate`` Float(log=True); then, only when given: ``optimizer``
   Choice(optimizers), ``momentum`` Float, ``weight_decay`` Float(log=True),
-  ``dropout`` Float, ``batch_norm`` Choice([False, True]).
+  ``dropout`` Float, ``batch_norm`` Choice([False, True]), ``lr_decay`` Float(log=True)
+  (final learning rate as a fraction of the initial one, cosine schedule).
 
   Args:
     max_layers: maximum number of hidden layers (>= 1).
@@ -804,6 +806,7 @@ def mlp_space(max_layers: int = 3,
     weight_decay: (lo, hi) log scale (lo > 0), or None.
     dropout: (lo, hi) linear, or None.
     batch_norm: add a ``batch_norm`` on/off choice.
+    lr_decay: (lo, hi) log scale (lo > 0, hi <= 1), or None for a constant rate.
 
   Returns:
     The :class:`SearchSpace`.
@@ -831,4 +834,6 @@ def mlp_space(max_layers: int = 3,
     params["dropout"] = Float(*_range(dropout, "dropout"))
   if batch_norm:
     params["batch_norm"] = Choice([False, True])
+  if lr_decay is not None:
+    params["lr_decay"] = Float(*_range(lr_decay, "lr_decay"), log=True)
   return SearchSpace(params)

@@ -1,0 +1,167 @@
+"""Sequential baselines: each runs a tiny study end to end on the swarm's objective."""
+
+import argparse
+import json
+import math
+
+import jax
+import numpy as np
+import pytest
+
+from jaxswarm import baselines, report
+from jaxswarm.data import load_dataset
+from jaxswarm.space import mlp_space
+
+BUDGET = 3
+
+
+@pytest.fixture
+def key():
+    return jax.random.key(0)
+
+
+@pytest.fixture(scope="module")
+def digits():
+    return load_dataset("digits", seed=0)
+
+
+@pytest.fixture(scope="module")
+def space():
+    return mlp_space(max_layers=1, units=(4, 16))
+
+
+def _needs(name):
+    if name in ("tpe", "gp"):
+        pytest.importorskip("optuna")
+    if name == "gp":
+        pytest.importorskip("torch")
+    if name == "optunity":
+        pytest.importorskip("optunity")
+
+
+def _kwargs(name):
+    return {"swarm_size": 2} if name in ("pso", "optunity") else {}
+
+
+@pytest.mark.parametrize("name", baselines.TUNERS)
+def test_tiny_study_end_to_end_respects_budget(name, space, digits, tmp_path):
+    _needs(name)
+    out = tmp_path / name
+    res = baselines.run_baseline(name, space, digits, budget=BUDGET, epochs=1, out_dir=out,
+                                 progress=False, **_kwargs(name))
+    assert res.evaluations == BUDGET == len(res.trials) == len(res.history)
+    assert res.stop_reason == "budget"
+    # best is the max of the recorded fitnesses, and best-so-far never decreases
+    fits = [t.fitness for t in res.trials]
+    assert res.best_fitness == max(f for f in fits if math.isfinite(f))
+    bests = [h[1] for h in res.history]
+    assert all(b2 >= b1 for b1, b2 in zip(bests, bests[1:]))
+    assert [h[2] for h in res.history] == [1, 2, 3]
+    # configs decode from the recorded positions; all positions in the unit box
+    for t in res.trials:
+        assert np.all((t.position >= 0) & (t.position <= 1))
+        assert t.config == space.to_python(t.position)
+    assert 0.0 <= res.test_accuracy <= 1.0
+    assert res.wall_time >= res.search_time > 0
+    # the same results files as a swarm study
+    rows = report.read_jsonl(out / report.EVALUATIONS)
+    assert len(rows) == BUDGET and [r["fitness"] for r in rows] == pytest.approx(fits)
+    assert len(report.read_jsonl(out / report.ROUNDS)) == BUDGET
+    best = json.loads((out / report.BEST).read_text())
+    assert best["best_config"] == res.best_config and best["evaluations"] == BUDGET
+    assert (out / report.CSV).read_text().count("\n") == BUDGET + 1
+
+
+@pytest.mark.parametrize("name", ["random", "pso"])
+def test_same_seed_same_result(name, space, digits):
+    a = baselines.run_baseline(name, space, digits, budget=2, epochs=1, seed=3, retrain=False,
+                               progress=False, **_kwargs(name))
+    b = baselines.run_baseline(name, space, digits, budget=2, epochs=1, seed=3, retrain=False,
+                               progress=False, **_kwargs(name))
+    assert [t.config for t in a.trials] == [t.config for t in b.trials]
+    assert [t.fitness for t in a.trials] == [t.fitness for t in b.trials]
+
+
+def test_time_limit_stops_between_evaluations(space, digits):
+    res = baselines.run_baseline("random", space, digits, time_limit=1e-3, epochs=1, retrain=False,
+                                 progress=False)
+    # the set-up alone outlasts 1 ms: the limit is checked before the first evaluation
+    assert res.evaluations == 0 and res.stop_reason == "time_limit"
+    assert res.best_position is None and res.test_accuracy is None
+
+
+def test_sequential_pso_follows_the_swarm_study_keys(space, digits):
+    """Round 0 of the sequential PSO trains the swarm study's initial design, member by member."""
+    from jaxswarm import sampling
+
+    res = baselines.run_baseline("pso", space, digits, budget=3, epochs=1, seed=1, retrain=False,
+                                 progress=False, swarm_size=2)
+    init_key = jax.random.fold_in(jax.random.key(1), -1 % (2**31))
+    design = np.asarray(sampling.initial_design(init_key, "lhs", 2, space.num_dims))
+    np.testing.assert_allclose(np.stack([t.position for t in res.trials[:2]]), design, rtol=0, atol=1e-7)
+    # round 1 moved the particles
+    assert not np.allclose(res.trials[2].position, design[0])
+
+
+def test_grid_covers_every_value_when_budget_allows():
+    from jaxswarm.space import Choice, Int, SearchSpace
+
+    sp = SearchSpace({"n": Int(1, 3), "act": Choice(["relu", "tanh"])})
+    pos = baselines.grid_positions(sp, target=100, seed=0)
+    configs = {(c["n"], c["act"]) for c in sp.to_python_batch(pos)}
+    assert len(pos) == 6 and configs == {(n, a) for n in (1, 2, 3) for a in ("relu", "tanh")}
+    # truncation keeps distinct configurations, in a seeded order
+    assert np.array_equal(baselines.grid_positions(sp, 4, seed=1), baselines.grid_positions(sp, 4, seed=1))
+
+
+def test_grid_collapses_inactive_dims():
+    sp = mlp_space(max_layers=2, units=(4, 16), activations=("relu",))
+    pos = baselines.grid_positions(sp, target=10, seed=0)
+    configs = [json.dumps(c, sort_keys=True) for c in sp.to_python_batch(pos)]
+    assert len(configs) == len(set(configs)) >= 10
+
+
+def test_optuna_suggestions_respect_conditions():
+    optuna = pytest.importorskip("optuna")
+    sp = mlp_space(max_layers=3, units=(4, 64))
+    study = optuna.create_study(direction="maximize", sampler=optuna.samplers.RandomSampler(seed=0))
+    for _ in range(10):
+        trial = study.ask()
+        u = baselines._suggest(trial, sp)
+        cfg = sp.to_python(u)
+        n = trial.params["n_layers"]
+        assert cfg["n_layers"] == n
+        assert sorted(k for k in trial.params if k.startswith("units_")) == [f"units_{k}" for k in range(1, n + 1)]
+        for k in range(1, n + 1):
+            assert cfg[f"units_{k}"] == trial.params[f"units_{k}"]
+        assert cfg["activation"] == trial.params["activation"]
+        assert cfg["learning_rate"] == pytest.approx(trial.params["learning_rate"], rel=1e-5)
+        study.tell(trial, 0.0)
+
+
+@pytest.mark.parametrize("bad, match", [
+    (dict(name="nope", budget=1), "unknown tuner"),
+    (dict(name="random"), "budget"),
+    (dict(name="random", budget=0), "budget"),
+    (dict(name="random", budget=1, time_limit=-1.0), "time_limit"),
+    (dict(name="random", budget=1, swarm_size=4), "swarm_size"),
+])
+def test_bad_settings_raise(bad, match, space, digits):
+    name = bad.pop("name")
+    with pytest.raises(baselines.BaselineError, match=match):
+        baselines.run_baseline(name, space, digits, progress=False, **bad)
+
+
+def test_cli_subcommand_writes_results(tmp_path, capsys):
+    parser = argparse.ArgumentParser(prog="jaxswarm")
+    baselines.add_parser(parser.add_subparsers(dest="command"))
+    out = tmp_path / "cli"
+    args = parser.parse_args(["baseline", "--tuner", "random", "--budget", "2", "--epochs", "1",
+                              "--max-layers", "1", "--units", "4", "8", "--no-retrain", "--quiet",
+                              "--out", str(out)])
+    assert baselines.main(args) == 0
+    best = json.loads((out / report.BEST).read_text())
+    assert best["evaluations"] == 2 and best["test_accuracy"] is None
+    args = parser.parse_args(["baseline", "--tuner", "grid", "--swarm-size", "4", "--budget", "1"])
+    assert baselines.main(args) == 2
+    assert "--swarm-size" in capsys.readouterr().err
