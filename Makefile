@@ -18,7 +18,7 @@ run: $(STAMP)
 	$(BIN)/jaxswarm run
 
 test: $(STAMP)
-	$(BIN)/python -m pytest -q
+	$(BIN)/python -m pytest -q -n 2
 
 test-slow: $(STAMP)
 	$(BIN)/python -m pytest -q -m slow

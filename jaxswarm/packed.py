@@ -651,12 +651,7 @@ def make_packed_train(
 
             def evaluate(params):
                 m = data.x_val.shape[0]
-                chunk = min(config.eval_batch_size, m)
-                n_chunks = -(-m // chunk)
-                pad = n_chunks * chunk - m
-                x = jnp.pad(data.x_val, ((0, pad), (0, 0))).reshape(n_chunks, chunk, -1)
-                y = jnp.pad(data.y_val, (0, pad)).reshape(n_chunks, chunk)
-                valid = (jnp.arange(n_chunks * chunk) < m).reshape(n_chunks, chunk)
+                x, y, valid = train.eval_chunks(data, config)
 
                 def body(totals, inputs):
                     x_C, y_C, valid_C = inputs

@@ -140,23 +140,18 @@ def optimizer_names(space: SearchSpace) -> tuple[str, ...]:
     return options
 
 
-def make_hparams(space: SearchSpace, config: TrainConfig) -> Callable:
-    """Returns `hparams(position_D) -> (Arch, OptHParams)`, traceable.
+def value_reader(space: SearchSpace) -> Callable:
+    """Returns `value(decoded, name, default)`: a hyperparameter in the model's vocabulary, traceable.
 
-    Names follow `space.mlp_space`: n_layers, units_1..units_L, activation,
-    learning_rate, optimizer, momentum, weight_decay, lr_decay, dropout,
-    batch_norm. A name the space lacks takes its default (max depth and width,
-    relu, adam, lr 1e-3, momentum 0.9, no decay, no dropout, no batch norm).
+    Choices of activation / optimizer become indices into `models.ACTIVATION_NAMES`
+    / `optimizer_names(space)`, `batch_norm` a bool; Fixed values are constants; a
+    name the space lacks takes `default`. Shared by every model family's hparams.
     """
-    _check_space(space, config)
-    L, H = config.max_layers, config.max_units
     optimizers = optimizer_names(space)
-    tables = {}
-    if "activation" in space.names:
-        tables["activation"] = _choice_table(space, "activation", models.ACTIVATION_NAMES)
-    if "optimizer" in space.names:
-        tables["optimizer"] = _choice_table(space, "optimizer", optimizers)
-    if "batch_norm" in space.names:
+    vocabularies = {"activation": models.ACTIVATION_NAMES, "optimizer": optimizers}
+    tables = {name: _choice_table(space, name, vocab) for name, vocab in vocabularies.items()
+              if name in space.names and isinstance(space.params[name], Choice)}
+    if "batch_norm" in space.names and isinstance(space.params["batch_norm"], Choice):
         tables["batch_norm"] = jnp.asarray([bool(o) for o in space.params["batch_norm"].options])
     fixed = {n: p.value for n, p in space.params.items() if isinstance(p, Fixed)}
 
@@ -167,9 +162,34 @@ def make_hparams(space: SearchSpace, config: TrainConfig) -> Callable:
             return v[name]
         if name in fixed:
             f = fixed[name]
-            vocab = {"activation": models.ACTIVATION_NAMES, "optimizer": optimizers}.get(name)
-            return jnp.asarray(vocab.index(f) if vocab else f)
+            return jnp.asarray(vocabularies[name].index(f) if name in vocabularies else f)
         return jnp.asarray(default)
+
+    return value
+
+
+def opt_hparams(value: Callable, v: dict) -> optim.OptHParams:
+    """The optimizer hyperparameters of one decoded position (defaults: Adam, lr 1e-3, momentum 0.9)."""
+    return optim.OptHParams(
+        optimizer=jnp.asarray(value(v, "optimizer", 0), jnp.int32),  # index into optimizer_names(space)
+        learning_rate=jnp.asarray(value(v, "learning_rate", 1e-3), jnp.float32),
+        momentum=jnp.asarray(value(v, "momentum", 0.9), jnp.float32),
+        weight_decay=jnp.asarray(value(v, "weight_decay", 0.0), jnp.float32),
+        lr_decay=jnp.asarray(value(v, "lr_decay", 1.0), jnp.float32),
+    )
+
+
+def make_hparams(space: SearchSpace, config: TrainConfig) -> Callable:
+    """Returns `hparams(position_D) -> (Arch, OptHParams)`, traceable.
+
+    Names follow `space.mlp_space`: n_layers, units_1..units_L, activation,
+    learning_rate, optimizer, momentum, weight_decay, lr_decay, dropout,
+    batch_norm. A name the space lacks takes its default (max depth and width,
+    relu, adam, lr 1e-3, momentum 0.9, no decay, no dropout, no batch norm).
+    """
+    _check_space(space, config)
+    L, H = config.max_layers, config.max_units
+    value = value_reader(space)
 
     def hparams(position_D):
         v = space.decode(position_D)
@@ -182,14 +202,7 @@ def make_hparams(space: SearchSpace, config: TrainConfig) -> Callable:
             dropout=jnp.asarray(value(v, "dropout", 0.0), jnp.float32),
             batch_norm=jnp.asarray(value(v, "batch_norm", False), bool),
         )
-        hp = optim.OptHParams(
-            optimizer=jnp.asarray(value(v, "optimizer", 0), jnp.int32),  # index into optimizer_names(space)
-            learning_rate=jnp.asarray(value(v, "learning_rate", 1e-3), jnp.float32),
-            momentum=jnp.asarray(value(v, "momentum", 0.9), jnp.float32),
-            weight_decay=jnp.asarray(value(v, "weight_decay", 0.0), jnp.float32),
-            lr_decay=jnp.asarray(value(v, "lr_decay", 1.0), jnp.float32),
-        )
-        return arch, hp
+        return arch, opt_hparams(value, v)
 
     return hparams
 
@@ -277,15 +290,23 @@ def fit(
     return metrics, {"params": params, "batch_stats": stats}
 
 
-def evaluate(apply_fn, variables, data: Data, config: TrainConfig):
-    """Validation accuracy and mean loss, in fixed-size chunks (bounded memory)."""
+def eval_chunks(data: Data, config: TrainConfig):
+    """The validation set cut into equal chunks (the last padded): x f32[K, C, ...], y i32[K, C], valid bool[K, C]."""
     m = data.x_val.shape[0]
     chunk = min(config.eval_batch_size, m)
     n_chunks = -(-m // chunk)
     pad = n_chunks * chunk - m
-    x = jnp.pad(data.x_val, ((0, pad), (0, 0))).reshape(n_chunks, chunk, -1)
+    widths = ((0, pad),) + ((0, 0),) * (data.x_val.ndim - 1)
+    x = jnp.pad(data.x_val, widths).reshape(n_chunks, chunk, *data.x_val.shape[1:])
     y = jnp.pad(data.y_val, (0, pad)).reshape(n_chunks, chunk)
     valid = (jnp.arange(n_chunks * chunk) < m).reshape(n_chunks, chunk)
+    return x, y, valid
+
+
+def evaluate(apply_fn, variables, data: Data, config: TrainConfig):
+    """Validation accuracy and mean loss, in fixed-size chunks (bounded memory)."""
+    m = data.x_val.shape[0]
+    x, y, valid = eval_chunks(data, config)
 
     def body(totals, inputs):
         x_C, y_C, valid_C = inputs
