@@ -156,7 +156,8 @@ def retrain_accuracy(space: SearchSpace, dataset: Dataset, position_D, *, seed: 
     """
     cfg = _train_config(space, epochs, batch_size, fitness)
     x_train = dataset.x_train.reshape(len(dataset.x_train), -1)
-    dense = train.make_dense_train(space, cfg, x_train.shape[1], dataset.num_classes)
+    dense = train.make_dense_train(space, cfg, x_train.shape[1], dataset.num_classes,
+                                   input_shape=dataset.input_shape)
     data = train.device_data(np.concatenate([dataset.x_train, dataset.x_val]),
                              np.concatenate([dataset.y_train, dataset.y_val]),
                              dataset.x_test, dataset.y_test)
@@ -172,7 +173,8 @@ class _Evaluator:
         self.space, self.budget, self.time_limit = space, budget, time_limit
         self.out_dir, self.t_start, self.bar = out_dir, t_start, bar
         x_train = dataset.x_train.reshape(len(dataset.x_train), -1)
-        self.dense = train.make_dense_train(space, cfg, x_train.shape[1], dataset.num_classes)
+        self.dense = train.make_dense_train(space, cfg, x_train.shape[1], dataset.num_classes,
+                                   input_shape=dataset.input_shape)
         self.data = train.device_data(dataset.x_train, dataset.y_train, dataset.x_val, dataset.y_val)
         self.key = jax.random.key(seed)
         self.eval_key = jax.random.fold_in(self.key, _EVAL_FOLD)
@@ -572,9 +574,8 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
 
 def main(args: argparse.Namespace) -> int:
     """Runs `jaxswarm baseline` from parsed arguments; returns the exit code."""
-    from jaxswarm.cli import settings_from_args
+    from jaxswarm.cli import build_space, settings_from_args
     from jaxswarm.data import DatasetError, load_dataset
-    from jaxswarm.space import mlp_space
 
     cfg = settings_from_args(args)
     seed = cfg.get("seed", 0)
@@ -588,7 +589,7 @@ def main(args: argparse.Namespace) -> int:
     if args.tuner == "pso" and cfg.get("pso"):
         kwargs["pso"] = dict(cfg["pso"])
     try:
-        space = mlp_space(**cfg["space"])
+        space = build_space(cfg["space"])
         dataset = load_dataset(cfg["dataset"], data_dir=cfg.get("data_dir"),
                                val_fraction=cfg.get("val_fraction", 0.1), seed=seed)
         result = run_baseline(

@@ -2,7 +2,8 @@
 
 Settings come from (later wins): built-in defaults, a study file (`--config
 study.toml` or `.yaml`), then flags. A study file holds the same names as the
-flags (with underscores) plus `[space]` (arguments of `space.mlp_space`) and
+flags (with underscores) plus `[space]` (`space = "mlp"` or `"cnn"` and the
+arguments of `space.mlp_space` / `cnn.cnn_space`) and
 `[pso]` (arguments of `pso.make_pso`) tables, e.g.::
 
     dataset = "fashion_mnist"
@@ -27,7 +28,7 @@ from pathlib import Path
 
 STUDY_KEYS = ("swarm_size", "rounds", "epochs", "batch_size", "folds", "mode", "init",
               "fitness", "patience", "seed", "retrain", "layout", "chunk_size", "memory_cap_gb")
-SPACE_KEYS = ("max_layers", "units", "activations", "learning_rate", "optimizers", "momentum",
+SPACE_KEYS = ("space", "max_layers", "units", "activations", "learning_rate", "optimizers", "momentum",
               "weight_decay", "dropout", "batch_norm", "lr_decay")
 PSO_KEYS = ("topology", "neighbors", "inertia", "c1", "c2", "constriction", "vmax", "boundary")
 
@@ -71,7 +72,9 @@ def _parser() -> argparse.ArgumentParser:
                    help="multi-host: call jax.distributed.initialize first (JAXSWARM_COORDINATOR, "
                         "JAXSWARM_NUM_PROCESSES, JAXSWARM_PROCESS_ID, or SLURM/Open MPI auto-detection)")
 
-    s = run.add_argument_group("search space (MLP)")
+    s = run.add_argument_group("search space")
+    s.add_argument("--space", choices=("mlp", "cnn"),
+                   help="mlp: layers and units; cnn: conv blocks, filters, kernels, dense head  [mlp]")
     s.add_argument("--max-layers", type=int, help="hidden layers 1..N  [3]")
     s.add_argument("--units", type=int, nargs=2, metavar=("LO", "HI"), help="units per layer, log scale  [16 256]")
     s.add_argument("--activations", nargs="+", help="activation choices  [relu tanh sigmoid elu]")
@@ -165,7 +168,6 @@ def run(args: argparse.Namespace) -> int:
 
         scale.initialize_distributed()
     from jaxswarm.data import DatasetError, load_dataset
-    from jaxswarm.space import mlp_space
     from jaxswarm.tuner import Study, StudyConfig, StudyError
 
     if args.resume is not None:
@@ -182,7 +184,7 @@ def run(args: argparse.Namespace) -> int:
         cfg = settings_from_args(args)
         out = cfg.get("out") or Path("runs") / f"{cfg['dataset']}-{time.strftime('%Y%m%d-%H%M%S')}"
     try:
-        space = mlp_space(**cfg["space"])
+        space = build_space(cfg["space"])
         study_cfg = StudyConfig(**{k: cfg[k] for k in STUDY_KEYS if k in cfg}, pso=dict(cfg["pso"]))
         study_cfg.validate()
         dataset = load_dataset(cfg["dataset"], data_dir=cfg.get("data_dir"),
@@ -194,6 +196,23 @@ def run(args: argparse.Namespace) -> int:
         return 2
     print(f"results in {result.out_dir}")
     return 0
+
+
+def build_space(settings: dict):
+    """The search space from the [space] settings: `space = "mlp"` (default) or `"cnn"`."""
+    from jaxswarm.cnn import cnn_space
+    from jaxswarm.space import mlp_space
+
+    settings = dict(settings)
+    kind = settings.pop("space", "mlp")
+    if kind == "cnn":
+        mlp_only = sorted(set(settings) & {"max_layers", "units"})
+        if mlp_only:
+            raise ValueError(f"{mlp_only} apply to the mlp space, not to space 'cnn'")
+        return cnn_space(**settings)
+    if kind != "mlp":
+        raise ValueError(f"space must be 'mlp' or 'cnn', got {kind!r}")
+    return mlp_space(**settings)
 
 
 def _json_settings(cfg: dict) -> dict:

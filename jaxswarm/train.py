@@ -319,24 +319,66 @@ def evaluate(apply_fn, variables, data: Data, config: TrainConfig):
     return correct / m, loss / m
 
 
-def make_train(
-    space: SearchSpace, config: TrainConfig, in_features: int, num_classes: int
-) -> Trainer:
-    """Builds the per-member trainer and its jitted swarm version for `space`."""
-    if config.fitness not in FITNESS_KINDS:
-        raise ValueError(f"fitness must be one of {FITNESS_KINDS}, got {config.fitness!r}")
-    if config.epochs < 1 or config.batch_size < 1:
-        raise ValueError(f"epochs and batch_size must be >= 1, got {config.epochs}, {config.batch_size}")
+MODELS = ("mlp", "cnn")
+
+
+def model_of(space: SearchSpace) -> str:
+    """The model family a space describes: "cnn" when it has conv blocks (`cnn.cnn_space`), else "mlp"."""
+    return "cnn" if "n_blocks" in space.names else "mlp"
+
+
+def _model_fns(space, config, in_features, num_classes, model, input_shape):
+    """(model config, hparams, member(position) -> (init_fn, apply_fn, hp)) for `model`.
+
+    The CNN reads the same flat data as the MLP: `cnn.apply_cnn` reshapes
+    `[B, H*W*C]` to `[B, H, W, C]`, so `Data`, `evaluate` and `fold_data` are shared.
+    """
+    model = model_of(space) if model is None else model
+    if model not in MODELS:
+        raise ValueError(f"model must be one of {MODELS}, got {model!r}")
+    if model == "cnn":
+        from jaxswarm import cnn
+
+        if input_shape is None or int(np.prod(input_shape)) != in_features:
+            raise ValueError(f"model='cnn' needs input_shape (H, W, C) with H*W*C == {in_features}, got {input_shape!r}")
+        mcfg = cnn.CNNConfig(tuple(int(d) for d in input_shape), num_classes, **cnn.cnn_limits(space))
+        hparams = cnn.cnn_hparams(space, mcfg)
+
+        def member(position_D):
+            arch, hp = hparams(position_D)
+            init_fn = lambda k: cnn.init_cnn(k, arch, mcfg)
+            apply_fn = lambda v, x, train, k: cnn.apply_cnn(v, x, arch, mcfg, train=train, key=k)
+            return init_fn, apply_fn, hp
+
+        return mcfg, hparams, member
     mcfg = models.MLPConfig(in_features, num_classes, config.max_layers, config.max_units,
                             activations=activation_names(space))
     hparams = make_hparams(space, config)
-    optimizers = optimizer_names(space)
 
     def member(position_D):
         arch, hp = hparams(position_D)
         init_fn = lambda k: models.init_mlp(k, arch, mcfg)
         apply_fn = lambda v, x, train, k: models.apply_mlp(v, x, arch, mcfg, train=train, key=k)
         return init_fn, apply_fn, hp
+
+    return mcfg, hparams, member
+
+
+def make_train(
+    space: SearchSpace, config: TrainConfig, in_features: int, num_classes: int,
+    *, model: str | None = None, input_shape: tuple[int, int, int] | None = None,
+) -> Trainer:
+    """Builds the per-member trainer and its jitted swarm version for `space`.
+
+    `model="cnn"` trains `jaxswarm.cnn`'s masked CNN (names of `cnn.cnn_space`)
+    on images of `input_shape` (data still flat, `[N, H*W*C]`).
+    """
+    if config.fitness not in FITNESS_KINDS:
+        raise ValueError(f"fitness must be one of {FITNESS_KINDS}, got {config.fitness!r}")
+    if config.epochs < 1 or config.batch_size < 1:
+        raise ValueError(f"epochs and batch_size must be >= 1, got {config.epochs}, {config.batch_size}")
+    mcfg, hparams, member = _model_fns(space, config, in_features, num_classes, model, input_shape)
+    optimizers = optimizer_names(space)
 
     def train_member_warm(key, position_D, data: Data, variables, keep, shuffle_key=None):
         init_fn, apply_fn, hp = member(position_D)
@@ -412,7 +454,8 @@ class DenseTrainer(NamedTuple):
 
 
 def make_dense_train(
-    space: SearchSpace, config: TrainConfig, in_features: int, num_classes: int
+    space: SearchSpace, config: TrainConfig, in_features: int, num_classes: int,
+    *, model: str | None = None, input_shape: tuple[int, int, int] | None = None,
 ) -> DenseTrainer:
     """Builds the sequential counterpart of `make_train` on the SAME objective.
 
@@ -422,11 +465,22 @@ def make_dense_train(
     (what a tuner that builds each trial's model pays). Used by
     `jaxswarm.baselines` and by the benchmarks.
     """
-    hparams = make_hparams(space, config)
+    model = model_of(space) if model is None else model
+    _, hparams, _ = _model_fns(space, config, in_features, num_classes, model, input_shape)
+    if model == "cnn":
+        from jaxswarm import cnn
+
+        to_python, shape = cnn.cnn_arch_to_python, tuple(int(d) for d in input_shape)
+        dense_init = lambda k, arch: cnn.init_dense_cnn(k, arch, shape, num_classes)
+        dense_apply = lambda v, x, arch, **kw: cnn.apply_dense_cnn(v, x.reshape(-1, *shape), arch, **kw)
+    else:
+        to_python = models.arch_to_python
+        dense_init = lambda k, arch: models.init_dense(k, arch, in_features, num_classes)
+        dense_apply = models.apply_dense
 
     def describe(position_D):
         arch, hp = hparams(jnp.asarray(position_D, jnp.float32))
-        return models.arch_to_python(arch), jax.tree.map(np.asarray, hp)
+        return to_python(arch), jax.tree.map(np.asarray, hp)
 
     def train_position(key, position_D, data: Data) -> Metrics:
         arch, hp = describe(position_D)
@@ -434,10 +488,10 @@ def make_dense_train(
             (optimizer_names(space)[int(hp.optimizer)],), total_steps=total_steps(config, data.x_train.shape[0])
         )
         hp = jax.tree.map(jnp.asarray, hp._replace(optimizer=np.int32(0)))
-        init_fn = lambda k: models.init_dense(k, arch, in_features, num_classes)
+        init_fn = lambda k: dense_init(k, arch)
 
         def apply_fn(v, x, train, k):
-            return models.apply_dense(v, x, arch, train=train, key=k, return_batch_stats=True)
+            return dense_apply(v, x, arch, train=train, key=k, return_batch_stats=True)
 
         run = jax.jit(lambda k, h, d: fit(k, init_fn, apply_fn, optimizer, h, d, config)[0])
         return run(key, hp, data)

@@ -141,7 +141,11 @@ class Study:
             epochs=config.epochs, batch_size=config.batch_size, max_layers=max_layers,
             max_units=max_units, fitness=config.fitness)
         x_train = dataset.x_train.reshape(len(dataset.x_train), -1)
-        self.trainer = train.make_train(space, self.train_config, x_train.shape[1], dataset.num_classes)
+        self.model = train.model_of(space)
+        if self.model == "cnn" and (config.mode == "warm" or config.layout == "packed"):
+            raise ValueError("the CNN space trains with mode 'fresh' and layout 'masked' only (for now)")
+        self.trainer = train.make_train(space, self.train_config, x_train.shape[1], dataset.num_classes,
+                                        input_shape=dataset.input_shape)
         self.packed = None
         if config.layout == "packed":
             from jaxswarm import packed
@@ -168,7 +172,7 @@ class Study:
         if config.folds > 1:  # one pool, k (train, val) splits
             n_val = (n_train + n_val) // config.folds
             n_train = len(dataset.x_train) + len(dataset.x_val) - n_val
-        self.memory_estimate = scale.estimate_memory(
+        self.memory_estimate = None if self.model == "cnn" else scale.estimate_memory(  # MLP-only estimate
             self.trainer.model_config, self.train_config, config.swarm_size, n_train, max(n_val, 1),
             optimizers=train.optimizer_names(space), folds=config.folds)
         cap = None if config.memory_cap_gb is None else int(config.memory_cap_gb * 2**30)

@@ -134,3 +134,14 @@ def test_output_path_that_is_a_file_is_one_clear_error(tmp_path):
 def test_resume_without_study_is_one_clear_error(tmp_path):
     p = _run(["run", "--resume", str(tmp_path)])
     assert p.returncode != 0 and "nothing to resume" in p.stderr
+
+
+def test_cnn_space_from_the_command_line(tmp_path):
+    out = tmp_path / "cnn"
+    assert cli.main(["run", "--space", "cnn", "--swarm-size", "2", "--rounds", "1", "--epochs", "1",
+                     "--activations", "relu", "--out", str(out), "--quiet", "--no-retrain"]) == 0
+    rows = report.read_jsonl(out / report.EVALUATIONS)
+    assert len(rows) == 2 and all("n_blocks" in r["config"] for r in rows)
+    with pytest.raises(SystemExit):
+        cli.main(["run", "--space", "rnn"])
+    assert cli.main(["run", "--space", "cnn", "--units", "4", "8", "--out", str(tmp_path / "x"), "--quiet"]) == 2

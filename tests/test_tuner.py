@@ -101,3 +101,12 @@ def test_packed_layout_study(digits):
     assert np.isfinite(result.best_fitness) and 0 < result.test_accuracy <= 1
     with pytest.raises(ValueError, match="packed"):
         tuner.tune(SPACE, digits, layout="packed", folds=2, **TINY)
+
+
+def test_cnn_space_study(digits):
+    from jaxswarm.cnn import cnn_space
+
+    space = cnn_space(max_blocks=2, filters=(2, 4), dense_units=(4, 8), activations=("relu",))
+    result = tuner.tune(space, digits, **{**TINY, "rounds": 2, "epochs": 1})
+    assert set(result.best_config) >= {"n_blocks", "filters_1", "kernel_1", "dense_units"}
+    assert 0 < result.test_accuracy <= 1

@@ -1,0 +1,1021 @@
+"""A masked convolutional network for ONE swarm member; add the swarm axis with vmap.
+
+The CNN counterpart of ``models.py`` (same conventions, same activations,
+batch norm and dropout helpers). Every member owns weights of the maximum
+shape (``CNNConfig``); its real architecture arrives as arrays (``CNNArch``):
+the number of conv blocks, filters and kernel size per block, pooling type,
+dense-head width, activation, dropout rate and batch-norm switch. Members
+with different architectures share one compiled program, and moving a
+particle never recompiles.
+
+The real ("dense") network of an architecture, ``apply_dense_cnn``::
+
+    for b < n_blocks:   h = pool(act(bn?(conv_kxk(h; filters[b]) + bias)))   then dropout
+    flatten h [B, H_n, W_n, filters[n-1]] -> [B, H_n * W_n * filters[n-1]]
+    h = act(bn?(h @ W_dense + b)) with dense_units units, then dropout
+    logits = h @ W_out + b_out
+
+Convolutions are stride 1 with 'SAME' zero padding (odd kernels only);
+pooling is 2x2 with stride 2 and 'VALID' padding (28 -> 14 -> 7 -> 3, as
+Keras' default ``MaxPooling2D``), max or average per member (``POOLINGS``),
+after every block. Batch norm (per channel, statistics over batch and
+space) sits before each activation of the blocks and of the dense layer.
+Dropout (inverted, one rate per member) follows every block and the dense
+layer, as in the classic Keras MNIST CNN.
+
+How the max-size member computes exactly that network (central property,
+tested in ``tests/test_cnn.py``, outputs and gradients):
+
+* **Channels.** Block ``b`` has ``max_filters`` output channels; those
+  ``>= filters[b]`` are zeroed after the activation (before pooling), so the
+  next block's kernel rows for them multiply exact zeros.
+* **Kernels.** Each slot holds a ``max_kernel x max_kernel`` kernel; the
+  forward pass multiplies it by a mask that keeps the centred ``k x k``
+  window. With 'SAME' padding a ``K x K`` convolution whose kernel is zero
+  outside the centred ``k x k`` window IS the ``k x k`` 'SAME' convolution.
+  Because the mask is applied in the forward pass, masked-out kernel entries
+  get exactly zero gradient.
+* **Depth and pooling.** Pooling changes the spatial shape, so an inactive
+  block cannot "pass through" with static shapes. Instead every block slot
+  runs (slot ``b`` sees a ``H / 2**b`` map), and the dense head reads the
+  output of the member's LAST ACTIVE block: each slot's pooled map is
+  flattened, zero-padded to the length of slot 0's (``P = H_1 * W_1 *
+  max_filters``) and one ``jnp.where`` picks slot ``n_blocks - 1``. The head
+  kernel is one ``[P, max_dense]`` matrix; for a member with ``n`` blocks only
+  its first ``H_n * W_n * max_filters`` rows (and of those the rows of real
+  channels) meet non-zero inputs. Slots after the last active one compute
+  values that are discarded (``where``), so their parameters get exactly
+  zero gradient.
+* **Dense head.** Units ``>= dense_units`` are zeroed after the activation.
+
+Hence every parameter outside the real network has no effect on the output
+and gets an exactly zero gradient, and ``init_cnn`` zeroes them, so the
+max-size parameters are the real network's, zero-padded (``dense_cnn_params``
+slices them back).
+
+Initialization uses the member's ACTIVE fan-in: ``k_b**2 * cin_b`` for conv
+``b`` (``cin_0`` = input channels, then ``filters[b-1]``), ``H_n * W_n *
+filters[n-1]`` for the dense layer, ``dense_units`` for the output layer;
+He/LeCun gain per activation as in ``models.INIT_GAIN2`` (LeCun for the
+output layer), unit truncated normals, zero biases, unit batch-norm scales.
+
+Dropout draws its uniforms channel-first (``[F, B, H, W]`` for maps, ``[U,
+B]`` for the dense layer, keys ``fold_in(key, b)`` and ``fold_in(key,
+2**16)``): with JAX's partitionable Threefry the first ``f`` channels of
+a max-size draw equal the real network's draw, so both drop the same units.
+
+Cost (``computed_flops_cnn`` vs ``useful_flops_cnn``): every slot runs its
+full ``max_kernel**2 * max_filters`` convolution, including slots after the
+last active one, and the head matmul always has ``P`` rows; activation
+(``lax.switch`` over all branches under vmap), both poolings, batch norm and
+the head select are elementwise extras not counted. A 3x3 kernel in a 5x5
+slot is 9/25 useful.
+
+Example:
+    >>> import jax, jax.numpy as jnp
+    >>> cfg = CNNConfig(input_shape=(8, 8, 1), num_classes=3, max_blocks=2,
+    ...                 max_filters=8, max_kernel=5, max_dense=16)
+    >>> archs = stack_cnn_archs([dict(n_blocks=1, filters=[4], kernel=[3], dense_units=8),
+    ...                          dict(n_blocks=2, filters=[8, 2], kernel=[5, 3],
+    ...                               dense_units=16, pooling="avg")], cfg)
+    >>> keys = jax.random.split(jax.random.key(0), 2)
+    >>> variables_S = jax.vmap(init_cnn, in_axes=(0, 0, None))(keys, archs, cfg)
+    >>> x = jnp.ones((5, 8, 8, 1))
+    >>> logits_SxBxC, _ = jax.vmap(
+    ...     lambda v, a: apply_cnn(v, x, a, cfg, train=False))(variables_S, archs)
+    >>> logits_SxBxC.shape
+    (2, 5, 3)
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any, NamedTuple
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from jax import lax
+
+from jaxswarm import optim
+from jaxswarm.models import (
+    ACTIVATION_NAMES,
+    ACTIVATIONS,
+    INIT_GAIN2,
+    _activate,
+    _batch_norm_eval,
+    _batch_norm_train,
+    _dropout,
+)
+from jaxswarm.space import Choice, Fixed, Float, Int, SearchSpace
+
+__all__ = [
+    "POOLINGS",
+    "CNNConfig",
+    "CNNArch",
+    "make_cnn_arch",
+    "stack_cnn_archs",
+    "cnn_arch_to_python",
+    "init_cnn",
+    "apply_cnn",
+    "dense_cnn_params",
+    "init_dense_cnn",
+    "apply_dense_cnn",
+    "useful_flops_cnn",
+    "computed_flops_cnn",
+    "cnn_space",
+    "cnn_limits",
+    "cnn_hparams",
+]
+
+POOLINGS: tuple[str, ...] = ("max", "avg")
+_OUT_GAIN2 = 1.0
+_MAX_DROPOUT = 0.999
+_DN = ("NHWC", "HWIO", "NHWC")
+_DENSE_DROPOUT_SLOT = 1 << 16  # fold_in index of the dense layer's dropout key (blocks use b)
+_unit_normal = jax.nn.initializers.truncated_normal(stddev=1.0 / 0.87962566103423978)
+
+
+class CNNConfig(NamedTuple):
+    """Static shape of the max-size CNN (hashable: pass it as a static arg).
+
+    Attributes:
+        input_shape: ``(H, W, C)`` of one example.
+        num_classes: width of the logits.
+        max_blocks: the most conv blocks a member may use (each pools by 2,
+            so ``H`` and ``W`` must be at least ``2**max_blocks``).
+        max_filters: the most channels a block may use.
+        max_kernel: largest (odd) kernel size; smaller odd kernels are masks.
+        max_dense: the most units of the dense hidden layer.
+        activations: the activations members may use (as ``MLPConfig``):
+            under vmap every listed one runs on every map, so list only the
+            space's. ``CNNArch.activation`` still indexes
+            ``ACTIVATION_NAMES``; an unlisted index falls back to the first.
+    """
+
+    input_shape: tuple
+    num_classes: int
+    max_blocks: int = 3
+    max_filters: int = 64
+    max_kernel: int = 5
+    max_dense: int = 256
+    activations: tuple = ACTIVATION_NAMES
+
+
+class CNNArch(NamedTuple):
+    """One member's CNN architecture as arrays (vmap adds a leading S axis).
+
+    Attributes:
+        n_blocks: i32[] active conv blocks, 1..max_blocks (clipped).
+        filters: i32[max_blocks] channels per block, 1..max_filters (clipped);
+            entries of inactive blocks are ignored.
+        kernel: i32[max_blocks] odd kernel size per block, 1..max_kernel
+            (an even value acts as the next odd one).
+        pooling: i32[] index into ``POOLINGS`` (2x2, stride 2, every block).
+        dense_units: i32[] units of the dense hidden layer, 1..max_dense.
+        activation: i32[] index into ``models.ACTIVATION_NAMES``.
+        dropout: f32[] dropout rate in [0, 1) after every block and the dense layer.
+        batch_norm: bool[] batch norm before every activation.
+    """
+
+    n_blocks: jax.Array
+    filters: jax.Array
+    kernel: jax.Array
+    pooling: jax.Array
+    dense_units: jax.Array
+    activation: jax.Array
+    dropout: jax.Array
+    batch_norm: jax.Array
+
+
+# --------------------------------------------------------------------------
+# Static shapes and host-side architecture helpers
+# --------------------------------------------------------------------------
+
+
+def _check_cfg(cfg: CNNConfig) -> None:
+    shape = tuple(cfg.input_shape) if isinstance(cfg.input_shape, (tuple, list)) else None
+    if shape is None or len(shape) != 3 or not all(
+        isinstance(d, (int, np.integer)) and d >= 1 for d in shape
+    ):
+        raise ValueError(f"CNNConfig.input_shape must be (H, W, C) positive ints, got {cfg.input_shape!r}")
+    for name in ("num_classes", "max_blocks", "max_filters", "max_kernel", "max_dense"):
+        value = getattr(cfg, name)
+        if not isinstance(value, (int, np.integer)) or value < 1:
+            raise ValueError(f"CNNConfig.{name} must be a positive int, got {value!r}")
+    acts = tuple(cfg.activations) if isinstance(cfg.activations, (tuple, list)) else ()
+    if not acts or len(set(acts)) != len(acts) or any(a not in ACTIVATIONS for a in acts):
+        raise ValueError(
+            f"CNNConfig.activations must be distinct names from {ACTIVATION_NAMES}, got {cfg.activations!r}"
+        )
+    if cfg.max_kernel % 2 == 0:
+        raise ValueError(f"CNNConfig.max_kernel must be odd ('SAME' centred kernels), got {cfg.max_kernel}")
+    h, w, _ = shape
+    if min(h, w) >> cfg.max_blocks < 1:
+        raise ValueError(
+            f"input_shape {shape} is too small for max_blocks={cfg.max_blocks}: "
+            f"each block pools by 2, so H and W must be >= {2 ** cfg.max_blocks}"
+        )
+
+
+def _spatial(cfg_or_shape, n_pools: int) -> tuple[int, int]:
+    """(H, W) after ``n_pools`` 2x2 'VALID' poolings."""
+    shape = cfg_or_shape.input_shape if isinstance(cfg_or_shape, CNNConfig) else cfg_or_shape
+    h, w = int(shape[0]), int(shape[1])
+    for _ in range(n_pools):
+        h, w = h // 2, w // 2
+    return h, w
+
+
+def _index(value: Any, names: Sequence[str], what: str) -> int:
+    if isinstance(value, str):
+        if value not in names:
+            raise ValueError(f"unknown {what} {value!r}; expected one of {tuple(names)}")
+        return list(names).index(value)
+    index = int(value)
+    if not 0 <= index < len(names):
+        raise ValueError(f"{what} index {index} out of range 0..{len(names) - 1}")
+    return index
+
+
+_ARCH_KEYS = {"n_blocks", "filters", "kernel", "pooling", "dense_units", "activation", "dropout", "batch_norm"}
+
+
+def _normalize_arch(arch: Mapping[str, Any], cfg: CNNConfig | None = None) -> dict[str, Any]:
+    """Validates a host-side CNN architecture dict and returns a canonical copy.
+
+    Canonical form: ``n_blocks`` int, ``filters`` and ``kernel`` tuples of
+    exactly ``n_blocks`` ints, ``pooling`` and ``activation`` names,
+    ``dense_units`` int, ``dropout`` float, ``batch_norm`` bool.
+    """
+    missing = {"n_blocks", "filters", "dense_units"} - set(arch)
+    if missing:
+        raise ValueError(f"CNN architecture needs {sorted(missing)}, got keys {sorted(arch)}")
+    unknown = set(arch) - _ARCH_KEYS
+    if unknown:
+        raise ValueError(f"unknown CNN architecture keys {sorted(unknown)}")
+    max_blocks = cfg.max_blocks if cfg else None
+    n = int(arch["n_blocks"])
+    if n < 1 or (max_blocks is not None and n > max_blocks):
+        raise ValueError(f"n_blocks={n} outside 1..{max_blocks or 'inf'}")
+    filters = [int(f) for f in np.asarray(arch["filters"]).reshape(-1)]
+    if len(filters) < n:
+        raise ValueError(f"filters={filters} has fewer than n_blocks={n} entries")
+    filters = filters[:n]
+    for f in filters:
+        if f < 1 or (cfg is not None and f > cfg.max_filters):
+            raise ValueError(f"filters={filters}: each must lie in 1..{cfg.max_filters if cfg else 'inf'}")
+    kernel = np.asarray(arch.get("kernel", 3)).reshape(-1)
+    kernel = [int(kernel[0])] * n if kernel.size == 1 else [int(k) for k in kernel]
+    if len(kernel) < n:
+        raise ValueError(f"kernel={kernel} has fewer than n_blocks={n} entries")
+    kernel = kernel[:n]
+    for k in kernel:
+        if k < 1 or k % 2 == 0 or (cfg is not None and k > cfg.max_kernel):
+            raise ValueError(
+                f"kernel={kernel}: each must be odd and in 1..{cfg.max_kernel if cfg else 'inf'}"
+            )
+    dense_units = int(arch["dense_units"])
+    if dense_units < 1 or (cfg is not None and dense_units > cfg.max_dense):
+        raise ValueError(f"dense_units={dense_units} outside 1..{cfg.max_dense if cfg else 'inf'}")
+    dropout = float(arch.get("dropout", 0.0))
+    if not 0.0 <= dropout < 1.0:
+        raise ValueError(f"dropout={dropout} outside [0, 1)")
+    return {
+        "n_blocks": n,
+        "filters": tuple(filters),
+        "kernel": tuple(kernel),
+        "pooling": POOLINGS[_index(arch.get("pooling", "max"), POOLINGS, "pooling")],
+        "dense_units": dense_units,
+        "activation": ACTIVATION_NAMES[_index(arch.get("activation", "relu"), ACTIVATION_NAMES, "activation")],
+        "dropout": dropout,
+        "batch_norm": bool(arch.get("batch_norm", False)),
+    }
+
+
+def make_cnn_arch(arch_python: Mapping[str, Any], cfg: CNNConfig) -> CNNArch:
+    """Builds the array form of one CNN architecture (host side, validated).
+
+    Args:
+        arch_python: dict with ``n_blocks``, ``filters`` (at least ``n_blocks``
+            ints), ``dense_units`` and optionally ``kernel`` (an odd int or one
+            per block, default 3), ``pooling`` ("max" or "avg", default
+            "max"), ``activation`` (default "relu"), ``dropout`` (default 0),
+            ``batch_norm`` (default False).
+        cfg: the max-size shape config.
+
+    Returns:
+        ``CNNArch`` with per-block entries padded to ``cfg.max_blocks``.
+
+    Example:
+        >>> cfg = CNNConfig((8, 8, 1), 2, max_blocks=3, max_filters=8)
+        >>> make_cnn_arch(dict(n_blocks=2, filters=[8, 3], dense_units=4), cfg).filters.tolist()
+        [8, 3, 1]
+    """
+    _check_cfg(cfg)
+    a = _normalize_arch(arch_python, cfg)
+    if a["activation"] not in tuple(cfg.activations):
+        raise ValueError(f"activation {a['activation']!r} not in CNNConfig.activations {tuple(cfg.activations)}")
+    pad = cfg.max_blocks - a["n_blocks"]
+    return CNNArch(
+        n_blocks=jnp.asarray(a["n_blocks"], jnp.int32),
+        filters=jnp.asarray(list(a["filters"]) + [1] * pad, jnp.int32),
+        kernel=jnp.asarray(list(a["kernel"]) + [1] * pad, jnp.int32),
+        pooling=jnp.asarray(POOLINGS.index(a["pooling"]), jnp.int32),
+        dense_units=jnp.asarray(a["dense_units"], jnp.int32),
+        activation=jnp.asarray(ACTIVATION_NAMES.index(a["activation"]), jnp.int32),
+        dropout=jnp.asarray(a["dropout"], jnp.float32),
+        batch_norm=jnp.asarray(a["batch_norm"], jnp.bool_),
+    )
+
+
+def stack_cnn_archs(archs_python: Sequence[Mapping[str, Any]], cfg: CNNConfig) -> CNNArch:
+    """Stacks host-side architectures into one ``CNNArch`` with a leading S axis.
+
+    Example:
+        >>> cfg = CNNConfig((8, 8, 1), 2, max_blocks=2, max_filters=8)
+        >>> stack_cnn_archs([dict(n_blocks=1, filters=[3], dense_units=4),
+        ...                  dict(n_blocks=2, filters=[8, 8], dense_units=4)], cfg).n_blocks.tolist()
+        [1, 2]
+    """
+    if len(archs_python) == 0:
+        raise ValueError("stack_cnn_archs needs at least one architecture, got 0")
+    archs = [make_cnn_arch(a, cfg) for a in archs_python]
+    return jax.tree.map(lambda *xs: jnp.stack(xs), *archs)
+
+
+def cnn_arch_to_python(arch: CNNArch) -> dict[str, Any]:
+    """Converts one (unbatched, concrete) ``CNNArch`` to its canonical dict.
+
+    Example:
+        >>> cfg = CNNConfig((8, 8, 1), 2, max_blocks=2, max_filters=8)
+        >>> cnn_arch_to_python(make_cnn_arch(dict(n_blocks=1, filters=[5, 6],
+        ...                                       dense_units=4), cfg))["filters"]
+        (5,)
+    """
+    kernel = [int(k) | 1 for k in np.asarray(arch.kernel).tolist()]  # even k acts as k + 1
+    return _normalize_arch(
+        {
+            "n_blocks": int(arch.n_blocks),
+            "filters": np.asarray(arch.filters).tolist(),
+            "kernel": kernel,
+            "pooling": int(arch.pooling),
+            "dense_units": int(arch.dense_units),
+            "activation": int(arch.activation),
+            "dropout": float(arch.dropout),
+            "batch_norm": bool(arch.batch_norm),
+        }
+    )
+
+
+# --------------------------------------------------------------------------
+# Shared pieces
+# --------------------------------------------------------------------------
+
+
+def _conv(h_BxHxWxC, kernel_KxKxCxF, bias_F):
+    return lax.conv_general_dilated(h_BxHxWxC, kernel_KxKxCxF, (1, 1), "SAME", dimension_numbers=_DN) + bias_F
+
+
+def _pool(h_BxHxWxF, kind: str):
+    b, h, w, f = h_BxHxWxF.shape
+    ho, wo = h // 2, w // 2
+    windows = h_BxHxWxF[:, : 2 * ho, : 2 * wo, :].reshape(b, ho, 2, wo, 2, f)
+    return windows.max(axis=(2, 4)) if kind == "max" else windows.mean(axis=(2, 4))
+
+
+def _bn_maps_train(z_BxHxWxF, scale, bias, mean, var):
+    f = z_BxHxWxF.shape[-1]
+    y, new_mean, new_var = _batch_norm_train(z_BxHxWxF.reshape(-1, f), scale, bias, mean, var)
+    return y.reshape(z_BxHxWxF.shape), new_mean, new_var
+
+
+def _dropout_maps(key, h_BxHxWxF, rate):
+    """Inverted dropout on maps; uniforms drawn [F, B, H, W] so fewer channels are a prefix."""
+    b, h, w, f = h_BxHxWxF.shape
+    u_FxBxHxW = jax.random.uniform(key, (f, b, h, w), h_BxHxWxF.dtype)
+    keep = jnp.transpose(u_FxBxHxW, (1, 2, 3, 0)) >= rate
+    return jnp.where(keep, h_BxHxWxF / (1.0 - rate), 0.0)
+
+
+def _gain2(activation):
+    table = jnp.asarray([INIT_GAIN2[n] for n in ACTIVATION_NAMES], jnp.float32)
+    return table[jnp.clip(activation, 0, len(ACTIVATION_NAMES) - 1)]
+
+
+def _clipped(arch: CNNArch, cfg: CNNConfig):
+    n = jnp.clip(jnp.asarray(arch.n_blocks, jnp.int32), 1, cfg.max_blocks)
+    filters = jnp.clip(jnp.asarray(arch.filters, jnp.int32), 1, cfg.max_filters)
+    kernel = jnp.clip(jnp.asarray(arch.kernel, jnp.int32), 1, cfg.max_kernel)
+    if filters.shape != (cfg.max_blocks,) or kernel.shape != (cfg.max_blocks,):
+        raise ValueError(
+            f"arch.filters / arch.kernel have shapes {filters.shape} / {kernel.shape}, expected "
+            f"({cfg.max_blocks},) (vmap over members, or build it with make_cnn_arch)"
+        )
+    dense = jnp.clip(jnp.asarray(arch.dense_units, jnp.int32), 1, cfg.max_dense)
+    return n, filters, kernel, dense
+
+
+def _kernel_mask(k, cfg: CNNConfig):
+    """bool[K, K]: the centred k x k window of a max_kernel x max_kernel slot."""
+    offset_K = jnp.abs(jnp.arange(cfg.max_kernel) - cfg.max_kernel // 2)
+    inside_K = offset_K <= k // 2
+    return inside_K[:, None] & inside_K[None, :]
+
+
+def _head_rows(cfg: CNNConfig) -> int:
+    h, w = _spatial(cfg, 1)
+    return h * w * cfg.max_filters
+
+
+# --------------------------------------------------------------------------
+# Max-size masked network (one member)
+# --------------------------------------------------------------------------
+
+
+def init_cnn(key: jax.Array, arch: CNNArch, cfg: CNNConfig) -> dict:
+    """Initializes one member's max-size CNN variables for its architecture.
+
+    Kernels use the member's ACTIVE fan-in; every entry outside the real
+    network is zero. vmap-able over ``key`` and ``arch``.
+
+    Args:
+        key: PRNG key.
+        arch: the member's ``CNNArch`` (traced arrays are fine).
+        cfg: static max-size config.
+
+    Returns:
+        ``{"params": {"conv_b": {"kernel" [K, K, Cin_b, F], "bias" [F]},
+        "bn_b": {"scale", "bias"} [F], "dense": {"kernel" [P, U], "bias" [U]},
+        "bn_dense": {...} [U], "out": {"kernel" [U, C], "bias" [C]}},
+        "batch_stats": {"bn_b" / "bn_dense": {"mean", "var"}}}`` with
+        ``Cin_0 = C_in``, ``Cin_b = F`` after, ``P = H/2 * W/2 * F``.
+
+    Example:
+        >>> cfg = CNNConfig((8, 8, 1), 2, max_blocks=2, max_filters=8, max_dense=16)
+        >>> arch = make_cnn_arch(dict(n_blocks=1, filters=[3], dense_units=4), cfg)
+        >>> init_cnn(jax.random.key(0), arch, cfg)["params"]["dense"]["kernel"].shape
+        (128, 16)
+    """
+    _check_cfg(cfg)
+    n, filters, kernel, dense = _clipped(arch, cfg)
+    K, F, U, C = cfg.max_kernel, cfg.max_filters, cfg.max_dense, cfg.num_classes
+    c_in = cfg.input_shape[2]
+    gain2 = _gain2(arch.activation)
+    bn_on = jnp.asarray(arch.batch_norm, jnp.bool_)
+    keys = jax.random.split(key, cfg.max_blocks + 2)
+    chan_F = jnp.arange(F)
+    params, stats = {}, {}
+    in_mask, in_dim, cin_active = jnp.ones((c_in,), jnp.bool_), c_in, jnp.asarray(c_in, jnp.int32)
+    for b in range(cfg.max_blocks):
+        out_mask = (chan_F < filters[b]) & (b < n)
+        k = kernel[b] | 1
+        fan_in = (k * k * cin_active).astype(jnp.float32)
+        w = _unit_normal(keys[b], (K, K, in_dim, F), jnp.float32) * jnp.sqrt(gain2 / fan_in)
+        mask = _kernel_mask(k, cfg)[:, :, None, None] & in_mask[None, None, :, None] & out_mask
+        params[f"conv_{b}"] = {"kernel": jnp.where(mask, w, 0.0), "bias": jnp.zeros((F,), jnp.float32)}
+        params[f"bn_{b}"] = {"scale": (out_mask & bn_on).astype(jnp.float32), "bias": jnp.zeros((F,), jnp.float32)}
+        stats[f"bn_{b}"] = {"mean": jnp.zeros((F,), jnp.float32), "var": jnp.ones((F,), jnp.float32)}
+        in_mask, in_dim, cin_active = out_mask, F, filters[b]
+    # Dense head: reads slot n-1's map [H_n, W_n, F] flattened (row-major), zero-padded to P rows.
+    P = _head_rows(cfg)
+    sizes_B = jnp.asarray([np.prod(_spatial(cfg, b + 1)) for b in range(cfg.max_blocks)], jnp.int32)
+    last_filters = filters[n - 1]
+    rows_P = jnp.arange(P)
+    row_ok = (rows_P < sizes_B[n - 1] * F) & (rows_P % F < last_filters)
+    col_ok = jnp.arange(U) < dense
+    fan_in = (sizes_B[n - 1] * last_filters).astype(jnp.float32)
+    w = _unit_normal(keys[-2], (P, U), jnp.float32) * jnp.sqrt(gain2 / fan_in)
+    params["dense"] = {"kernel": jnp.where(row_ok[:, None] & col_ok, w, 0.0), "bias": jnp.zeros((U,), jnp.float32)}
+    params["bn_dense"] = {"scale": (col_ok & bn_on).astype(jnp.float32), "bias": jnp.zeros((U,), jnp.float32)}
+    stats["bn_dense"] = {"mean": jnp.zeros((U,), jnp.float32), "var": jnp.ones((U,), jnp.float32)}
+    w = _unit_normal(keys[-1], (U, C), jnp.float32) * jnp.sqrt(_OUT_GAIN2 / dense.astype(jnp.float32))
+    params["out"] = {"kernel": jnp.where(col_ok[:, None], w, 0.0), "bias": jnp.zeros((C,), jnp.float32)}
+    return {"params": params, "batch_stats": stats}
+
+
+def _norm(z, bn, s, train, update, batch_norm, maps):
+    """Batch norm selected by the member's switch; returns (z, new running stats)."""
+    if train:
+        fn = _bn_maps_train if maps else _batch_norm_train
+        z_bn, mean, var = fn(z, bn["scale"], bn["bias"], s["mean"], s["var"])
+        new = {"mean": jnp.where(update, mean, s["mean"]), "var": jnp.where(update, var, s["var"])}
+    else:
+        z_bn, new = _batch_norm_eval(z, bn["scale"], bn["bias"], s["mean"], s["var"]), s
+    return jnp.where(batch_norm, z_bn, z), new
+
+
+def apply_cnn(
+    variables: dict,
+    x_BxHxWxC: jax.Array,
+    arch: CNNArch,
+    cfg: CNNConfig,
+    *,
+    train: bool,
+    key: jax.Array | None = None,
+) -> tuple[jax.Array, dict]:
+    """Runs one member's masked max-size CNN.
+
+    Args:
+        variables: ``{"params", "batch_stats"}`` from ``init_cnn``.
+        x_BxHxWxC: images ``[B, H, W, C]`` (``[B, H*W*C]`` is reshaped).
+        arch: the member's ``CNNArch``; values are clipped to valid ranges.
+        cfg: static max-size config.
+        train: static; batch statistics (and running-stat updates) and dropout.
+        key: PRNG key for dropout; required when ``train``.
+
+    Returns:
+        ``(logits_BxC, new_batch_stats)``.
+
+    Example:
+        >>> cfg = CNNConfig((8, 8, 1), 2, max_blocks=2, max_filters=8, max_dense=16)
+        >>> arch = make_cnn_arch(dict(n_blocks=2, filters=[3, 5], kernel=[5, 3],
+        ...                           dense_units=4, dropout=0.5), cfg)
+        >>> v = init_cnn(jax.random.key(0), arch, cfg)
+        >>> logits, _ = apply_cnn(v, jnp.ones((6, 8, 8, 1)), arch, cfg, train=True,
+        ...                       key=jax.random.key(1))
+        >>> logits.shape
+        (6, 2)
+    """
+    _check_cfg(cfg)
+    if train and key is None:
+        raise ValueError("apply_cnn(train=True) needs a PRNG `key` for dropout, got None")
+    shape = tuple(cfg.input_shape)
+    if x_BxHxWxC.ndim == 2 and x_BxHxWxC.shape[1] == int(np.prod(shape)):
+        x_BxHxWxC = x_BxHxWxC.reshape(-1, *shape)
+    if x_BxHxWxC.ndim != 4 or tuple(x_BxHxWxC.shape[1:]) != shape:
+        raise ValueError(f"x has shape {x_BxHxWxC.shape}, expected (B, {', '.join(map(str, shape))})")
+    params, stats = variables["params"], variables["batch_stats"]
+    n, filters, kernel, dense = _clipped(arch, cfg)
+    batch_norm = jnp.asarray(arch.batch_norm, jnp.bool_)
+    rate = jnp.clip(jnp.asarray(arch.dropout, x_BxHxWxC.dtype), 0.0, _MAX_DROPOUT)
+    pooling = jnp.asarray(arch.pooling, jnp.int32)
+    chan_F = jnp.arange(cfg.max_filters)
+    P = _head_rows(cfg)
+    h = x_BxHxWxC
+    batch = h.shape[0]
+    new_stats = {}
+    head_in_BxP = None
+    for b in range(cfg.max_blocks):
+        conv = params[f"conv_{b}"]
+        w = jnp.where(_kernel_mask(kernel[b] | 1, cfg)[:, :, None, None], conv["kernel"], 0.0)
+        z = _conv(h, w, conv["bias"])
+        z, new_stats[f"bn_{b}"] = _norm(
+            z, params[f"bn_{b}"], stats[f"bn_{b}"], train, batch_norm & (b < n), batch_norm, True
+        )
+        a = jnp.where(chan_F < filters[b], _activate(arch.activation, z, tuple(cfg.activations)), 0.0)
+        h = jnp.where(pooling == 0, _pool(a, "max"), _pool(a, "avg"))
+        if train:
+            h = _dropout_maps(jax.random.fold_in(key, b), h, rate)
+        flat = h.reshape(batch, -1)
+        flat = jnp.pad(flat, ((0, 0), (0, P - flat.shape[1])))
+        head_in_BxP = flat if b == 0 else jnp.where(n - 1 == b, flat, head_in_BxP)
+    d = params["dense"]
+    z = head_in_BxP @ d["kernel"] + d["bias"]
+    z, new_stats["bn_dense"] = _norm(z, params["bn_dense"], stats["bn_dense"], train, batch_norm, batch_norm, False)
+    a = jnp.where(jnp.arange(cfg.max_dense) < dense, _activate(arch.activation, z, tuple(cfg.activations)), 0.0)
+    if train:
+        a = _dropout(jax.random.fold_in(key, _DENSE_DROPOUT_SLOT), a, rate)
+    logits_BxC = a @ params["out"]["kernel"] + params["out"]["bias"]
+    return logits_BxC, new_stats
+
+
+# --------------------------------------------------------------------------
+# Dense reference network of the real size
+# --------------------------------------------------------------------------
+
+
+def dense_cnn_params(variables: dict, arch_python: Mapping[str, Any], cfg: CNNConfig) -> dict:
+    """Slices one member's real-size CNN out of its max-size variables.
+
+    Works on any tree shaped like ``init_cnn``'s output (gradients too); host side.
+
+    Args:
+        variables: one member's ``{"params", "batch_stats"}`` (no S axis).
+        arch_python: the member's architecture dict (see ``make_cnn_arch``).
+        cfg: the max-size config.
+
+    Returns:
+        Dense variables for ``apply_dense_cnn``: ``conv_b`` kernels ``[k, k,
+        cin, f]``, ``dense`` kernel ``[H_n*W_n*f_last, u]``, ``bn_*`` only
+        with batch norm.
+
+    Example:
+        >>> cfg = CNNConfig((8, 8, 1), 2, max_blocks=2, max_filters=8, max_dense=16)
+        >>> arch = dict(n_blocks=2, filters=[3, 5], kernel=[5, 3], dense_units=4)
+        >>> v = init_cnn(jax.random.key(0), make_cnn_arch(arch, cfg), cfg)
+        >>> dense_cnn_params(v, arch, cfg)["params"]["conv_1"]["kernel"].shape
+        (3, 3, 3, 5)
+    """
+    _check_cfg(cfg)
+    a = _normalize_arch(arch_python, cfg)
+    p, s = variables["params"], variables["batch_stats"]
+    params, stats = {}, {}
+    cin, K = cfg.input_shape[2], cfg.max_kernel
+    for b in range(a["n_blocks"]):
+        f, k = a["filters"][b], a["kernel"][b]
+        o = (K - k) // 2
+        params[f"conv_{b}"] = {
+            "kernel": p[f"conv_{b}"]["kernel"][o : o + k, o : o + k, :cin, :f],
+            "bias": p[f"conv_{b}"]["bias"][:f],
+        }
+        if a["batch_norm"]:
+            params[f"bn_{b}"] = {k_: v[:f] for k_, v in p[f"bn_{b}"].items()}
+            stats[f"bn_{b}"] = {k_: v[:f] for k_, v in s[f"bn_{b}"].items()}
+        cin = f
+    hn, wn = _spatial(cfg, a["n_blocks"])
+    u, F = a["dense_units"], cfg.max_filters
+    kernel = p["dense"]["kernel"][: hn * wn * F].reshape(hn, wn, F, -1)[:, :, :cin, :u]
+    params["dense"] = {"kernel": kernel.reshape(hn * wn * cin, u), "bias": p["dense"]["bias"][:u]}
+    if a["batch_norm"]:
+        params["bn_dense"] = {k_: v[:u] for k_, v in p["bn_dense"].items()}
+        stats["bn_dense"] = {k_: v[:u] for k_, v in s["bn_dense"].items()}
+    params["out"] = {"kernel": p["out"]["kernel"][:u], "bias": p["out"]["bias"]}
+    return {"params": params, "batch_stats": stats}
+
+
+def init_dense_cnn(
+    key: jax.Array, arch_python: Mapping[str, Any], input_shape: Sequence[int], num_classes: int
+) -> dict:
+    """Initializes a CNN of the real size (for sequential baselines).
+
+    Same distribution as ``init_cnn``'s active entries (fan-in scaled
+    truncated normals, zero biases, unit batch-norm scales).
+
+    Example:
+        >>> arch = dict(n_blocks=2, filters=[4, 6], kernel=[5, 3], dense_units=8)
+        >>> v = init_dense_cnn(jax.random.key(0), arch, (28, 28, 1), 10)
+        >>> v["params"]["dense"]["kernel"].shape
+        (294, 8)
+    """
+    a = _normalize_arch(arch_python)
+    _check_cfg(CNNConfig(tuple(input_shape), num_classes, a["n_blocks"], max(a["filters"]),
+                         max(a["kernel"]), a["dense_units"]))
+    gain2 = INIT_GAIN2[a["activation"]]
+    keys = jax.random.split(key, a["n_blocks"] + 2)
+    params, stats = {}, {}
+    cin = int(input_shape[2])
+    for b in range(a["n_blocks"]):
+        f, k = a["filters"][b], a["kernel"][b]
+        w = _unit_normal(keys[b], (k, k, cin, f), jnp.float32) * np.sqrt(gain2 / (k * k * cin))
+        params[f"conv_{b}"] = {"kernel": w, "bias": jnp.zeros((f,), jnp.float32)}
+        if a["batch_norm"]:
+            params[f"bn_{b}"] = {"scale": jnp.ones((f,), jnp.float32), "bias": jnp.zeros((f,), jnp.float32)}
+            stats[f"bn_{b}"] = {"mean": jnp.zeros((f,), jnp.float32), "var": jnp.ones((f,), jnp.float32)}
+        cin = f
+    hn, wn = _spatial(tuple(input_shape), a["n_blocks"])
+    rows, u = hn * wn * cin, a["dense_units"]
+    w = _unit_normal(keys[-2], (rows, u), jnp.float32) * np.sqrt(gain2 / rows)
+    params["dense"] = {"kernel": w, "bias": jnp.zeros((u,), jnp.float32)}
+    if a["batch_norm"]:
+        params["bn_dense"] = {"scale": jnp.ones((u,), jnp.float32), "bias": jnp.zeros((u,), jnp.float32)}
+        stats["bn_dense"] = {"mean": jnp.zeros((u,), jnp.float32), "var": jnp.ones((u,), jnp.float32)}
+    w = _unit_normal(keys[-1], (u, num_classes), jnp.float32) * np.sqrt(_OUT_GAIN2 / u)
+    params["out"] = {"kernel": w, "bias": jnp.zeros((num_classes,), jnp.float32)}
+    return {"params": params, "batch_stats": stats}
+
+
+def apply_dense_cnn(
+    variables: dict,
+    x_BxHxWxC: jax.Array,
+    arch_python: Mapping[str, Any],
+    *,
+    train: bool = False,
+    key: jax.Array | None = None,
+    return_batch_stats: bool = False,
+):
+    """Runs the real-size CNN (no masks): the reference ``apply_cnn`` must equal.
+
+    Args:
+        variables: from ``dense_cnn_params`` or ``init_dense_cnn``.
+        x_BxHxWxC: images ``[B, H, W, C]``.
+        arch_python: architecture dict (static).
+        train: batch statistics for batch norm, and dropout.
+        key: PRNG key, required when ``train`` and dropout > 0.
+        return_batch_stats: also return the updated running statistics.
+
+    Returns:
+        ``logits_BxC``, or ``(logits_BxC, new_batch_stats)``.
+
+    Example:
+        >>> arch = dict(n_blocks=1, filters=[4], dense_units=8)
+        >>> v = init_dense_cnn(jax.random.key(0), arch, (8, 8, 1), 3)
+        >>> apply_dense_cnn(v, jnp.ones((2, 8, 8, 1)), arch).shape
+        (2, 3)
+    """
+    a = _normalize_arch(arch_python)
+    if train and a["dropout"] > 0 and key is None:
+        raise ValueError(f"apply_dense_cnn(train=True) with dropout={a['dropout']} needs a PRNG `key`")
+    if x_BxHxWxC.ndim != 4:
+        raise ValueError(f"x has shape {x_BxHxWxC.shape}, expected (B, H, W, C)")
+    params, stats = variables["params"], variables["batch_stats"]
+    act = ACTIVATIONS[a["activation"]]
+    rate = jnp.asarray(a["dropout"], x_BxHxWxC.dtype)
+    h, new_stats = x_BxHxWxC, {}
+
+    def norm(z, name, maps):
+        bn, s = params[name], stats[name]
+        if train:
+            fn = _bn_maps_train if maps else _batch_norm_train
+            z, mean, var = fn(z, bn["scale"], bn["bias"], s["mean"], s["var"])
+            new_stats[name] = {"mean": mean, "var": var}
+            return z
+        new_stats[name] = s
+        return _batch_norm_eval(z, bn["scale"], bn["bias"], s["mean"], s["var"])
+
+    for b in range(a["n_blocks"]):
+        z = _conv(h, params[f"conv_{b}"]["kernel"], params[f"conv_{b}"]["bias"])
+        if a["batch_norm"]:
+            z = norm(z, f"bn_{b}", True)
+        h = _pool(act(z), a["pooling"])
+        if train and a["dropout"] > 0:
+            h = _dropout_maps(jax.random.fold_in(key, b), h, rate)
+    h = h.reshape(h.shape[0], -1)
+    z = h @ params["dense"]["kernel"] + params["dense"]["bias"]
+    if a["batch_norm"]:
+        z = norm(z, "bn_dense", False)
+    h = act(z)
+    if train and a["dropout"] > 0:
+        h = _dropout(jax.random.fold_in(key, _DENSE_DROPOUT_SLOT), h, rate)
+    logits = h @ params["out"]["kernel"] + params["out"]["bias"]
+    return (logits, new_stats) if return_batch_stats else logits
+
+
+# --------------------------------------------------------------------------
+# FLOP accounting
+# --------------------------------------------------------------------------
+
+
+def useful_flops_cnn(arch_python: Mapping[str, Any], input_shape: Sequence[int], num_classes: int) -> int:
+    """Forward FLOPs per example of the member's REAL network (2 per multiply-add).
+
+    Counts convolutions (at their input resolution, 'SAME') and matmuls; bias,
+    activation, batch norm, pooling and dropout are O(activations) and left
+    out. A training step costs about 3x this per example.
+
+    Example:
+        >>> useful_flops_cnn(dict(n_blocks=1, filters=[2], kernel=[3], dense_units=4), (4, 4, 1), 3)
+        664
+    """
+    a = _normalize_arch(arch_python)
+    h, w, cin = (int(d) for d in input_shape)
+    total = 0
+    for f, k in zip(a["filters"], a["kernel"]):
+        total += 2 * h * w * k * k * cin * f
+        h, w, cin = h // 2, w // 2, f
+    u = a["dense_units"]
+    return int(total + 2 * h * w * cin * u + 2 * u * num_classes)
+
+
+def computed_flops_cnn(cfg: CNNConfig) -> int:
+    """Forward FLOPs per example of the max-size masked CNN (see ``useful_flops_cnn``).
+
+    Every slot runs its full ``max_kernel**2`` convolution with ``max_filters``
+    channels and the head matmul has ``H/2 * W/2 * max_filters`` rows, so
+    every member costs this whatever its architecture.
+
+    Example:
+        >>> computed_flops_cnn(CNNConfig((4, 4, 1), 3, max_blocks=1, max_filters=2,
+        ...                              max_kernel=3, max_dense=4))
+        664
+    """
+    _check_cfg(cfg)
+    h, w, cin = (int(d) for d in cfg.input_shape)
+    K, F = cfg.max_kernel, cfg.max_filters
+    total = 0
+    for _ in range(cfg.max_blocks):
+        total += 2 * h * w * K * K * cin * F
+        h, w, cin = h // 2, w // 2, F
+    return int(total + 2 * _head_rows(cfg) * cfg.max_dense + 2 * cfg.max_dense * cfg.num_classes)
+
+
+# --------------------------------------------------------------------------
+# Search space and decoding
+# --------------------------------------------------------------------------
+
+
+class _AtLeast:
+    """Condition ``v[name] >= k`` with a readable repr."""
+
+    def __init__(self, name: str, k: int):
+        self.name, self.k = name, k
+
+    def __call__(self, v):
+        return v[self.name] >= self.k
+
+    def __repr__(self):
+        return f"{self.name} >= {self.k}"
+
+
+def _pair(arg: Any, what: str) -> tuple:
+    try:
+        lo, hi = arg
+    except (TypeError, ValueError):
+        raise ValueError(f"{what} must be a (lo, hi) pair, got {arg!r}") from None
+    return lo, hi
+
+
+def cnn_space(
+    max_blocks: int = 3,
+    filters: tuple[int, int] = (8, 64),
+    kernels: Sequence[int] = (3, 5),
+    dense_units: tuple[int, int] = (32, 256),
+    activations: Sequence[str] = ("relu", "tanh", "sigmoid", "elu"),
+    learning_rate: tuple[float, float] = (1e-4, 1e-1),
+    optimizers: Sequence[str] | None = None,
+    momentum: tuple[float, float] | None = None,
+    weight_decay: tuple[float, float] | None = None,
+    lr_decay: tuple[float, float] | None = None,
+    dropout: tuple[float, float] | None = None,
+    batch_norm: bool = False,
+    poolings: Sequence[str] | None = None,
+) -> SearchSpace:
+    """The convolutional search space ("cnn"), names as ``cnn_hparams`` reads them.
+
+    Params, in order: ``n_blocks`` Int(1, max_blocks) (Fixed(1) if
+    max_blocks == 1); ``filters_1`` .. ``filters_B`` Int(filters, log=True)
+    and ``kernel_1`` .. ``kernel_B`` Choice(kernels) (Fixed if one kernel),
+    block ``k``'s active when ``n_blocks >= k``; ``dense_units``
+    Int(log=True); ``activation`` Choice; ``learning_rate`` Float(log=True);
+    then, only when given: ``optimizer`` Choice, ``momentum`` Float,
+    ``weight_decay`` Float(log=True), ``lr_decay`` Float (final lr / initial
+    lr of the cosine schedule), ``dropout`` Float, ``batch_norm``
+    Choice([False, True]), ``pooling`` Choice(poolings) (of ``POOLINGS``).
+
+    Args:
+        max_blocks: most conv blocks (>= 1).
+        filters: (lo, hi) channels per block, log scale.
+        kernels: odd kernel sizes to choose from.
+        dense_units: (lo, hi) dense-head width, log scale.
+        activations: activation names (``models.ACTIVATION_NAMES``).
+        learning_rate: (lo, hi), log scale.
+        optimizers, momentum, weight_decay, lr_decay, dropout: optional extras.
+        batch_norm: add a batch-norm on/off choice.
+        poolings: e.g. ("max", "avg"); None keeps max pooling.
+
+    Returns:
+        The :class:`SearchSpace`.
+
+    Example:
+        >>> cnn_space(max_blocks=2).names
+        ('n_blocks', 'filters_1', 'kernel_1', 'filters_2', 'kernel_2', 'dense_units', 'activation', 'learning_rate')
+    """
+    if isinstance(max_blocks, bool) or not isinstance(max_blocks, (int, np.integer)) or max_blocks < 1:
+        raise ValueError(f"max_blocks must be an int >= 1, got {max_blocks!r}")
+    kernels = tuple(int(k) for k in kernels)
+    if not kernels or any(k < 1 or k % 2 == 0 for k in kernels):
+        raise ValueError(f"kernels must be odd sizes >= 1, got {kernels!r}")
+    for name in activations:
+        _index(name, ACTIVATION_NAMES, "activation")
+    params: dict[str, Any] = {"n_blocks": Fixed(1) if max_blocks == 1 else Int(1, int(max_blocks))}
+    for k in range(1, int(max_blocks) + 1):
+        when = None if k == 1 else _AtLeast("n_blocks", k)
+        params[f"filters_{k}"] = Int(*_pair(filters, "filters"), log=True, when=when)
+        params[f"kernel_{k}"] = Fixed(kernels[0]) if len(kernels) == 1 else Choice(kernels, when=when)
+    params["dense_units"] = Int(*_pair(dense_units, "dense_units"), log=True)
+    params["activation"] = Choice(activations)
+    params["learning_rate"] = Float(*_pair(learning_rate, "learning_rate"), log=True)
+    if optimizers is not None:
+        params["optimizer"] = Choice(optimizers)
+    if momentum is not None:
+        params["momentum"] = Float(*_pair(momentum, "momentum"))
+    if weight_decay is not None:
+        params["weight_decay"] = Float(*_pair(weight_decay, "weight_decay"), log=True)
+    if lr_decay is not None:
+        params["lr_decay"] = Float(*_pair(lr_decay, "lr_decay"))
+    if dropout is not None:
+        params["dropout"] = Float(*_pair(dropout, "dropout"))
+    if batch_norm:
+        params["batch_norm"] = Choice([False, True])
+    if poolings is not None:
+        for name in poolings:
+            _index(name, POOLINGS, "pooling")
+        params["pooling"] = Choice(poolings)
+    return SearchSpace(params)
+
+
+def _hi(p) -> Any:
+    if isinstance(p, Fixed):
+        return p.value
+    if isinstance(p, Choice):
+        return max(p.options)
+    return p.hi
+
+
+def cnn_limits(space: SearchSpace) -> dict[str, int]:
+    """The max-size shape a CNN space asks for: ``CNNConfig`` keyword arguments.
+
+    Example:
+        >>> cnn_limits(cnn_space(max_blocks=2, filters=(4, 32), kernels=(3,), activations=("relu",)))
+        {'max_blocks': 2, 'max_filters': 32, 'max_kernel': 3, 'max_dense': 256, 'activations': ('relu',)}
+    """
+    blocks, filters, kernel, dense = 1, 1, 1, 1
+    for name, p in space.params.items():
+        if name == "n_blocks":
+            blocks = max(blocks, int(_hi(p)))
+        elif name.startswith("filters_"):
+            blocks = max(blocks, int(name.split("_")[1]))
+            filters = max(filters, int(_hi(p)))
+        elif name.startswith("kernel_"):
+            blocks = max(blocks, int(name.split("_")[1]))
+            kernel = max(kernel, int(_hi(p)))
+        elif name == "dense_units":
+            dense = max(dense, int(_hi(p)))
+    if "filters_1" not in space.names:
+        filters = 64
+    if "dense_units" not in space.names:
+        dense = 256
+    if not any(n.startswith("kernel_") for n in space.names):
+        kernel = 5
+    act = space.params.get("activation")
+    activations = ("relu",) if act is None else tuple(act.options) if isinstance(act, Choice) else (act.value,)
+    return {"max_blocks": blocks, "max_filters": filters, "max_kernel": kernel | 1, "max_dense": dense,
+            "activations": activations}
+
+
+def cnn_hparams(space: SearchSpace, cfg: CNNConfig) -> Callable:
+    """Returns ``hparams(position_D) -> (CNNArch, optim.OptHParams)``, traceable.
+
+    Names follow :func:`cnn_space`. A name the space lacks takes its default:
+    ``max_blocks`` blocks of ``max_filters`` channels and ``max_kernel``
+    kernels, ``max_dense`` units, relu, max pooling, Adam, lr 1e-3, momentum 0.9, no weight decay, constant
+    lr, no dropout, no batch norm. Block entries beyond ``n_blocks`` are
+    decoded but ignored by the model. ``OptHParams.optimizer`` indexes the
+    space's own optimizer options (``("adam",)`` when it has none), as
+    ``train.optimizer_names(space)``: build the optimizer with those names.
+
+    Args:
+        space: a CNN search space.
+        cfg: the max-size config the space must fit in.
+
+    Returns:
+        The traceable decoding function (vmap it over the swarm).
+
+    Example:
+        >>> space = cnn_space(max_blocks=2, filters=(4, 16), dense_units=(8, 32))
+        >>> cfg = CNNConfig((8, 8, 1), 10, **cnn_limits(space))
+        >>> arch, hp = cnn_hparams(space, cfg)(jnp.full((space.num_dims,), 0.5))
+        >>> arch.filters.shape
+        (2,)
+    """
+    _check_cfg(cfg)
+    limits = cnn_limits(space)
+    missing = [a for a in limits.pop("activations") if a not in tuple(cfg.activations)]
+    if missing:
+        raise ValueError(f"the space's activations {missing} are not in CNNConfig.activations {cfg.activations}")
+    for name, limit in limits.items():
+        if limit > getattr(cfg, name):
+            raise ValueError(f"the space needs {name}={limit} but the CNNConfig has {getattr(cfg, name)}")
+    vocab = {"activation": ACTIVATION_NAMES, "optimizer": optim.OPTIMIZERS, "pooling": POOLINGS}
+    local = {"optimizer"}  # index into the space's own options (as train.optimizer_names), not the vocab
+    tables: dict[str, jax.Array] = {}
+    fixed: dict[str, jax.Array] = {}
+    for name, p in space.params.items():
+        kind = name if name in vocab else None
+        if isinstance(p, Choice):
+            if kind:
+                table = [_index(o, vocab[kind], kind) for o in p.options]
+                tables[name] = jnp.asarray(range(len(table)) if name in local else table, jnp.int32)
+            elif name == "batch_norm":
+                tables[name] = jnp.asarray([bool(o) for o in p.options])
+            elif name.startswith("kernel_"):
+                bad = [o for o in p.options if int(o) % 2 == 0 or not 1 <= int(o) <= cfg.max_kernel]
+                if bad:
+                    raise ValueError(f"{name} options {bad} must be odd and in 1..{cfg.max_kernel}")
+                tables[name] = jnp.asarray([int(o) for o in p.options], jnp.int32)
+            else:
+                raise ValueError(f"{name} cannot be a Choice in a CNN space, got {p!r}")
+        elif isinstance(p, Fixed):
+            index = _index(p.value, vocab[kind], kind) if kind else None
+            fixed[name] = jnp.asarray(0 if name in local else index if kind else p.value)
+        elif name in vocab or name == "batch_norm":
+            raise ValueError(f"{name} must be a Choice, got {p!r}")
+
+    def value(v, name, default):
+        if name in tables:
+            return tables[name][v[name]]
+        if name in v:
+            return v[name]
+        if name in fixed:
+            return fixed[name]
+        return jnp.asarray(default)
+
+    def hparams(position_D):
+        v = space.decode(position_D)
+        B = cfg.max_blocks
+        arch = CNNArch(
+            n_blocks=jnp.clip(value(v, "n_blocks", B), 1, B).astype(jnp.int32),
+            filters=jnp.clip(jnp.stack([value(v, f"filters_{k + 1}", cfg.max_filters) for k in range(B)]),
+                             1, cfg.max_filters).astype(jnp.int32),
+            kernel=jnp.stack([value(v, f"kernel_{k + 1}", cfg.max_kernel) for k in range(B)]).astype(jnp.int32),
+            pooling=jnp.asarray(value(v, "pooling", 0), jnp.int32),
+            dense_units=jnp.clip(value(v, "dense_units", cfg.max_dense), 1, cfg.max_dense).astype(jnp.int32),
+            activation=jnp.asarray(value(v, "activation", ACTIVATION_NAMES.index("relu")), jnp.int32),
+            dropout=jnp.asarray(value(v, "dropout", 0.0), jnp.float32),
+            batch_norm=jnp.asarray(value(v, "batch_norm", False), bool),
+        )
+        from jaxswarm.train import opt_hparams  # train imports this module lazily, never at import time
+
+        return arch, opt_hparams(value, v)
+
+    return hparams
