@@ -107,7 +107,7 @@ from jaxswarm.models import (
     _batch_norm_train,
     _dropout,
 )
-from jaxswarm.space import Choice, Fixed, Float, Int, SearchSpace
+from jaxswarm.space import AtLeast, Choice, Fixed, Float, Int, SearchSpace, range_arg
 
 __all__ = [
     "POOLINGS",
@@ -794,27 +794,6 @@ def computed_flops_cnn(cfg: CNNConfig) -> int:
 # --------------------------------------------------------------------------
 
 
-class _AtLeast:
-    """Condition ``v[name] >= k`` with a readable repr."""
-
-    def __init__(self, name: str, k: int):
-        self.name, self.k = name, k
-
-    def __call__(self, v):
-        return v[self.name] >= self.k
-
-    def __repr__(self):
-        return f"{self.name} >= {self.k}"
-
-
-def _pair(arg: Any, what: str) -> tuple:
-    try:
-        lo, hi = arg
-    except (TypeError, ValueError):
-        raise ValueError(f"{what} must be a (lo, hi) pair, got {arg!r}") from None
-    return lo, hi
-
-
 def cnn_space(
     max_blocks: int = 3,
     filters: tuple[int, int] = (8, 64),
@@ -869,22 +848,22 @@ def cnn_space(
         _index(name, ACTIVATION_NAMES, "activation")
     params: dict[str, Any] = {"n_blocks": Fixed(1) if max_blocks == 1 else Int(1, int(max_blocks))}
     for k in range(1, int(max_blocks) + 1):
-        when = None if k == 1 else _AtLeast("n_blocks", k)
-        params[f"filters_{k}"] = Int(*_pair(filters, "filters"), log=True, when=when)
+        when = None if k == 1 else AtLeast("n_blocks", k)
+        params[f"filters_{k}"] = Int(*range_arg(filters, "filters"), log=True, when=when)
         params[f"kernel_{k}"] = Fixed(kernels[0]) if len(kernels) == 1 else Choice(kernels, when=when)
-    params["dense_units"] = Int(*_pair(dense_units, "dense_units"), log=True)
+    params["dense_units"] = Int(*range_arg(dense_units, "dense_units"), log=True)
     params["activation"] = Choice(activations)
-    params["learning_rate"] = Float(*_pair(learning_rate, "learning_rate"), log=True)
+    params["learning_rate"] = Float(*range_arg(learning_rate, "learning_rate"), log=True)
     if optimizers is not None:
         params["optimizer"] = Choice(optimizers)
     if momentum is not None:
-        params["momentum"] = Float(*_pair(momentum, "momentum"))
+        params["momentum"] = Float(*range_arg(momentum, "momentum"))
     if weight_decay is not None:
-        params["weight_decay"] = Float(*_pair(weight_decay, "weight_decay"), log=True)
+        params["weight_decay"] = Float(*range_arg(weight_decay, "weight_decay"), log=True)
     if lr_decay is not None:
-        params["lr_decay"] = Float(*_pair(lr_decay, "lr_decay"))
+        params["lr_decay"] = Float(*range_arg(lr_decay, "lr_decay"))
     if dropout is not None:
-        params["dropout"] = Float(*_pair(dropout, "dropout"))
+        params["dropout"] = Float(*range_arg(dropout, "dropout"))
     if batch_norm:
         params["batch_norm"] = Choice([False, True])
     if poolings is not None:

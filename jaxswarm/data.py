@@ -334,22 +334,13 @@ def from_arrays(
             )
         y_test = np.searchsorted(classes, y_test).astype(np.int32)
 
-    train_idx, val_idx = _stratified_split(y, val_fraction, np.random.default_rng(seed))
-    if len(train_idx) == 0:
+    ds = _split_train(name, x, y, np.ascontiguousarray(x_test), np.asarray(y_test, np.int32),
+                      len(classes), val_fraction, seed, "arrays")
+    if len(ds.y_train) == 0:
         raise DatasetError(
             f"no training examples left from {len(y)} after the splits; lower val_fraction/test_fraction"
         )
-    return Dataset(
-        name=name,
-        x_train=x[train_idx],
-        y_train=y[train_idx],
-        x_val=x[val_idx],
-        y_val=y[val_idx],
-        x_test=np.ascontiguousarray(x_test),
-        y_test=np.asarray(y_test, np.int32),
-        num_classes=len(classes),
-        origin="arrays",
-    )
+    return ds
 
 
 def read_idx(path: str | os.PathLike) -> np.ndarray:

@@ -752,8 +752,8 @@ def _same_value(a: Any, b: Any) -> bool:
     return False
 
 
-class _AtLeast:
-  """Condition ``v[name] >= k`` with a readable repr (used by :func:`mlp_space`)."""
+class AtLeast:
+  """Condition ``v[name] >= k`` with a readable repr, for presets' conditional params."""
 
   def __init__(self, name: str, k: int):
     self.name, self.k = name, k
@@ -765,7 +765,8 @@ class _AtLeast:
     return f"{self.name} >= {self.k}"
 
 
-def _range(arg: Any, what: str) -> tuple[float, float]:
+def range_arg(arg: Any, what: str) -> tuple[float, float]:
+  """Checks a preset's ``(lo, hi)`` argument; one ValueError naming ``what`` otherwise."""
   try:
     lo, hi = arg
   except (TypeError, ValueError):
@@ -818,22 +819,22 @@ def mlp_space(max_layers: int = 3,
   max_layers = _as_int(max_layers, "max_layers")
   if max_layers < 1:
     raise ValueError(f"max_layers must be >= 1, got {max_layers}")
-  u_lo, u_hi = _range(units, "units")
+  u_lo, u_hi = range_arg(units, "units")
   params: dict[str, Param] = {"n_layers": Fixed(1) if max_layers == 1 else Int(1, max_layers)}
   for k in range(1, max_layers + 1):
-    params[f"units_{k}"] = Int(u_lo, u_hi, log=True, when=None if k == 1 else _AtLeast("n_layers", k))
+    params[f"units_{k}"] = Int(u_lo, u_hi, log=True, when=None if k == 1 else AtLeast("n_layers", k))
   params["activation"] = Choice(activations)
-  params["learning_rate"] = Float(*_range(learning_rate, "learning_rate"), log=True)
+  params["learning_rate"] = Float(*range_arg(learning_rate, "learning_rate"), log=True)
   if optimizers is not None:
     params["optimizer"] = Choice(optimizers)
   if momentum is not None:
-    params["momentum"] = Float(*_range(momentum, "momentum"))
+    params["momentum"] = Float(*range_arg(momentum, "momentum"))
   if weight_decay is not None:
-    params["weight_decay"] = Float(*_range(weight_decay, "weight_decay"), log=True)
+    params["weight_decay"] = Float(*range_arg(weight_decay, "weight_decay"), log=True)
   if dropout is not None:
-    params["dropout"] = Float(*_range(dropout, "dropout"))
+    params["dropout"] = Float(*range_arg(dropout, "dropout"))
   if batch_norm:
     params["batch_norm"] = Choice([False, True])
   if lr_decay is not None:
-    params["lr_decay"] = Float(*_range(lr_decay, "lr_decay"), log=True)
+    params["lr_decay"] = Float(*range_arg(lr_decay, "lr_decay"), log=True)
   return SearchSpace(params)
