@@ -1,12 +1,12 @@
 # Two entry points, each sets everything up first (a local .venv) and is safe to re-run:
 #   make run    train a PSO study on the embedded digits dataset
-#   make test   run the default test suite (slow tests: make test-slow)
+#   make test   run the default test suite (make test-all adds tests marked slow)
 PYTHON ?= python3
 VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: run test test-slow bench clean
+.PHONY: run test test-all clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -20,8 +20,8 @@ run: $(STAMP)
 test: $(STAMP)
 	$(BIN)/python -m pytest -q -n 2
 
-test-slow: $(STAMP)
-	$(BIN)/python -m pytest -q -m slow
+test-all: $(STAMP)
+	$(BIN)/python -m pytest -q -n 2 -m 'slow or not slow'
 
 clean:
 	rm -rf $(VENV) runs .pytest_cache

@@ -27,7 +27,7 @@ import time
 from pathlib import Path
 
 STUDY_KEYS = ("swarm_size", "rounds", "epochs", "batch_size", "folds", "mode", "init",
-              "fitness", "patience", "seed", "retrain", "layout", "chunk_size", "memory_cap_gb")
+              "fitness", "patience", "seed", "retrain", "retrain_epochs", "layout", "chunk_size", "memory_cap_gb")
 SPACE_KEYS = ("space", "max_layers", "units", "activations", "learning_rate", "optimizers", "momentum",
               "weight_decay", "dropout", "batch_norm", "lr_decay")
 PSO_KEYS = ("topology", "neighbors", "inertia", "c1", "c2", "constriction", "vmax", "boundary")
@@ -39,7 +39,7 @@ def _parser() -> argparse.ArgumentParser:
         "training the whole swarm at once as one jit+vmap program."))
     sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
-    run = sub.add_parser("run", help="run a PSO study (default: digits, MLP space, ~1 minute on 2 CPU cores)",
+    run = sub.add_parser("run", help="run a PSO study (default: digits, MLP space, about 25 s on 2 CPU cores)",
                          description="Run a PSO study; writes results to --out (see README: results).",
                          formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     g = run.add_argument_group("study")
@@ -64,6 +64,7 @@ def _parser() -> argparse.ArgumentParser:
     g.add_argument("--seed", type=int, help="random seed: same seed, same study  [0]")
     g.add_argument("--no-retrain", dest="retrain", action="store_const", const=False,
                    help="skip the final retrain of the best config on train+val (no test accuracy)")
+    g.add_argument("--retrain-epochs", type=int, help="epochs of the final retrain  [the search's --epochs]")
     g.add_argument("--val-fraction", type=float, help="share of the training set held out for validation  [0.1]")
     g.add_argument("--quiet", action="store_true", help="no progress bar or round lines")
     g.add_argument("--chunk-size", type=int, help="members per device trained at once  [planned from memory]")

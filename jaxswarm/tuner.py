@@ -64,6 +64,7 @@ class StudyConfig:
     patience: int | None = None  # stop after this many rounds without improvement
     seed: int = 0
     retrain: bool = True  # retrain the best config on train+val and report test accuracy
+    retrain_epochs: int | None = None  # epochs of that final retrain (None: the search's epochs)
     layout: str = "masked"  # masked: one max-size program per study; packed: see jaxswarm/packed.py
     pso: dict = dataclasses.field(default_factory=dict)  # keyword arguments of pso.make_pso
     chunk_size: int | None = None  # members per device trained at once (None: planned from memory)
@@ -83,6 +84,8 @@ class StudyConfig:
             raise ValueError(f"fitness must be one of {train.FITNESS_KINDS}, got {self.fitness!r}")
         if self.patience is not None and self.patience < 1:
             raise ValueError(f"patience must be >= 1 or None, got {self.patience}")
+        if self.retrain_epochs is not None and self.retrain_epochs < 1:
+            raise ValueError(f"retrain_epochs must be >= 1 or None, got {self.retrain_epochs}")
         if self.chunk_size is not None and self.chunk_size < 1:
             raise ValueError(f"chunk_size must be >= 1 or None, got {self.chunk_size}")
         if self.memory_cap_gb is not None and self.memory_cap_gb <= 0:
@@ -309,12 +312,21 @@ class Study:
         return StudyResult(best_config, best_fitness, test_acc, rounds_run, wall, self.out_dir)
 
     def retrain(self, position_D) -> float:
-        """Trains the configuration at `position_D` on train+val; returns its test accuracy."""
+        """Trains the configuration at `position_D` on train+val; returns its test accuracy.
+
+        `StudyConfig.retrain_epochs` sets the length of this run (searching on short
+        runs and retraining the winner longer is the usual budget split).
+        """
         ds = self.dataset
         data = train.device_data(np.concatenate([ds.x_train, ds.x_val]),
                                  np.concatenate([ds.y_train, ds.y_val]), ds.x_test, ds.y_test)
         key = jax.random.fold_in(self.key, 2**30)
-        m = jax.jit(self.trainer.train_member)(key, jnp.asarray(position_D), data)
+        trainer = self.trainer
+        epochs = self.config.retrain_epochs
+        if epochs is not None and epochs != self.train_config.epochs:
+            trainer = train.make_train(self.space, self.train_config._replace(epochs=epochs),
+                                       data.x_train.shape[1], ds.num_classes, input_shape=ds.input_shape)
+        m = jax.jit(trainer.train_member)(key, jnp.asarray(position_D), data)
         return float(m.val_accuracy)
 
     # -- helpers -----------------------------------------------------------

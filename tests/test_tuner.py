@@ -17,7 +17,7 @@ def digits():
 
 
 def test_study_in_memory_finds_a_config_and_retrains(digits):
-    result = tuner.tune(SPACE, digits, **TINY)
+    result = tuner.tune(SPACE, digits, retrain_epochs=3, **TINY)
     assert set(result.best_config) >= {"n_layers", "units_1", "activation", "learning_rate"}
     assert 0.0 <= result.test_accuracy <= 1.0 and result.rounds_run == 3
     assert result.out_dir is None
@@ -80,6 +80,8 @@ def test_early_stopping(digits):
     (dict(init="halton"), "init"),
     (dict(fitness="f1"), "fitness"),
     (dict(patience=0), "patience"),
+    (dict(retrain_epochs=0), "retrain_epochs"),
+    (dict(layout="ragged"), "layout"),
 ])
 def test_bad_study_config(digits, bad, match):
     with pytest.raises(ValueError, match=match):
