@@ -56,6 +56,9 @@ def _args(s: dict) -> list[str]:
 
 def main(argv=None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
+    if "-h" in argv or "--help" in argv:
+        print(__doc__)
+        return 0
     quick = "--quick" in argv
     argv = [a for a in argv if a != "--quick"]
     out = Path(argv[0]) if argv else ROOT / "experiments" / "results" / "compare_tuners"
