@@ -342,23 +342,16 @@ def _model_fns(space, config, in_features, num_classes, model, input_shape):
         if input_shape is None or int(np.prod(input_shape)) != in_features:
             raise ValueError(f"model='cnn' needs input_shape (H, W, C) with H*W*C == {in_features}, got {input_shape!r}")
         mcfg = cnn.CNNConfig(tuple(int(d) for d in input_shape), num_classes, **cnn.cnn_limits(space))
-        hparams = cnn.cnn_hparams(space, mcfg)
-
-        def member(position_D):
-            arch, hp = hparams(position_D)
-            init_fn = lambda k: cnn.init_cnn(k, arch, mcfg)
-            apply_fn = lambda v, x, train, k: cnn.apply_cnn(v, x, arch, mcfg, train=train, key=k)
-            return init_fn, apply_fn, hp
-
-        return mcfg, hparams, member
-    mcfg = models.MLPConfig(in_features, num_classes, config.max_layers, config.max_units,
-                            activations=activation_names(space))
-    hparams = make_hparams(space, config)
+        hparams, init, apply = cnn.cnn_hparams(space, mcfg), cnn.init_cnn, cnn.apply_cnn
+    else:
+        mcfg = models.MLPConfig(in_features, num_classes, config.max_layers, config.max_units,
+                                activations=activation_names(space))
+        hparams, init, apply = make_hparams(space, config), models.init_mlp, models.apply_mlp
 
     def member(position_D):
         arch, hp = hparams(position_D)
-        init_fn = lambda k: models.init_mlp(k, arch, mcfg)
-        apply_fn = lambda v, x, train, k: models.apply_mlp(v, x, arch, mcfg, train=train, key=k)
+        init_fn = lambda k: init(k, arch, mcfg)
+        apply_fn = lambda v, x, train, k: apply(v, x, arch, mcfg, train=train, key=k)
         return init_fn, apply_fn, hp
 
     return mcfg, hparams, member
