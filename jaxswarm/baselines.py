@@ -559,16 +559,9 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
                    help="skip the final retrain of the best config on train+val")
     g.add_argument("--val-fraction", type=float, help="share of the training set held out for validation  [0.1]")
     g.add_argument("--quiet", action="store_true", help="no progress bar")
-    s = p.add_argument_group("search space (MLP), as for `jaxswarm run`")
-    s.add_argument("--max-layers", type=int)
-    s.add_argument("--units", type=int, nargs=2, metavar=("LO", "HI"))
-    s.add_argument("--activations", nargs="+")
-    s.add_argument("--learning-rate", type=float, nargs=2, metavar=("LO", "HI"))
-    s.add_argument("--optimizers", nargs="+")
-    s.add_argument("--momentum", type=float, nargs=2, metavar=("LO", "HI"))
-    s.add_argument("--weight-decay", type=float, nargs=2, metavar=("LO", "HI"))
-    s.add_argument("--dropout", type=float, nargs=2, metavar=("LO", "HI"))
-    s.add_argument("--batch-norm", action="store_const", const=True)
+    from jaxswarm.cli import add_space_arguments
+
+    add_space_arguments(p.add_argument_group("search space, as for `jaxswarm run`"))
     return p
 
 

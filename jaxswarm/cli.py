@@ -33,6 +33,23 @@ SPACE_KEYS = ("space", "max_layers", "units", "activations", "learning_rate", "o
 PSO_KEYS = ("topology", "neighbors", "inertia", "c1", "c2", "constriction", "vmax", "boundary")
 
 
+def add_space_arguments(s) -> None:
+    """The search-space flags, shared by `jaxswarm run` and `jaxswarm baseline`."""
+    s.add_argument("--space", choices=("mlp", "cnn"),
+                   help="mlp: layers and units; cnn: conv blocks, filters, kernels, dense head  [mlp]")
+    s.add_argument("--max-layers", type=int, help="hidden layers 1..N  [3]")
+    s.add_argument("--units", type=int, nargs=2, metavar=("LO", "HI"), help="units per layer, log scale  [16 256]")
+    s.add_argument("--activations", nargs="+", help="activation choices  [relu tanh sigmoid elu]")
+    s.add_argument("--learning-rate", type=float, nargs=2, metavar=("LO", "HI"), help="log scale  [1e-4 1e-1]")
+    s.add_argument("--optimizers", nargs="+", help="optimizer choices (sgd momentum nesterov rmsprop adagrad adam adamw)  [adam only]")
+    s.add_argument("--momentum", type=float, nargs=2, metavar=("LO", "HI"), help="tune momentum / beta1  [off: 0.9]")
+    s.add_argument("--weight-decay", type=float, nargs=2, metavar=("LO", "HI"), help="tune weight decay, log scale  [off]")
+    s.add_argument("--dropout", type=float, nargs=2, metavar=("LO", "HI"), help="tune dropout rate  [off]")
+    s.add_argument("--batch-norm", action="store_const", const=True, help="let the swarm switch batch norm on/off")
+    s.add_argument("--lr-decay", type=float, nargs=2, metavar=("LO", "HI"),
+                   help="tune the final/initial learning-rate ratio of a cosine schedule, log scale  [off: constant]")
+
+
 def _parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="jaxswarm", description=(
         "Tune neural-network hyperparameters with Particle Swarm Optimization, "
@@ -73,20 +90,7 @@ def _parser() -> argparse.ArgumentParser:
                    help="multi-host: call jax.distributed.initialize first (JAXSWARM_COORDINATOR, "
                         "JAXSWARM_NUM_PROCESSES, JAXSWARM_PROCESS_ID, or SLURM/Open MPI auto-detection)")
 
-    s = run.add_argument_group("search space")
-    s.add_argument("--space", choices=("mlp", "cnn"),
-                   help="mlp: layers and units; cnn: conv blocks, filters, kernels, dense head  [mlp]")
-    s.add_argument("--max-layers", type=int, help="hidden layers 1..N  [3]")
-    s.add_argument("--units", type=int, nargs=2, metavar=("LO", "HI"), help="units per layer, log scale  [16 256]")
-    s.add_argument("--activations", nargs="+", help="activation choices  [relu tanh sigmoid elu]")
-    s.add_argument("--learning-rate", type=float, nargs=2, metavar=("LO", "HI"), help="log scale  [1e-4 1e-1]")
-    s.add_argument("--optimizers", nargs="+", help="optimizer choices (sgd momentum nesterov rmsprop adagrad adam adamw)  [adam only]")
-    s.add_argument("--momentum", type=float, nargs=2, metavar=("LO", "HI"), help="tune momentum / beta1  [off: 0.9]")
-    s.add_argument("--weight-decay", type=float, nargs=2, metavar=("LO", "HI"), help="tune weight decay, log scale  [off]")
-    s.add_argument("--dropout", type=float, nargs=2, metavar=("LO", "HI"), help="tune dropout rate  [off]")
-    s.add_argument("--batch-norm", action="store_const", const=True, help="let the swarm switch batch norm on/off")
-    s.add_argument("--lr-decay", type=float, nargs=2, metavar=("LO", "HI"),
-                   help="tune the final/initial learning-rate ratio of a cosine schedule, log scale  [off: constant]")
+    add_space_arguments(run.add_argument_group("search space"))
 
     q = run.add_argument_group("PSO")
     q.add_argument("--topology", choices=("global", "ring", "von_neumann"), help="neighbourhood  [global]")

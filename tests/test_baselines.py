@@ -170,3 +170,13 @@ def test_cli_subcommand_writes_results(tmp_path, capsys):
     args = parser.parse_args(["baseline", "--tuner", "grid", "--swarm-size", "4", "--budget", "1"])
     assert baselines.main(args) == 2
     assert "--swarm-size" in capsys.readouterr().err
+
+
+def test_baseline_cli_takes_every_space_flag_of_run():
+    from jaxswarm import cli
+
+    run_flags = {a for a in cli._parser()._subparsers._group_actions[0].choices["run"]._option_string_actions}
+    base_flags = {a for a in cli._parser()._subparsers._group_actions[0].choices["baseline"]._option_string_actions}
+    for flag in ("--space", "--max-layers", "--units", "--activations", "--learning-rate", "--optimizers",
+                 "--momentum", "--weight-decay", "--dropout", "--batch-norm", "--lr-decay"):
+        assert flag in run_flags and flag in base_flags, flag
