@@ -111,6 +111,7 @@ from jaxswarm.space import AtLeast, Choice, Fixed, Float, Int, SearchSpace, rang
 
 __all__ = [
     "POOLINGS",
+    "CONV_IMPLS",
     "CNNConfig",
     "CNNArch",
     "make_cnn_arch",
@@ -121,6 +122,7 @@ __all__ = [
     "dense_cnn_params",
     "init_dense_cnn",
     "apply_dense_cnn",
+    "conv_impl",
     "useful_flops_cnn",
     "computed_flops_cnn",
     "cnn_space",
@@ -132,6 +134,8 @@ POOLINGS: tuple[str, ...] = ("max", "avg")
 _OUT_GAIN2 = 1.0
 _MAX_DROPOUT = 0.999
 _DN = ("NHWC", "HWIO", "NHWC")
+CONV_IMPLS: tuple[str, ...] = ("auto", "xla", "matmul")
+_IM2COL_MAX_COLUMNS = 512  # above this K*K*C, "matmul" convolutions gather one kernel row at a time
 _DENSE_DROPOUT_SLOT = 1 << 16  # fold_in index of the dense layer's dropout key (blocks use b)
 _unit_normal = jax.nn.initializers.truncated_normal(stddev=1.0 / 0.87962566103423978)
 
@@ -151,6 +155,15 @@ class CNNConfig(NamedTuple):
             under vmap every listed one runs on every map, so list only the
             space's. ``CNNArch.activation`` still indexes
             ``ACTIVATION_NAMES``; an unlisted index falls back to the first.
+        branching: run each member's own blocks, kernel window and head only
+            (``lax.cond`` / ``lax.switch`` on its architecture) instead of
+            masking the max-size network. For members trained one at a time
+            (``train.make_train(layout="serial")``): there a conditional runs
+            one branch. Under vmap every branch would run, so the masked form
+            (False) is the cheaper one there. Same function either way.
+        conv: how convolutions run: "xla" (``lax.conv_general_dilated``),
+            "matmul" (shifted copies times the kernel: ~100x faster inside
+            training loops on XLA:CPU) or "auto" (matmul on CPU, xla elsewhere).
     """
 
     input_shape: tuple
@@ -160,6 +173,8 @@ class CNNConfig(NamedTuple):
     max_kernel: int = 5
     max_dense: int = 256
     activations: tuple = ACTIVATION_NAMES
+    branching: bool = False
+    conv: str = "auto"
 
 
 class CNNArch(NamedTuple):
@@ -210,6 +225,7 @@ def _check_cfg(cfg: CNNConfig) -> None:
         )
     if cfg.max_kernel % 2 == 0:
         raise ValueError(f"CNNConfig.max_kernel must be odd ('SAME' centred kernels), got {cfg.max_kernel}")
+    conv_impl(cfg.conv)
     h, w, _ = shape
     if min(h, w) >> cfg.max_blocks < 1:
         raise ValueError(
@@ -373,8 +389,38 @@ def cnn_arch_to_python(arch: CNNArch) -> dict[str, Any]:
 # --------------------------------------------------------------------------
 
 
-def _conv(h_BxHxWxC, kernel_KxKxCxF, bias_F):
-    return lax.conv_general_dilated(h_BxHxWxC, kernel_KxKxCxF, (1, 1), "SAME", dimension_numbers=_DN) + bias_F
+def conv_impl(conv: str) -> str:
+    """Resolves ``CNNConfig.conv``: "auto" is "matmul" on CPU and "xla" elsewhere."""
+    if conv not in CONV_IMPLS:
+        raise ValueError(f"conv must be one of {CONV_IMPLS}, got {conv!r}")
+    if conv == "auto":
+        return "matmul" if jax.default_backend() == "cpu" else "xla"
+    return conv
+
+
+def _conv(h_BxHxWxC, kernel_KxKxCxF, bias_F, conv: str = "auto"):
+    """Stride-1 'SAME' convolution plus bias, as XLA's convolution or as matmuls.
+
+    "matmul" gathers the K x K shifted copies of the padded input (all of
+    them, or one kernel row at a time when ``K * C`` is large, to bound the
+    copy) and multiplies them by the reshaped kernel. Same function. On
+    XLA:CPU (jax 0.10) a convolution inside a loop -- every training step is
+    inside ``lax.scan`` -- runs ~100x slower than outside it (1.3 vs 150+
+    GFLOP/s, bench/results/cnn_bench.md); its matmul form does not.
+    """
+    if conv_impl(conv) == "xla":
+        return lax.conv_general_dilated(h_BxHxWxC, kernel_KxKxCxF, (1, 1), "SAME", dimension_numbers=_DN) + bias_F
+    k, _, c, f = kernel_KxKxCxF.shape
+    b, h, w, _ = h_BxHxWxC.shape
+    p = k // 2
+    x = jnp.pad(h_BxHxWxC, ((0, 0), (p, p), (p, p), (0, 0)))
+
+    def rows(i0, i1):  # kernel rows i0..i1-1: [B*H*W, (i1-i0)*K*C] @ [(i1-i0)*K*C, F]
+        cols = jnp.concatenate([x[:, i : i + h, j : j + w, :] for i in range(i0, i1) for j in range(k)], axis=-1)
+        return cols.reshape(b * h * w, -1) @ kernel_KxKxCxF[i0:i1].reshape(-1, f)
+
+    out = rows(0, k) if k * k * c <= _IM2COL_MAX_COLUMNS else sum(rows(i, i + 1) for i in range(k))
+    return out.reshape(b, h, w, f) + bias_F
 
 
 def _pool(h_BxHxWxF, kind: str):
@@ -421,6 +467,17 @@ def _kernel_mask(k, cfg: CNNConfig):
     offset_K = jnp.abs(jnp.arange(cfg.max_kernel) - cfg.max_kernel // 2)
     inside_K = offset_K <= k // 2
     return inside_K[:, None] & inside_K[None, :]
+
+
+def _centre(kernel_KxKxCxF, j: int):
+    """The centred (2j+1) x (2j+1) window of a K x K kernel slot."""
+    o = kernel_KxKxCxF.shape[0] // 2 - j
+    return kernel_KxKxCxF[o : o + 2 * j + 1, o : o + 2 * j + 1]
+
+
+def _pooled_zeros(h_BxHxWxF):
+    b, h, w, f = h_BxHxWxF.shape
+    return jnp.zeros((b, h // 2, w // 2, f), h_BxHxWxF.dtype)
 
 
 def _head_rows(cfg: CNNConfig) -> int:
@@ -556,22 +613,44 @@ def apply_cnn(
     batch = h.shape[0]
     new_stats = {}
     head_in_BxP = None
+    block_out = []
     for b in range(cfg.max_blocks):
-        conv = params[f"conv_{b}"]
-        w = jnp.where(_kernel_mask(kernel[b] | 1, cfg)[:, :, None, None], conv["kernel"], 0.0)
-        z = _conv(h, w, conv["bias"])
-        z, new_stats[f"bn_{b}"] = _norm(
-            z, params[f"bn_{b}"], stats[f"bn_{b}"], train, batch_norm & (b < n), batch_norm, True
-        )
-        a = jnp.where(chan_F < filters[b], _activate(arch.activation, z, tuple(cfg.activations)), 0.0)
-        h = jnp.where(pooling == 0, _pool(a, "max"), _pool(a, "avg"))
-        if train:
-            h = _dropout_maps(jax.random.fold_in(key, b), h, rate)
+        conv, bn, s = params[f"conv_{b}"], params[f"bn_{b}"], stats[f"bn_{b}"]
+
+        def block(h, conv=conv, bn=bn, s=s, b=b):
+            if cfg.branching:  # the member's own centred k x k window: one branch per odd size
+                z = lax.switch(jnp.clip(kernel[b] // 2, 0, cfg.max_kernel // 2),
+                               [lambda h, j=j: _conv(h, _centre(conv["kernel"], j), conv["bias"], cfg.conv)
+                                for j in range(cfg.max_kernel // 2 + 1)], h)
+            else:
+                w = jnp.where(_kernel_mask(kernel[b] | 1, cfg)[:, :, None, None], conv["kernel"], 0.0)
+                z = _conv(h, w, conv["bias"], cfg.conv)
+            z, new = _norm(z, bn, s, train, batch_norm & (b < n), batch_norm, True)
+            a = jnp.where(chan_F < filters[b], _activate(arch.activation, z, tuple(cfg.activations)), 0.0)
+            if cfg.branching:
+                h = lax.cond(pooling == 0, lambda a: _pool(a, "max"), lambda a: _pool(a, "avg"), a)
+            else:
+                h = jnp.where(pooling == 0, _pool(a, "max"), _pool(a, "avg"))
+            if train:
+                h = _dropout_maps(jax.random.fold_in(key, b), h, rate)
+            return h, new
+
+        if cfg.branching and b > 0:  # slots after the member's last block are skipped
+            h, new_stats[f"bn_{b}"] = lax.cond(
+                b < n, block, lambda h, b=b, s=s: (_pooled_zeros(h), s), h)
+        else:
+            h, new_stats[f"bn_{b}"] = block(h)
         flat = h.reshape(batch, -1)
-        flat = jnp.pad(flat, ((0, 0), (0, P - flat.shape[1])))
-        head_in_BxP = flat if b == 0 else jnp.where(n - 1 == b, flat, head_in_BxP)
+        block_out.append(flat)
+        if not cfg.branching:
+            flat = jnp.pad(flat, ((0, 0), (0, P - flat.shape[1])))
+            head_in_BxP = flat if b == 0 else jnp.where(n - 1 == b, flat, head_in_BxP)
     d = params["dense"]
-    z = head_in_BxP @ d["kernel"] + d["bias"]
+    if cfg.branching:  # the head reads the last block's map through its own rows of the kernel
+        z = lax.switch(n - 1, [lambda outs, b=b: outs[b] @ d["kernel"][: outs[b].shape[1]]
+                               for b in range(cfg.max_blocks)], block_out) + d["bias"]
+    else:
+        z = head_in_BxP @ d["kernel"] + d["bias"]
     z, new_stats["bn_dense"] = _norm(z, params["bn_dense"], stats["bn_dense"], train, batch_norm, batch_norm, False)
     a = jnp.where(jnp.arange(cfg.max_dense) < dense, _activate(arch.activation, z, tuple(cfg.activations)), 0.0)
     if train:
@@ -683,6 +762,7 @@ def apply_dense_cnn(
     train: bool = False,
     key: jax.Array | None = None,
     return_batch_stats: bool = False,
+    conv: str = "auto",
 ):
     """Runs the real-size CNN (no masks): the reference ``apply_cnn`` must equal.
 
@@ -693,6 +773,7 @@ def apply_dense_cnn(
         train: batch statistics for batch norm, and dropout.
         key: PRNG key, required when ``train`` and dropout > 0.
         return_batch_stats: also return the updated running statistics.
+        conv: convolution implementation (``CNNConfig.conv``).
 
     Returns:
         ``logits_BxC``, or ``(logits_BxC, new_batch_stats)``.
@@ -724,7 +805,7 @@ def apply_dense_cnn(
         return _batch_norm_eval(z, bn["scale"], bn["bias"], s["mean"], s["var"])
 
     for b in range(a["n_blocks"]):
-        z = _conv(h, params[f"conv_{b}"]["kernel"], params[f"conv_{b}"]["bias"])
+        z = _conv(h, params[f"conv_{b}"]["kernel"], params[f"conv_{b}"]["bias"], conv)
         if a["batch_norm"]:
             z = norm(z, f"bn_{b}", True)
         h = _pool(act(z), a["pooling"])

@@ -1,5 +1,7 @@
 """Tests for jaxswarm.cnn: a masked max-size CNN member IS its dense network."""
 
+import functools
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -24,6 +26,7 @@ from jaxswarm.cnn import (
 from jaxswarm.models import INIT_GAIN2
 
 CFG = CNNConfig(input_shape=(12, 12, 2), num_classes=3, max_blocks=3, max_filters=6, max_kernel=5, max_dense=8)
+CFG_BRANCHING = CFG._replace(branching=True)  # members one at a time: conditionals instead of masks
 B = 8
 
 ARCHS = [
@@ -74,27 +77,28 @@ def _xent(logits, y):
 _TRACES = []
 
 
-@jax.jit
-def _masked_value_and_grad(params, stats, x, y, arch, k_drop):
+@functools.partial(jax.jit, static_argnums=6)
+def _masked_value_and_grad(params, stats, x, y, arch, k_drop, cfg=CFG):
     """Loss, logits, new stats and gradients of a masked member, train and eval mode (arch traced)."""
     _TRACES.append(1)
     out = {}
     for train in (False, True):
         def loss(p):
-            logits, new = apply_cnn({"params": p, "batch_stats": stats}, x, arch, CFG, train=train, key=k_drop)
+            logits, new = apply_cnn({"params": p, "batch_stats": stats}, x, arch, cfg, train=train, key=k_drop)
             return _xent(logits, y), (logits, new)
 
         out[train] = jax.value_and_grad(loss, has_aux=True)(params)
     return out
 
 
+@pytest.mark.parametrize("cfg", [CFG, CFG_BRANCHING], ids=["masked", "branching"])
 @pytest.mark.parametrize("arch", ARCHS, ids=IDS)
-def test_masked_equals_dense_outputs_stats_and_gradients(key, arch):
+def test_masked_equals_dense_outputs_stats_and_gradients(key, arch, cfg):
     x, y = _data(key)
     v = _noisy_masked(1, arch)
     dv = dense_cnn_params(v, arch, CFG)
     k_drop = jax.random.fold_in(key, 3)
-    masked = _masked_value_and_grad(v["params"], v["batch_stats"], x, y, make_cnn_arch(arch, CFG), k_drop)
+    masked = _masked_value_and_grad(v["params"], v["batch_stats"], x, y, make_cnn_arch(arch, CFG), k_drop, cfg)
     mask = _real_mask(v, arch)["params"]
     for train in (False, True):
         (lm, (logits_m, stats_m)), g_m = masked[train]
@@ -116,6 +120,26 @@ def test_masked_equals_dense_outputs_stats_and_gradients(key, arch):
         jax.tree.map(lambda s, d: np.testing.assert_allclose(s, d, rtol=1e-4, atol=1e-5 * scale), g_sliced, g_d)
         outside = [np.abs(np.where(m, 0, g)).max() for m, g in zip(jax.tree.leaves(mask), jax.tree.leaves(g_m))]
         assert max(outside) == 0.0
+
+
+@pytest.mark.parametrize("k, c", [(1, 3), (3, 1), (5, 2), (5, 40)])  # (5, 40): one kernel row at a time
+def test_matmul_convolution_equals_xla(key, k, c):
+    from jaxswarm.cnn import _conv
+
+    kx, kw = jax.random.split(key)
+    x = jax.random.normal(kx, (3, 7, 6, c))
+    w = jax.random.normal(kw, (k, k, c, 4))
+    bias = jnp.arange(4.0)
+
+    def loss(x, w, impl):
+        return jnp.sum(jnp.sin(_conv(x, w, bias, impl) / np.sqrt(k * k * c)))  # O(1) pre-activations
+
+    for arg in (0, 1):
+        g = {impl: jax.jit(jax.grad(loss, arg), static_argnums=2)(x, w, impl) for impl in ("xla", "matmul")}
+        np.testing.assert_allclose(g["matmul"], g["xla"], rtol=1e-4, atol=1e-4)
+    np.testing.assert_allclose(_conv(x, w, bias, "matmul"), _conv(x, w, bias, "xla"), rtol=1e-5, atol=1e-4)
+    with pytest.raises(ValueError, match="conv"):
+        _conv(x, w, bias, "fft")
 
 
 @pytest.mark.parametrize("arch", ARCHS[:3], ids=IDS[:3])
@@ -158,13 +182,14 @@ def test_vmapped_init_and_apply_equal_a_loop(key):
         np.testing.assert_allclose(logits, out_S[s], rtol=1e-5, atol=1e-5)
 
 
-def test_no_recompiles_across_architectures(key):
+@pytest.mark.parametrize("cfg", [CFG, CFG_BRANCHING], ids=["masked", "branching"])
+def test_no_recompiles_across_architectures(key, cfg):
     x, y = _data(key)
     before = len(_TRACES)
     for i, arch in enumerate(ARCHS):
         v = _noisy_masked(i, arch)
         _masked_value_and_grad(v["params"], v["batch_stats"], x, y, make_cnn_arch(arch, CFG),
-                               jax.random.fold_in(key, i))
+                               jax.random.fold_in(key, i), cfg)
     assert len(_TRACES) - before <= 1  # 0 when an earlier test compiled it already
 
 
