@@ -71,10 +71,12 @@ def _parser() -> argparse.ArgumentParser:
     g.add_argument("--batch-size", type=int, help="minibatch size  [64]")
     g.add_argument("--folds", type=int, help="1: hold-out validation; k>1: k-fold CV on train+val  [1]")
     g.add_argument("--mode", choices=("fresh", "warm"), help="fresh weights each round, or keep them (PBT-like)  [fresh]")
-    g.add_argument("--layout", choices=("masked", "packed"),
-                   help="masked: one max-size program per study; packed: first layers packed into one "
+    g.add_argument("--layout", choices=("masked", "packed", "serial"),
+                   help="masked: one vmapped max-size program per study; packed: first layers packed into one "
                         "matmul, deeper layers in width groups (faster rounds on image data, recompiles "
-                        "when the layout changes; no batch norm/dropout/folds/warm)  [masked]")
+                        "when the layout changes; no batch norm/dropout/folds/warm); serial: members one "
+                        "after another in one program, each running only its own blocks (the CNN's "
+                        "choice on CPU)  [masked]")
     g.add_argument("--init", choices=("lhs", "sobol", "uniform"), help="initial design  [lhs: maximin Latin hypercube]")
     g.add_argument("--fitness", choices=("accuracy", "loss"), help="validation accuracy or minus loss  [accuracy]")
     g.add_argument("--patience", type=int, help="stop after this many rounds without improvement  [off]")

@@ -22,7 +22,8 @@ runner that
 `estimate_memory` predicts a swarm's memory before anything is compiled
 (parameters, every optimizer state `optim.make_optimizer` keeps, activations of
 one minibatch forward and backward, the evaluation chunk, the per-epoch
-shuffle, the data); `device_memory_bytes` says what a device has and
+shuffle, the data), for the MLP and, given a `cnn.CNNConfig`, for the masked
+CNN (`estimate_memory_cnn`); `device_memory_bytes` says what a device has and
 `plan_chunks` picks the chunk size. The estimate is calibrated against XLA's
 own `compiled.memory_analysis()` (see bench/results/scaling_cpu.md for the
 ratios).
@@ -64,7 +65,7 @@ from jax import lax
 from jax.sharding import AxisType, Mesh, NamedSharding
 from jax.sharding import PartitionSpec as P
 
-from jaxswarm import models, optim, train
+from jaxswarm import cnn, models, optim, train
 
 __all__ = [
     "PARTICLE_AXIS",
@@ -73,6 +74,7 @@ __all__ = [
     "make_swarm_runner",
     "make_plan",
     "estimate_memory",
+    "estimate_memory_cnn",
     "optimizer_names",
     "device_memory_bytes",
     "plan_chunks",
@@ -188,13 +190,38 @@ def _tree_bytes(tree) -> int:
 _TRAIN_FLOATS_PER_UNIT_LAYER = 10
 _EVAL_FLOATS_PER_UNIT = (1.5, 8.0)  # max_layers == 1, max_layers >= 2
 
+# The masked CNN (cnn.apply_cnn), fitted the same way over 1-3 blocks, 8-64
+# filters, 3x3 / 5x5 kernels, 8x8x1 / 16x16x3 / 28x28x1 images, batches 16-128
+# and S = 1-8, with both convolution forms (cnn.conv_impl).
+# Training: XLA fuses each slot's conv output, batch norm, masked activation,
+# both poolings and the dropout select, and keeps about 3.5 float32 values per
+# element of every slot's conv map [B, H/2**b, W/2**b, max_filters] (the conv
+# output, the activation before pooling and their cotangents), about 1 more per
+# activation branch beyond the first (vmap evaluates them all), about 0.5 per
+# element of each slot's padded head input [B, P] (the pad and the head's
+# `where` mostly fuse away) and 2 per dense unit. Evaluation (forward only,
+# `eval_batch_size` rows): the slots run one after another, so the largest
+# map, slot 0's [e, H, W, max_filters], sets the peak: about 2 values per
+# element of it (the conv output and the activated map), whatever the number
+# of activation branches (without a backward pass they fuse into one select).
+_CNN_TRAIN_FLOATS_PER_MAP = 3.5
+_CNN_TRAIN_FLOATS_PER_EXTRA_ACTIVATION = 1.0
+_CNN_TRAIN_FLOATS_PER_HEAD = 0.5
+_CNN_TRAIN_FLOATS_PER_DENSE = 2
+_CNN_EVAL_FLOATS_PER_MAP = 2.0
+# With `conv="matmul"` (cnn.conv_impl; the default on CPU) each slot also
+# gathers its K x K shifted copies, [rows, H/2**b, W/2**b, K*K*C_in]: about
+# 1.5 values per element of them in training (the copies kept for the kernel
+# gradient and their transient) and in evaluation.
+_CNN_FLOATS_PER_IM2COL = 1.5
+
 
 # The optimizers whose states a swarm over a space keeps alive: train builds only these.
 optimizer_names = train.optimizer_names
 
 
 def estimate_memory(
-    model_config: models.MLPConfig,
+    model_config: models.MLPConfig | cnn.CNNConfig,
     train_config,
     num_particles: int,
     n_train: int,
@@ -222,7 +249,8 @@ def estimate_memory(
     `memory_analysis` on CPU; expect 0.7x-1.5x of it (bench/results).
 
     Args:
-      model_config: `models.MLPConfig` of the max-size network.
+      model_config: `models.MLPConfig` of the max-size network; a
+        `cnn.CNNConfig` is handed to `estimate_memory_cnn` (same terms).
       train_config: `train.TrainConfig` (batch_size, eval_batch_size, epochs).
       num_particles: S.
       n_train, n_val: rows of the training and validation arrays.
@@ -242,26 +270,115 @@ def estimate_memory(
       >>> est["total"] == est["shared"] + 8 * est["per_member"]
       True
     """
+    if isinstance(model_config, cnn.CNNConfig):
+        if in_features is not None and in_features != math.prod(model_config.input_shape):
+            raise ValueError(f"in_features={in_features} does not match the CNN's input_shape "
+                             f"{tuple(model_config.input_shape)}")
+        return estimate_memory_cnn(model_config, train_config, num_particles, n_train, n_val,
+                                   optimizers=optimizers, folds=folds)
     s = _positive_int(num_particles, "num_particles")
-    folds = _positive_int(folds, "folds")
     f = model_config.in_features if in_features is None else _positive_int(in_features, "in_features")
     n_train, n_val = _positive_int(n_train, "n_train"), _positive_int(n_val, "n_val")
     L, U, C = model_config.max_layers, model_config.max_units, model_config.num_classes
     arch = models.Arch(jnp.int32(L), jnp.full((L,), U, jnp.int32), jnp.int32(0), jnp.float32(0), jnp.bool_(False))
     variables = jax.eval_shape(lambda k: models.init_mlp(k, arch, model_config), jax.random.key(0))
-    opt = optim.make_optimizer(tuple(optimizers), total_steps=1)
-    opt_state = jax.eval_shape(lambda p: opt.init(p, optim.default_hparams(tuple(optimizers))), variables["params"])
-    params = _tree_bytes(variables["params"])
-    stats = _tree_bytes(variables["batch_stats"])
     b = min(train_config.batch_size, n_train)
     e = min(train_config.eval_batch_size, n_val)
     activations = _F32 * (b * f + L * b * U * _TRAIN_FLOATS_PER_UNIT_LAYER + 4 * b * C)
-    gradients = params
     eval_chunk = int(_F32 * (e * U * _EVAL_FLOATS_PER_UNIT[L > 1] + 4 * e * C))
-    shuffle = 4 * 3 * n_train
-    per_network = dict(params=params, batch_stats=stats, optimizer=_tree_bytes(opt_state),
-                       gradients=gradients, activations=activations, eval_chunk=eval_chunk,
-                       shuffle=shuffle)
+    return _assemble(variables, optimizers, activations, eval_chunk, s, n_train, n_val, e, f, folds)
+
+
+def estimate_memory_cnn(
+    cnn_config: cnn.CNNConfig,
+    train_config,
+    num_particles: int,
+    n_train: int,
+    n_val: int,
+    optimizers: Sequence[str] = ("adam",),
+    folds: int = 1,
+) -> dict:
+    """Bytes one training run of S masked CNN members needs, before anything is compiled.
+
+    The terms (and keys) of `estimate_memory`, for `cnn.apply_cnn`'s max-size
+    network: ``params``, ``batch_stats``, ``optimizer`` from `cnn.init_cnn`'s
+    shapes; ``activations``: one minibatch forward + backward, where every
+    conv slot ``b`` runs on a ``H/2**b x W/2**b`` map of ``max_filters``
+    channels whatever the member's depth (about 3.5 floats per map element,
+    1 more per activation branch beyond the first, 0.5 per element of each
+    slot's padded head input ``[B, H/2 * W/2 * max_filters]``, 2 per dense
+    unit, the gathered images and the logits); ``eval_chunk``: the forward
+    pass of ``eval_batch_size`` rows, whose peak is slot 0's map (about 2
+    floats per element). With ``conv="matmul"`` (`cnn.conv_impl`, the CPU
+    default) both add about 1.5 floats per element of every slot's ``K x K``
+    shifted input copies ``[rows, H/2**b, W/2**b, K*K*C_in]``. Often the evaluation
+    chunk is the larger: with the default ``eval_batch_size`` of 2048 rows,
+    28x28 images and 64 filters it is about 0.8 GiB per member; a smaller
+    ``eval_batch_size`` shrinks it.
+
+    The constants were fitted to XLA's `memory_analysis` on CPU (jax 0.10.2)
+    over 1-3 blocks, 8-64 filters, 3x3 and 5x5 kernels, 8x8x1, 16x16x3 and
+    28x28x1 images, batches 16-128 and S = 1-8: the estimate was 1.0x-1.2x
+    of it with XLA's convolution and 0.9x-1.35x with the matmul form
+    (bench/results/scaling_cpu.md); on the tiniest networks (8x8 images, a
+    few filters, evaluation-dominated) it errs high, up to about 2x.
+    Accelerators add convolution workspace, which
+    `ACCELERATOR_MEMORY_FRACTION` leaves room for.
+
+    Args:
+      cnn_config: `cnn.CNNConfig` of the max-size network (``input_shape`` is
+        the images' ``(H, W, C)``; the data is flat, ``H*W*C`` features).
+      train_config: `train.TrainConfig` (batch_size, eval_batch_size).
+      num_particles: S.
+      n_train, n_val: rows of the training and validation arrays.
+      optimizers: the optimizer names whose states are alive (`optimizer_names`).
+      folds: k > 1: k-fold cross-validation (k networks per member).
+
+    Returns:
+      dict of ints (bytes) with the keys of `estimate_memory`.
+
+    Example:
+      >>> from jaxswarm.train import TrainConfig
+      >>> cfg = cnn.CNNConfig((28, 28, 1), 10, max_blocks=2, max_filters=32, max_dense=128)
+      >>> est = estimate_memory_cnn(cfg, TrainConfig(batch_size=64, eval_batch_size=256), 8, 1000, 200)
+      >>> est["total"] == est["shared"] + 8 * est["per_member"]
+      True
+    """
+    cnn._check_cfg(cnn_config)
+    s = _positive_int(num_particles, "num_particles")
+    n_train, n_val = _positive_int(n_train, "n_train"), _positive_int(n_val, "n_val")
+    nb, F, U, C = cnn_config.max_blocks, cnn_config.max_filters, cnn_config.max_dense, cnn_config.num_classes
+    H, W, channels = (int(d) for d in cnn_config.input_shape)
+    f = H * W * channels
+    arch = cnn.CNNArch(jnp.int32(nb), jnp.full((nb,), F, jnp.int32), jnp.full((nb,), cnn_config.max_kernel, jnp.int32),
+                       jnp.int32(0), jnp.int32(U), jnp.int32(0), jnp.float32(0), jnp.bool_(False))
+    variables = jax.eval_shape(lambda k: cnn.init_cnn(k, arch, cnn_config), jax.random.key(0))
+    b = min(train_config.batch_size, n_train)
+    e = min(train_config.eval_batch_size, n_val)
+    maps = sum(math.prod(cnn._spatial(cnn_config, k)) * F for k in range(nb))  # slot k's conv map, one row
+    cols = 0  # slot k's K x K shifted copies of its input, one row (the "matmul" convolution only)
+    if cnn.conv_impl(cnn_config.conv) == "matmul":
+        K = cnn_config.max_kernel
+        cols = sum(math.prod(cnn._spatial(cnn_config, k)) * K * K * (channels if k == 0 else F) for k in range(nb))
+    head = nb * cnn._head_rows(cnn_config)  # every slot's padded head input, one row
+    extra = len(cnn_config.activations) - 1
+    per_map = _CNN_TRAIN_FLOATS_PER_MAP + extra * _CNN_TRAIN_FLOATS_PER_EXTRA_ACTIVATION
+    activations = int(_F32 * b * (f + per_map * maps + _CNN_FLOATS_PER_IM2COL * cols
+                                  + _CNN_TRAIN_FLOATS_PER_HEAD * head + _CNN_TRAIN_FLOATS_PER_DENSE * U + 4 * C))
+    eval_chunk = int(_F32 * e * (_CNN_EVAL_FLOATS_PER_MAP * H * W * F + _CNN_FLOATS_PER_IM2COL * cols + 4 * C))
+    return _assemble(variables, optimizers, activations, eval_chunk, s, n_train, n_val, e, f, folds)
+
+
+def _assemble(variables, optimizers, activations: int, eval_chunk: int, s: int, n_train: int, n_val: int,
+              e: int, f: int, folds) -> dict:
+    """`estimate_memory`'s dict from one network's variables (shapes), activations and eval chunk."""
+    folds = _positive_int(folds, "folds")
+    opt = optim.make_optimizer(tuple(optimizers), total_steps=1)
+    opt_state = jax.eval_shape(lambda p: opt.init(p, optim.default_hparams(tuple(optimizers))), variables["params"])
+    params = _tree_bytes(variables["params"])
+    per_network = dict(params=params, batch_stats=_tree_bytes(variables["batch_stats"]),
+                       optimizer=_tree_bytes(opt_state), gradients=params, activations=activations,
+                       eval_chunk=eval_chunk, shuffle=4 * 3 * n_train)
     per_network = {k: folds * v for k, v in per_network.items()}
     per_network["training_peak"] = max(per_network["gradients"] + per_network["activations"],
                                        per_network["eval_chunk"])
@@ -576,7 +693,12 @@ class SwarmRunner:
                 args.append(jax.tree.unflatten(sp.treedef, leaves))
             return args
 
-        swarm_fn = jax.vmap(member, in_axes=in_axes)
+        if c == 1:  # one member at a time: no vmap, so the member's conditionals run one branch
+            def swarm_fn(*args):
+                one = [jax.tree.map(lambda x: x[0], a) if ax == 0 else a for a, ax in zip(args, in_axes)]
+                return jax.tree.map(lambda x: x[None], member(*one))
+        else:
+            swarm_fn = jax.vmap(member, in_axes=in_axes)
 
         def local(*flat):  # one device's members: [plan.per_device, ...] per per-member leaf
             args = unflatten(flat)
@@ -682,7 +804,9 @@ def make_swarm_runner(
       devices: devices of the particle axis (default `jax.devices()`: every
         process's devices in a multi-host run).
       chunk_size: members a device trains at once; None: all of them, unless
-        `estimate` says they do not fit (see below).
+        `estimate` says they do not fit (see below). With 1, each member runs
+        without vmap (a `lax.scan` over members), so data-dependent
+        `lax.cond` / `lax.switch` in `member_fn` run one branch.
       memory_cap_bytes: a per-device cap in bytes, below the device's memory.
       estimate: `estimate_memory(...)` for this training setup; with it the
         runner picks the chunk size with `plan_chunks` against

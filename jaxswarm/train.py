@@ -6,7 +6,9 @@ position: the position is decoded inside the program (`SearchSpace.decode` is
 traceable), so depth, widths, activation and optimizer hyperparameters are
 traced arrays and moving particles never recompiles (DESIGN.md decision 3).
 `train_swarm` is `jit(vmap(train_member))` over the particle axis (decision
-4); the epoch loop is a `lax.scan` over `lax.scan`-ed minibatches with the data
+4), or with `layout="serial"` one `jit(lax.map(train_member))` that trains
+the members one after another in the same compiled program (for the CNN on
+CPU, where vmapped convolutions are slow and masking wastes most FLOPs); the epoch loop is a `lax.scan` over `lax.scan`-ed minibatches with the data
 on the device and shuffling done on the device (decision 5). A member whose
 loss goes NaN/inf is reported as diverged with the worst fitness (decision 6).
 
@@ -77,7 +79,7 @@ class Metrics(NamedTuple):
 
 class Trainer(NamedTuple):
     train_member: Callable  # (key, position_D, data, shuffle_key=None) -> Metrics
-    train_swarm: Callable  # jit(vmap(train_member)): (key_S, position_SxD, data) -> Metrics[S]
+    train_swarm: Callable  # jit(vmap(train_member)) (serial: lax.map): (key_S, position_SxD, data) -> Metrics[S]
     hparams: Callable  # (position_D) -> (models.Arch, optim.OptHParams), traceable
     model_config: models.MLPConfig
     train_member_warm: Callable  # (key, position_D, data, variables, keep) -> (Metrics, variables)
@@ -320,6 +322,7 @@ def evaluate(apply_fn, variables, data: Data, config: TrainConfig):
 
 
 MODELS = ("mlp", "cnn")
+LAYOUTS = ("masked", "serial")  # make_train's; the tuner adds "packed" (jaxswarm.packed)
 
 
 def model_of(space: SearchSpace) -> str:
@@ -327,7 +330,7 @@ def model_of(space: SearchSpace) -> str:
     return "cnn" if "n_blocks" in space.names else "mlp"
 
 
-def _model_fns(space, config, in_features, num_classes, model, input_shape):
+def _model_fns(space, config, in_features, num_classes, model, input_shape, serial=False):
     """(model config, hparams, member(position) -> (init_fn, apply_fn, hp)) for `model`.
 
     The CNN reads the same flat data as the MLP: `cnn.apply_cnn` reshapes
@@ -341,7 +344,8 @@ def _model_fns(space, config, in_features, num_classes, model, input_shape):
 
         if input_shape is None or int(np.prod(input_shape)) != in_features:
             raise ValueError(f"model='cnn' needs input_shape (H, W, C) with H*W*C == {in_features}, got {input_shape!r}")
-        mcfg = cnn.CNNConfig(tuple(int(d) for d in input_shape), num_classes, **cnn.cnn_limits(space))
+        mcfg = cnn.CNNConfig(tuple(int(d) for d in input_shape), num_classes, **cnn.cnn_limits(space),
+                             branching=serial)
         hparams, init, apply = cnn.cnn_hparams(space, mcfg), cnn.init_cnn, cnn.apply_cnn
     else:
         mcfg = models.MLPConfig(in_features, num_classes, config.max_layers, config.max_units,
@@ -359,18 +363,27 @@ def _model_fns(space, config, in_features, num_classes, model, input_shape):
 
 def make_train(
     space: SearchSpace, config: TrainConfig, in_features: int, num_classes: int,
-    *, model: str | None = None, input_shape: tuple[int, int, int] | None = None,
+    *, model: str | None = None, input_shape: tuple[int, int, int] | None = None, layout: str = "masked",
 ) -> Trainer:
     """Builds the per-member trainer and its jitted swarm version for `space`.
 
     `model="cnn"` trains `jaxswarm.cnn`'s masked CNN (names of `cnn.cnn_space`)
     on images of `input_shape` (data still flat, `[N, H*W*C]`).
+
+    `layout="serial"` builds the members for training one at a time
+    (`train_swarm` is `jit(lax.map(train_member))`; `jaxswarm.scale` runs it
+    with chunk size 1): the CNN then runs only its own blocks, kernel window
+    and head (`cnn.CNNConfig.branching`) at the speed of a plain convolution.
+    Still one compile per study; the MLP computes the same as masked.
     """
+    if layout not in LAYOUTS:
+        raise ValueError(f"layout must be one of {LAYOUTS}, got {layout!r}")
     if config.fitness not in FITNESS_KINDS:
         raise ValueError(f"fitness must be one of {FITNESS_KINDS}, got {config.fitness!r}")
     if config.epochs < 1 or config.batch_size < 1:
         raise ValueError(f"epochs and batch_size must be >= 1, got {config.epochs}, {config.batch_size}")
-    mcfg, hparams, member = _model_fns(space, config, in_features, num_classes, model, input_shape)
+    mcfg, hparams, member = _model_fns(space, config, in_features, num_classes, model, input_shape,
+                                       serial=layout == "serial")
     optimizers = optimizer_names(space)
 
     def train_member_warm(key, position_D, data: Data, variables, keep, shuffle_key=None):
@@ -380,14 +393,18 @@ def make_train(
 
     def train_member(key, position_D, data: Data | FoldData, shuffle_key=None) -> Metrics:
         if isinstance(data, FoldData):
-            return _cross_validate(train_member, key, position_D, data)
+            return _cross_validate(train_member, key, position_D, data, serial=layout == "serial")
         return train_member_warm(key, position_D, data, None, None, shuffle_key)[0]
 
     def init_member(key, position_D):
         """The variables `train_member(key, ...)` starts from (same key derivation as `fit`)."""
         return member(position_D)[0](jax.random.split(key, 3)[0])
 
-    train_swarm = jax.jit(jax.vmap(train_member, in_axes=(0, 0, None)))
+    if layout == "serial":
+        train_swarm = jax.jit(lambda keys, positions, data: jax.lax.map(
+            lambda kp: train_member(kp[0], kp[1], data), (keys, positions)))
+    else:
+        train_swarm = jax.jit(jax.vmap(train_member, in_axes=(0, 0, None)))
     return Trainer(train_member, train_swarm, hparams, mcfg, train_member_warm, init_member)
 
 
@@ -415,10 +432,11 @@ def fold_data(x, y, train_idx_KxN, val_idx_KxM) -> FoldData:
     )
 
 
-def _cross_validate(train_member, key, position_D, folds: FoldData) -> Metrics:
+def _cross_validate(train_member, key, position_D, folds: FoldData, serial: bool = False) -> Metrics:
     """Trains the member once per fold (vmapped over folds) and averages the metrics.
 
-    Under the swarm's vmap this makes particles x folds one program.
+    Under the swarm's vmap this makes particles x folds one program. `serial`:
+    one fold after another (`lax.map`), so the member's conditionals stay branches.
     """
 
     def one_fold(k, tr, va):
@@ -426,7 +444,10 @@ def _cross_validate(train_member, key, position_D, folds: FoldData) -> Metrics:
         return train_member(k, position_D, data)
 
     keys = jax.random.split(key, folds.train_idx.shape[0])
-    m = jax.vmap(one_fold)(keys, folds.train_idx, folds.val_idx)
+    if serial:
+        m = jax.lax.map(lambda a: one_fold(*a), (keys, folds.train_idx, folds.val_idx))
+    else:
+        m = jax.vmap(one_fold)(keys, folds.train_idx, folds.val_idx)
     diverged = jnp.any(m.diverged)
     return Metrics(
         fitness=jnp.where(diverged, -jnp.inf, m.fitness.mean()),

@@ -46,7 +46,7 @@ from jaxswarm.data import Dataset, kfold_indices
 from jaxswarm.space import SearchSpace, mlp_space
 
 MODES = ("fresh", "warm")
-LAYOUTS = ("masked", "packed")
+LAYOUTS = ("masked", "packed", "serial")
 
 
 @dataclasses.dataclass
@@ -65,7 +65,8 @@ class StudyConfig:
     seed: int = 0
     retrain: bool = True  # retrain the best config on train+val and report test accuracy
     retrain_epochs: int | None = None  # epochs of that final retrain (None: the search's epochs)
-    layout: str = "masked"  # masked: one max-size program per study; packed: see jaxswarm/packed.py
+    layout: str = "masked"  # masked: one vmapped max-size program; packed: jaxswarm/packed.py; serial: members
+    #                         one after another in one program (train.make_train; the CNN's choice on CPU)
     pso: dict = dataclasses.field(default_factory=dict)  # keyword arguments of pso.make_pso
     chunk_size: int | None = None  # members per device trained at once (None: planned from memory)
     memory_cap_gb: float | None = None  # per-device memory cap for that plan (None: the device's own)
@@ -95,6 +96,9 @@ class StudyConfig:
         if self.layout == "packed" and (self.mode != "fresh" or self.folds > 1):
             raise ValueError("layout 'packed' trains fresh members on one hold-out split: "
                              "use mode 'fresh' and folds 1, or layout 'masked'")
+        if self.layout == "serial" and self.chunk_size not in (None, 1):
+            raise ValueError(f"layout 'serial' trains one member at a time; chunk_size must be 1 or None, "
+                             f"got {self.chunk_size}")
         if self.mode == "warm" and self.folds > 1:
             raise ValueError("mode 'warm' keeps one network per particle; it cannot be combined with folds > 1")
 
@@ -146,9 +150,10 @@ class Study:
         x_train = dataset.x_train.reshape(len(dataset.x_train), -1)
         self.model = train.model_of(space)
         if self.model == "cnn" and (config.mode == "warm" or config.layout == "packed"):
-            raise ValueError("the CNN space trains with mode 'fresh' and layout 'masked' only (for now)")
+            raise ValueError("the CNN space trains with mode 'fresh' and layout 'masked' or 'serial' only (for now)")
         self.trainer = train.make_train(space, self.train_config, x_train.shape[1], dataset.num_classes,
-                                        input_shape=dataset.input_shape)
+                                        input_shape=dataset.input_shape,
+                                        layout="serial" if config.layout == "serial" else "masked")
         self.packed = None
         if config.layout == "packed":
             from jaxswarm import packed
@@ -175,7 +180,7 @@ class Study:
         if config.folds > 1:  # one pool, k (train, val) splits
             n_val = (n_train + n_val) // config.folds
             n_train = len(dataset.x_train) + len(dataset.x_val) - n_val
-        self.memory_estimate = None if self.model == "cnn" else scale.estimate_memory(  # MLP-only estimate
+        self.memory_estimate = scale.estimate_memory(  # MLPConfig or CNNConfig (estimate_memory_cnn)
             self.trainer.model_config, self.train_config, config.swarm_size, n_train, max(n_val, 1),
             optimizers=train.optimizer_names(space), folds=config.folds)
         cap = None if config.memory_cap_gb is None else int(config.memory_cap_gb * 2**30)
@@ -184,7 +189,8 @@ class Study:
         else:
             member, in_axes, state_argnum = self.trainer.train_member, (0, 0, None), None
         self.runner = scale.make_swarm_runner(
-            member, in_axes=in_axes, state_argnum=state_argnum, chunk_size=config.chunk_size,
+            member, in_axes=in_axes, state_argnum=state_argnum,
+            chunk_size=1 if config.layout == "serial" else config.chunk_size,
             memory_cap_bytes=cap, estimate=self.memory_estimate, log=self._log)
         if self.packed is None:
             self.data = self.runner.replicate(self.data)  # on every device once, not every round
@@ -314,20 +320,19 @@ class Study:
     def retrain(self, position_D) -> float:
         """Trains the configuration at `position_D` on train+val; returns its test accuracy.
 
-        `StudyConfig.retrain_epochs` sets the length of this run (searching on short
-        runs and retraining the winner longer is the usual budget split).
+        The winner trains as its real-size network (`train.make_dense_train`,
+        the same function as its masked member, without the padding).
+        `StudyConfig.retrain_epochs` sets the length of this run (searching on
+        short runs and retraining the winner longer is the usual budget split).
         """
         ds = self.dataset
         data = train.device_data(np.concatenate([ds.x_train, ds.x_val]),
                                  np.concatenate([ds.y_train, ds.y_val]), ds.x_test, ds.y_test)
         key = jax.random.fold_in(self.key, 2**30)
-        trainer = self.trainer
-        epochs = self.config.retrain_epochs
-        if epochs is not None and epochs != self.train_config.epochs:
-            trainer = train.make_train(self.space, self.train_config._replace(epochs=epochs),
+        epochs = self.config.retrain_epochs or self.train_config.epochs
+        dense = train.make_dense_train(self.space, self.train_config._replace(epochs=epochs),
                                        data.x_train.shape[1], ds.num_classes, input_shape=ds.input_shape)
-        m = jax.jit(trainer.train_member)(key, jnp.asarray(position_D), data)
-        return float(m.val_accuracy)
+        return float(dense.train_position(key, np.asarray(position_D), data).val_accuracy)
 
     # -- helpers -----------------------------------------------------------
 

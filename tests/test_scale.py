@@ -133,6 +133,110 @@ def test_estimate_is_within_a_small_factor_of_xla(tiny, key):
         assert 0.5 <= est["total"] / ma["total"] <= 3.0, (s, est["total"], ma)
 
 
+@pytest.fixture(scope="module")
+def tiny_cnn():
+    """A tiny CNN setup on digits (8x8x1 images): 1 block of up to 8 filters, 8 dense units."""
+    from jaxswarm import cnn
+    from jaxswarm import data as data_lib
+
+    ds = data_lib.load_dataset("digits")
+    xtr, xva, _ = ds.flat_splits()
+    data = train.device_data(xtr[:64], ds.y_train[:64], xva[:40], ds.y_val[:40])
+    space = cnn.cnn_space(max_blocks=1, filters=(2, 8), kernels=(3,), dense_units=(4, 8),
+                          activations=("relu",))
+    cfg = train.TrainConfig(epochs=1, batch_size=8, eval_batch_size=40)  # the 40-row evaluation dominates
+    trainer = train.make_train(space, cfg, xtr.shape[1], ds.num_classes, input_shape=ds.input_shape)
+    return space, cfg, trainer, data
+
+
+def _cnn_estimate(trainer, cfg, s, data, space):
+    return scale.estimate_memory(trainer.model_config, cfg, s, data.x_train.shape[0], data.x_val.shape[0],
+                                 optimizers=scale.optimizer_names(space))
+
+
+def test_cnn_estimate_counts_the_max_size_network_and_grows_as_it_should():
+    from jaxswarm import cnn
+
+    cfg = cnn.CNNConfig((28, 28, 1), 10, max_blocks=2, max_filters=16, max_kernel=3, max_dense=32,
+                        activations=("relu",), conv="xla")
+    tc = train.TrainConfig(batch_size=32, eval_batch_size=50)  # 100 validation rows: 2 chunks, no padded copy
+    est = scale.estimate_memory_cnn(cfg, tc, 1, 500, 100)
+    assert est == scale.estimate_memory(cfg, tc, 1, 500, 100)  # dispatches on the config type
+    assert est.keys() == scale.estimate_memory(models.MLPConfig(784, 10, 2, 32), tc, 1, 500, 100).keys()
+    P = 14 * 14 * 16  # the head reads every slot's map zero-padded to slot 0's length
+    n_params = (9 * 1 * 16 + 16) + (9 * 16 * 16 + 16) + 2 * 2 * 16 + (P * 32 + 32) + 2 * 32 + (32 * 10 + 10)
+    assert est["params"] == 4 * n_params and est["batch_stats"] == 4 * 2 * (16 + 16 + 32)
+    assert 2 * est["params"] <= est["optimizer"] < 2 * est["params"] + 64  # adam: mu and nu
+    assert est["data"] == 4 * 600 * 785  # flat images + labels, shared
+    grow = {
+        "swarm": scale.estimate_memory_cnn(cfg, tc, 4, 500, 100),
+        "filters": scale.estimate_memory_cnn(cfg._replace(max_filters=32), tc, 1, 500, 100),
+        "batch": scale.estimate_memory_cnn(cfg, tc._replace(batch_size=64), 1, 500, 100),
+        "blocks": scale.estimate_memory_cnn(cfg._replace(max_blocks=3), tc, 1, 500, 100),
+        "branches": scale.estimate_memory_cnn(cfg._replace(activations=("relu", "tanh")), tc, 1, 500, 100),
+        "im2col": scale.estimate_memory_cnn(cfg._replace(conv="matmul"), tc, 1, 500, 100),
+    }
+    assert grow["swarm"]["total"] - est["total"] == 3 * est["per_member"]  # linear in S, data shared
+    assert grow["filters"]["per_member"] > 1.9 * est["per_member"]  # maps, head and kernels all scale with F
+    assert grow["batch"]["activations"] > 1.9 * est["activations"]
+    assert grow["batch"]["params"] == est["params"] and grow["batch"]["eval_chunk"] == est["eval_chunk"]
+    assert grow["blocks"]["activations"] > est["activations"] and grow["blocks"]["params"] > est["params"]
+    assert grow["branches"]["activations"] > est["activations"]
+    assert grow["im2col"]["activations"] > est["activations"] and grow["im2col"]["eval_chunk"] > est["eval_chunk"]
+    big_eval = scale.estimate_memory_cnn(cfg, tc._replace(eval_batch_size=2048), 1, 500, 2000)
+    assert big_eval["training_peak"] == big_eval["eval_chunk"] > est["eval_chunk"]
+    with pytest.raises(ValueError, match="input_shape"):
+        scale.estimate_memory(cfg, tc, 1, 500, 100, in_features=100)
+
+
+def test_cnn_estimate_is_within_a_small_factor_of_xla(key):
+    from jaxswarm import cnn
+
+    # Training-dominated; the other regime (the evaluation chunk) is
+    # test_cnn_runner_chunks_under_a_memory_cap_and_matches_unchunked's.
+    space = cnn.cnn_space(max_blocks=2, filters=(2, 4), kernels=(3,), dense_units=(4, 8),
+                          activations=("relu", "elu"))
+    cfg = train.TrainConfig(epochs=1, batch_size=32, eval_batch_size=16)
+    x = jax.random.uniform(key, (80, 64))
+    y = jax.random.randint(key, (80,), 0, 3)
+    data = train.Data(x[:64], y[:64], x[64:], y[64:])
+    trainer = train.make_train(space, cfg, 64, 3, input_shape=(8, 8, 1))
+    s = 2
+    keys = jax.random.split(key, s)
+    pos = jax.random.uniform(jax.random.key(1), (s, space.num_dims))
+    ma = scale.memory_analysis(trainer.train_swarm.lower(keys, pos, data).compile())
+    est = _cnn_estimate(trainer, cfg, s, data, space)
+    assert est["eval_chunk"] < est["gradients"] + est["activations"]
+    assert 0.8 <= est["total"] / ma["total"] <= 1.5, (est["total"], ma)
+
+
+def test_cnn_runner_chunks_under_a_memory_cap_and_matches_unchunked(tiny_cnn, key):
+    space, cfg, trainer, data = tiny_cnn
+    s = 4
+    keys = jax.random.split(key, s)
+    pos = jax.random.uniform(jax.random.key(1), (s, space.num_dims))
+    est = _cnn_estimate(trainer, cfg, s, data, space)
+    assert est["eval_chunk"] > est["gradients"] + est["activations"]  # evaluation-dominated
+    whole = scale.make_swarm_runner(trainer.train_member, log=None, estimate=est)
+    ma = whole.memory_analysis(keys, pos, data)
+    # A tiny evaluation-dominated network: the estimate errs high (estimate_memory_cnn's docstring).
+    assert 0.8 <= est["total"] / ma["total"] <= 2.0, (est["total"], ma)
+    assert whole.plan(s).num_chunks == 1
+    ref = whole(keys, pos, data)
+    logs = []
+    cap = est["shared"] + 2 * est["per_member"] + est["per_member"] // 2  # room for 2 of the 4 members
+    chunked = scale.make_swarm_runner(trainer.train_member, memory_cap_bytes=cap, estimate=est, log=logs.append)
+    got = chunked(keys, pos, data)
+    assert chunked.plan(s) == scale.SwarmPlan(4, 1, 2, 2)
+    assert any("chunked because estimated" in line and "(memory cap)" in line for line in logs)
+    ma_chunked = chunked.memory_analysis(keys, pos, data)  # the program just run: no new compile
+    assert ma_chunked["total"] < ma["total"]
+    assert 0.8 <= _cnn_estimate(trainer, cfg, 2, data, space)["total"] / ma_chunked["total"] <= 2.0, ma_chunked
+    for a, b in zip(jax.tree.leaves(ref), jax.tree.leaves(got)):
+        assert a.shape == b.shape
+        np.testing.assert_allclose(np.asarray(b, np.float64), np.asarray(a, np.float64), atol=1e-5)
+
+
 def test_device_memory_bytes_is_a_fraction_of_physical_ram():
     physical = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
     b = scale.device_memory_bytes(jax.local_devices()[0])

@@ -47,6 +47,39 @@ def test_swarm_equals_loop_of_single_members(key):
         np.testing.assert_allclose(swarm.fitness[i], one.fitness, atol=1e-6)
 
 
+def test_serial_layout_equals_vmapped_swarm(key):
+    """layout="serial" (members one after another, no vmap) trains the same members."""
+    data = _data()
+    pos = jax.random.uniform(key, (4, SPACE.num_dims))
+    keys = jax.random.split(jax.random.key(1), 4)
+    vmapped = _trainer().train_swarm(keys, pos, data)
+    serial = train.make_train(SPACE, CONFIG, 6, 2, layout="serial").train_swarm(keys, pos, data)
+    np.testing.assert_allclose(serial.train_loss, vmapped.train_loss, rtol=2e-5, atol=1e-6)
+    np.testing.assert_allclose(serial.fitness, vmapped.fitness, atol=1e-6)
+    with pytest.raises(ValueError, match="layout"):
+        train.make_train(SPACE, CONFIG, 6, 2, layout="packed")  # the tuner's, not make_train's
+
+
+def test_serial_cnn_members_branch_and_equal_masked(key):
+    """The serial CNN runs only each member's own blocks (cnn.CNNConfig.branching), same metrics."""
+    from jaxswarm.cnn import cnn_space
+
+    space = cnn_space(max_blocks=2, filters=(2, 4), dense_units=(4, 8), activations=("relu", "tanh"),
+                      batch_norm=True, dropout=(0.0, 0.3), poolings=("max", "avg"))
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(48, 8 * 8)).astype(np.float32)
+    data = train.device_data(x[:32], (x[:32, 0] > 0).astype(np.int32), x[32:], (x[32:, 0] > 0).astype(np.int32))
+    pos = jax.random.uniform(key, (4, space.num_dims))
+    keys = jax.random.split(jax.random.key(2), 4)
+    out = {}
+    for layout in ("masked", "serial"):
+        t = train.make_train(space, CONFIG, 64, 2, input_shape=(8, 8, 1), layout=layout)
+        assert t.model_config.branching == (layout == "serial")
+        out[layout] = t.train_swarm(keys, pos, data)
+    np.testing.assert_allclose(out["serial"].train_loss, out["masked"].train_loss, rtol=1e-4, atol=1e-5)
+    np.testing.assert_allclose(out["serial"].val_accuracy, out["masked"].val_accuracy, atol=1e-6)
+
+
 def test_moved_particles_do_not_recompile(key):
     traces = []
     trainer, data = _trainer(), _data()

@@ -112,3 +112,9 @@ def test_cnn_space_study(digits):
     result = tuner.tune(space, digits, **{**TINY, "rounds": 2, "epochs": 1})
     assert set(result.best_config) >= {"n_blocks", "filters_1", "kernel_1", "dense_units"}
     assert 0 < result.test_accuracy <= 1
+    # The serial layout searches the same swarm (members one at a time, own blocks only).
+    serial = tuner.tune(space, digits, layout="serial", **{**TINY, "rounds": 2, "epochs": 1})
+    assert serial.best_config == result.best_config
+    np.testing.assert_allclose(serial.best_fitness, result.best_fitness, atol=1e-6)
+    with pytest.raises(ValueError, match="serial"):
+        tuner.StudyConfig(layout="serial", chunk_size=4).validate()
