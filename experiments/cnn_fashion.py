@@ -1,26 +1,27 @@
 """A PSO study of the convolutional search space on Fashion-MNIST (target: test accuracy >= 93.5%).
 
-The swarm's members are masked max-size CNNs (``jaxswarm.cnn``) trained as
-one ``jit(vmap(...))`` program per round (compiled once for the study);
-PSO moves the particles between rounds. Search: ``--swarm`` members x
-``--rounds`` rounds, each member trained ``--epochs`` epochs on the first
-``--search-train`` training images (the 54000-image train split by
-default) and scored on the 6000-image validation split. Then the global
-best configuration is retrained as its real-size dense CNN on train+val
-(60000 images) for ``--retrain-epochs`` epochs and scored ONCE on the
-official 10000-image test set (last epoch; no selection on test).
+The search is a `jaxswarm.tuner.Study` over `cnn.cnn_space`: ``--swarm``
+particles x ``--rounds`` rounds, each member trained ``--epochs`` epochs on
+the first ``--search-train`` training images and scored on the first
+``--search-val`` validation images (the 54000 / 6000 splits by default).
+``--layout serial`` (the default on CPU) trains the members one after another
+in one compiled program, each running only its own blocks; ``masked`` vmaps
+max-size members (the accelerator layout). Then the global best is retrained
+as its real-size CNN (`train.make_dense_train`) on all of train+val (60000
+images) for ``--retrain-epochs`` epochs and scored ONCE on the official
+10000-image test set (last epoch; no selection on test).
 
-Run (GPU):  python experiments/cnn_fashion.py --out experiments/results/cnn_fashion
-Run (CPU, small):  python experiments/cnn_fashion.py --swarm 4 --rounds 2 --epochs 1 --search-train 5000 \\
-    --retrain-epochs 2 --max-filters 32
+Run (CPU, ~1 h on 2 cores):  python experiments/cnn_fashion.py --out experiments/results/cnn_fashion
+Run (GPU):  python experiments/cnn_fashion.py --layout masked --swarm 32 --rounds 8 --epochs 3 \\
+    --search-train 54000 --search-val 6000 --out $OUT/cnn_fashion
 
-Writes ``report.md``, ``rounds.json`` and ``best.json`` under ``--out``.
+Writes the study's own files (evaluations, rounds, plots) and ``report.md``,
+``best.json`` under ``--out``.
 """
 
 from __future__ import annotations
 
 import argparse
-import importlib.util
 import json
 import platform
 import sys
@@ -30,20 +31,11 @@ from pathlib import Path
 import jax
 import numpy as np
 
-from jaxswarm import cnn, pso as pso_lib, sampling, train
+from jaxswarm import cnn, train, tuner
 from jaxswarm.data import load_dataset
 from jaxswarm.space import Fixed, SearchSpace
 
 TARGET = 0.935
-
-
-def _runner():
-    """The CNN runner helpers live in bench/bench_cnn.py (until train.py has model='cnn')."""
-    path = Path(__file__).resolve().parents[1] / "bench" / "bench_cnn.py"
-    spec = importlib.util.spec_from_file_location("bench_cnn", path)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
 
 
 def study_space(max_filters: int, lr_decay: float) -> SearchSpace:
@@ -63,12 +55,13 @@ def study_space(max_filters: int, lr_decay: float) -> SearchSpace:
 
 def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--swarm", type=int, default=16)
-    p.add_argument("--rounds", type=int, default=6)
-    p.add_argument("--epochs", type=int, default=3)
+    p.add_argument("--swarm", type=int, default=8)
+    p.add_argument("--rounds", type=int, default=4)
+    p.add_argument("--epochs", type=int, default=2)
     p.add_argument("--batch", type=int, default=128)
-    p.add_argument("--search-train", type=int, default=None, help="training images used by the search")
-    p.add_argument("--search-val", type=int, default=None, help="validation images used by the search")
+    p.add_argument("--search-train", type=int, default=10000, help="training images the search uses")
+    p.add_argument("--search-val", type=int, default=6000, help="validation images the search scores on")
+    p.add_argument("--layout", choices=("serial", "masked"), default="serial")
     p.add_argument("--retrain-epochs", type=int, default=30)
     p.add_argument("--max-filters", type=int, default=64)
     p.add_argument("--lr-decay", type=float, default=0.01, help="cosine schedule's final lr / initial lr")
@@ -76,78 +69,50 @@ def main(argv=None):
     p.add_argument("--out", type=Path, default=Path("experiments/results/cnn_fashion"))
     args = p.parse_args(argv)
     t_start = time.perf_counter()
-    bench = _runner()
-    ds = load_dataset("fashion_mnist", seed=args.seed)
+    full = load_dataset("fashion_mnist", seed=args.seed)
+    n_train, n_val = min(args.search_train, len(full.y_train)), min(args.search_val, len(full.y_val))
+    search_ds = full._replace(x_train=full.x_train[:n_train], y_train=full.y_train[:n_train],
+                              x_val=full.x_val[:n_val], y_val=full.y_val[:n_val])
     space = study_space(args.max_filters, args.lr_decay)
-    n_search = len(ds.y_train) if args.search_train is None else min(args.search_train, len(ds.y_train))
-    config = train.TrainConfig(epochs=args.epochs, batch_size=args.batch, eval_batch_size=1000)
-    n_val = len(ds.y_val) if args.search_val is None else min(args.search_val, len(ds.y_val))
-    data = train.device_data(ds.x_train[:n_search], ds.y_train[:n_search], ds.x_val[:n_val], ds.y_val[:n_val])
-    trainer = bench.make_cnn_trainer(space, config, ds.input_shape, ds.num_classes, n_search)
-    swarm = pso_lib.make_pso(args.swarm, space.num_dims, maximize=True, num_iterations=args.rounds)
-    key = jax.random.key(args.seed)
-    design = sampling.initial_design(jax.random.fold_in(key, 1), "lhs", args.swarm, space.num_dims)
-    state = swarm.init(jax.random.fold_in(key, 2), design)
-
-    keys0 = jax.random.split(jax.random.fold_in(key, 100), args.swarm)
-    t = time.perf_counter()
-    compiled = trainer.train_swarm.lower(keys0, state.position, data).compile()
-    compile_s = time.perf_counter() - t
-    print(f"{space.describe()}\ncompiled the swarm program in {compile_s:.1f}s", flush=True)
-
-    rounds = []
-    for r in range(args.rounds):
-        t = time.perf_counter()
-        k_train, k_tell = jax.random.split(jax.random.fold_in(key, 100 + r))
-        positions = swarm.ask(state)
-        metrics = compiled(jax.random.split(k_train, args.swarm), positions, data)
-        state = swarm.tell(k_tell, state, metrics.fitness)
-        fitness = np.asarray(metrics.fitness)
-        seconds = time.perf_counter() - t
-        best_cfg = space.to_python(np.asarray(state.global_best_position))
-        rounds.append({
-            "round": r, "seconds": seconds, "best_fitness": float(state.global_best_fitness),
-            "round_max": float(fitness.max()), "round_median": float(np.median(fitness)),
-            "diverged": int(np.asarray(metrics.diverged).sum()), "best_config": best_cfg,
-            "configs": space.to_python_batch(np.asarray(positions)), "fitness": fitness.tolist(),
-        })
-        print(f"round {r + 1}/{args.rounds} {seconds:.1f}s best {float(state.global_best_fitness):.4f} "
-              f"round max {fitness.max():.4f} median {np.median(fitness):.4f} | {best_cfg}", flush=True)
+    config = tuner.StudyConfig(swarm_size=args.swarm, rounds=args.rounds, epochs=args.epochs,
+                               batch_size=args.batch, seed=args.seed, layout=args.layout, retrain=False)
+    study = tuner.Study(space, search_ds, config, out_dir=args.out)
+    result = study.run()
     search_s = time.perf_counter() - t_start
+    best_pos = np.asarray(json.loads((args.out / "best.json").read_text())["position"], np.float32)
 
-    # Retrain the global best as its real-size dense CNN on train+val; score once on test.
-    best_pos = np.asarray(state.global_best_position)
-    x_all = np.concatenate([ds.x_train, ds.x_val])
-    y_all = np.concatenate([ds.y_train, ds.y_val])
-    rconfig = train.TrainConfig(epochs=args.retrain_epochs, batch_size=args.batch, eval_batch_size=1000)
-    test_data = train.device_data(x_all, y_all, ds.x_test, ds.y_test)
-    build, describe = bench.make_dense_cnn_trainer(space, rconfig, ds.input_shape, ds.num_classes, len(y_all))
-    run, hp, arch = build(best_pos)
+    # Retrain the global best as its real-size CNN on all of train+val; score once on test.
+    data = train.device_data(np.concatenate([full.x_train, full.x_val]).reshape(-1, full.num_features),
+                             np.concatenate([full.y_train, full.y_val]), full.flat(full.x_test), full.y_test)
+    rconfig = study.train_config._replace(epochs=args.retrain_epochs)
+    dense = train.make_dense_train(space, rconfig, full.num_features, full.num_classes,
+                                   input_shape=full.input_shape)
+    arch, hp = dense.describe(best_pos)
+    print(f"retraining {arch} (lr {float(hp.learning_rate):.2e}) for {args.retrain_epochs} epochs "
+          f"on {len(data.y_train)} images", flush=True)
     t = time.perf_counter()
-    m = jax.block_until_ready(run(jax.random.fold_in(key, 2**30), hp, test_data))
+    m = jax.block_until_ready(dense.train_position(jax.random.fold_in(jax.random.key(args.seed), 2**30),
+                                                   best_pos, data))
     retrain_s = time.perf_counter() - t
-    test_acc = float(m.val_accuracy)
-    curve = np.asarray(m.val_accuracy_curve).tolist()
+    test_acc, curve = float(m.val_accuracy), np.asarray(m.val_accuracy_curve).tolist()
     wall = time.perf_counter() - t_start
-    print(f"retrained {arch} for {args.retrain_epochs} epochs in {retrain_s:.1f}s: test accuracy {test_acc:.4f}")
+    print(f"retrained in {retrain_s:.1f}s: test accuracy {test_acc:.4f}", flush=True)
 
-    member_epochs = args.swarm * args.rounds * args.epochs
-    out = args.out
-    out.mkdir(parents=True, exist_ok=True)
+    member_epochs = args.swarm * result.rounds_run * args.epochs
+    rounds = [json.loads(line) for line in (args.out / "rounds.jsonl").read_text().splitlines() if line]
+    mcfg = study.trainer.model_config
     best = {
-        "best_config": space.to_python(best_pos), "best_val_accuracy": float(state.global_best_fitness),
-        "arch": arch, "learning_rate": float(hp.learning_rate), "test_accuracy": test_acc,
-        "test_accuracy_curve": curve, "target": TARGET, "reached": test_acc >= TARGET,
-        "compile_s": compile_s, "search_s": search_s, "retrain_s": retrain_s, "wall_s": wall,
-        "budget": {"swarm": args.swarm, "rounds": args.rounds, "epochs": args.epochs,
-                   "search_train": n_search, "search_val": n_val, "member_epochs": member_epochs,
-                   "retrain_epochs": args.retrain_epochs},
+        "best_config": result.best_config, "best_val_accuracy": result.best_fitness, "arch": arch,
+        "test_accuracy": test_acc, "test_accuracy_curve": curve, "target": TARGET, "reached": test_acc >= TARGET,
+        "search_s": search_s, "retrain_s": retrain_s, "wall_s": wall,
+        "budget": {"swarm": args.swarm, "rounds": result.rounds_run, "epochs": args.epochs,
+                   "search_train": n_train, "search_val": n_val, "member_epochs": member_epochs,
+                   "retrain_epochs": args.retrain_epochs, "layout": args.layout},
         "device": f"{jax.devices()[0].device_kind} ({jax.default_backend()})", "jax": jax.__version__,
         "argv": sys.argv[1:],
     }
-    (out / "best.json").write_text(json.dumps(best, indent=1, default=str))
-    (out / "rounds.json").write_text(json.dumps(rounds, indent=1, default=str))
-    mcfg = trainer.model_config
+    (args.out / "cnn_fashion.json").write_text(json.dumps(best, indent=1, default=str))
+    useful = cnn.useful_flops_cnn(arch, full.input_shape, full.num_classes)
     lines = [
         "# CNN search space on Fashion-MNIST",
         "",
@@ -155,25 +120,24 @@ def main(argv=None):
         f"Command: `python experiments/cnn_fashion.py {' '.join(sys.argv[1:])}`",
         "",
         f"**Test accuracy {100 * test_acc:.2f}%** (target {100 * TARGET:.1f}%: "
-        f"{'reached' if test_acc >= TARGET else 'NOT reached'}), the PSO global best retrained once on "
-        f"train+val ({len(y_all)} images, {args.retrain_epochs} epochs) and scored on the 10000-image test set "
-        "after the last epoch.",
+        f"{'reached' if test_acc >= TARGET else 'NOT reached'}), the PSO global best retrained once as its "
+        f"real-size CNN on train+val ({len(data.y_train)} images, {args.retrain_epochs} epochs) and scored on the "
+        "10000-image test set after the last epoch.",
         "",
         "## Budget and wall time",
         "",
-        f"- search: {args.swarm} particles x {args.rounds} rounds x {args.epochs} epochs on {n_search} training "
-        f"images = {member_epochs} member-epochs; fitness = validation accuracy ({n_val} images) after the last epoch",
-        f"- masked max-size network: {mcfg}; computed forward {cnn.computed_flops_cnn(mcfg) / 1e6:.1f} MFLOP "
-        "per image per member",
-        f"- compile {compile_s:.1f}s (once), search total {search_s:.1f}s (data loading and compile included), "
-        f"retrain {retrain_s:.1f}s (compile included), wall {wall:.1f}s",
+        f"- search: {args.swarm} particles x {result.rounds_run} rounds x {args.epochs} epochs on {n_train} training "
+        f"images = {member_epochs} member-epochs; fitness = validation accuracy ({n_val} images) after the "
+        f"last epoch; layout {args.layout}",
+        f"- swarm network limits: {mcfg}",
+        f"- search {search_s:.0f}s (data loading and compile included), retrain {retrain_s:.0f}s "
+        f"(compile included), wall {wall:.0f}s",
         "",
         "## Best configuration",
         "",
-        f"- validation accuracy in the search: {100 * best['best_val_accuracy']:.2f}%",
-        f"- {best['best_config']}",
-        f"- real network: {arch}, useful forward {cnn.useful_flops_cnn(arch, ds.input_shape, 10) / 1e6:.2f} "
-        "MFLOP per image",
+        f"- validation accuracy in the search: {100 * result.best_fitness:.2f}%",
+        f"- {result.best_config}",
+        f"- real network: {arch}, useful forward {useful / 1e6:.2f} MFLOP per image",
         f"- test accuracy per retrain epoch: {', '.join(f'{100 * a:.2f}' for a in curve)}",
         "",
         "## Rounds",
@@ -182,18 +146,11 @@ def main(argv=None):
         "|---|---|---|---|---|---|",
     ]
     for r in rounds:
-        lines.append(f"| {r['round'] + 1} | {r['seconds']:.1f} | {r['best_fitness']:.4f} | {r['round_max']:.4f} | "
-                     f"{r['round_median']:.4f} | {r['diverged']} |")
-    lines += [
-        "",
-        "Search space:",
-        "",
-        "```",
-        space.describe(),
-        "```",
-        "",
-    ]
-    (out / "report.md").write_text("\n".join(lines))
+        median = "-" if r["median_fitness"] is None else f"{r['median_fitness']:.4f}"
+        lines.append(f"| {r['round'] + 1} | {r['seconds']:.1f} | {r['best_fitness']:.4f} | "
+                     f"{r['round_best_fitness']:.4f} | {median} | {r['diverged']} |")
+    lines += ["", "Search space:", "", "```", space.describe(), "```", ""]
+    (args.out / "report.md").write_text("\n".join(lines))
     print("\n".join(lines))
 
 
