@@ -1,29 +1,27 @@
-"""Bench: a swarm of masked CNNs as ONE program vs one dense CNN at a time, on Fashion-MNIST.
+"""Bench: a swarm of CNNs as ONE program vs one real-size CNN at a time, on Fashion-MNIST.
 
 For N random configurations of ``cnn.cnn_space()`` (1-3 conv blocks, 8-64
 filters, 3x3 or 5x5 kernels, dense head 32-256, relu/tanh/sigmoid/elu, Adam),
 train each for the same number of minibatch steps (batch 128):
 
-* swarm: ``jit(vmap(train_member))`` over the max-size masked CNN
-  (``cnn.init_cnn`` / ``cnn.apply_cnn``), one compile;
-* sequential: for each configuration its real-size dense CNN
-  (``cnn.init_dense_cnn`` / ``cnn.apply_dense_cnn``), one ``jit`` each (what a
-  sequential tuner that builds each trial's model pays).
+* ``masked``: ``train.make_train(layout="masked")``, ``jit(vmap(member))``
+  over max-size masked CNNs, one compile;
+* ``serial``: ``train.make_train(layout="serial")``, the same members in one
+  ``jit(lax.map(member))``, each running only its own blocks, kernel window
+  and head (``cnn.CNNConfig.branching``), one compile;
+* sequential: ``train.make_dense_train``: each configuration's real-size CNN,
+  one ``jit`` each (what a sequential tuner that builds each trial's model pays).
 
-Both use ``train.fit`` (same loop, optimizer code, data). Timings are split
-into compile and run; the run time of ``--steps`` steps is scaled to one
-epoch (54000 / 128 = 421 steps) and reported as such. Useful FLOP/s counts
-each member's real network (``useful_flops_cnn``, x3 for a training step);
-computed FLOP/s counts the max-size network every member runs
-(``computed_flops_cnn``). Both are given as a fraction of a float32 matmul
-peak timed in the same run (a large ``jnp.dot`` at default precision, which
-on an NVIDIA GPU means TF32 for both the peak and the training).
+All use ``train.fit`` (same loop, optimizer code, data) and the same
+convolution implementation (``CNNConfig.conv`` "auto": the matmul form on
+CPU, XLA's convolution elsewhere; ``conv_in_loop`` measures why). Compile
+and run are timed apart; the run time of ``--steps`` steps is scaled to one epoch (54000 / 128 = 421 steps). Useful
+FLOP/s counts each member's real network (``useful_flops_cnn``, x3 for a
+training step); computed FLOP/s counts what the layout runs
+(``computed_flops_cnn``). Both as a fraction of a float32 matmul peak timed
+in the same run (a 4096^3 ``jnp.dot`` at default precision).
 
-Run:  python bench/bench_cnn.py --sizes 8 32 --steps 4 --out bench/results/cnn_bench.md
-
-The helpers ``make_cnn_trainer`` / ``make_dense_cnn_trainer`` are the
-minimal CNN runner (``experiments/cnn_fashion.py`` uses them too) until
-``train.make_train`` gets a ``model="cnn"`` switch.
+Run:  python bench/bench_cnn.py --sizes 8 32 --steps 20 --out bench/results/cnn_bench.md
 """
 
 from __future__ import annotations
@@ -32,89 +30,15 @@ import argparse
 import platform
 import time
 from pathlib import Path
-from typing import Callable, NamedTuple
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 
-from jaxswarm import cnn, optim, train
+from jaxswarm import cnn, scale, train
 from jaxswarm.data import load_dataset
 
-
-class CNNTrainer(NamedTuple):
-    train_member: Callable  # (key, position_D, data) -> Metrics (data flat [N, H*W*C])
-    train_swarm: Callable  # jit(vmap(train_member))
-    hparams: Callable  # position_D -> (CNNArch, OptHParams)
-    model_config: cnn.CNNConfig
-    fit_member: Callable  # (key, position_D, data) -> (Metrics, variables)
-
-
-def _optimizer_names(space):
-    """The space's optimizer options; ``OptHParams.optimizer`` indexes them (as train.optimizer_names)."""
-    p = space.params.get("optimizer")
-    return ("adam",) if p is None else tuple(getattr(p, "options", (getattr(p, "value", "adam"),)))
-
-
-def make_cnn_trainer(space, config: train.TrainConfig, input_shape, num_classes, n_train) -> CNNTrainer:
-    """Per-member masked-CNN trainer (the CNN twin of ``train.make_train``); data stays flat."""
-    mcfg = cnn.CNNConfig(tuple(input_shape), num_classes, **cnn.cnn_limits(space))
-    hparams = cnn.cnn_hparams(space, mcfg)
-    opt = optim.make_optimizer(_optimizer_names(space), total_steps=train.total_steps(config, n_train))
-
-    def fit_member(key, position_D, data):
-        arch, hp = hparams(position_D)
-        init_fn = lambda k: cnn.init_cnn(k, arch, mcfg)
-        apply_fn = lambda v, x, tr, k: cnn.apply_cnn(v, x, arch, mcfg, train=tr, key=k)
-        return train.fit(key, init_fn, apply_fn, opt, hp, data, config)
-
-    train_member = lambda key, position_D, data: fit_member(key, position_D, data)[0]
-    train_swarm = jax.jit(jax.vmap(train_member, in_axes=(0, 0, None)))
-    return CNNTrainer(train_member, train_swarm, hparams, mcfg, fit_member)
-
-
-def swarm_as_map(trainer: CNNTrainer):
-    """The same members in ONE program, run one after another (``lax.map``) instead of vmapped.
-
-    Under vmap, members' convolutions become one grouped convolution
-    (``feature_group_count = S``), which XLA:CPU runs far below its plain
-    convolution speed; ``lax.map`` keeps plain convolutions, still one
-    compile for the whole swarm and no recompiles as particles move.
-    """
-
-    def run(keys, positions, data):
-        return jax.lax.map(lambda kp: trainer.train_member(kp[0], kp[1], data), (keys, positions))
-
-    return jax.jit(run)
-
-
-def make_dense_cnn_trainer(space, config: train.TrainConfig, input_shape, num_classes, n_train):
-    """Sequential counterpart: real-size CNN, one jit per configuration.
-
-    Returns ``(train_position(key, position_D, data, lower_only=False), describe)``.
-    """
-    mcfg = cnn.CNNConfig(tuple(input_shape), num_classes, **cnn.cnn_limits(space))
-    hparams = jax.jit(cnn.cnn_hparams(space, mcfg))
-    steps = train.total_steps(config, n_train)
-
-    def describe(position_D):
-        arch, hp = hparams(jnp.asarray(position_D, jnp.float32))
-        return cnn.cnn_arch_to_python(arch), jax.tree.map(np.asarray, hp)
-
-    def build(position_D):
-        arch, hp = describe(position_D)
-        opt = optim.make_optimizer((_optimizer_names(space)[int(hp.optimizer)],), total_steps=steps)
-        hp = jax.tree.map(jnp.asarray, hp._replace(optimizer=np.int32(0)))
-        init_fn = lambda k: cnn.init_dense_cnn(k, arch, input_shape, num_classes)
-
-        def apply_fn(v, x, tr, k):
-            x = x.reshape(-1, *input_shape)
-            return cnn.apply_dense_cnn(v, x, arch, train=tr, key=k, return_batch_stats=True)
-
-        run = jax.jit(lambda k, h, d: train.fit(k, init_fn, apply_fn, opt, h, d, config)[0])
-        return run, hp, arch
-
-    return build, describe
+LAYOUTS = ("masked", "serial")
 
 
 def matmul_peak(n: int = 4096, reps: int = 10) -> float:
@@ -135,56 +59,83 @@ def _timed(fn, *args):
     return out, time.perf_counter() - t
 
 
-def bench(n_members: int, steps: int, ds, space, seed: int, batch: int, peak: float, layouts) -> list[dict]:
+def conv_in_loop(batch: int = 128, steps: int = 8) -> list[dict]:
+    """GFLOP/s of a convolution's forward+backward, one jit per step vs inside a lax.scan, per implementation.
+
+    The reason ``CNNConfig.conv`` is "matmul" on CPU: XLA:CPU runs a
+    convolution inside a loop (every training step is one) far slower than
+    the same convolution on its own.
+    """
+    rows = []
+    for h, c, f, k in [(28, 1, 32, 5), (14, 32, 64, 5), (7, 64, 64, 3)]:
+        x = jnp.ones((batch, h, h, c))
+        w = jnp.full((k, k, c, f), 0.01)
+        flop = 3 * 2 * batch * h * h * k * k * c * f * steps
+        for impl in ("xla", "matmul"):
+            grad = jax.grad(lambda w, x: jnp.sum(cnn._conv(x, w, jnp.zeros(f), impl) ** 2))
+            one = jax.jit(grad)
+            looped = jax.jit(lambda w, x: jax.lax.scan(lambda w, _: (w - 1e-6 * grad(w, x), None), w, None,
+                                                       length=steps)[0])
+            _timed(one, w, x), _timed(looped, w, x)  # compile
+            t = time.perf_counter()
+            for _ in range(steps):
+                out = one(w, x)
+            jax.block_until_ready(out)
+            alone = time.perf_counter() - t
+            _, in_scan = _timed(looped, w, x)
+            rows.append({"shape": f"{h}x{h}x{c}->{f}, {k}x{k}", "impl": impl,
+                         "alone": flop / alone / 1e9, "in_scan": flop / in_scan / 1e9})
+            print(rows[-1], flush=True)
+    return rows
+
+
+def bench(n_members: int, steps: int, ds, space, seed: int, batch: int, peak: float, layouts):
     """One row per swarm layout; the sequential baseline is measured once and shared."""
     config = train.TrainConfig(epochs=1, batch_size=batch, fitness="accuracy", eval_batch_size=batch)
     n = steps * batch
     data = train.device_data(ds.x_train[:n], ds.y_train[:n], ds.x_val[:batch], ds.y_val[:batch])
     epoch_steps = len(ds.y_train) // batch
-    shape, C = ds.input_shape, ds.num_classes
+    shape, C, F = ds.input_shape, ds.num_classes, ds.num_features
     key = jax.random.key(seed)
     pos = jax.random.uniform(jax.random.fold_in(key, 1), (n_members, space.num_dims))
     keys = jax.random.split(jax.random.fold_in(key, 2), n_members)
 
-    build, describe = make_dense_cnn_trainer(space, config, shape, C, n)
+    dense = train.make_dense_train(space, config, F, C, input_shape=shape)
     seq_compile = seq_run = 0.0
-    useful = []
+    archs = []
     for i in range(n_members):
-        run, hp, arch = build(pos[i])
-        useful.append(cnn.useful_flops_cnn(arch, shape, C))
+        run, hp = dense.program(pos[i], n)
+        archs.append(dense.describe(pos[i])[0])
         t = time.perf_counter()
-        lowered = run.lower(keys[i], hp, data).compile()
+        compiled = run.lower(keys[i], hp, data).compile()
         seq_compile += time.perf_counter() - t
-        _, dt = _timed(lowered, keys[i], hp, data)
+        _, dt = _timed(compiled, keys[i], hp, data)
         seq_run += dt
     print(f"N={n_members} sequential: compile {seq_compile:.1f}s, run {seq_run:.2f}s", flush=True)
 
-    trainer = make_cnn_trainer(space, config, shape, C, n)
-    scale = epoch_steps / steps
-    examples = steps * batch
-    # forward + backward (x3) per training example, plus one forward per validation example
-    useful_flop = (3 * examples + batch) * sum(useful)
-    computed_flop = (3 * examples + batch) * n_members * cnn.computed_flops_cnn(trainer.model_config)
+    per_example = 3 * n + batch  # forward + backward (x3) per training example, one forward per validation one
+    useful_flop = per_example * sum(cnn.useful_flops_cnn(a, shape, C) for a in archs)
+    epoch = epoch_steps / steps
     rows = []
     for layout in layouts:
-        program = trainer.train_swarm if layout == "vmap" else swarm_as_map(trainer)
+        trainer = train.make_train(space, config, F, C, input_shape=shape, layout=layout)
+        mcfg = trainer.model_config
+        runner = scale.make_swarm_runner(trainer.train_member, chunk_size=1 if layout == "serial" else None,
+                                         log=None)
         t = time.perf_counter()
-        compiled = program.lower(keys, pos, data).compile()
+        runner.compile(keys, pos, data)
         swarm_compile = time.perf_counter() - t
-        _timed(compiled, keys, pos, data)  # first call
-        _, swarm_run = _timed(compiled, keys, pos, data)  # steady state
+        _timed(runner, keys, pos, data)  # first call
+        _, swarm_run = _timed(runner, keys, pos, data)  # steady state
+        computed = sum(cnn.computed_flops_cnn(mcfg, a if mcfg.branching else None) for a in archs)
         rows.append({
-            "N": n_members,
-            "layout": layout,
-            "swarm_compile_s": swarm_compile,
-            "swarm_epoch_s": swarm_run * scale,
-            "seq_compile_s": seq_compile,
-            "seq_epoch_s": seq_run * scale,
+            "N": n_members, "layout": layout, "conv": cnn.conv_impl(mcfg.conv),
+            "swarm_compile_s": swarm_compile, "swarm_epoch_s": swarm_run * epoch,
+            "seq_compile_s": seq_compile, "seq_epoch_s": seq_run * epoch,
             "useful_gflops_swarm": useful_flop / swarm_run / 1e9,
-            "computed_gflops_swarm": computed_flop / swarm_run / 1e9,
+            "computed_gflops_swarm": per_example * computed / swarm_run / 1e9,
             "useful_gflops_seq": useful_flop / seq_run / 1e9,
-            "useful_fraction": sum(useful) / (n_members * cnn.computed_flops_cnn(trainer.model_config)),
-            "peak": peak,
+            "useful_fraction": useful_flop / (per_example * computed), "peak": peak,
         })
         print(rows[-1], flush=True)
     return rows
@@ -196,52 +147,63 @@ def _markdown(rows, args, device, peak) -> str:
         "",
         f"Device: {device}. jax {jax.__version__}. float32 matmul peak measured in this run "
         f"(jnp.dot 4096^3, default precision): **{peak:.0f} GFLOP/s**.",
-        f"Space: `cnn_space()` (1-3 blocks, filters 8-64 log, kernels 3/5, dense 32-256 log, "
+        "Space: `cnn_space()` (1-3 blocks, filters 8-64 log, kernels 3/5, dense 32-256 log, "
         f"4 activations, Adam, lr 1e-4..1e-1 log); N random positions (seed {args.seed}); batch {args.batch}.",
         f"Each run trains {args.steps} minibatch steps (1 epoch of fit, {args.steps * args.batch} examples, "
         f"then validation on {args.batch}); run times are scaled to one Fashion-MNIST epoch (54000/{args.batch} = "
         f"{54000 // args.batch} steps). Compile = `lower().compile()`; run = second call (steady state).",
+        f"Command: `python bench/bench_cnn.py {' '.join(args.argv)}`",
         "",
-        "| N | swarm layout | swarm compile s | swarm epoch s | seq compile s (sum) | seq epoch s (sum) | "
-        "swarm total / seq total (1 epoch) | swarm run / seq run | useful GFLOP/s swarm (% peak) | "
+        "| N | swarm layout | conv | swarm compile s | swarm epoch s | seq compile s (sum) | seq epoch s (sum) | "
+        "seq total / swarm total (1 epoch) | seq run / swarm run | useful GFLOP/s swarm (% peak) | "
         "computed GFLOP/s swarm (% peak) | useful GFLOP/s seq (% peak) | useful / computed |",
-        "|---|---|---|---|---|---|---|---|---|---|---|---|",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for r in rows:
         p = r["peak"]
         tot_sw = r["swarm_compile_s"] + r["swarm_epoch_s"]
         tot_seq = r["seq_compile_s"] + r["seq_epoch_s"]
         lines.append(
-            f"| {r['N']} | {r['layout']} | {r['swarm_compile_s']:.1f} | {r['swarm_epoch_s']:.1f} | {r['seq_compile_s']:.1f} | "
-            f"{r['seq_epoch_s']:.1f} | {tot_sw / tot_seq:.2f} | {r['swarm_epoch_s'] / r['seq_epoch_s']:.2f} | "
+            f"| {r['N']} | {r['layout']} | {r['conv']} | {r['swarm_compile_s']:.1f} | {r['swarm_epoch_s']:.1f} | "
+            f"{r['seq_compile_s']:.1f} | {r['seq_epoch_s']:.1f} | **{tot_seq / tot_sw:.2f}x** | "
+            f"{r['seq_epoch_s'] / r['swarm_epoch_s']:.2f}x | "
             f"{r['useful_gflops_swarm']:.1f} ({100 * r['useful_gflops_swarm'] / p:.1f}%) | "
             f"{r['computed_gflops_swarm']:.1f} ({100 * r['computed_gflops_swarm'] / p:.1f}%) | "
             f"{r['useful_gflops_seq']:.1f} ({100 * r['useful_gflops_seq'] / p:.1f}%) | "
             f"{r['useful_fraction']:.3f} |"
         )
-    lines += ["", "Ratios < 1 mean the swarm is faster.", ""]
+    lines += ["", "Ratios > 1 mean the swarm is faster.", ""]
     return "\n".join(lines)
 
 
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--sizes", type=int, nargs="+", default=[8, 32])
-    parser.add_argument("--steps", type=int, default=4)
+    parser.add_argument("--steps", type=int, default=20)
     parser.add_argument("--batch", type=int, default=128)
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--layouts", nargs="+", default=["vmap"], choices=["vmap", "map"],
-                        help="vmap: jit(vmap(member)); map: jit(lax.map(member)), members in turn")
+    parser.add_argument("--layouts", nargs="+", default=list(LAYOUTS), choices=LAYOUTS)
+    parser.add_argument("--no-conv-loop", dest="conv_loop", action="store_false",
+                        help="skip the convolution-in-a-loop table")
     parser.add_argument("--out", type=Path, default=None)
     args = parser.parse_args(argv)
+    args.argv = argv if argv is not None else __import__("sys").argv[1:]
     ds = load_dataset("fashion_mnist", seed=0)
     space = cnn.cnn_space()
     device = f"{jax.devices()[0].device_kind} ({jax.default_backend()}), host {platform.node()}"
     peak = matmul_peak()
     print(f"device {device}; f32 matmul peak {peak:.0f} GFLOP/s", flush=True)
+    conv_text = ""
+    if args.conv_loop:
+        conv_text = "\n".join([
+            "", "## One convolution, forward + backward: alone vs inside `lax.scan` (GFLOP/s)", "",
+            f"Batch 128, 8 steps; each step its own jit call, or all 8 in one `lax.scan` (as `train.fit` runs them).",
+            "", "| conv | implementation | alone | inside lax.scan |", "|---|---|---|---|",
+            *[f"| {r['shape']} | {r['impl']} | {r['alone']:.1f} | {r['in_scan']:.1f} |" for r in conv_in_loop()], ""])
     rows = []
     for n in args.sizes:
         rows += bench(n, args.steps, ds, space, args.seed, args.batch, peak, args.layouts)
-        text = _markdown(rows, args, device, peak)
+        text = _markdown(rows, args, device, peak) + conv_text
         if args.out is not None:  # after every N: a long run that is cut off keeps what it measured
             args.out.parent.mkdir(parents=True, exist_ok=True)
             args.out.write_text(text)

@@ -848,12 +848,15 @@ def useful_flops_cnn(arch_python: Mapping[str, Any], input_shape: Sequence[int],
     return int(total + 2 * h * w * cin * u + 2 * u * num_classes)
 
 
-def computed_flops_cnn(cfg: CNNConfig) -> int:
-    """Forward FLOPs per example of the max-size masked CNN (see ``useful_flops_cnn``).
+def computed_flops_cnn(cfg: CNNConfig, arch_python: Mapping[str, Any] | None = None) -> int:
+    """Forward FLOPs per example of the max-size CNN a member runs (see ``useful_flops_cnn``).
 
-    Every slot runs its full ``max_kernel**2`` convolution with ``max_filters``
-    channels and the head matmul has ``H/2 * W/2 * max_filters`` rows, so
-    every member costs this whatever its architecture.
+    Masked (``cfg.branching`` False): every slot runs its full
+    ``max_kernel**2`` convolution with ``max_filters`` channels and the head
+    matmul has ``H/2 * W/2 * max_filters`` rows, so every member costs this
+    whatever its architecture. Branching (give the member's ``arch_python``):
+    only its ``n_blocks`` slots run, each with its own ``k x k`` window, and
+    the head reads its last block's rows; channels stay ``max_filters``.
 
     Example:
         >>> computed_flops_cnn(CNNConfig((4, 4, 1), 3, max_blocks=1, max_filters=2,
@@ -863,11 +866,19 @@ def computed_flops_cnn(cfg: CNNConfig) -> int:
     _check_cfg(cfg)
     h, w, cin = (int(d) for d in cfg.input_shape)
     K, F = cfg.max_kernel, cfg.max_filters
+    if cfg.branching and arch_python is not None:
+        a = _normalize_arch(arch_python, cfg)
+        blocks, kernels = a["n_blocks"], [k | 1 for k in a["kernel"]]
+    elif cfg.branching:
+        raise ValueError("computed_flops_cnn(branching config) depends on the member: pass arch_python")
+    else:
+        blocks, kernels = cfg.max_blocks, [K] * cfg.max_blocks
     total = 0
-    for _ in range(cfg.max_blocks):
-        total += 2 * h * w * K * K * cin * F
+    for b in range(blocks):
+        total += 2 * h * w * kernels[b] ** 2 * cin * F
         h, w, cin = h // 2, w // 2, F
-    return int(total + 2 * _head_rows(cfg) * cfg.max_dense + 2 * cfg.max_dense * cfg.num_classes)
+    rows = h * w * F if cfg.branching else _head_rows(cfg)
+    return int(total + 2 * rows * cfg.max_dense + 2 * cfg.max_dense * cfg.num_classes)
 
 
 # --------------------------------------------------------------------------

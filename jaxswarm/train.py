@@ -465,6 +465,7 @@ class DenseTrainer(NamedTuple):
 
     train_position: Callable  # (key, position_D, data) -> Metrics; compiles once per configuration
     describe: Callable  # (position_D) -> (arch dict, OptHParams) on the host
+    program: Callable  # (position_D, n_train) -> (jitted (key, hp, data) -> Metrics, hp): what train_position runs
 
 
 def make_dense_train(
@@ -496,10 +497,11 @@ def make_dense_train(
         arch, hp = hparams(jnp.asarray(position_D, jnp.float32))
         return to_python(arch), jax.tree.map(np.asarray, hp)
 
-    def train_position(key, position_D, data: Data) -> Metrics:
+    def program(position_D, n_train: int):
+        """(jitted `(key, hp, data) -> Metrics`, hp) for one configuration on `n_train` rows (benches time its compile)."""
         arch, hp = describe(position_D)
         optimizer = optim.make_optimizer(
-            (optimizer_names(space)[int(hp.optimizer)],), total_steps=total_steps(config, data.x_train.shape[0])
+            (optimizer_names(space)[int(hp.optimizer)],), total_steps=total_steps(config, n_train)
         )
         hp = jax.tree.map(jnp.asarray, hp._replace(optimizer=np.int32(0)))
         init_fn = lambda k: dense_init(k, arch)
@@ -507,7 +509,10 @@ def make_dense_train(
         def apply_fn(v, x, train, k):
             return dense_apply(v, x, arch, train=train, key=k, return_batch_stats=True)
 
-        run = jax.jit(lambda k, h, d: fit(k, init_fn, apply_fn, optimizer, h, d, config)[0])
+        return jax.jit(lambda k, h, d: fit(k, init_fn, apply_fn, optimizer, h, d, config)[0]), hp
+
+    def train_position(key, position_D, data: Data) -> Metrics:
+        run, hp = program(position_D, data.x_train.shape[0])
         return run(key, hp, data)
 
-    return DenseTrainer(train_position, describe)
+    return DenseTrainer(train_position, describe, program)

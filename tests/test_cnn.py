@@ -215,6 +215,13 @@ def test_flops():
         assert 0 < useful_flops_cnn(arch, CFG.input_shape, 3) < computed_flops_cnn(CFG)
     # conv 12x12x(3x3x2)x4, head 6x6x4 -> 5, out 5 -> 3
     assert useful_flops_cnn(ARCHS[0], CFG.input_shape, 3) == 2 * (144 * 9 * 2 * 4 + 36 * 4 * 5 + 5 * 3)
+    # Branching: only the member's own slots and kernel window, max_filters channels, its head rows.
+    assert computed_flops_cnn(CFG_BRANCHING, ARCHS[0]) == 2 * (144 * 9 * 2 * 6 + 36 * 6 * 8 + 8 * 3)
+    assert computed_flops_cnn(CFG_BRANCHING, full) == useful_flops_cnn(full, CFG.input_shape, 3)
+    for arch in ARCHS:
+        assert useful_flops_cnn(arch, CFG.input_shape, 3) <= computed_flops_cnn(CFG_BRANCHING, arch)
+    with pytest.raises(ValueError, match="arch_python"):
+        computed_flops_cnn(CFG_BRANCHING)
 
 
 def test_space_names_and_decoding():

@@ -159,3 +159,15 @@ def test_bad_config_is_rejected():
         _trainer(config=CONFIG._replace(max_layers=1))
     with pytest.raises(ValueError, match="not among the supported"):
         _trainer(sp.SearchSpace({"activation": sp.Choice(["relu", "mish3"])}))
+
+
+def test_dense_trainer_program_is_what_train_position_runs(key):
+    """make_dense_train: one real-size jit per configuration; `program` exposes it (benches time its compile)."""
+    dense, data = train.make_dense_train(SPACE, CONFIG, 6, 2), _data()
+    pos = jax.random.uniform(key, (SPACE.num_dims,))
+    run, hp = dense.program(pos, data.x_train.shape[0])
+    arch, _ = dense.describe(pos)
+    m = run.lower(key, hp, data).compile()(key, hp, data)
+    ref = dense.train_position(key, pos, data)
+    np.testing.assert_array_equal(m.train_loss, ref.train_loss)
+    assert m.train_loss.shape == (CONFIG.epochs,) and 1 <= arch["n_layers"] <= 2
