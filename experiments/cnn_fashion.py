@@ -33,15 +33,15 @@ import numpy as np
 
 from jaxswarm import cnn, train, tuner
 from jaxswarm.data import load_dataset
-from jaxswarm.space import Fixed, SearchSpace
+from jaxswarm.space import Fixed, Int, SearchSpace
 
 TARGET = 0.935
 
 
-def study_space(max_filters: int, lr_decay: float) -> SearchSpace:
+def study_space(max_filters: int, lr_decay: float, min_blocks: int = 1, min_filters: int = 16) -> SearchSpace:
     space = cnn.cnn_space(
         max_blocks=3,
-        filters=(16, max_filters),
+        filters=(min_filters, max_filters),
         kernels=(3, 5),
         dense_units=(64, 256),
         activations=("relu", "elu", "swish"),
@@ -50,7 +50,8 @@ def study_space(max_filters: int, lr_decay: float) -> SearchSpace:
         batch_norm=True,
         poolings=("max", "avg"),
     )
-    return SearchSpace({**space.params, "lr_decay": Fixed(lr_decay)})
+    blocks = Fixed(3) if min_blocks >= 3 else Int(min_blocks, 3)
+    return SearchSpace({**space.params, "n_blocks": blocks, "lr_decay": Fixed(lr_decay)})
 
 
 def main(argv=None):
@@ -64,6 +65,8 @@ def main(argv=None):
     p.add_argument("--layout", choices=("serial", "masked"), default="serial")
     p.add_argument("--retrain-epochs", type=int, default=30)
     p.add_argument("--max-filters", type=int, default=64)
+    p.add_argument("--min-filters", type=int, default=16)
+    p.add_argument("--min-blocks", type=int, default=1, choices=(1, 2, 3), help="fewest conv blocks searched")
     p.add_argument("--lr-decay", type=float, default=0.01, help="cosine schedule's final lr / initial lr")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--out", type=Path, default=Path("experiments/results/cnn_fashion"))
@@ -73,7 +76,7 @@ def main(argv=None):
     n_train, n_val = min(args.search_train, len(full.y_train)), min(args.search_val, len(full.y_val))
     search_ds = full._replace(x_train=full.x_train[:n_train], y_train=full.y_train[:n_train],
                               x_val=full.x_val[:n_val], y_val=full.y_val[:n_val])
-    space = study_space(args.max_filters, args.lr_decay)
+    space = study_space(args.max_filters, args.lr_decay, args.min_blocks, args.min_filters)
     config = tuner.StudyConfig(swarm_size=args.swarm, rounds=args.rounds, epochs=args.epochs,
                                batch_size=args.batch, seed=args.seed, layout=args.layout, retrain=False)
     study = tuner.Study(space, search_ds, config, out_dir=args.out)
