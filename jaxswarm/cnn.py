@@ -123,6 +123,8 @@ __all__ = [
     "init_dense_cnn",
     "apply_dense_cnn",
     "conv_impl",
+    "filter_buckets",
+    "kernel_sizes",
     "useful_flops_cnn",
     "computed_flops_cnn",
     "cnn_space",
@@ -161,6 +163,12 @@ class CNNConfig(NamedTuple):
             (``train.make_train(layout="serial")``): there a conditional runs
             one branch. Under vmap every branch would run, so the masked form
             (False) is the cheaper one there. Same function either way.
+        filter_buckets: branching only: channel counts a block may run at; a
+            block of ``f`` filters runs at the smallest bucket ``>= f`` (its
+            input at its predecessor's bucket), the rest stays zero. Default:
+            powers of two from 8 below ``max_filters``, then ``max_filters``.
+        kernels: branching only: the odd kernel sizes members use (one
+            branch each; default every odd size up to ``max_kernel``).
         conv: how convolutions run: "xla" (``lax.conv_general_dilated``),
             "matmul" (shifted copies times the kernel: ~100x faster inside
             training loops on XLA:CPU) or "auto" (matmul on CPU, xla elsewhere).
@@ -175,6 +183,8 @@ class CNNConfig(NamedTuple):
     activations: tuple = ACTIVATION_NAMES
     branching: bool = False
     conv: str = "auto"
+    filter_buckets: tuple = ()
+    kernels: tuple = ()
 
 
 class CNNArch(NamedTuple):
@@ -475,6 +485,29 @@ def _centre(kernel_KxKxCxF, j: int):
     return kernel_KxKxCxF[o : o + 2 * j + 1, o : o + 2 * j + 1]
 
 
+def filter_buckets(cfg: CNNConfig) -> tuple[int, ...]:
+    """The channel counts branching blocks run at (``CNNConfig.filter_buckets``), ascending."""
+    if cfg.filter_buckets:
+        return tuple(sorted({min(int(f), cfg.max_filters) for f in cfg.filter_buckets} | {cfg.max_filters}))
+    buckets, f = [], 8
+    while f < cfg.max_filters:
+        buckets.append(f)
+        f *= 2
+    return (*buckets, cfg.max_filters)
+
+
+def kernel_sizes(cfg: CNNConfig) -> tuple[int, ...]:
+    """The odd kernel sizes branching blocks run (``CNNConfig.kernels``), ascending."""
+    if cfg.kernels:
+        return tuple(sorted({int(k) | 1 for k in cfg.kernels if int(k) <= cfg.max_kernel} | {cfg.max_kernel}))
+    return tuple(range(1, cfg.max_kernel + 1, 2))
+
+
+def _first_at_least(values: tuple[int, ...], x):
+    """Index of the first entry of ascending `values` that is >= x (the last one if none)."""
+    return jnp.minimum(jnp.sum(jnp.asarray(values) < x), len(values) - 1)
+
+
 def _pooled_zeros(h_BxHxWxF):
     b, h, w, f = h_BxHxWxF.shape
     return jnp.zeros((b, h // 2, w // 2, f), h_BxHxWxF.dtype)
@@ -614,26 +647,40 @@ def apply_cnn(
     new_stats = {}
     head_in_BxP = None
     block_out = []
+    buckets, kernels = filter_buckets(cfg), kernel_sizes(cfg)
     for b in range(cfg.max_blocks):
         conv, bn, s = params[f"conv_{b}"], params[f"bn_{b}"], stats[f"bn_{b}"]
 
         def block(h, conv=conv, bn=bn, s=s, b=b):
-            if cfg.branching:  # the member's own centred k x k window: one branch per odd size
-                z = lax.switch(jnp.clip(kernel[b] // 2, 0, cfg.max_kernel // 2),
-                               [lambda h, j=j: _conv(h, _centre(conv["kernel"], j), conv["bias"], cfg.conv)
-                                for j in range(cfg.max_kernel // 2 + 1)], h)
-            else:
-                w = jnp.where(_kernel_mask(kernel[b] | 1, cfg)[:, :, None, None], conv["kernel"], 0.0)
-                z = _conv(h, w, conv["bias"], cfg.conv)
+            w = jnp.where(_kernel_mask(kernel[b] | 1, cfg)[:, :, None, None], conv["kernel"], 0.0)
+            z = _conv(h, w, conv["bias"], cfg.conv)
             z, new = _norm(z, bn, s, train, batch_norm & (b < n), batch_norm, True)
             a = jnp.where(chan_F < filters[b], _activate(arch.activation, z, tuple(cfg.activations)), 0.0)
-            if cfg.branching:
-                h = lax.cond(pooling == 0, lambda a: _pool(a, "max"), lambda a: _pool(a, "avg"), a)
-            else:
-                h = jnp.where(pooling == 0, _pool(a, "max"), _pool(a, "avg"))
+            h = jnp.where(pooling == 0, _pool(a, "max"), _pool(a, "avg"))
             if train:
                 h = _dropout_maps(jax.random.fold_in(key, b), h, rate)
             return h, new
+
+        def branch(h, cin, cout, k, conv=conv, bn=bn, s=s, b=b):
+            """Block b at its bucket: input channels [:cin], output [:cout], k x k window; padded back to F."""
+            z = _conv(h[..., :cin], _centre(conv["kernel"], k // 2)[:, :, :cin, :cout], conv["bias"][:cout], cfg.conv)
+            z, new = _norm(z, {q: v[:cout] for q, v in bn.items()}, {q: v[:cout] for q, v in s.items()},
+                           train, batch_norm, batch_norm, True)
+            new = {q: jnp.concatenate([new[q], s[q][cout:]]) for q in s}
+            a = jnp.where(chan_F[:cout] < filters[b], _activate(arch.activation, z, tuple(cfg.activations)), 0.0)
+            h = lax.cond(pooling == 0, lambda a: _pool(a, "max"), lambda a: _pool(a, "avg"), a)
+            if train:
+                h = _dropout_maps(jax.random.fold_in(key, b), h, rate)  # a prefix of the max-size draw
+            return jnp.pad(h, ((0, 0), (0, 0), (0, 0), (0, cfg.max_filters - cout))), new
+
+        if cfg.branching:  # one branch per (input bucket, output bucket, kernel size)
+            cins = (h.shape[-1],) if b == 0 else buckets
+            cases = [(ci, co, k) for ci in cins for co in buckets for k in kernels]
+            cin_i = 0 if b == 0 else _first_at_least(buckets, filters[b - 1])
+            index = (cin_i * len(buckets) + _first_at_least(buckets, filters[b])) * len(kernels) + \
+                _first_at_least(kernels, kernel[b] | 1)
+            block = lambda h, cases=cases, index=index, branch=branch: lax.switch(
+                index, [lambda h, c=c: branch(h, *c) for c in cases], h)
 
         if cfg.branching and b > 0:  # slots after the member's last block are skipped
             h, new_stats[f"bn_{b}"] = lax.cond(
@@ -646,9 +693,16 @@ def apply_cnn(
             flat = jnp.pad(flat, ((0, 0), (0, P - flat.shape[1])))
             head_in_BxP = flat if b == 0 else jnp.where(n - 1 == b, flat, head_in_BxP)
     d = params["dense"]
-    if cfg.branching:  # the head reads the last block's map through its own rows of the kernel
-        z = lax.switch(n - 1, [lambda outs, b=b: outs[b] @ d["kernel"][: outs[b].shape[1]]
-                               for b in range(cfg.max_blocks)], block_out) + d["bias"]
+    if cfg.branching:  # the head reads the last block's map, at its bucket, through its own rows of the kernel
+        def head(outs, b, c):
+            hb, wb = _spatial(cfg, b + 1)
+            x = outs[b].reshape(batch, hb, wb, cfg.max_filters)[..., :c].reshape(batch, -1)
+            rows = d["kernel"][: hb * wb * cfg.max_filters].reshape(hb, wb, cfg.max_filters, -1)[:, :, :c]
+            return x @ rows.reshape(hb * wb * c, -1)
+
+        last = (n - 1) * len(buckets) + _first_at_least(buckets, filters[n - 1])
+        z = lax.switch(last, [lambda outs, b=b, c=c: head(outs, b, c)
+                              for b in range(cfg.max_blocks) for c in buckets], block_out) + d["bias"]
     else:
         z = head_in_BxP @ d["kernel"] + d["bias"]
     z, new_stats["bn_dense"] = _norm(z, params["bn_dense"], stats["bn_dense"], train, batch_norm, batch_norm, False)
@@ -855,8 +909,8 @@ def computed_flops_cnn(cfg: CNNConfig, arch_python: Mapping[str, Any] | None = N
     ``max_kernel**2`` convolution with ``max_filters`` channels and the head
     matmul has ``H/2 * W/2 * max_filters`` rows, so every member costs this
     whatever its architecture. Branching (give the member's ``arch_python``):
-    only its ``n_blocks`` slots run, each with its own ``k x k`` window, and
-    the head reads its last block's rows; channels stay ``max_filters``.
+    only its ``n_blocks`` slots run, each with its own ``k x k`` window and
+    its filter bucket's channels, and the head reads its last block's rows.
 
     Example:
         >>> computed_flops_cnn(CNNConfig((4, 4, 1), 3, max_blocks=1, max_filters=2,
@@ -868,16 +922,19 @@ def computed_flops_cnn(cfg: CNNConfig, arch_python: Mapping[str, Any] | None = N
     K, F = cfg.max_kernel, cfg.max_filters
     if cfg.branching and arch_python is not None:
         a = _normalize_arch(arch_python, cfg)
-        blocks, kernels = a["n_blocks"], [k | 1 for k in a["kernel"]]
+        buckets, sizes = filter_buckets(cfg), kernel_sizes(cfg)
+        at_least = lambda values, x: next((v for v in values if v >= x), values[-1])
+        widths = [at_least(buckets, f) for f in a["filters"]]
+        blocks, kernels = a["n_blocks"], [at_least(sizes, k | 1) for k in a["kernel"]]
     elif cfg.branching:
         raise ValueError("computed_flops_cnn(branching config) depends on the member: pass arch_python")
     else:
-        blocks, kernels = cfg.max_blocks, [K] * cfg.max_blocks
+        blocks, kernels, widths = cfg.max_blocks, [K] * cfg.max_blocks, [F] * cfg.max_blocks
     total = 0
     for b in range(blocks):
-        total += 2 * h * w * kernels[b] ** 2 * cin * F
-        h, w, cin = h // 2, w // 2, F
-    rows = h * w * F if cfg.branching else _head_rows(cfg)
+        total += 2 * h * w * kernels[b] ** 2 * cin * widths[b]
+        h, w, cin = h // 2, w // 2, widths[b]
+    rows = h * w * cin if cfg.branching else _head_rows(cfg)
     return int(total + 2 * rows * cfg.max_dense + 2 * cfg.max_dense * cfg.num_classes)
 
 
@@ -973,23 +1030,32 @@ def _hi(p) -> Any:
     return p.hi
 
 
-def cnn_limits(space: SearchSpace) -> dict[str, int]:
+def cnn_limits(space: SearchSpace) -> dict[str, Any]:
     """The max-size shape a CNN space asks for: ``CNNConfig`` keyword arguments.
+
+    ``filter_buckets`` (powers of two from the smallest filter count the space
+    allows, then ``max_filters``) and ``kernels`` (the space's kernel sizes)
+    are what a branching member (``CNNConfig.branching``) runs at.
 
     Example:
         >>> cnn_limits(cnn_space(max_blocks=2, filters=(4, 32), kernels=(3,), activations=("relu",)))
-        {'max_blocks': 2, 'max_filters': 32, 'max_kernel': 3, 'max_dense': 256, 'activations': ('relu',)}
+        {'max_blocks': 2, 'max_filters': 32, 'max_kernel': 3, 'max_dense': 256, 'activations': ('relu',), \
+'filter_buckets': (4, 8, 16, 32), 'kernels': (3,)}
     """
     blocks, filters, kernel, dense = 1, 1, 1, 1
+    lo_filters, kernels = None, set()
     for name, p in space.params.items():
         if name == "n_blocks":
             blocks = max(blocks, int(_hi(p)))
         elif name.startswith("filters_"):
             blocks = max(blocks, int(name.split("_")[1]))
             filters = max(filters, int(_hi(p)))
+            lo = int(p.value if isinstance(p, Fixed) else min(p.options) if isinstance(p, Choice) else p.lo)
+            lo_filters = lo if lo_filters is None else min(lo_filters, lo)
         elif name.startswith("kernel_"):
             blocks = max(blocks, int(name.split("_")[1]))
             kernel = max(kernel, int(_hi(p)))
+            kernels |= {int(p.value)} if isinstance(p, Fixed) else {int(k) for k in p.options}
         elif name == "dense_units":
             dense = max(dense, int(_hi(p)))
     if "filters_1" not in space.names:
@@ -1000,8 +1066,15 @@ def cnn_limits(space: SearchSpace) -> dict[str, int]:
         kernel = 5
     act = space.params.get("activation")
     activations = ("relu",) if act is None else tuple(act.options) if isinstance(act, Choice) else (act.value,)
+    buckets, f = [], 1
+    while f < max(1, lo_filters or 8):
+        f *= 2
+    while f < filters:
+        buckets.append(f)
+        f *= 2
     return {"max_blocks": blocks, "max_filters": filters, "max_kernel": kernel | 1, "max_dense": dense,
-            "activations": activations}
+            "activations": activations, "filter_buckets": (*buckets, filters),
+            "kernels": tuple(sorted({k | 1 for k in kernels})) if kernels else ()}
 
 
 def cnn_hparams(space: SearchSpace, cfg: CNNConfig) -> Callable:
@@ -1034,6 +1107,10 @@ def cnn_hparams(space: SearchSpace, cfg: CNNConfig) -> Callable:
     missing = [a for a in limits.pop("activations") if a not in tuple(cfg.activations)]
     if missing:
         raise ValueError(f"the space's activations {missing} are not in CNNConfig.activations {cfg.activations}")
+    limits.pop("filter_buckets")  # any buckets work: a block runs at the smallest one that holds it
+    unlisted = sorted(set(limits.pop("kernels")) - set(kernel_sizes(cfg)))
+    if cfg.branching and unlisted:
+        raise ValueError(f"the space's kernel sizes {unlisted} are not in CNNConfig.kernels {kernel_sizes(cfg)}")
     for name, limit in limits.items():
         if limit > getattr(cfg, name):
             raise ValueError(f"the space needs {name}={limit} but the CNNConfig has {getattr(cfg, name)}")

@@ -26,7 +26,8 @@ from jaxswarm.cnn import (
 from jaxswarm.models import INIT_GAIN2
 
 CFG = CNNConfig(input_shape=(12, 12, 2), num_classes=3, max_blocks=3, max_filters=6, max_kernel=5, max_dense=8)
-CFG_BRANCHING = CFG._replace(branching=True)  # members one at a time: conditionals instead of masks
+# Members one at a time: conditionals instead of masks; channel buckets 2, 4, 6.
+CFG_BRANCHING = CFG._replace(branching=True, filter_buckets=(2, 4))
 B = 8
 
 ARCHS = [
@@ -215,8 +216,10 @@ def test_flops():
         assert 0 < useful_flops_cnn(arch, CFG.input_shape, 3) < computed_flops_cnn(CFG)
     # conv 12x12x(3x3x2)x4, head 6x6x4 -> 5, out 5 -> 3
     assert useful_flops_cnn(ARCHS[0], CFG.input_shape, 3) == 2 * (144 * 9 * 2 * 4 + 36 * 4 * 5 + 5 * 3)
-    # Branching: only the member's own slots and kernel window, max_filters channels, its head rows.
-    assert computed_flops_cnn(CFG_BRANCHING, ARCHS[0]) == 2 * (144 * 9 * 2 * 6 + 36 * 6 * 8 + 8 * 3)
+    # Branching: only the member's own slots and kernel window, its filter bucket, its head rows.
+    assert computed_flops_cnn(CFG_BRANCHING, ARCHS[0]) == 2 * (144 * 9 * 2 * 4 + 36 * 4 * 8 + 8 * 3)
+    three = dict(n_blocks=1, filters=[3], kernel=[3], dense_units=5)  # 3 filters run at bucket 4
+    assert computed_flops_cnn(CFG_BRANCHING, three) == 2 * (144 * 9 * 2 * 4 + 36 * 4 * 8 + 8 * 3)
     assert computed_flops_cnn(CFG_BRANCHING, full) == useful_flops_cnn(full, CFG.input_shape, 3)
     for arch in ARCHS:
         assert useful_flops_cnn(arch, CFG.input_shape, 3) <= computed_flops_cnn(CFG_BRANCHING, arch)
@@ -231,7 +234,7 @@ def test_space_names_and_decoding():
     assert space.names == ("n_blocks", "filters_1", "kernel_1", "filters_2", "kernel_2", "dense_units",
                            "activation", "learning_rate", "optimizer", "dropout", "batch_norm", "pooling")
     assert cnn_limits(space) == dict(max_blocks=2, max_filters=6, max_kernel=5, max_dense=8,
-                                     activations=("relu", "tanh"))
+                                     activations=("relu", "tanh"), filter_buckets=(4, 6), kernels=(3, 5))
     cfg = CFG._replace(max_blocks=2)
     hparams = jax.jit(cnn_hparams(space, cfg))
     values = dict(n_blocks=2, filters_1=5, kernel_1=5, filters_2=4, kernel_2=3, dense_units=7,
