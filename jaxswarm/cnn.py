@@ -485,15 +485,22 @@ def _centre(kernel_KxKxCxF, j: int):
     return kernel_KxKxCxF[o : o + 2 * j + 1, o : o + 2 * j + 1]
 
 
+def _pow2_buckets(lo: int, hi: int) -> tuple[int, ...]:
+    """Powers of two from the first one >= lo up to (not including) hi, then hi: (16, 32, 64) for 10..64."""
+    buckets, f = [], 1
+    while f < lo:
+        f *= 2
+    while f < hi:
+        buckets.append(f)
+        f *= 2
+    return (*buckets, hi)
+
+
 def filter_buckets(cfg: CNNConfig) -> tuple[int, ...]:
     """The channel counts branching blocks run at (``CNNConfig.filter_buckets``), ascending."""
     if cfg.filter_buckets:
         return tuple(sorted({min(int(f), cfg.max_filters) for f in cfg.filter_buckets} | {cfg.max_filters}))
-    buckets, f = [], 8
-    while f < cfg.max_filters:
-        buckets.append(f)
-        f *= 2
-    return (*buckets, cfg.max_filters)
+    return _pow2_buckets(8, cfg.max_filters)
 
 
 def kernel_sizes(cfg: CNNConfig) -> tuple[int, ...]:
@@ -922,10 +929,9 @@ def computed_flops_cnn(cfg: CNNConfig, arch_python: Mapping[str, Any] | None = N
     K, F = cfg.max_kernel, cfg.max_filters
     if cfg.branching and arch_python is not None:
         a = _normalize_arch(arch_python, cfg)
-        buckets, sizes = filter_buckets(cfg), kernel_sizes(cfg)
-        at_least = lambda values, x: next((v for v in values if v >= x), values[-1])
-        widths = [at_least(buckets, f) for f in a["filters"]]
-        blocks, kernels = a["n_blocks"], [at_least(sizes, k | 1) for k in a["kernel"]]
+        at_least = lambda values, x: values[int(_first_at_least(values, x))]  # what apply_cnn's switch picks
+        widths = [at_least(filter_buckets(cfg), f) for f in a["filters"]]
+        blocks, kernels = a["n_blocks"], [at_least(kernel_sizes(cfg), k | 1) for k in a["kernel"]]
     elif cfg.branching:
         raise ValueError("computed_flops_cnn(branching config) depends on the member: pass arch_python")
     else:
@@ -1066,14 +1072,8 @@ def cnn_limits(space: SearchSpace) -> dict[str, Any]:
         kernel = 5
     act = space.params.get("activation")
     activations = ("relu",) if act is None else tuple(act.options) if isinstance(act, Choice) else (act.value,)
-    buckets, f = [], 1
-    while f < max(1, lo_filters or 8):
-        f *= 2
-    while f < filters:
-        buckets.append(f)
-        f *= 2
     return {"max_blocks": blocks, "max_filters": filters, "max_kernel": kernel | 1, "max_dense": dense,
-            "activations": activations, "filter_buckets": (*buckets, filters),
+            "activations": activations, "filter_buckets": _pow2_buckets(lo_filters or 8, filters),
             "kernels": tuple(sorted({k | 1 for k in kernels})) if kernels else ()}
 
 
