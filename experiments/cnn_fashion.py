@@ -16,13 +16,12 @@ Run (GPU):  python experiments/cnn_fashion.py --layout masked --swarm 32 --round
     --search-train 54000 --search-val 6000 --out $OUT/cnn_fashion
 
 Writes the study's own files (evaluations, rounds, plots) and ``report.md``,
-``best.json`` under ``--out``.
+``cnn_fashion.json`` under ``--out``.
 """
 
 from __future__ import annotations
 
 import argparse
-import json
 import platform
 import sys
 import time
@@ -31,7 +30,7 @@ from pathlib import Path
 import jax
 import numpy as np
 
-from jaxswarm import cnn, train, tuner
+from jaxswarm import cnn, report, train, tuner
 from jaxswarm.data import load_dataset
 from jaxswarm.space import Fixed, Int, SearchSpace
 
@@ -82,7 +81,7 @@ def main(argv=None):
     study = tuner.Study(space, search_ds, config, out_dir=args.out)
     result = study.run()
     search_s = time.perf_counter() - t_start
-    best_pos = np.asarray(json.loads((args.out / "best.json").read_text())["position"], np.float32)
+    best_pos = np.asarray(tuner.load_result(args.out)["position"], np.float32)
 
     # Retrain the global best as its real-size CNN on all of train+val; score once on test.
     data = train.device_data(np.concatenate([full.x_train, full.x_val]).reshape(-1, full.num_features),
@@ -102,7 +101,7 @@ def main(argv=None):
     print(f"retrained in {retrain_s:.1f}s: test accuracy {test_acc:.4f}", flush=True)
 
     member_epochs = args.swarm * result.rounds_run * args.epochs
-    rounds = [json.loads(line) for line in (args.out / "rounds.jsonl").read_text().splitlines() if line]
+    rounds = report.read_jsonl(args.out / report.ROUNDS)
     mcfg = study.trainer.model_config
     best = {
         "best_config": result.best_config, "best_val_accuracy": result.best_fitness, "arch": arch,
@@ -114,7 +113,7 @@ def main(argv=None):
         "device": f"{jax.devices()[0].device_kind} ({jax.default_backend()})", "jax": jax.__version__,
         "argv": sys.argv[1:],
     }
-    (args.out / "cnn_fashion.json").write_text(json.dumps(best, indent=1, default=str))
+    report.write_json(args.out / "cnn_fashion.json", best)
     useful = cnn.useful_flops_cnn(arch, full.input_shape, full.num_classes)
     lines = [
         "# CNN search space on Fashion-MNIST",
@@ -153,7 +152,7 @@ def main(argv=None):
         lines.append(f"| {r['round'] + 1} | {r['seconds']:.1f} | {r['best_fitness']:.4f} | "
                      f"{r['round_best_fitness']:.4f} | {median} | {r['diverged']} |")
     lines += ["", "Search space:", "", "```", space.describe(), "```", ""]
-    (args.out / "report.md").write_text("\n".join(lines))
+    report.write_text(args.out / "report.md", "\n".join(lines))
     print("\n".join(lines))
 
 
