@@ -15,6 +15,10 @@ Run (CPU, ~1 h on 2 cores):  python experiments/cnn_fashion.py --out experiments
 Run (GPU):  python experiments/cnn_fashion.py --layout masked --swarm 32 --rounds 8 --epochs 3 \\
     --search-train 54000 --search-val 6000 --out $OUT/cnn_fashion
 
+``--resume`` continues the study in ``--out`` from its last checkpoint: an
+interrupted search goes on where it stopped, a finished one is not rerun, and
+the retrain runs (e.g. a longer ``--retrain-epochs`` of the same winner).
+
 Writes the study's own files (evaluations, rounds, plots) and ``report.md``,
 ``cnn_fashion.json`` under ``--out``.
 """
@@ -68,6 +72,9 @@ def main(argv=None):
     p.add_argument("--min-blocks", type=int, default=1, choices=(1, 2, 3), help="fewest conv blocks searched")
     p.add_argument("--lr-decay", type=float, default=0.01, help="cosine schedule's final lr / initial lr")
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--resume", action="store_true",
+                   help="continue the study in --out from its last checkpoint (a finished search is not rerun; "
+                        "the retrain always runs)")
     p.add_argument("--out", type=Path, default=Path("experiments/results/cnn_fashion"))
     args = p.parse_args(argv)
     t_start = time.perf_counter()
@@ -79,7 +86,7 @@ def main(argv=None):
     config = tuner.StudyConfig(swarm_size=args.swarm, rounds=args.rounds, epochs=args.epochs,
                                batch_size=args.batch, seed=args.seed, layout=args.layout, retrain=False)
     study = tuner.Study(space, search_ds, config, out_dir=args.out)
-    result = study.run()
+    result = study.run(resume=args.resume)
     search_s = time.perf_counter() - t_start
     best_pos = np.asarray(tuner.load_result(args.out)["position"], np.float32)
 
@@ -102,11 +109,13 @@ def main(argv=None):
 
     member_epochs = args.swarm * result.rounds_run * args.epochs
     rounds = report.read_jsonl(args.out / report.ROUNDS)
+    rounds_s = sum(r["seconds"] for r in rounds)  # survives --resume: each round's own time
     mcfg = study.trainer.model_config
     best = {
         "best_config": result.best_config, "best_val_accuracy": result.best_fitness, "arch": arch,
         "test_accuracy": test_acc, "test_accuracy_curve": curve, "target": TARGET, "reached": test_acc >= TARGET,
-        "search_s": search_s, "retrain_s": retrain_s, "wall_s": wall,
+        "search_s": search_s, "search_rounds_s": rounds_s, "retrain_s": retrain_s, "wall_s": wall,
+        "resumed": args.resume,
         "budget": {"swarm": args.swarm, "rounds": result.rounds_run, "epochs": args.epochs,
                    "search_train": n_train, "search_val": n_val, "member_epochs": member_epochs,
                    "retrain_epochs": args.retrain_epochs, "layout": args.layout},
@@ -133,7 +142,8 @@ def main(argv=None):
         f"last epoch; layout {args.layout}",
         f"- swarm network limits: {mcfg}",
         f"- search {search_s:.0f}s (data loading and compile included), retrain {retrain_s:.0f}s "
-        f"(compile included), wall {wall:.0f}s",
+        f"(compile included), wall {wall:.0f}s" + (
+            f"; resumed: the search rounds ran earlier and took {rounds_s:.0f}s in all" if args.resume else ""),
         "",
         "## Best configuration",
         "",

@@ -247,12 +247,16 @@ class Study:
                         warm_vars, prev_arch = tree["variables"], tree["arch"]
                     for name in (report.EVALUATIONS, report.ROUNDS):
                         report.truncate_rounds(self.out_dir / name, start)
-        compiled, compile_s = self._compile(state)
-        self._log(f"compiled the swarm program in {compile_s:.1f}s "
-                  f"({cfg.swarm_size} members, {self.space.num_dims} dims, mode {cfg.mode}; "
-                  f"{self.runner.plan(cfg.swarm_size).describe()})"
-                  if self.packed is None else
-                  f"packed layout: {cfg.swarm_size} members; programs compile per plan shape during rounds")
+        compiled, compile_s = None, 0.0
+        if start >= cfg.rounds:  # a finished study resumed (e.g. to retrain): nothing to compile
+            self._log(f"all {cfg.rounds} rounds are in the checkpoint; no training rounds to run")
+        else:
+            compiled, compile_s = self._compile(state)
+            self._log(f"compiled the swarm program in {compile_s:.1f}s "
+                      f"({cfg.swarm_size} members, {self.space.num_dims} dims, mode {cfg.mode}; "
+                      f"{self.runner.plan(cfg.swarm_size).describe()})"
+                      if self.packed is None else
+                      f"packed layout: {cfg.swarm_size} members; programs compile per plan shape during rounds")
         bar = _progress(cfg.rounds, start, self.progress)
         r = start
         for r in range(start, cfg.rounds):

@@ -57,6 +57,18 @@ def test_resume_in_process_equals_uninterrupted(digits, tmp_path):
                                              report.read_jsonl(tmp_path / "full" / report.EVALUATIONS)]
 
 
+def test_resuming_a_finished_study_trains_and_compiles_nothing(digits, tmp_path):
+    first = tuner.tune(SPACE, digits, out_dir=tmp_path / "s", **{**TINY, "retrain": False})
+    settings = {k: v for k, v in TINY.items() if k != "progress"}
+    study = tuner.Study(SPACE, digits, tuner.StudyConfig(**settings, retrain=False), out_dir=tmp_path / "s",
+                        progress=False)
+    again = study.run(resume=True)
+    assert again.best_config == first.best_config and again.best_fitness == first.best_fitness
+    assert again.rounds_run == TINY["rounds"]
+    assert study.runner.compile_seconds == 0.0  # the swarm program was never compiled
+    assert len(report.read_jsonl(tmp_path / "s" / report.ROUNDS)) == TINY["rounds"]
+
+
 def test_warm_mode_runs_and_keeps_unchanged_architectures(digits, tmp_path):
     result = tuner.tune(SPACE, digits, mode="warm", out_dir=tmp_path / "w", **TINY)
     assert np.isfinite(result.best_fitness)
