@@ -95,7 +95,8 @@ def main(argv=None):
                              np.concatenate([full.y_train, full.y_val]), full.flat(full.x_test), full.y_test)
     rconfig = study.train_config._replace(epochs=args.retrain_epochs)
     dense = train.make_dense_train(space, rconfig, full.num_features, full.num_classes,
-                                   input_shape=full.input_shape)
+                                   input_shape=full.input_shape,
+                                   on_epoch=tuner.retrain_progress(args.retrain_epochs, lambda m: print(m, flush=True)))
     arch, hp = dense.describe(best_pos)
     print(f"retraining {arch} (lr {float(hp.learning_rate):.2e}) for {args.retrain_epochs} epochs "
           f"on {len(data.y_train)} images", flush=True)

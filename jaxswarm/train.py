@@ -220,6 +220,7 @@ def fit(
     variables: Any = None,
     keep: jax.Array | None = None,
     shuffle_key: jax.Array | None = None,
+    on_epoch: Callable | None = None,
 ) -> tuple[Metrics, Any]:
     """Trains one network with minibatch SGD-family updates, all inside one `lax.scan`.
 
@@ -234,6 +235,9 @@ def fit(
       shuffle_key: when given, the minibatch order comes from this key instead of
         `key`; passing one key to every member (vmap in_axes=None) makes the whole
         swarm see the same minibatches, computed once.
+      on_epoch: host function `on_epoch(epoch, train_loss, val_accuracy)` called
+        (through `jax.debug.callback`) after each epoch: progress for one long
+        run. Leave it None under vmap, where it would fire once per member.
 
     Returns:
       (`Metrics` for this member, its final variables).
@@ -262,12 +266,14 @@ def fit(
         updates, opt_state = optimizer.update(grads, opt_state, params)
         return (optax.apply_updates(params, updates), stats, opt_state), loss
 
-    def epoch(carry, keys):
-        k_drop, k_perm = keys
+    def epoch(carry, inputs):
+        k_drop, k_perm, e = inputs
         idx_TxB = jax.random.permutation(k_perm, n)[: steps * batch].reshape(steps, batch)
         carry, loss_T = jax.lax.scan(step, carry, (idx_TxB, jax.random.split(k_drop, steps)))
         params, stats, _ = carry
         acc, vloss = evaluate(apply_fn, {"params": params, "batch_stats": stats}, data, config)
+        if on_epoch is not None:
+            jax.debug.callback(on_epoch, e, loss_T.mean(), acc, ordered=True)
         return carry, (loss_T.mean(), acc, vloss)
 
     carry = (variables["params"], variables["batch_stats"], opt_state)
@@ -277,7 +283,7 @@ def fit(
     else:
         shuffle_keys = jax.random.split(shuffle_key, config.epochs)
     (params, stats, _), (train_loss_E, acc_E, vloss_E) = jax.lax.scan(
-        epoch, carry, (epoch_keys, shuffle_keys))
+        epoch, carry, (epoch_keys, shuffle_keys, jnp.arange(config.epochs)))
     diverged = ~(jnp.all(jnp.isfinite(train_loss_E)) & jnp.isfinite(vloss_E[-1]))
     raw = acc_E[-1] if config.fitness == "accuracy" else -vloss_E[-1]
     metrics = Metrics(
@@ -471,6 +477,7 @@ class DenseTrainer(NamedTuple):
 def make_dense_train(
     space: SearchSpace, config: TrainConfig, in_features: int, num_classes: int,
     *, model: str | None = None, input_shape: tuple[int, int, int] | None = None,
+    on_epoch: Callable | None = None,
 ) -> DenseTrainer:
     """Builds the sequential counterpart of `make_train` on the SAME objective.
 
@@ -478,7 +485,9 @@ def make_dense_train(
     network is `models.init_dense`/`apply_dense` at the configuration's real
     size, with only the chosen optimizer, and one `jax.jit` per configuration
     (what a tuner that builds each trial's model pays). Used by
-    `jaxswarm.baselines` and by the benchmarks.
+    `jaxswarm.baselines`, by a study's retrain and by the benchmarks.
+    `on_epoch(epoch, train_loss, val_accuracy)`, when given, is called on the
+    host after every epoch (progress for a long retrain; see `fit`).
     """
     model = model_of(space) if model is None else model
     _, hparams, _ = _model_fns(space, config, in_features, num_classes, model, input_shape)
@@ -509,7 +518,8 @@ def make_dense_train(
         def apply_fn(v, x, train, k):
             return dense_apply(v, x, arch, train=train, key=k, return_batch_stats=True)
 
-        return jax.jit(lambda k, h, d: fit(k, init_fn, apply_fn, optimizer, h, d, config)[0]), hp
+        return jax.jit(lambda k, h, d: fit(k, init_fn, apply_fn, optimizer, h, d, config,
+                                           on_epoch=on_epoch)[0]), hp
 
     def train_position(key, position_D, data: Data) -> Metrics:
         run, hp = program(position_D, data.x_train.shape[0])

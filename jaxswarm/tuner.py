@@ -33,6 +33,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any, NamedTuple
 
@@ -335,7 +336,8 @@ class Study:
         key = jax.random.fold_in(self.key, 2**30)
         epochs = self.config.retrain_epochs or self.train_config.epochs
         dense = train.make_dense_train(self.space, self.train_config._replace(epochs=epochs),
-                                       data.x_train.shape[1], ds.num_classes, input_shape=ds.input_shape)
+                                       data.x_train.shape[1], ds.num_classes, input_shape=ds.input_shape,
+                                       on_epoch=retrain_progress(epochs, self._log) if self.progress else None)
         return float(dense.train_position(key, np.asarray(position_D), data).val_accuracy)
 
     # -- helpers -----------------------------------------------------------
@@ -412,6 +414,14 @@ class Study:
         bar.write(f"round {s['round'] + 1}/{self.config.rounds}  best {s['best_fitness']:.4f}  "
                   f"round max {s['round_best_fitness']:.4f}  diverged {s['diverged']}  "
                   f"{s['seconds']:.1f}s  | {cfg}")
+
+
+def retrain_progress(epochs: int, log: Callable[[str], None]) -> Callable:
+    """An `on_epoch` for `train.make_dense_train` that logs each epoch of a retrain (its data: train+val vs test)."""
+    def on_epoch(epoch, train_loss, test_accuracy):
+        log(f"retrain epoch {int(epoch) + 1}/{epochs}: train loss {float(train_loss):.4f}, "
+            f"test accuracy {float(test_accuracy):.4f}")
+    return on_epoch
 
 
 class StudyError(ValueError):

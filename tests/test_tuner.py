@@ -130,3 +130,12 @@ def test_cnn_space_study(digits):
     np.testing.assert_allclose(serial.best_fitness, result.best_fitness, atol=1e-6)
     with pytest.raises(ValueError, match="serial"):
         tuner.StudyConfig(layout="serial", chunk_size=4).validate()
+
+
+def test_retrain_reports_every_epoch(digits, capsys):
+    config = tuner.StudyConfig(swarm_size=2, rounds=1, epochs=1, batch_size=32, retrain_epochs=3)
+    result = tuner.Study(SPACE, digits, config, progress=True).run()
+    captured = capsys.readouterr()
+    lines = [ln for ln in (captured.out + captured.err).splitlines() if ln.startswith("retrain epoch")]
+    assert [ln.split(":")[0] for ln in lines] == [f"retrain epoch {e}/3" for e in (1, 2, 3)]
+    assert lines[-1].endswith(f"test accuracy {result.test_accuracy:.4f}")  # the last epoch is the reported one
