@@ -47,7 +47,7 @@ from jaxswarm.data import load_dataset
 from jaxswarm.space import mlp_space
 
 sys.path.insert(0, str(Path(__file__).parent))
-from bench_trainer import cut_data  # noqa: E402  (the same data cut as the trainer bench)
+from bench_trainer import cut_data, random_swarm  # noqa: E402  (the trainer bench's data and draws)
 
 CONTAINERS = {"while", "conditional", "call", "parameter", "get-tuple-element", "tuple", "constant", "bitcast"}
 _INSTR = re.compile(r"^\s*(?:ROOT\s+)?%?([\w.\-]+)\s*=\s*.*?\s([a-z][a-z0-9\-]*)\((.*)$")
@@ -92,10 +92,9 @@ def category(opcodes: list[str]) -> str:
 
 def classify(name: str, instrs: dict, comps: dict) -> tuple[str, str] | None:
     """(category, op_name) of an event's instruction; None for containers and non-XLA events."""
-    base = name
-    if base not in instrs:
+    if name not in instrs:
         return None
-    opcode, calls, op_name = instrs[base]
+    opcode, calls, op_name = instrs[name]
     if opcode in CONTAINERS:
         return None
     if opcode == "fusion" or (opcode == "custom-call" and calls):
@@ -146,9 +145,7 @@ def main(argv=None):
     config = train.TrainConfig(epochs=1, batch_size=args.batch, max_layers=3, max_units=256)
     F, C, N = ds.num_features, ds.num_classes, args.members
     data, _, full_steps = cut_data(ds, args.batch, args.steps)
-    k_pos, k_train = jax.random.split(jax.random.key(args.seed + N))  # bench_trainer's draws
-    pos = jax.random.uniform(k_pos, (N, space.num_dims))
-    keys = jax.random.split(k_train, N)
+    pos, keys, archs = random_swarm(space, config, N, args.seed)
     trainer = packed.make_packed_train(space, config, F, C, groups=args.groups)
     shuffle_key = jax.random.key(123)
     compiled, plan = trainer.compile(keys, pos, data, shuffle_key)
@@ -177,8 +174,6 @@ def main(argv=None):
     total = sum(by_cat.values())
     busy = union_length(intervals) / 1e6
     steps = data.x_train.shape[0] // args.batch
-    arch_S, _ = jax.vmap(train.make_hparams(space, config))(pos)
-    archs = [models.arch_to_python(jax.tree.map(lambda a: a[i], arch_S)) for i in range(N)]
     useful = sum(models.useful_flops(a, F, C) for a in archs)
     useful_flop = 3 * useful * steps * args.batch + useful * data.x_val.shape[0]
 

@@ -85,6 +85,15 @@ def max_rss_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
+def random_swarm(space, config, N: int, seed: int):
+    """The bench's N configurations: positions uniform in the unit box, member keys, real architectures."""
+    k_pos, k_train = jax.random.split(jax.random.key(seed + N))
+    pos = jax.random.uniform(k_pos, (N, space.num_dims))
+    arch_S, _ = jax.jit(jax.vmap(train.make_hparams(space, config)))(pos)
+    archs = [models.arch_to_python(jax.tree.map(lambda a: a[i], arch_S)) for i in range(N)]
+    return pos, jax.random.split(k_train, N), archs
+
+
 def cut_data(ds, batch: int, steps: int):
     """Train set cut to steps x batch examples and val set in proportion (steps=0: all)."""
     xtr, ytr = ds.flat(ds.x_train), ds.y_train
@@ -190,7 +199,6 @@ def main(argv=None):
     ds = load_dataset(args.dataset)
     space = mlp_space(max_layers=3, units=(16, 256))
     config = train.TrainConfig(epochs=args.epochs, batch_size=args.batch, max_layers=3, max_units=256)
-    hparams = jax.jit(jax.vmap(train.make_hparams(space, config)))
     F, C = ds.num_features, ds.num_classes
     peak = matmul_peak()
     print(f"float32 matmul peak: {peak:.1f} GFLOP/s", flush=True)
@@ -199,11 +207,7 @@ def main(argv=None):
     for N in sizes:
         steps = 0 if N <= args.full_steps_upto else args.steps
         data, scale, full_steps = cut_data(ds, args.batch, steps)
-        k_pos, k_train = jax.random.split(jax.random.key(args.seed + N))
-        pos = jax.random.uniform(k_pos, (N, space.num_dims))
-        keys = jax.random.split(k_train, N)
-        arch_S, _ = hparams(pos)
-        archs = [models.arch_to_python(jax.tree.map(lambda a: a[i], arch_S)) for i in range(N)]
+        pos, keys, archs = random_swarm(space, config, N, args.seed)
         useful_fwd = sum(models.useful_flops(a, F, C) for a in archs)
         useful = flops_per_round(useful_fwd, useful_fwd, config, data) * scale
         for layout in layouts:

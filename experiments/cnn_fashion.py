@@ -7,7 +7,7 @@ the first ``--search-train`` training images and scored on the first
 ``--layout serial`` (the default on CPU) trains the members one after another
 in one compiled program, each running only its own blocks; ``masked`` vmaps
 max-size members (the accelerator layout). Then the global best is retrained
-as its real-size CNN (`train.make_dense_train`) on all of train+val (60000
+as its real-size CNN (`tuner.Study.retrain_metrics`) on all of train+val (60000
 images) for ``--retrain-epochs`` epochs and scored ONCE on the official
 10000-image test set (last epoch; no selection on test).
 
@@ -32,9 +32,10 @@ import time
 from pathlib import Path
 
 import jax
+import jax.numpy as jnp
 import numpy as np
 
-from jaxswarm import cnn, report, train, tuner
+from jaxswarm import cnn, report, tuner
 from jaxswarm.data import load_dataset
 from jaxswarm.space import Fixed, Int, SearchSpace
 
@@ -84,26 +85,19 @@ def main(argv=None):
                               x_val=full.x_val[:n_val], y_val=full.y_val[:n_val])
     space = study_space(args.max_filters, args.lr_decay, args.min_blocks, args.min_filters)
     config = tuner.StudyConfig(swarm_size=args.swarm, rounds=args.rounds, epochs=args.epochs,
-                               batch_size=args.batch, seed=args.seed, layout=args.layout, retrain=False)
+                               batch_size=args.batch, seed=args.seed, layout=args.layout, retrain=False,
+                               retrain_epochs=args.retrain_epochs)
     study = tuner.Study(space, search_ds, config, out_dir=args.out)
     result = study.run(resume=args.resume)
     search_s = time.perf_counter() - t_start
     best_pos = np.asarray(tuner.load_result(args.out)["position"], np.float32)
 
     # Retrain the global best as its real-size CNN on all of train+val; score once on test.
-    data = train.device_data(np.concatenate([full.x_train, full.x_val]).reshape(-1, full.num_features),
-                             np.concatenate([full.y_train, full.y_val]), full.flat(full.x_test), full.y_test)
-    rconfig = study.train_config._replace(epochs=args.retrain_epochs)
-    dense = train.make_dense_train(space, rconfig, full.num_features, full.num_classes,
-                                   input_shape=full.input_shape,
-                                   on_epoch=tuner.retrain_progress(args.retrain_epochs, lambda m: print(m, flush=True)))
-    arch, hp = dense.describe(best_pos)
-    print(f"retraining {arch} (lr {float(hp.learning_rate):.2e}) for {args.retrain_epochs} epochs "
-          f"on {len(data.y_train)} images", flush=True)
     t = time.perf_counter()
-    m = jax.block_until_ready(dense.train_position(jax.random.fold_in(jax.random.key(args.seed), 2**30),
-                                                   best_pos, data))
+    m = jax.block_until_ready(study.retrain_metrics(best_pos, dataset=full))
     retrain_s = time.perf_counter() - t
+    arch = cnn.cnn_arch_to_python(study.trainer.hparams(jnp.asarray(best_pos))[0])
+    n_retrain = len(full.y_train) + len(full.y_val)
     test_acc, curve = float(m.val_accuracy), np.asarray(m.val_accuracy_curve).tolist()
     wall = time.perf_counter() - t_start
     print(f"retrained in {retrain_s:.1f}s: test accuracy {test_acc:.4f}", flush=True)
@@ -133,7 +127,7 @@ def main(argv=None):
         "",
         f"**Test accuracy {100 * test_acc:.2f}%** (target {100 * TARGET:.1f}%: "
         f"{'reached' if test_acc >= TARGET else 'NOT reached'}), the PSO global best retrained once as its "
-        f"real-size CNN on train+val ({len(data.y_train)} images, {args.retrain_epochs} epochs) and scored on the "
+        f"real-size CNN on train+val ({n_retrain} images, {args.retrain_epochs} epochs) and scored on the "
         "10000-image test set after the last epoch.",
         "",
         "## Budget and wall time",

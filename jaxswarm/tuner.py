@@ -330,15 +330,26 @@ class Study:
         `StudyConfig.retrain_epochs` sets the length of this run (searching on
         short runs and retraining the winner longer is the usual budget split).
         """
-        ds = self.dataset
+        return float(self.retrain_metrics(position_D).val_accuracy)
+
+    def retrain_metrics(self, position_D, dataset: Dataset | None = None) -> train.Metrics:
+        """`retrain`'s whole `train.Metrics` (validation fields = the test set, one entry per epoch).
+
+        `dataset` (default: the study's) is the data of the retrain, e.g. the
+        full training set when the search ran on a part of it.
+        """
+        ds = self.dataset if dataset is None else dataset
         data = train.device_data(np.concatenate([ds.x_train, ds.x_val]),
                                  np.concatenate([ds.y_train, ds.y_val]), ds.x_test, ds.y_test)
         key = jax.random.fold_in(self.key, 2**30)
         epochs = self.config.retrain_epochs or self.train_config.epochs
         dense = train.make_dense_train(self.space, self.train_config._replace(epochs=epochs),
                                        data.x_train.shape[1], ds.num_classes, input_shape=ds.input_shape,
-                                       on_epoch=retrain_progress(epochs, self._log) if self.progress else None)
-        return float(dense.train_position(key, np.asarray(position_D), data).val_accuracy)
+                                       on_epoch=_retrain_progress(epochs, self._log) if self.progress else None)
+        arch, hp = dense.describe(position_D)
+        self._log(f"retraining {arch} (lr {float(hp.learning_rate):.2e}) for {epochs} epochs "
+                  f"on {len(data.y_train)} images")
+        return dense.train_position(key, np.asarray(position_D), data)
 
     # -- helpers -----------------------------------------------------------
 
@@ -416,7 +427,7 @@ class Study:
                   f"{s['seconds']:.1f}s  | {cfg}")
 
 
-def retrain_progress(epochs: int, log: Callable[[str], None]) -> Callable:
+def _retrain_progress(epochs: int, log: Callable[[str], None]) -> Callable:
     """An `on_epoch` for `train.make_dense_train` that logs each epoch of a retrain (its data: train+val vs test)."""
     def on_epoch(epoch, train_loss, test_accuracy):
         log(f"retrain epoch {int(epoch) + 1}/{epochs}: train loss {float(train_loss):.4f}, "
