@@ -4,11 +4,12 @@ For N random configurations of ``cnn.cnn_space()`` (1-3 conv blocks, 8-64
 filters, 3x3 or 5x5 kernels, dense head 32-256, relu/tanh/sigmoid/elu, Adam),
 train each for the same number of minibatch steps (batch 128):
 
-* ``masked``: ``train.make_train(layout="masked")``, ``jit(vmap(member))``
-  over max-size masked CNNs, one compile;
-* ``serial``: ``train.make_train(layout="serial")``, the same members in one
-  ``jit(lax.map(member))``, each running only its own blocks, kernel window
-  and head (``cnn.CNNConfig.branching``), one compile;
+* ``masked``: ``train.make_train`` through ``execute.make_swarm_runner``
+  (``jit(vmap(member))`` over max-size masked CNNs), one compile;
+* ``serial``: ``train.make_train(branching=True)`` through the runner with
+  ``chunk_size=1``: the same members one at a time in one program, each
+  running only its own blocks, kernel window and head
+  (``cnn.CNNConfig.branching``), one compile;
 * sequential: ``train.make_dense_train``: each configuration's real-size CNN,
   one ``jit`` each (what a sequential tuner that builds each trial's model pays).
 
@@ -35,8 +36,9 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from jaxswarm import cnn, scale, train
+from jaxswarm import execute, train
 from jaxswarm.data import load_dataset
+from jaxswarm.models import cnn
 
 LAYOUTS = ("masked", "serial")
 
@@ -72,7 +74,7 @@ def conv_in_loop(batch: int = 128, steps: int = 8) -> list[dict]:
         w = jnp.full((k, k, c, f), 0.01)
         flop = 3 * 2 * batch * h * h * k * k * c * f * steps
         for impl in ("xla", "matmul"):
-            grad = jax.grad(lambda w, x: jnp.sum(cnn._conv(x, w, jnp.zeros(f), impl) ** 2))
+            grad = jax.grad(lambda w, x: jnp.sum(cnn.conv2d(x, w, jnp.zeros(f), impl) ** 2))
             one = jax.jit(grad)
             looped = jax.jit(lambda w, x: jax.lax.scan(lambda w, _: (w - 1e-6 * grad(w, x), None), w, None,
                                                        length=steps)[0])
@@ -118,10 +120,10 @@ def bench(n_members: int, steps: int, ds, space, seed: int, batch: int, peak: fl
     epoch = epoch_steps / steps
     rows = []
     for layout in layouts:
-        trainer = train.make_train(space, config, F, C, input_shape=shape, layout=layout)
+        serial = layout == "serial"
+        trainer = train.make_train(space, config, F, C, input_shape=shape, branching=serial)
         mcfg = trainer.model_config
-        runner = scale.make_swarm_runner(trainer.train_member, chunk_size=1 if layout == "serial" else None,
-                                         log=None)
+        runner = execute.make_swarm_runner(trainer.train_member, chunk_size=1 if serial else None, log=None)
         t = time.perf_counter()
         runner.compile(keys, pos, data)
         swarm_compile = time.perf_counter() - t

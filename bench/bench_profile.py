@@ -42,9 +42,10 @@ from pathlib import Path
 import jax
 import numpy as np
 
-from jaxswarm import models, packed, train
+from jaxswarm import train
 from jaxswarm.data import load_dataset
-from jaxswarm.space import mlp_space
+from jaxswarm.layouts import packed
+from jaxswarm.models import mlp, mlp_space
 
 sys.path.insert(0, str(Path(__file__).parent))
 from bench_trainer import cut_data, random_swarm  # noqa: E402  (the trainer bench's data and draws)
@@ -142,10 +143,10 @@ def main(argv=None):
 
     ds = load_dataset(args.dataset)
     space = mlp_space(max_layers=3, units=(16, 256))  # as bench_trainer.py
-    config = train.TrainConfig(epochs=1, batch_size=args.batch, max_layers=3, max_units=256)
+    config = train.TrainConfig(epochs=1, batch_size=args.batch)
     F, C, N = ds.num_features, ds.num_classes, args.members
     data, _, full_steps = cut_data(ds, args.batch, args.steps)
-    pos, keys, archs = random_swarm(space, config, N, args.seed)
+    pos, keys, archs = random_swarm(space, F, C, N, args.seed)
     trainer = packed.make_packed_train(space, config, F, C, groups=args.groups)
     shuffle_key = jax.random.key(123)
     compiled, plan = trainer.compile(keys, pos, data, shuffle_key)
@@ -174,7 +175,7 @@ def main(argv=None):
     total = sum(by_cat.values())
     busy = union_length(intervals) / 1e6
     steps = data.x_train.shape[0] // args.batch
-    useful = sum(models.useful_flops(a, F, C) for a in archs)
+    useful = sum(mlp.useful_flops(a, F, C) for a in archs)
     useful_flop = 3 * useful * steps * args.batch + useful * data.x_val.shape[0]
 
     lines = [

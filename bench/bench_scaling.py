@@ -7,7 +7,7 @@ learning rate; every member's optimizer is Adam (no optimizer choice).
 
 Per swarm size S it reports: compile seconds; seconds per round (median of
 `--repeats` rounds after the compile, new positions each round); members per
-second; memory: `scale.estimate_memory` (before compiling), XLA's
+second; memory: `execute.estimate_memory` (before compiling), XLA's
 `compiled.memory_analysis()` total (per device) and their ratio, and the
 process's peak RSS (CPU; /proc/self/status VmHWM, a high-water mark over the
 whole run) or the device's peak bytes in use (GPU). A one-at-a-time baseline
@@ -45,13 +45,13 @@ def setup(epochs: int):
 
     from jaxswarm import data as data_lib
     from jaxswarm import train
-    from jaxswarm.space import mlp_space
+    from jaxswarm.models import mlp_space
 
     ds = data_lib.load_dataset("digits")
     xtr, xva, _ = ds.flat_splits()
     data = train.device_data(xtr, ds.y_train, xva, ds.y_val)
     space = mlp_space(max_layers=2, units=(8, 64))
-    cfg = train.TrainConfig(epochs=epochs, batch_size=64, max_layers=2, max_units=64)
+    cfg = train.TrainConfig(epochs=epochs, batch_size=64)
     trainer = train.make_train(space, cfg, xtr.shape[1], ds.num_classes)
     dense = train.make_dense_train(space, cfg, xtr.shape[1], ds.num_classes)
     return jax, space, cfg, trainer, dense, data, (len(xtr), len(xva))
@@ -77,20 +77,21 @@ def rss_bytes() -> int:
 def measure(sizes, repeats: int, epochs: int, chunk_size=None) -> list[dict]:
     """One row per swarm size; `chunk_size` forces chunks (members per device at once)."""
     jax, space, cfg, trainer, _, data, (n_train, n_val) = setup(epochs)
-    from jaxswarm import scale
+    from jaxswarm import execute, optim
 
+    optimizers = optim.optimizer_names(space)
     rows = []
     for s in sizes:
-        est = scale.estimate_memory(trainer.model_config, cfg, s, n_train, n_val,
-                                    optimizers=scale.optimizer_names(space))
-        runner = scale.make_swarm_runner(trainer.train_member, chunk_size=chunk_size, log=None)
+        est = execute.estimate_memory(trainer.family, trainer.model_config, cfg, s, n_train, n_val,
+                                      optimizers=optimizers)
+        runner = execute.make_swarm_runner(trainer.train_member, chunk_size=chunk_size, log=None)
         keys = jax.random.split(jax.random.key(s), s)
         pos = jax.random.uniform(jax.random.key(s + 1), (s, space.num_dims))
         compiled = runner.compile(keys, pos, data)
-        ma = scale.memory_analysis(compiled)
+        ma = execute.memory_analysis(compiled)
         plan = runner.plan(s)
-        per_dev_est = scale.estimate_memory(trainer.model_config, cfg, plan.chunk_size, n_train, n_val,
-                                            optimizers=scale.optimizer_names(space))["total"]
+        per_dev_est = execute.estimate_memory(trainer.family, trainer.model_config, cfg, plan.chunk_size,
+                                              n_train, n_val, optimizers=optimizers)["total"]
         times = []
         for r in range(repeats):
             pos = jax.random.uniform(jax.random.key(1000 * s + r), (s, space.num_dims))
@@ -116,14 +117,7 @@ def dense_baseline(configs: int, epochs: int) -> dict:
         jax.block_until_ready(dense.train_position(keys[i], pos[i], data).fitness)
     total = time.perf_counter() - t0
     # Train-only: the same configuration's compiled program run again.
-    from jaxswarm import optim, train, models
-
-    arch, hp = dense.describe(pos[0])
-    opt = optim.make_optimizer((optim.OPTIMIZERS[int(hp.optimizer)],), total_steps=train.total_steps(cfg, data.x_train.shape[0]))
-    hp = jax.tree.map(jax.numpy.asarray, hp._replace(optimizer=0))
-    init_fn = lambda k: models.init_dense(k, arch, data.x_train.shape[1], 10)
-    apply_fn = lambda v, x, tr, k: models.apply_dense(v, x, arch, train=tr, key=k, return_batch_stats=True)
-    run = jax.jit(lambda k, h, d: train.fit(k, init_fn, apply_fn, opt, h, d, cfg)[0])
+    run, hp = dense.program(pos[0], data.x_train.shape[0])
     jax.block_until_ready(run(keys[0], hp, data).fitness)
     t1 = time.perf_counter()
     for i in range(3):

@@ -12,10 +12,11 @@ uniformly in the unit box of ``mlp_space(max_layers=3, units=(16, 256))``
 from a fixed seed; Adam via the trainer's default) are trained for one round
 of ``--epochs`` epochs by each layout:
 
-* ``masked``: ``train.make_train``'s ``train_swarm`` (max-size masked
-  networks, one ``jit(vmap)`` program).
-* ``packed``: ``packed.make_packed_train`` (shared minibatches, first layers
-  packed into one matmul, tails in a few width groups).
+* ``masked``: ``train.make_train``'s member through
+  ``execute.make_swarm_runner`` (max-size masked networks, one ``jit(vmap)``
+  program).
+* ``packed``: ``layouts.packed.make_packed_train`` (shared minibatches, first
+  layers packed into one matmul, tails in a few width groups).
 * ``sequential``: what a sequential tuner pays: each configuration trained
   alone, dense at its real size, one ``jax.jit`` per configuration (the code
   of ``train.make_dense_train``, with its ahead-of-time compile timed apart).
@@ -54,9 +55,9 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from jaxswarm import models, optim, train
+from jaxswarm import execute, optim, train
 from jaxswarm.data import load_dataset
-from jaxswarm.space import mlp_space
+from jaxswarm.models import mlp, mlp_space
 
 
 def matmul_peak(n: int = 2048, repeats: int = 5) -> float:
@@ -85,12 +86,12 @@ def max_rss_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
-def random_swarm(space, config, N: int, seed: int):
+def random_swarm(space, F: int, C: int, N: int, seed: int):
     """The bench's N configurations: positions uniform in the unit box, member keys, real architectures."""
     k_pos, k_train = jax.random.split(jax.random.key(seed + N))
     pos = jax.random.uniform(k_pos, (N, space.num_dims))
-    arch_S, _ = jax.jit(jax.vmap(train.make_hparams(space, config)))(pos)
-    archs = [models.arch_to_python(jax.tree.map(lambda a: a[i], arch_S)) for i in range(N)]
+    arch_S, _ = jax.jit(jax.vmap(mlp.decode(space, mlp.config(space, F, C))))(pos)
+    archs = [mlp.arch_to_python(jax.tree.map(lambda a: a[i], arch_S)) for i in range(N)]
     return pos, jax.random.split(k_train, N), archs
 
 
@@ -116,19 +117,20 @@ def flops_per_round(fwd_train, fwd_eval, config, data):
 
 def bench_masked(space, config, data, keys, pos, F, C, archs):
     trainer = train.make_train(space, config, F, C)
+    runner = execute.make_swarm_runner(trainer.train_member, log=None)
     t0 = time.perf_counter()
-    compiled = trainer.train_swarm.lower(keys, pos, data).compile()
+    compiled = runner.compile(keys, pos, data)
     compile_s = time.perf_counter() - t0
     t0 = time.perf_counter()
-    metrics = jax.block_until_ready(compiled(keys, pos, data))
+    metrics = jax.block_until_ready(runner(keys, pos, data))  # runs the program compiled above
     train_s = time.perf_counter() - t0
-    computed = models.computed_flops(trainer.model_config) * len(archs)
+    computed = mlp.computed_flops(trainer.model_config) * len(archs)
     return dict(programs=1, compile_s=compile_s, train_s=train_s, mem=memory_bytes(compiled),
                 computed_fwd=computed, fitness=np.asarray(metrics.fitness))
 
 
 def bench_packed(space, config, data, keys, pos, F, C, archs, groups):
-    from jaxswarm import packed
+    from jaxswarm.layouts import packed
 
     trainer = packed.make_packed_train(space, config, F, C, groups=groups)
     shuffle_key = jax.random.key(123)
@@ -145,7 +147,7 @@ def bench_packed(space, config, data, keys, pos, F, C, archs, groups):
 
 def bench_sequential(space, config, data, keys, pos, F, C, archs, sample):
     """Each configuration alone, dense at its real size, one jit each (make_dense_train's code)."""
-    hparams = train.make_hparams(space, config)
+    hparams = mlp.decode(space, mlp.config(space, F, C))
     n = data.x_train.shape[0]
     steps_total = train.total_steps(config, n)
     idx = np.arange(len(archs)) if not sample or sample >= len(archs) else \
@@ -155,14 +157,14 @@ def bench_sequential(space, config, data, keys, pos, F, C, archs, sample):
     fitness = []
     for i in idx:
         arch, hp = hparams(pos[i])
-        arch = models.arch_to_python(arch)
+        arch = mlp.arch_to_python(arch)
         hp = jax.tree.map(np.asarray, hp)
-        opt = optim.make_optimizer((train.optimizer_names(space)[int(hp.optimizer)],), total_steps=steps_total)
+        opt = optim.make_optimizer((optim.optimizer_names(space)[int(hp.optimizer)],), total_steps=steps_total)
         hp = jax.tree.map(jnp.asarray, hp._replace(optimizer=np.int32(0)))
-        init_fn = lambda k, a=arch: models.init_dense(k, a, F, C)
+        init_fn = lambda k, a=arch: mlp.init_dense(k, a, F, C)
 
         def apply_fn(v, x, tr, k, a=arch):
-            return models.apply_dense(v, x, a, train=tr, key=k, return_batch_stats=True)
+            return mlp.apply_dense(v, x, a, train=tr, key=k, return_batch_stats=True)
 
         run = jax.jit(lambda k, h, d, i_=init_fn, a_=apply_fn, o=opt: train.fit(k, i_, a_, o, h, d, config)[0])
         t0 = time.perf_counter()
@@ -174,7 +176,7 @@ def bench_sequential(space, config, data, keys, pos, F, C, archs, sample):
         mem = max(mem, memory_bytes(compiled) or 0)
         fitness.append(float(m.fitness))
     scale = len(archs) / len(idx)
-    useful = sum(models.useful_flops(archs[i], F, C) for i in idx) * scale
+    useful = sum(mlp.useful_flops(archs[i], F, C) for i in idx) * scale
     return dict(programs=len(archs), compile_s=compile_s * scale, train_s=train_s * scale, mem=mem,
                 computed_fwd=useful, fitness=np.asarray(fitness), sampled=int(len(idx)))
 
@@ -198,7 +200,7 @@ def main(argv=None):
 
     ds = load_dataset(args.dataset)
     space = mlp_space(max_layers=3, units=(16, 256))
-    config = train.TrainConfig(epochs=args.epochs, batch_size=args.batch, max_layers=3, max_units=256)
+    config = train.TrainConfig(epochs=args.epochs, batch_size=args.batch)
     F, C = ds.num_features, ds.num_classes
     peak = matmul_peak()
     print(f"float32 matmul peak: {peak:.1f} GFLOP/s", flush=True)
@@ -207,8 +209,8 @@ def main(argv=None):
     for N in sizes:
         steps = 0 if N <= args.full_steps_upto else args.steps
         data, scale, full_steps = cut_data(ds, args.batch, steps)
-        pos, keys, archs = random_swarm(space, config, N, args.seed)
-        useful_fwd = sum(models.useful_flops(a, F, C) for a in archs)
+        pos, keys, archs = random_swarm(space, F, C, N, args.seed)
+        useful_fwd = sum(mlp.useful_flops(a, F, C) for a in archs)
         useful = flops_per_round(useful_fwd, useful_fwd, config, data) * scale
         for layout in layouts:
             if layout == "masked":

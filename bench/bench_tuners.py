@@ -3,11 +3,11 @@
 For each seed (the seed fixes the validation split, every tuner's proposals and
 the training keys; all tuners of a seed share the same `Dataset` object):
 
-  1. the swarm study (`tuner.Study`, S particles x R rounds, fresh mode,
+  1. the swarm study (`study.Study`, S particles x R rounds, fresh mode,
      retrain off) is timed from before its construction to the end of its
      last round: set-up, its one compile and R rounds. Best-so-far validation
      accuracy is recorded after every round (an instrumented `tell`).
-  2. every sequential tuner (`baselines.run_baseline`) runs with the budget
+  2. every sequential tuner (`tuners.run_baseline`) runs with the budget
      S x R trained configurations, compile per configuration included.
      -> EQUAL BUDGET: its search time / the swarm's = the swarm's speedup.
   3. EQUAL WALL CLOCK, T = the swarm's search time: a sequential tuner is
@@ -44,10 +44,11 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from jaxswarm import baselines, report
 from jaxswarm.data import load_dataset
-from jaxswarm.space import mlp_space
-from jaxswarm.tuner import Study, StudyConfig
+from jaxswarm.models import mlp_space
+from jaxswarm.results import write_json, write_text
+from jaxswarm.study import Study, StudyConfig, retrain_metrics
+from jaxswarm.tuners import TUNERS, run_baseline
 
 DEFAULT_TUNERS = ("grid", "random", "tpe", "gp", "optunity", "pso")
 
@@ -83,8 +84,8 @@ def equal_clock(name, res, T, space, ds, args, seed) -> dict:
     trials, history, rerun = res.trials, res.history, False
     if res.search_time < T and res.stop_reason == "budget":
         rerun = True
-        more = baselines.run_baseline(name, space, ds, time_limit=T, seed=seed, retrain=False,
-                                      progress=False, **_common(args), **_kwargs(name, args))
+        more = run_baseline(name, space, ds, time_limit=T, seed=seed, retrain=False,
+                            progress=False, **_common(args), **_kwargs(name, args))
         trials, history = more.trials, more.history
     done = [t for t in trials if t.seconds <= T]
     finite = [t for t in done if np.isfinite(t.fitness)]
@@ -92,8 +93,8 @@ def equal_clock(name, res, T, space, ds, args, seed) -> dict:
         return {"best_fitness": None, "test_accuracy": None, "evaluations": len(done), "rerun": rerun,
                 "curve": [(s, b) for s, b, _ in history if s <= T]}
     best = max(finite, key=lambda t: t.fitness)  # max keeps the first of ties, like the driver
-    test = baselines.retrain_accuracy(space, ds, best.position, seed=seed, epochs=args.epochs,
-                                      batch_size=args.batch_size)
+    test = float(retrain_metrics(space, ds, best.position, seed=seed, epochs=args.epochs,
+                                 batch_size=args.batch_size, fitness="accuracy").val_accuracy)
     return {"best_fitness": best.fitness, "test_accuracy": test, "evaluations": len(done),
             "rerun": rerun, "curve": [(s, b) for s, b, _ in history if s <= T]}
 
@@ -113,7 +114,7 @@ def _kwargs(name, args) -> dict:
 
 def available(name: str) -> str | None:
     """None if the tuner can run here, else why not."""
-    need = {"tpe": ["optuna"], "gp": ["optuna", "torch"], "optunity": ["optunity"]}.get(name, [])
+    need = TUNERS[name].packages if name in TUNERS else ()
     missing = [p for p in need if importlib.util.find_spec(p) is None]
     return f"needs {', '.join(missing)}" if missing else None
 
@@ -296,10 +297,10 @@ def merge(paths, out: Path, stem: str | None, note: str = "") -> dict:
                 command=f"{cmd} [{len(parts)} per-seed runs merged with --merge]",
                 note="; ".join(x for x in (meta.get("note"), note) if x))
     out.mkdir(parents=True, exist_ok=True)
-    report.write_json(out / f"{stem}.json", results)
+    write_json(out / f"{stem}.json", results)
     plot(results, out / f"{stem}.png")
     text = summarize(results)
-    report.write_text(out / f"{stem}.md", text)
+    write_text(out / f"{stem}.md", text)
     print(text)
     return results
 
@@ -334,8 +335,8 @@ def main(argv=None) -> dict:
               f"val {sw['best_fitness']:.4f}, test {sw['test_accuracy']:.4f}", flush=True)
         entry = {"seed": seed, "swarm": sw, "tuners": {}}
         for t in tuners:
-            res = baselines.run_baseline(t, space, ds, budget=args.swarm_size * args.rounds, seed=seed,
-                                         progress=False, **_common(args), **_kwargs(t, args))
+            res = run_baseline(t, space, ds, budget=args.swarm_size * args.rounds, seed=seed,
+                               progress=False, **_common(args), **_kwargs(t, args))
             eb = {"best_fitness": res.best_fitness, "test_accuracy": res.test_accuracy,
                   "evaluations": res.evaluations, "search_time": res.search_time,
                   "stop_reason": res.stop_reason, "best_config": res.best_config,
@@ -344,17 +345,17 @@ def main(argv=None) -> dict:
             entry["tuners"][t] = {"equal_budget": eb, "equal_clock": ec}
             if entry not in results["seeds"]:
                 results["seeds"].append(entry)
-            report.write_json(args.out / f"{stem}.json", results)  # partial results survive a kill
+            write_json(args.out / f"{stem}.json", results)  # partial results survive a kill
             print(f"[seed {seed}] {t}: {res.evaluations} evals in {res.search_time:.1f}s "
                   f"({res.search_time / sw['search_time']:.2f}x the swarm), val {res.best_fitness:.4f}, "
                   f"test {res.test_accuracy:.4f} | equal clock: {ec['evaluations']} evals, "
                   f"test {ec['test_accuracy']}", flush=True)
         if entry not in results["seeds"]:
             results["seeds"].append(entry)
-        report.write_json(args.out / f"{stem}.json", results)
+        write_json(args.out / f"{stem}.json", results)
     plot(results, args.out / f"{stem}.png")
     text = summarize(results)
-    report.write_text(args.out / f"{stem}.md", text)
+    write_text(args.out / f"{stem}.md", text)
     print(text)
     return results
 

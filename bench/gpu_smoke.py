@@ -10,8 +10,8 @@ import jax.numpy as jnp
 import numpy as np
 
 from jaxswarm import data as data_lib
-from jaxswarm import space as sp
-from jaxswarm import train
+from jaxswarm import execute, train
+from jaxswarm.models import mlp_space
 
 p = argparse.ArgumentParser()
 p.add_argument("--data-dir", default=None)
@@ -21,17 +21,18 @@ a = p.parse_args()
 print("jax", jax.__version__, jax.devices())
 ds = data_lib.load_dataset("fashion_mnist", data_dir=a.data_dir)
 d = train.device_data(ds.x_train, ds.y_train, ds.x_val, ds.y_val)
-space = sp.mlp_space()
+space = mlp_space()
 cfg = train.TrainConfig(epochs=1, batch_size=128)
 tr = train.make_train(space, cfg, d.x_train.shape[1], 10)
+runner = execute.make_swarm_runner(tr.train_member, log=None)
 for n in a.sizes:
     pos = jax.random.uniform(jax.random.key(n), (n, space.num_dims))
     keys = jax.random.split(jax.random.key(1), n)
     t0 = time.perf_counter()
-    c = tr.train_swarm.lower(keys, pos, d).compile()
+    runner.compile(keys, pos, d)
     tc = time.perf_counter() - t0
     t0 = time.perf_counter()
-    m = c(keys, pos, d)
+    m = runner(keys, pos, d)  # the program compiled above
     m.fitness.block_until_ready()
     tt = time.perf_counter() - t0
     print(f"N={n}: compile {tc:.1f}s train {tt:.2f}s ({tt / n * 1e3:.1f} ms/member) "

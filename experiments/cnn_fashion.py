@@ -1,13 +1,13 @@
 """A PSO study of the convolutional search space on Fashion-MNIST (target: test accuracy >= 93.5%).
 
-The search is a `jaxswarm.tuner.Study` over `cnn.cnn_space`: ``--swarm``
+The search is a `jaxswarm.study.Study` over `cnn.cnn_space`: ``--swarm``
 particles x ``--rounds`` rounds, each member trained ``--epochs`` epochs on
 the first ``--search-train`` training images and scored on the first
 ``--search-val`` validation images (the 54000 / 6000 splits by default).
 ``--layout serial`` (the default on CPU) trains the members one after another
 in one compiled program, each running only its own blocks; ``masked`` vmaps
 max-size members (the accelerator layout). Then the global best is retrained
-as its real-size CNN (`tuner.Study.retrain_metrics`) on all of train+val (60000
+as its real-size CNN (`study.Study.retrain_metrics`) on all of train+val (60000
 images) for ``--retrain-epochs`` epochs and scored ONCE on the official
 10000-image test set (last epoch; no selection on test).
 
@@ -35,9 +35,11 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from jaxswarm import cnn, report, tuner
+from jaxswarm import results
 from jaxswarm.data import load_dataset
+from jaxswarm.models import cnn
 from jaxswarm.space import Fixed, Int, SearchSpace
+from jaxswarm.study import Study, StudyConfig, load_result
 
 TARGET = 0.935
 
@@ -84,28 +86,30 @@ def main(argv=None):
     search_ds = full._replace(x_train=full.x_train[:n_train], y_train=full.y_train[:n_train],
                               x_val=full.x_val[:n_val], y_val=full.y_val[:n_val])
     space = study_space(args.max_filters, args.lr_decay, args.min_blocks, args.min_filters)
-    config = tuner.StudyConfig(swarm_size=args.swarm, rounds=args.rounds, epochs=args.epochs,
-                               batch_size=args.batch, seed=args.seed, layout=args.layout, retrain=False,
-                               retrain_epochs=args.retrain_epochs)
-    study = tuner.Study(space, search_ds, config, out_dir=args.out)
+    config = StudyConfig(swarm_size=args.swarm, rounds=args.rounds, epochs=args.epochs,
+                         batch_size=args.batch, seed=args.seed, layout=args.layout, retrain=False,
+                         retrain_epochs=args.retrain_epochs)
+    study = Study(space, search_ds, config, out_dir=args.out)
     result = study.run(resume=args.resume)
     search_s = time.perf_counter() - t_start
-    best_pos = np.asarray(tuner.load_result(args.out)["position"], np.float32)
+    best_pos = np.asarray(load_result(args.out)["position"], np.float32)
 
     # Retrain the global best as its real-size CNN on all of train+val; score once on test.
     t = time.perf_counter()
     m = jax.block_until_ready(study.retrain_metrics(best_pos, dataset=full))
     retrain_s = time.perf_counter() - t
-    arch = cnn.cnn_arch_to_python(study.trainer.hparams(jnp.asarray(best_pos))[0])
+    arch = cnn.cnn_arch_to_python(study.program.hparams(jnp.asarray(best_pos))[0])
     n_retrain = len(full.y_train) + len(full.y_val)
     test_acc, curve = float(m.val_accuracy), np.asarray(m.val_accuracy_curve).tolist()
     wall = time.perf_counter() - t_start
     print(f"retrained in {retrain_s:.1f}s: test accuracy {test_acc:.4f}", flush=True)
 
     member_epochs = args.swarm * result.rounds_run * args.epochs
-    rounds = report.read_jsonl(args.out / report.ROUNDS)
+    rounds = results.read_jsonl(args.out / results.ROUNDS)
     rounds_s = sum(r["seconds"] for r in rounds)  # survives --resume: each round's own time
-    mcfg = study.trainer.model_config
+    # The swarm's max-size CNN config (serial: branching members, as the layout builds them).
+    mcfg = study.family.config(space, search_ds.num_features, search_ds.num_classes, search_ds.input_shape,
+                               args.layout == "serial")
     best = {
         "best_config": result.best_config, "best_val_accuracy": result.best_fitness, "arch": arch,
         "test_accuracy": test_acc, "test_accuracy_curve": curve, "target": TARGET, "reached": test_acc >= TARGET,
@@ -117,7 +121,7 @@ def main(argv=None):
         "device": f"{jax.devices()[0].device_kind} ({jax.default_backend()})", "jax": jax.__version__,
         "argv": sys.argv[1:],
     }
-    report.write_json(args.out / "cnn_fashion.json", best)
+    results.write_json(args.out / "cnn_fashion.json", best)
     useful = cnn.useful_flops_cnn(arch, full.input_shape, full.num_classes)
     lines = [
         "# CNN search space on Fashion-MNIST",
@@ -157,7 +161,7 @@ def main(argv=None):
         lines.append(f"| {r['round'] + 1} | {r['seconds']:.1f} | {r['best_fitness']:.4f} | "
                      f"{r['round_best_fitness']:.4f} | {median} | {r['diverged']} |")
     lines += ["", "Search space:", "", "```", space.describe(), "```", ""]
-    report.write_text(args.out / "report.md", "\n".join(lines))
+    results.write_text(args.out / "report.md", "\n".join(lines))
     print("\n".join(lines))
 
 

@@ -28,9 +28,9 @@ from pathlib import Path
 import jax
 
 from jaxswarm import data as data_lib
-from jaxswarm import report
-from jaxswarm.space import mlp_space
-from jaxswarm.tuner import Study, StudyConfig
+from jaxswarm import results
+from jaxswarm.models import mlp_space
+from jaxswarm.study import Study, StudyConfig
 
 
 def main(argv=None) -> None:
@@ -49,7 +49,7 @@ def main(argv=None) -> None:
     if a.quick:
         a.swarm_size, a.rounds, a.epochs, a.folds = 8, 3, 2, 2
     out = a.out or Path("experiments/results") / f"original_{a.dataset}"
-    if (out / report.EVALUATIONS).exists():
+    if (out / results.EVALUATIONS).exists():
         raise SystemExit(f"{out} already holds a study; remove it or pass --out")
 
     # The original study's space: layers, units per layer, activation, learning rate.
@@ -62,7 +62,7 @@ def main(argv=None) -> None:
     result = Study(space, dataset, config, out_dir=out).run()
     wall = time.perf_counter() - t0
 
-    rounds = report.read_jsonl(out / report.ROUNDS)
+    rounds = results.read_jsonl(out / results.ROUNDS)
     lines = [
         f"# Original study reproduced on {a.dataset}",
         "",
@@ -90,7 +90,7 @@ def main(argv=None) -> None:
     for r in rounds:
         med = "–" if r["median_fitness"] is None else f"{r['median_fitness']:.4f}"
         lines.append(f"| {r['round'] + 1} | {r['best_fitness']:.4f} | {med} | {r['seconds']:.1f} |")
-    report.write_text(out / "report.md", "\n".join(lines) + "\n")
+    results.write_text(out / "report.md", "\n".join(lines) + "\n")
     print(f"report: {out / 'report.md'}")
 
 

@@ -1,17 +1,26 @@
-"""jaxswarm: PSO hyperparameter tuning with the whole swarm trained as one jit+vmap program."""
+"""jaxswarm: PSO hyperparameter tuning with the whole swarm trained as one jit+vmap program.
 
-from jaxswarm.cnn import cnn_space
+What a research script needs is here; the modules hold the rest (see README, "How it works").
+"""
+
 from jaxswarm.data import Dataset, DatasetError, from_arrays, kfold_indices, load_dataset
+from jaxswarm.design import DESIGNS, initial_design
+from jaxswarm.execute import SwarmRunner, estimate_memory, initialize_distributed, make_swarm_runner
+from jaxswarm.layouts import LAYOUTS, Layout, SwarmProgram
+from jaxswarm.models import FAMILIES, ModelFamily, cnn_space, family_of, mlp_space
 from jaxswarm.pso import PSO, PSOState, make_pso
-from jaxswarm.sampling import initial_design
-from jaxswarm.space import Choice, Fixed, Float, Int, SearchSpace, mlp_space
-from jaxswarm.train import TrainConfig, make_dense_train, make_train
-from jaxswarm.tuner import Study, StudyConfig, StudyError, StudyResult, tune
+from jaxswarm.space import Choice, Fixed, Float, Int, SearchSpace
+from jaxswarm.study import Study, StudyConfig, StudyError, StudyResult, load_result, tune
+from jaxswarm.train import Data, Metrics, TrainConfig, make_dense_train, make_train
+from jaxswarm.tuners import TUNERS, BaselineError, BaselineResult, Tuner, run_baseline
 
 __version__ = "0.1.0"
 
 __all__ = [
-    "Choice", "cnn_space", "Dataset", "DatasetError", "Fixed", "Float", "Int", "PSO", "PSOState", "SearchSpace",
-    "Study", "StudyConfig", "StudyError", "StudyResult", "TrainConfig", "from_arrays", "initial_design",
-    "kfold_indices", "load_dataset", "make_dense_train", "make_pso", "make_train", "mlp_space", "tune",
+    "BaselineError", "BaselineResult", "Choice", "Data", "Dataset", "DatasetError", "DESIGNS", "FAMILIES", "Fixed",
+    "Float", "Int", "LAYOUTS", "Layout", "Metrics", "ModelFamily", "PSO", "PSOState", "SearchSpace", "Study",
+    "StudyConfig", "StudyError", "StudyResult", "SwarmProgram", "SwarmRunner", "TUNERS", "TrainConfig", "Tuner",
+    "cnn_space", "estimate_memory", "family_of", "from_arrays", "initial_design", "initialize_distributed",
+    "kfold_indices", "load_dataset", "load_result", "make_dense_train", "make_pso", "make_swarm_runner",
+    "make_train", "mlp_space", "run_baseline", "tune",
 ]

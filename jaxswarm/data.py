@@ -428,7 +428,7 @@ def kfold_indices(n: int, k: int, seed: int = 0) -> tuple[np.ndarray, np.ndarray
       >>> train_idx.shape, val_idx.shape
       ((3, 6), (3, 3))
     """
-    n, k = _as_int("n", n), _as_int("k", k)
+    n, k = _check_int(n, "n"), _check_int(k, "k")
     if k < 2 or k > n:
         raise ValueError(f"kfold_indices needs 2 <= k <= n, got k={k}, n={n}")
     m = n // k
@@ -710,7 +710,7 @@ def _check_fraction(what: str, value: float) -> None:
         raise DatasetError(f"{what} must be a number in [0, 1), got {value!r}")
 
 
-def _as_int(what: str, value) -> int:
+def _check_int(value, what: str) -> int:
     if isinstance(value, (bool, np.bool_)) or not isinstance(value, (int, np.integer)):
         raise ValueError(f"{what} must be an integer, got {value!r}")
     return int(value)

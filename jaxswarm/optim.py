@@ -69,6 +69,8 @@ import jax.numpy as jnp
 import optax
 from jax import lax
 
+from jaxswarm.space import Choice, Float, Param, SearchSpace, range_arg
+
 __all__ = [
     "OPTIMIZERS",
     "OptHParams",
@@ -80,9 +82,19 @@ __all__ = [
     "with_hparams",
     "current_learning_rate",
     "plain_optimizer",
+    "DEFAULTS",
+    "LEARNING_RATE_RANGE",
+    "optimizer_names",
+    "opt_hparams",
+    "optimizer_params",
+    "lr_decay_param",
 ]
 
 OPTIMIZERS: tuple[str, ...] = ("sgd", "momentum", "nesterov", "rmsprop", "adagrad", "adam", "adamw")
+
+# A member whose space leaves a hyperparameter out trains with these values.
+DEFAULTS: dict[str, float] = {"learning_rate": 1e-3, "momentum": 0.9, "weight_decay": 0.0, "lr_decay": 1.0}
+LEARNING_RATE_RANGE: tuple[float, float] = (1e-4, 1e-1)  # the preset spaces' default range (log scale)
 
 
 class OptHParams(NamedTuple):
@@ -260,7 +272,7 @@ def _as_arrays(hp: OptHParams) -> OptHParams:
 
 
 def default_hparams(names: Sequence[str] = OPTIMIZERS, **overrides) -> OptHParams:
-    """Default hyperparameters (Adam, lr 1e-3, momentum 0.9, no decay), as arrays.
+    """Default hyperparameters (Adam and `DEFAULTS`), as arrays.
 
     Args:
         names: the names the index refers to (as given to ``make_optimizer``).
@@ -279,13 +291,7 @@ def default_hparams(names: Sequence[str] = OPTIMIZERS, **overrides) -> OptHParam
         raise ValueError(
             f"unknown hyperparameters {sorted(unknown)}; expected {OptHParams._fields}"
         )
-    values = dict(
-        optimizer="adam" if "adam" in names else names[0],
-        learning_rate=1e-3,
-        momentum=0.9,
-        weight_decay=0.0,
-        lr_decay=1.0,
-    )
+    values = dict(optimizer="adam" if "adam" in names else names[0], **DEFAULTS)
     values.update(overrides)
     if isinstance(values["optimizer"], str):
         if values["optimizer"] not in names:
@@ -333,3 +339,66 @@ def current_learning_rate(opt: SwarmOptimizer, opt_state) -> jax.Array:
     hp = hparams_of(opt_state)
     count = opt_state.inner_state.count
     return _schedule(opt.total_steps, hp.learning_rate, hp.lr_decay)(count)
+
+
+# --------------------------------------------------------------------------
+# Reading a search space
+# --------------------------------------------------------------------------
+
+
+def optimizer_names(space: SearchSpace) -> tuple[str, ...]:
+    """The optimizers a member of `space` may use; `OptHParams.optimizer` indexes this tuple.
+
+    Only these are built into the program (each keeps its own state and, under
+    vmap, every one computes its update), so a space without an ``optimizer``
+    choice pays for Adam alone.
+
+    Example:
+        >>> from jaxswarm.space import SearchSpace
+        >>> optimizer_names(SearchSpace({"optimizer": Choice(["sgd", "adam"])}))
+        ('sgd', 'adam')
+    """
+    p = space.params.get("optimizer")
+    if p is None:
+        return ("adam",)
+    options = tuple(p.options) if isinstance(p, Choice) else (p.value,)
+    unknown = [o for o in options if o not in OPTIMIZERS]
+    if unknown:
+        raise ValueError(f"optimizer options {unknown} are not among the supported {list(OPTIMIZERS)}")
+    return options
+
+
+def opt_hparams(value: Callable, decoded: dict) -> OptHParams:
+    """One decoded position's optimizer hyperparameters (`DEFAULTS` for names the space lacks).
+
+    Args:
+        value: from `space.value_reader(space, {"optimizer": optimizer_names(space), ...})`.
+        decoded: `SearchSpace.decode` of the position.
+    """
+    return OptHParams(
+        optimizer=jnp.asarray(value(decoded, "optimizer", 0), jnp.int32),  # index into optimizer_names(space)
+        **{name: jnp.asarray(value(decoded, name, default), jnp.float32) for name, default in DEFAULTS.items()},
+    )
+
+
+def optimizer_params(optimizers: Sequence[str] | None, momentum: tuple[float, float] | None,
+                     weight_decay: tuple[float, float] | None) -> dict[str, Param]:
+    """The preset spaces' optional ``optimizer``, ``momentum`` and ``weight_decay`` parameters.
+
+    Example:
+        >>> list(optimizer_params(("sgd", "adam"), None, (1e-5, 1e-2)))
+        ['optimizer', 'weight_decay']
+    """
+    params: dict[str, Param] = {}
+    if optimizers is not None:
+        params["optimizer"] = Choice(optimizers)
+    if momentum is not None:
+        params["momentum"] = Float(*range_arg(momentum, "momentum"))
+    if weight_decay is not None:
+        params["weight_decay"] = Float(*range_arg(weight_decay, "weight_decay"), log=True)
+    return params
+
+
+def lr_decay_param(lr_decay: tuple[float, float] | None) -> dict[str, Param]:
+    """The preset spaces' optional ``lr_decay`` (final / initial learning rate, log scale)."""
+    return {} if lr_decay is None else {"lr_decay": Float(*range_arg(lr_decay, "lr_decay"), log=True)}

@@ -75,11 +75,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-__all__ = ["PSOState", "PSO", "make_pso", "minimize", "neighbor_indices",
-           "von_neumann_grid", "constriction_factor"]
-
-TOPOLOGIES = ("global", "ring", "von_neumann")
-BOUNDARIES = ("clip", "reflect", "random")
+__all__ = ["PSOState", "PSOParams", "PSO", "make_pso", "default_params", "minimize", "neighbor_indices",
+           "von_neumann_grid", "constriction_factor", "TOPOLOGIES", "BOUNDARIES"]
 
 _DEFAULT_INERTIA = 0.7298
 
@@ -100,18 +97,52 @@ class PSOState(NamedTuple):
     iteration: jax.Array  # i32[] number of tell() calls so far
 
 
+class PSOParams(NamedTuple):
+    """The velocity update's coefficients: a pytree, so a sweep over them vmaps.
+
+    ``inertia_t = inertia_start + (inertia_end - inertia_start) * min(t / (T - 1), 1)``
+    at the t-th tell (T = ``num_iterations``; constant when start == end).
+    With constriction, ``chi`` replaces the inertia weight (set it with
+    `constriction_factor` when sweeping ``c1`` / ``c2``).
+    """
+
+    inertia_start: jax.Array  # f32[]
+    inertia_end: jax.Array  # f32[]
+    c1: jax.Array  # f32[] cognitive coefficient (pull toward the personal best)
+    c2: jax.Array  # f32[] social coefficient (pull toward the neighbourhood best)
+    chi: jax.Array  # f32[] Clerc-Kennedy constriction factor (constriction form only)
+
+
+def default_params(inertia=_DEFAULT_INERTIA, c1: float = 1.49618, c2: float = 1.49618,
+                   constriction: bool = False) -> PSOParams:
+    """`PSOParams` as arrays: constant inertia, or ``(start, end)`` for a linear decay.
+
+    Example::
+
+        >>> float(default_params(c1=2.05, c2=2.05, constriction=True).chi)  # doctest: +ELLIPSIS
+        0.7298...
+    """
+    start, end = (inertia if isinstance(inertia, (tuple, list)) else (inertia, inertia))
+    chi = constriction_factor(c1, c2) if constriction else 1.0
+    f32 = lambda v: jnp.asarray(float(v), jnp.float32)
+    return PSOParams(f32(start), f32(end), f32(c1), f32(c2), f32(chi))
+
+
 class PSO(NamedTuple):
     """A PSO strategy: pure functions closing over static configuration.
 
     Attributes:
       init: ``init(key, init_position=None) -> PSOState``.
       ask: ``ask(state) -> f32[S, D]``, the positions to evaluate.
-      tell: ``tell(key, state, fitness_S) -> PSOState``.
+      tell: ``tell(key, state, fitness_S, params=None) -> PSOState``; ``params``
+        None uses `params`.
+      params: the `PSOParams` `make_pso` was given.
     """
 
     init: Callable[..., PSOState]
     ask: Callable[[PSOState], jax.Array]
-    tell: Callable[[jax.Array, PSOState, jax.Array], PSOState]
+    tell: Callable[..., PSOState]
+    params: PSOParams
 
 
 def constriction_factor(c1: float, c2: float) -> float:
@@ -159,9 +190,43 @@ def von_neumann_grid(num_particles: int) -> tuple[int, int]:
     return rows, num_particles // rows
 
 
+def _global(s: int, neighbors: int) -> None:
+    return None  # everyone is everyone's neighbour: the update uses the global best directly
+
+
+def _ring(s: int, neighbors: int) -> np.ndarray:
+    half = neighbors // 2
+    return ((np.arange(s)[:, None] + np.arange(-half, half + 1)[None, :]) % s).astype(np.int32)
+
+
+def _von_neumann(s: int, neighbors: int) -> np.ndarray:
+    idx = np.arange(s)
+    rows, cols = von_neumann_grid(s)
+    if rows == 1:
+        return ((idx[:, None] + np.array([0, -1, 1, -2, 2])[None, :]) % s).astype(np.int32)
+    r, c = idx // cols, idx % cols
+    table = np.stack([
+        idx,
+        ((r - 1) % rows) * cols + c,
+        ((r + 1) % rows) * cols + c,
+        r * cols + (c - 1) % cols,
+        r * cols + (c + 1) % cols,
+    ], axis=1)
+    return table.astype(np.int32)
+
+
+# Topologies (Kennedy & Mendes 2002): name -> (S, neighbors) -> static table int32[S, A] of each
+# particle's A neighbours (itself included), or None for the global best.
+TOPOLOGIES: dict[str, Callable[[int, int], np.ndarray | None]] = {
+    "global": _global,
+    "ring": _ring,
+    "von_neumann": _von_neumann,
+}
+
+
 def neighbor_indices(num_particles: int, topology: str,
                      neighbors: int = 2) -> np.ndarray | None:
-    """Static neighbourhood table ``int32[S, K]`` (self included) or None.
+    """Static neighbourhood table ``int32[S, A]`` (self included) or None.
 
     * ``"global"``: returns ``None`` (everyone is everyone's neighbour; the
       update uses the global best directly).
@@ -177,7 +242,7 @@ def neighbor_indices(num_particles: int, topology: str,
 
     Args:
       num_particles: swarm size S.
-      topology: "global" | "ring" | "von_neumann".
+      topology: a key of `TOPOLOGIES`.
       neighbors: ring only: number of neighbours k (even), k/2 on each side.
 
     Returns:
@@ -188,29 +253,34 @@ def neighbor_indices(num_particles: int, topology: str,
         >>> neighbor_indices(5, "ring", 2)[0].tolist()
         [4, 0, 1]
     """
-    s = num_particles
-    idx = np.arange(s)
-    if topology == "global":
-        return None
-    if topology == "ring":
-        half = neighbors // 2
-        offsets = np.arange(-half, half + 1)
-        return ((idx[:, None] + offsets[None, :]) % s).astype(np.int32)
-    if topology == "von_neumann":
-        rows, cols = von_neumann_grid(s)
-        if rows == 1:
-            offsets = np.array([0, -1, 1, -2, 2])
-            return ((idx[:, None] + offsets[None, :]) % s).astype(np.int32)
-        r, c = idx // cols, idx % cols
-        table = np.stack([
-            idx,
-            ((r - 1) % rows) * cols + c,
-            ((r + 1) % rows) * cols + c,
-            r * cols + (c - 1) % cols,
-            r * cols + (c + 1) % cols,
-        ], axis=1)
-        return table.astype(np.int32)
-    raise ValueError(f"unknown topology {topology!r}; expected one of {TOPOLOGIES}")
+    if topology not in TOPOLOGIES:
+        raise ValueError(f"unknown topology {topology!r}; expected one of {tuple(TOPOLOGIES)}")
+    return TOPOLOGIES[topology](num_particles, neighbors)
+
+
+def _clip(x_SxD, vel_SxD, out_SxD, lo, hi, span, key):
+    """Puts the coordinate on the wall and zeroes that velocity component."""
+    return jnp.clip(x_SxD, lo, hi), jnp.where(out_SxD, 0.0, vel_SxD)
+
+
+def _reflect(x_SxD, vel_SxD, out_SxD, lo, hi, span, key):
+    """Mirrors the coordinate back into the box and negates that velocity component."""
+    # Triangle-wave fold of (x - lo) onto [0, span]: exact mirror for one overshoot, still inside
+    # the box for any larger one. Applied to out-of-box coordinates only: lo + (x - lo) would
+    # round in-box coordinates to the precision of |lo|.
+    y = jnp.mod(x_SxD - lo, 2.0 * span)
+    y = jnp.where(y > span, 2.0 * span - y, y)
+    return jnp.where(out_SxD, jnp.clip(lo + y, lo, hi), x_SxD), jnp.where(out_SxD, -vel_SxD, vel_SxD)
+
+
+def _redraw(x_SxD, vel_SxD, out_SxD, lo, hi, span, key):
+    """Redraws the coordinate uniformly in the box and zeroes that velocity component."""
+    fresh_SxD = lo + span * jax.random.uniform(key, x_SxD.shape, jnp.float32)
+    return jnp.where(out_SxD, fresh_SxD, x_SxD), jnp.where(out_SxD, 0.0, vel_SxD)
+
+
+# Boundary handlers: name -> (x, vel, out-of-box mask, lo, hi, span, key) -> (x, vel).
+BOUNDARIES: dict[str, Callable] = {"clip": _clip, "reflect": _reflect, "random": _redraw}
 
 
 def _box(value, num_dims: int, name: str) -> np.ndarray:
@@ -267,8 +337,10 @@ def make_pso(num_particles: int, num_dims: int, *, lower=0.0, upper=1.0,
         velocity component.
 
     Returns:
-      A :class:`PSO` with ``init(key, init_position=None)``, ``ask(state)``
-      and ``tell(key, state, fitness_S)``. ``init_position`` (``f32[S, D]``,
+      A :class:`PSO` with ``init(key, init_position=None)``, ``ask(state)``,
+      ``tell(key, state, fitness_S, params=None)`` and ``params`` (the
+      coefficients as a `PSOParams` pytree: pass other values to ``tell`` to
+      sweep them, vmapped, without rebuilding the strategy). ``init_position`` (``f32[S, D]``,
       e.g. a Latin hypercube design) is clipped into the box; without it
       positions are uniform in the box. ``tell`` first records the fitness of
       ``state.position`` (personal, neighbourhood and global bests), then
@@ -288,65 +360,26 @@ def make_pso(num_particles: int, num_dims: int, *, lower=0.0, upper=1.0,
         >>> int(state.iteration)
         1
     """
-    # ---- validation (static, Python side) ---------------------------------
-    if int(num_particles) != num_particles or num_particles < 2:
-        raise ValueError(f"num_particles must be an integer >= 2, got {num_particles!r}")
-    if int(num_dims) != num_dims or num_dims < 1:
-        raise ValueError(f"num_dims must be an integer >= 1, got {num_dims!r}")
-    num_particles, num_dims = int(num_particles), int(num_dims)
-    lo_D = _box(lower, num_dims, "lower")
-    hi_D = _box(upper, num_dims, "upper")
+    _check(num_particles, num_dims, topology, neighbors, inertia, num_iterations, constriction, vmax, boundary)
+    S, D = int(num_particles), int(num_dims)
+    lo_D, hi_D = _box(lower, D, "lower"), _box(upper, D, "upper")
     if not np.all(lo_D < hi_D):
         raise ValueError(f"need lower < upper in every dimension, got lower={lower!r}, "
                          f"upper={upper!r}")
-    if topology not in TOPOLOGIES:
-        raise ValueError(f"unknown topology {topology!r}; expected one of {TOPOLOGIES}")
-    if boundary not in BOUNDARIES:
-        raise ValueError(f"unknown boundary {boundary!r}; expected one of {BOUNDARIES}")
-    if topology == "ring":
-        if (int(neighbors) != neighbors or neighbors < 2 or neighbors % 2
-                or neighbors > num_particles - 1):
-            raise ValueError(
-                f"neighbors={neighbors!r} out of range for a ring of "
-                f"{num_particles} particles: need an even integer with "
-                f"2 <= neighbors <= {num_particles - 1}")
-    if isinstance(inertia, (tuple, list)):
-        if len(inertia) != 2:
-            raise ValueError(f"inertia as a schedule must be (start, end), got {inertia!r}")
-        if num_iterations is None:
-            raise ValueError(f"inertia={tuple(inertia)!r} is a linear decay and needs "
-                             "num_iterations, got None")
-        if int(num_iterations) != num_iterations or num_iterations < 1:
-            raise ValueError(f"num_iterations must be an integer >= 1, got {num_iterations!r}")
-        w_start, w_end = float(inertia[0]), float(inertia[1])
-    else:
-        w_start = w_end = float(inertia)
-    if constriction:
-        if isinstance(inertia, (tuple, list)) or float(inertia) != _DEFAULT_INERTIA:
-            raise ValueError(
-                f"constriction=True replaces the inertia weight by chi; leave inertia "
-                f"at its default, got inertia={inertia!r}")
-        chi = constriction_factor(c1, c2)
-    else:
-        chi = None
-    if vmax is not None and not vmax > 0:
-        raise ValueError(f"vmax must be > 0 or None, got {vmax!r}")
-
-    # ---- static constants closed over --------------------------------------
-    S, D = num_particles, num_dims
+    params = default_params(inertia, c1, c2, constriction)
     sign = -1.0 if maximize else 1.0          # score = sign * fitness, minimized
     worst = -jnp.inf if maximize else jnp.inf  # in the user's sign
-    lo = jnp.asarray(lo_D, jnp.float32)
-    hi = jnp.asarray(hi_D, jnp.float32)
+    lo, hi = jnp.asarray(lo_D, jnp.float32), jnp.asarray(hi_D, jnp.float32)
     span = hi - lo
     vclamp_D = None if vmax is None else jnp.asarray(vmax * (hi_D - lo_D), jnp.float32)
     init_vel_D = _INIT_VEL_FRAC * (hi_D - lo_D)
     if vmax is not None:
         init_vel_D = np.minimum(init_vel_D, vmax * (hi_D - lo_D))
     init_vel_D = jnp.asarray(init_vel_D, jnp.float32)
-    nbr_SxK = neighbor_indices(S, topology, neighbors)
-    nbr_SxK = None if nbr_SxK is None else jnp.asarray(nbr_SxK)
-    decay_steps = None if num_iterations is None else max(int(num_iterations) - 1, 1)
+    nbr_SxA = TOPOLOGIES[topology](S, neighbors)
+    nbr_SxA = None if nbr_SxA is None else jnp.asarray(nbr_SxA)
+    decay_steps = 1 if num_iterations is None else max(int(num_iterations) - 1, 1)
+    handle_boundary = BOUNDARIES[boundary]
 
     def _score(fitness):
         # Minimization score; non-finite fitness -> +inf (worst).
@@ -377,13 +410,8 @@ def make_pso(num_particles: int, num_dims: int, *, lower=0.0, upper=1.0,
     def ask(state: PSOState) -> jax.Array:
         return state.position
 
-    def _inertia(iteration):
-        if decay_steps is None or w_start == w_end:
-            return jnp.float32(w_start)
-        frac = jnp.minimum(iteration.astype(jnp.float32) / decay_steps, 1.0)
-        return jnp.float32(w_start) + (w_end - w_start) * frac
-
-    def tell(key: jax.Array, state: PSOState, fitness: jax.Array) -> PSOState:
+    def tell(key: jax.Array, state: PSOState, fitness: jax.Array, params_: PSOParams | None = None) -> PSOState:
+        p = params if params_ is None else params_
         fitness_S = jnp.asarray(fitness, jnp.float32)
         if fitness_S.shape != (S,):
             raise ValueError(f"fitness must have shape ({S},), got {fitness_S.shape}")
@@ -403,45 +431,32 @@ def make_pso(num_particles: int, num_dims: int, *, lower=0.0, upper=1.0,
         gbest_fit = pbest_fit_S[g]
 
         # 3. Neighbourhood bests (Kennedy & Mendes 2002).
-        if nbr_SxK is None:
+        if nbr_SxA is None:
             nbest_SxD = jnp.broadcast_to(gbest_D, (S, D))
         else:
-            local_SxK = pscore_S[nbr_SxK]
+            local_SxA = pscore_S[nbr_SxA]
             pick_S = jnp.take_along_axis(
-                nbr_SxK, jnp.argmin(local_SxK, axis=1)[:, None], axis=1)[:, 0]
+                nbr_SxA, jnp.argmin(local_SxA, axis=1)[:, None], axis=1)[:, 0]
             nbest_SxD = pbest_SxD[pick_S]
 
         # 4. Velocity and position.
         k1, k2, kb = jax.random.split(key, 3)
         r1_SxD = jax.random.uniform(k1, (S, D), jnp.float32)
         r2_SxD = jax.random.uniform(k2, (S, D), jnp.float32)
-        pull_SxD = c1 * r1_SxD * (pbest_SxD - x_SxD) + c2 * r2_SxD * (nbest_SxD - x_SxD)
-        if chi is not None:
-            vel_SxD = chi * (state.velocity + pull_SxD)
+        pull_SxD = p.c1 * r1_SxD * (pbest_SxD - x_SxD) + p.c2 * r2_SxD * (nbest_SxD - x_SxD)
+        if constriction:
+            vel_SxD = p.chi * (state.velocity + pull_SxD)
         else:
-            vel_SxD = _inertia(state.iteration) * state.velocity + pull_SxD
+            frac = jnp.minimum(state.iteration.astype(jnp.float32) / decay_steps, 1.0)
+            inertia_t = p.inertia_start + (p.inertia_end - p.inertia_start) * frac
+            vel_SxD = inertia_t * state.velocity + pull_SxD
         if vclamp_D is not None:
             vel_SxD = jnp.clip(vel_SxD, -vclamp_D, vclamp_D)
         x_SxD = x_SxD + vel_SxD
 
         # 5. Boundary handling.
         out_SxD = (x_SxD < lo) | (x_SxD > hi)
-        if boundary == "clip":
-            x_SxD = jnp.clip(x_SxD, lo, hi)
-            vel_SxD = jnp.where(out_SxD, 0.0, vel_SxD)
-        elif boundary == "reflect":
-            # Triangle-wave fold of (x - lo) onto [0, span]: exact mirror for
-            # one overshoot, still inside the box for any larger one. Applied
-            # to out-of-box coordinates only: lo + (x - lo) would round
-            # in-box coordinates to the precision of |lo|.
-            y = jnp.mod(x_SxD - lo, 2.0 * span)
-            y = jnp.where(y > span, 2.0 * span - y, y)
-            x_SxD = jnp.where(out_SxD, jnp.clip(lo + y, lo, hi), x_SxD)
-            vel_SxD = jnp.where(out_SxD, -vel_SxD, vel_SxD)
-        else:  # "random"
-            fresh_SxD = lo + span * jax.random.uniform(kb, (S, D), jnp.float32)
-            x_SxD = jnp.where(out_SxD, fresh_SxD, x_SxD)
-            vel_SxD = jnp.where(out_SxD, 0.0, vel_SxD)
+        x_SxD, vel_SxD = handle_boundary(x_SxD, vel_SxD, out_SxD, lo, hi, span, kb)
 
         return PSOState(
             position=x_SxD,
@@ -453,7 +468,41 @@ def make_pso(num_particles: int, num_dims: int, *, lower=0.0, upper=1.0,
             iteration=state.iteration + 1,
         )
 
-    return PSO(init=init, ask=ask, tell=tell)
+    return PSO(init=init, ask=ask, tell=tell, params=params)
+
+
+def _check(num_particles, num_dims, topology, neighbors, inertia, num_iterations, constriction, vmax,
+           boundary) -> None:
+    """`make_pso`'s static settings: one ValueError naming the first bad one."""
+    if int(num_particles) != num_particles or num_particles < 2:
+        raise ValueError(f"num_particles must be an integer >= 2, got {num_particles!r}")
+    if int(num_dims) != num_dims or num_dims < 1:
+        raise ValueError(f"num_dims must be an integer >= 1, got {num_dims!r}")
+    if topology not in TOPOLOGIES:
+        raise ValueError(f"unknown topology {topology!r}; expected one of {tuple(TOPOLOGIES)}")
+    if boundary not in BOUNDARIES:
+        raise ValueError(f"unknown boundary {boundary!r}; expected one of {tuple(BOUNDARIES)}")
+    if topology == "ring":
+        if (int(neighbors) != neighbors or neighbors < 2 or neighbors % 2
+                or neighbors > num_particles - 1):
+            raise ValueError(
+                f"neighbors={neighbors!r} out of range for a ring of "
+                f"{num_particles} particles: need an even integer with "
+                f"2 <= neighbors <= {num_particles - 1}")
+    if isinstance(inertia, (tuple, list)):
+        if len(inertia) != 2:
+            raise ValueError(f"inertia as a schedule must be (start, end), got {inertia!r}")
+        if num_iterations is None:
+            raise ValueError(f"inertia={tuple(inertia)!r} is a linear decay and needs "
+                             "num_iterations, got None")
+        if int(num_iterations) != num_iterations or num_iterations < 1:
+            raise ValueError(f"num_iterations must be an integer >= 1, got {num_iterations!r}")
+    if constriction and (isinstance(inertia, (tuple, list)) or float(inertia) != _DEFAULT_INERTIA):
+        raise ValueError(
+            f"constriction=True replaces the inertia weight by chi; leave inertia "
+            f"at its default, got inertia={inertia!r}")
+    if vmax is not None and not vmax > 0:
+        raise ValueError(f"vmax must be > 0 or None, got {vmax!r}")
 
 
 def minimize(key: jax.Array, fn: Callable[[jax.Array], jax.Array],

@@ -68,6 +68,7 @@ __all__ = [
 # keeps the decode error (an exp() on log scales) far below half a bin.
 _MIN_BIN = 2.0**-20
 _F32_MAX = float(np.finfo(np.float32).max)
+_F32_TINY = float(np.finfo(np.float32).tiny)  # smallest normal float32; XLA flushes subnormals to zero
 _I32_MIN, _I32_MAX = int(np.iinfo(np.int32).min), int(np.iinfo(np.int32).max)
 # encode() accepts Float values this far (relative) outside the bounds and clips
 # them: decoded values are float32, so float32(lo) may sit an ulp below lo.
@@ -84,7 +85,7 @@ def _is_real(x: Any) -> bool:
   return isinstance(x, numbers.Real) and not _is_bool(x)
 
 
-def _as_int(x: Any, what: str) -> int:
+def as_int(x: Any, what: str) -> int:
   """Returns ``x`` as a Python int, or raises ValueError if it is not integral."""
   if _is_bool(x):
     raise ValueError(f"{what} must be an integer, got bool {x!r}")
@@ -177,6 +178,9 @@ class Float(Param):
     lo, hi = float(lo), float(hi)
     if not (math.isfinite(lo) and math.isfinite(hi)) or max(abs(lo), abs(hi)) > _F32_MAX:
       raise ValueError(f"Float bounds must be finite float32 numbers, got lo={lo!r}, hi={hi!r}")
+    if any(0.0 < abs(b) < _F32_TINY for b in (lo, hi)):
+      raise ValueError(f"Float bounds must be 0 or at least {_F32_TINY:.3g} in magnitude (float32 "
+                       f"subnormals decode as 0), got lo={lo!r}, hi={hi!r}")
     if lo > hi:
       raise ValueError(f"Float needs lo < hi, got lo={lo!r} > hi={hi!r}")
     if lo == hi:
@@ -259,7 +263,7 @@ class Int(Param):
   """
 
   def __init__(self, lo: int, hi: int, log: bool = False, when: Condition | None = None):
-    lo, hi = _as_int(lo, "Int lo"), _as_int(hi, "Int hi")
+    lo, hi = as_int(lo, "Int lo"), as_int(hi, "Int hi")
     if lo > hi:
       raise ValueError(f"Int needs lo <= hi, got lo={lo!r} > hi={hi!r}")
     if lo < _I32_MIN or hi > _I32_MAX:
@@ -291,7 +295,7 @@ class Int(Param):
     return jnp.clip(idx, 0, self.n - 1) + jnp.int32(self.lo)
 
   def encode(self, value, name="value"):
-    k = _as_int(value, f"{name}: Int value")
+    k = as_int(value, f"{name}: Int value")
     if not self.lo <= k <= self.hi:
       raise ValueError(f"{name}: value {value!r} is outside [{self.lo}, {self.hi}]")
     if self.log:  # centre of k's bin in log space
@@ -776,65 +780,56 @@ def range_arg(arg: Any, what: str) -> tuple[float, float]:
   return lo, hi
 
 
-def mlp_space(max_layers: int = 3,
-              units: tuple[int, int] = (16, 256),
-              activations: Sequence[str] = ("relu", "tanh", "sigmoid", "elu"),
-              learning_rate: tuple[float, float] = (1e-4, 1e-1),
-              optimizers: Sequence[str] | None = None,
-              momentum: tuple[float, float] | None = None,
-              weight_decay: tuple[float, float] | None = None,
-              dropout: tuple[float, float] | None = None,
-              batch_norm: bool = False,
-              lr_decay: tuple[float, float] | None = None) -> SearchSpace:
-  """The MLP search space of the original study, with optional extras.
 
-  Params, in order (names are the trainer's vocabulary):
-  ``n_layers`` Int(1, max_layers) (Fixed(1) if max_layers == 1);
-  ``units_1`` .. ``units_{max_layers}`` Int(units, log=True), ``units_k``
-  active when ``n_layers >= k``; ``activation`` Choice(activations);
-  ``learning_rate`` Float(log=True); then, only when given: ``optimizer``
-  Choice(optimizers), ``momentum`` Float, ``weight_decay`` Float(log=True),
-  ``dropout`` Float, ``batch_norm`` Choice([False, True]), ``lr_decay`` Float(log=True)
-  (final learning rate as a fraction of the initial one, cosine schedule).
+def value_reader(space: SearchSpace, vocabularies: Mapping[str, Sequence[Any]]) -> Callable:
+  """Returns ``value(decoded, name, default)``: a hyperparameter as a model reads it (traceable).
+
+  A ``Choice`` named in ``vocabularies`` reads as its option's index in that
+  vocabulary, a ``Choice`` of bools as a bool, a ``Choice`` of numbers as the
+  number; a ``Fixed`` value as a constant (its vocabulary index when named);
+  a name the space lacks as ``default``.
 
   Args:
-    max_layers: maximum number of hidden layers (>= 1).
-    units: (lo, hi) hidden width, log scale.
-    activations: activation names.
-    learning_rate: (lo, hi), log scale.
-    optimizers: optimizer names, or None to leave the choice out.
-    momentum: (lo, hi) linear, or None.
-    weight_decay: (lo, hi) log scale (lo > 0), or None.
-    dropout: (lo, hi) linear, or None.
-    batch_norm: add a ``batch_norm`` on/off choice.
-    lr_decay: (lo, hi) log scale (lo > 0, hi <= 1), or None for a constant rate.
+    space: the search space.
+    vocabularies: name -> the model's tuple of option names for that parameter.
 
   Returns:
-    The :class:`SearchSpace`.
+    ``value(decoded, name, default) -> array``, ``decoded`` from :meth:`SearchSpace.decode`.
 
   Example:
-    >>> mlp_space().names
-    ('n_layers', 'units_1', 'units_2', 'units_3', 'activation', 'learning_rate')
+    >>> space = SearchSpace({"act": Choice(["tanh", "relu"]), "k": Choice([3, 5])})
+    >>> value = value_reader(space, {"act": ("relu", "tanh")})
+    >>> v = space.decode(jnp.array([0.1, 0.9]))
+    >>> int(value(v, "act", 0)), int(value(v, "k", 3))
+    (1, 5)
   """
-  max_layers = _as_int(max_layers, "max_layers")
-  if max_layers < 1:
-    raise ValueError(f"max_layers must be >= 1, got {max_layers}")
-  u_lo, u_hi = range_arg(units, "units")
-  params: dict[str, Param] = {"n_layers": Fixed(1) if max_layers == 1 else Int(1, max_layers)}
-  for k in range(1, max_layers + 1):
-    params[f"units_{k}"] = Int(u_lo, u_hi, log=True, when=None if k == 1 else AtLeast("n_layers", k))
-  params["activation"] = Choice(activations)
-  params["learning_rate"] = Float(*range_arg(learning_rate, "learning_rate"), log=True)
-  if optimizers is not None:
-    params["optimizer"] = Choice(optimizers)
-  if momentum is not None:
-    params["momentum"] = Float(*range_arg(momentum, "momentum"))
-  if weight_decay is not None:
-    params["weight_decay"] = Float(*range_arg(weight_decay, "weight_decay"), log=True)
-  if dropout is not None:
-    params["dropout"] = Float(*range_arg(dropout, "dropout"))
-  if batch_norm:
-    params["batch_norm"] = Choice([False, True])
-  if lr_decay is not None:
-    params["lr_decay"] = Float(*range_arg(lr_decay, "lr_decay"), log=True)
-  return SearchSpace(params)
+  tables: dict[str, jax.Array] = {}
+  fixed: dict[str, jax.Array] = {}
+  for name, p in space.params.items():
+    vocabulary = vocabularies.get(name)
+    if isinstance(p, Choice):
+      if vocabulary is not None:
+        unknown = [o for o in p.options if o not in vocabulary]
+        if unknown:
+          raise ValueError(f"{name} options {unknown} are not among the supported {list(vocabulary)}")
+        tables[name] = jnp.asarray([list(vocabulary).index(o) for o in p.options], jnp.int32)
+      elif all(_is_bool(o) for o in p.options):
+        tables[name] = jnp.asarray([bool(o) for o in p.options])
+      elif all(_is_real(o) for o in p.options):
+        ints = all(isinstance(o, numbers.Integral) for o in p.options)
+        tables[name] = jnp.asarray(p.options, jnp.int32 if ints else jnp.float32)
+    elif isinstance(p, Fixed) and vocabulary is not None:
+      if p.value not in vocabulary:
+        raise ValueError(f"{name} value {p.value!r} is not among the supported {list(vocabulary)}")
+      fixed[name] = jnp.asarray(list(vocabulary).index(p.value))
+
+  def value(decoded, name, default):
+    if name in tables:
+      return tables[name][decoded[name]]
+    if name in decoded:
+      return decoded[name]
+    if name in fixed:
+      return fixed[name]
+    return jnp.asarray(default)
+
+  return value

@@ -28,7 +28,7 @@ def main() -> None:
     ap.add_argument("--rounds", type=int, default=2)
     args = ap.parse_args()
 
-    from jaxswarm import scale
+    from jaxswarm import execute as scale
 
     scale.initialize_distributed(args.coordinator, args.num_processes, args.process_id,
                                  initialization_timeout=60)
@@ -46,14 +46,15 @@ def study(swarm_size: int = 6, rounds: int = 2) -> dict:
     import jax
 
     from jaxswarm import data as data_lib
-    from jaxswarm import pso, scale, train
-    from jaxswarm.space import mlp_space
+    from jaxswarm import execute as scale
+    from jaxswarm import pso, train
+    from jaxswarm.models import mlp_space
 
     ds = data_lib.load_dataset("digits")
     xtr, xva, _ = ds.flat_splits()
     data = train.device_data(xtr[:256], ds.y_train[:256], xva[:64], ds.y_val[:64])
     space = mlp_space(max_layers=1, units=(4, 16))
-    cfg = train.TrainConfig(epochs=1, batch_size=32, max_layers=1, max_units=16)
+    cfg = train.TrainConfig(epochs=1, batch_size=32)
     trainer = train.make_train(space, cfg, xtr.shape[1], ds.num_classes)
     runner = scale.make_swarm_runner(trainer.train_member, log=None)
     swarm = pso.make_pso(swarm_size, space.num_dims, maximize=True)

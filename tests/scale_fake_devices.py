@@ -19,8 +19,9 @@ import jax.numpy as jnp
 import numpy as np
 
 from jaxswarm import data as data_lib
-from jaxswarm import scale, train
-from jaxswarm.space import mlp_space
+from jaxswarm import execute as scale
+from jaxswarm import optim, train
+from jaxswarm.models import mlp_space
 
 
 def max_diff(a, b) -> float:
@@ -36,8 +37,9 @@ def main() -> dict:
     xtr, xva, _ = ds.flat_splits()
     data = train.device_data(xtr[:256], ds.y_train[:256], xva[:64], ds.y_val[:64])
     space = mlp_space(max_layers=2, units=(4, 16), optimizers=("sgd", "adam"))
-    cfg = train.TrainConfig(epochs=1, batch_size=32, max_layers=2, max_units=16, eval_batch_size=48)
+    cfg = train.TrainConfig(epochs=1, batch_size=32, eval_batch_size=48)
     trainer = train.make_train(space, cfg, xtr.shape[1], ds.num_classes)
+    single = jax.jit(jax.vmap(trainer.train_member, in_axes=(0, 0, None)))
 
     traces = {"n": 0}
 
@@ -53,15 +55,15 @@ def main() -> dict:
     logs: list[str] = []
     sharded = scale.make_swarm_runner(counted, log=logs.append)
     # Chunked automatically: a memory cap that holds one member per device.
-    est_one = scale.estimate_memory(trainer.model_config, cfg, 1, 256, 64,
-                                    optimizers=scale.optimizer_names(space))
+    est_one = scale.estimate_memory(trainer.family, trainer.model_config, cfg, 1, 256, 64,
+                                    optimizers=optim.optimizer_names(space))
     cap = est_one["shared"] + est_one["per_member"] + 1
     chunked = scale.make_swarm_runner(trainer.train_member, estimate=est_one, memory_cap_bytes=cap,
                                       log=logs.append)
     refs = {}
     for s in (6,):
         keys, pos = swarm_inputs(s, s)
-        ref = refs[s] = trainer.train_swarm(keys, pos, data)  # plain jit(vmap), one device
+        ref = refs[s] = single(keys, pos, data)  # plain jit(vmap), one device
         got = sharded(keys, pos, data)
         out[f"sharded_vs_unsharded_S{s}"] = max_diff(ref, got)
         out[f"sharded_shape_S{s}"] = list(got.fitness.shape)
@@ -103,8 +105,8 @@ def main() -> dict:
     s = 6
     keys, pos = swarm_inputs(s, s)
     ma = sharded.memory_analysis(keys, pos, data)  # compiled above: no new compilation
-    est = scale.estimate_memory(trainer.model_config, cfg, sharded.plan(s).chunk_size, 256, 64,
-                                optimizers=scale.optimizer_names(space))
+    est = scale.estimate_memory(trainer.family, trainer.model_config, cfg, sharded.plan(s).chunk_size, 256, 64,
+                                optimizers=optim.optimizer_names(space))
     out["estimate_over_xla"] = est["total"] / ma["total"]
     out["logs"] = logs
     return out

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from jaxswarm import cli, report
+from jaxswarm import cli, results
 
 TINY = ["--swarm-size", "4", "--rounds", "3", "--epochs", "2", "--max-layers", "2",
         "--units", "4", "32", "--quiet"]
@@ -34,11 +34,11 @@ def test_run_on_digits_writes_every_result_file(tmp_path):
     out = tmp_path / "run"
     p = _run(["run", "--out", str(out), *TINY])
     assert p.returncode == 0, p.stderr
-    for name in (report.STUDY, report.EVALUATIONS, report.ROUNDS, report.BEST, report.CSV):
+    for name in (results.STUDY, results.EVALUATIONS, results.ROUNDS, results.BEST, results.CSV):
         assert (out / name).exists(), name
-    best = json.loads((out / report.BEST).read_text())
+    best = json.loads((out / results.BEST).read_text())
     assert 0 < best["test_accuracy"] <= 1
-    assert len(report.read_jsonl(out / report.EVALUATIONS)) == 12
+    assert len(results.read_jsonl(out / results.EVALUATIONS)) == 12
 
 
 def test_study_file_and_flags_merge(tmp_path):
@@ -48,9 +48,9 @@ def test_study_file_and_flags_merge(tmp_path):
     out = tmp_path / "run"
     assert cli.main(["run", "--config", str(cfg), "--out", str(out), "--rounds", "1", "--quiet",
                      "--no-retrain"]) == 0
-    rows = report.read_jsonl(out / report.EVALUATIONS)
+    rows = results.read_jsonl(out / results.EVALUATIONS)
     assert len(rows) == 3 and all(r["config"]["units_1"] <= 8 for r in rows)
-    settings = json.loads((out / report.STUDY).read_text())["settings"]
+    settings = json.loads((out / results.STUDY).read_text())["settings"]
     assert settings["pso"] == {"topology": "ring"} and settings["rounds"] == 1
 
 
@@ -66,22 +66,22 @@ def test_killed_study_resumes_to_the_uninterrupted_result(tmp_path):
                             env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     deadline = time.time() + 240
     while time.time() < deadline and proc.poll() is None:
-        if len(report.read_jsonl(part / report.ROUNDS)) >= 2:
+        if len(results.read_jsonl(part / results.ROUNDS)) >= 2:
             proc.send_signal(signal.SIGKILL)
             break
         time.sleep(0.02)
     proc.wait()
     assert proc.returncode == -signal.SIGKILL, "the study finished before it could be killed"
-    assert not (part / report.BEST).exists()
+    assert not (part / results.BEST).exists()
 
     p = _run(["run", "--resume", str(part), "--quiet"])
     assert p.returncode == 0, p.stderr
-    a = json.loads((full / report.BEST).read_text())
-    b = json.loads((part / report.BEST).read_text())
+    a = json.loads((full / results.BEST).read_text())
+    b = json.loads((part / results.BEST).read_text())
     assert b["best_config"] == a["best_config"] and b["best_fitness"] == a["best_fitness"]
     assert b["test_accuracy"] == a["test_accuracy"]
-    fa = [r["fitness"] for r in report.read_jsonl(full / report.EVALUATIONS)]
-    fb = [r["fitness"] for r in report.read_jsonl(part / report.EVALUATIONS)]
+    fa = [r["fitness"] for r in results.read_jsonl(full / results.EVALUATIONS)]
+    fb = [r["fitness"] for r in results.read_jsonl(part / results.EVALUATIONS)]
     assert fa == fb
 
 
@@ -90,7 +90,7 @@ def _assert_clean_error(p, match, out: Path):
     lines = [l for l in p.stderr.strip().splitlines() if l.strip()]
     assert lines and "Traceback" not in p.stderr, p.stderr
     assert match in lines[-1], p.stderr
-    assert not (out / report.EVALUATIONS).exists() and not (out / report.BEST).exists()
+    assert not (out / results.EVALUATIONS).exists() and not (out / results.BEST).exists()
 
 
 def test_unknown_dataset_is_one_clear_error(tmp_path):
@@ -140,8 +140,41 @@ def test_cnn_space_from_the_command_line(tmp_path):
     out = tmp_path / "cnn"
     assert cli.main(["run", "--space", "cnn", "--swarm-size", "2", "--rounds", "1", "--epochs", "1",
                      "--activations", "relu", "--out", str(out), "--quiet", "--no-retrain"]) == 0
-    rows = report.read_jsonl(out / report.EVALUATIONS)
+    rows = results.read_jsonl(out / results.EVALUATIONS)
     assert len(rows) == 2 and all("n_blocks" in r["config"] for r in rows)
     with pytest.raises(SystemExit):
         cli.main(["run", "--space", "rnn"])
     assert cli.main(["run", "--space", "cnn", "--units", "4", "8", "--out", str(tmp_path / "x"), "--quiet"]) == 2
+
+
+def test_baseline_subcommand_writes_results(tmp_path, capsys):
+    out = tmp_path / "cli"
+    assert cli.main(["baseline", "--tuner", "random", "--budget", "2", "--epochs", "1", "--max-layers", "1",
+                     "--units", "4", "8", "--no-retrain", "--quiet", "--out", str(out)]) == 0
+    best = json.loads((out / results.BEST).read_text())
+    assert best["evaluations"] == 2 and best["test_accuracy"] is None
+    assert cli.main(["baseline", "--tuner", "grid", "--swarm-size", "4", "--budget", "1"]) == 2
+    assert "--swarm-size" in capsys.readouterr().err
+
+
+def _help(command: str, capsys) -> str:
+    with pytest.raises(SystemExit):
+        cli.main([command, "--help"])
+    return capsys.readouterr().out
+
+
+def test_baseline_takes_every_space_flag_of_run(capsys):
+    run_help, baseline_help = _help("run", capsys), _help("baseline", capsys)
+    for flag in ("--space", "--max-layers", "--units", "--activations", "--learning-rate", "--optimizers",
+                 "--momentum", "--weight-decay", "--dropout", "--batch-norm", "--lr-decay"):
+        assert flag in run_help and flag in baseline_help, flag
+
+
+def test_help_prints_each_default_once_and_reads_it_from_the_config(capsys):
+    text = " ".join(_help("run", capsys).split())  # argparse wraps lines
+    assert "(default:" not in text
+    assert "(networks trained at once) [16]" in text and text.count("[16]") == 1
+    assert "PSO iterations [8]" in text and "minibatch size [64]" in text
+    assert "units per layer, log scale [16 256]" in text and "log scale [0.0001 0.1]" in text
+    for name in ("masked", "packed", "serial", "mlp", "cnn", "lhs", "sobol"):
+        assert name in text  # the choices come from the registries

@@ -7,7 +7,8 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from jaxswarm.cnn import (
+from jaxswarm.models.cnn import (
+    conv2d,
     CNNConfig,
     apply_cnn,
     apply_dense_cnn,
@@ -23,7 +24,7 @@ from jaxswarm.cnn import (
     stack_cnn_archs,
     useful_flops_cnn,
 )
-from jaxswarm.models import INIT_GAIN2
+from jaxswarm.models.layers import INIT_GAIN2
 
 CFG = CNNConfig(input_shape=(12, 12, 2), num_classes=3, max_blocks=3, max_filters=6, max_kernel=5, max_dense=8)
 # Members one at a time: conditionals instead of masks; channel buckets 2, 4, 6.
@@ -125,7 +126,6 @@ def test_masked_equals_dense_outputs_stats_and_gradients(key, arch, cfg):
 
 @pytest.mark.parametrize("k, c", [(1, 3), (3, 1), (5, 2), (5, 40)])  # (5, 40): one kernel row at a time
 def test_matmul_convolution_equals_xla(key, k, c):
-    from jaxswarm.cnn import _conv
 
     kx, kw = jax.random.split(key)
     x = jax.random.normal(kx, (3, 7, 6, c))
@@ -133,14 +133,14 @@ def test_matmul_convolution_equals_xla(key, k, c):
     bias = jnp.arange(4.0)
 
     def loss(x, w, impl):
-        return jnp.sum(jnp.sin(_conv(x, w, bias, impl) / np.sqrt(k * k * c)))  # O(1) pre-activations
+        return jnp.sum(jnp.sin(conv2d(x, w, bias, impl) / np.sqrt(k * k * c)))  # O(1) pre-activations
 
     for arg in (0, 1):
         g = {impl: jax.jit(jax.grad(loss, arg), static_argnums=2)(x, w, impl) for impl in ("xla", "matmul")}
         np.testing.assert_allclose(g["matmul"], g["xla"], rtol=1e-4, atol=1e-4)
-    np.testing.assert_allclose(_conv(x, w, bias, "matmul"), _conv(x, w, bias, "xla"), rtol=1e-5, atol=1e-4)
+    np.testing.assert_allclose(conv2d(x, w, bias, "matmul"), conv2d(x, w, bias, "xla"), rtol=1e-5, atol=1e-4)
     with pytest.raises(ValueError, match="conv"):
-        _conv(x, w, bias, "fft")
+        conv2d(x, w, bias, "fft")
 
 
 @pytest.mark.parametrize("arch", ARCHS[:3], ids=IDS[:3])

@@ -8,7 +8,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from jaxswarm.pso import (PSOState, constriction_factor, make_pso, minimize,
+from jaxswarm.pso import (PSOState, constriction_factor, default_params, make_pso, minimize,
                           neighbor_indices, von_neumann_grid)
 
 
@@ -478,3 +478,17 @@ def test_bad_inputs_raise(kwargs, match):
     S, D = args.pop("num_particles"), args.pop("num_dims")
     with pytest.raises(ValueError, match=match):
         make_pso(S, D, **args)
+
+
+def test_a_coefficient_sweep_vmaps_over_params_and_equals_separate_strategies():
+    """PSOParams is a pytree: one vmapped tell over several c1 equals a strategy built per c1."""
+    c1s = (0.5, 1.0, 2.0)
+    pso = make_pso(8, 3)
+    state = pso.init(jax.random.key(0))
+    fit = jnp.sum(pso.ask(state) ** 2, axis=-1)
+    sweep = jax.tree.map(lambda *xs: jnp.stack(xs), *[pso.params._replace(c1=jnp.float32(c)) for c in c1s])
+    moved = jax.vmap(pso.tell, in_axes=(None, None, None, 0))(jax.random.key(1), state, fit, sweep)
+    for i, c in enumerate(c1s):
+        alone = make_pso(8, 3, c1=c).tell(jax.random.key(1), state, fit)
+        np.testing.assert_allclose(moved.position[i], alone.position, rtol=1e-6, atol=1e-7)
+    assert default_params() == pso.params

@@ -3,8 +3,10 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
+from jaxswarm import execute, train
 from jaxswarm import space as sp
-from jaxswarm import train
+from jaxswarm.data import kfold_indices
+from jaxswarm.models.cnn import cnn_space
 
 
 @pytest.fixture
@@ -27,18 +29,23 @@ SPACE = sp.SearchSpace({
     "learning_rate": sp.Float(1e-3, 1e-1, log=True),
     "optimizer": sp.Choice(["sgd", "momentum", "adam"]),
 })
-CONFIG = train.TrainConfig(epochs=2, batch_size=16, max_layers=2, max_units=8)
+CONFIG = train.TrainConfig(epochs=2, batch_size=16)
 
 
-def _trainer(space=SPACE, config=CONFIG):
-    return train.make_train(space, config, in_features=6, num_classes=2)
+def _trainer(space=SPACE, config=CONFIG, **kw):
+    return train.make_train(space, config, in_features=6, num_classes=2, **kw)
+
+
+def _swarm(trainer, chunk_size=None):
+    """The runner studies use (execute), over this trainer's members."""
+    return execute.make_swarm_runner(trainer.train_member, chunk_size=chunk_size, log=None)
 
 
 def test_swarm_equals_loop_of_single_members(key):
     trainer, data = _trainer(), _data()
     pos = jax.random.uniform(key, (5, SPACE.num_dims))
     keys = jax.random.split(jax.random.key(1), 5)
-    swarm = trainer.train_swarm(keys, pos, data)
+    swarm = _swarm(trainer)(keys, pos, data)
     single = jax.jit(trainer.train_member)
     for i in range(5):
         one = single(keys[i], pos[i], data)
@@ -47,23 +54,19 @@ def test_swarm_equals_loop_of_single_members(key):
         np.testing.assert_allclose(swarm.fitness[i], one.fitness, atol=1e-6)
 
 
-def test_serial_layout_equals_vmapped_swarm(key):
-    """layout="serial" (members one after another, no vmap) trains the same members."""
+def test_members_one_at_a_time_equal_the_vmapped_swarm(key):
+    """Branching members trained one after another (no vmap, chunks of one) train the same members."""
     data = _data()
     pos = jax.random.uniform(key, (4, SPACE.num_dims))
     keys = jax.random.split(jax.random.key(1), 4)
-    vmapped = _trainer().train_swarm(keys, pos, data)
-    serial = train.make_train(SPACE, CONFIG, 6, 2, layout="serial").train_swarm(keys, pos, data)
+    vmapped = _swarm(_trainer())(keys, pos, data)
+    serial = _swarm(_trainer(branching=True), chunk_size=1)(keys, pos, data)
     np.testing.assert_allclose(serial.train_loss, vmapped.train_loss, rtol=2e-5, atol=1e-6)
     np.testing.assert_allclose(serial.fitness, vmapped.fitness, atol=1e-6)
-    with pytest.raises(ValueError, match="layout"):
-        train.make_train(SPACE, CONFIG, 6, 2, layout="packed")  # the tuner's, not make_train's
 
 
 def test_serial_cnn_members_branch_and_equal_masked(key):
     """The serial CNN runs only each member's own blocks (cnn.CNNConfig.branching), same metrics."""
-    from jaxswarm.cnn import cnn_space
-
     space = cnn_space(max_blocks=2, filters=(2, 4), dense_units=(4, 8), activations=("relu", "tanh"),
                       batch_norm=True, dropout=(0.0, 0.3), poolings=("max", "avg"))
     rng = np.random.default_rng(0)
@@ -72,23 +75,28 @@ def test_serial_cnn_members_branch_and_equal_masked(key):
     pos = jax.random.uniform(key, (4, space.num_dims))
     keys = jax.random.split(jax.random.key(2), 4)
     out = {}
-    for layout in ("masked", "serial"):
-        t = train.make_train(space, CONFIG, 64, 2, input_shape=(8, 8, 1), layout=layout)
-        assert t.model_config.branching == (layout == "serial")
-        out[layout] = t.train_swarm(keys, pos, data)
+    for layout, branching, chunk in (("masked", False, None), ("serial", True, 1)):
+        t = train.make_train(space, CONFIG, 64, 2, input_shape=(8, 8, 1), branching=branching)
+        assert t.model_config.branching == branching
+        out[layout] = _swarm(t, chunk)(keys, pos, data)
     np.testing.assert_allclose(out["serial"].train_loss, out["masked"].train_loss, rtol=1e-4, atol=1e-5)
     np.testing.assert_allclose(out["serial"].val_accuracy, out["masked"].val_accuracy, atol=1e-6)
 
 
-def test_moved_particles_do_not_recompile(key):
+def test_moved_particles_do_not_retrace_the_member(key):
+    """The member function the runner wraps is traced once, wherever the particles move."""
     traces = []
     trainer, data = _trainer(), _data()
-    counted = jax.jit(jax.vmap(lambda k, p, d: (traces.append(1), trainer.train_member(k, p, d))[1],
-                               in_axes=(0, 0, None)))
+
+    def counted_member(k, p, d):
+        traces.append(1)
+        return trainer.train_member(k, p, d)
+
+    runner = execute.make_swarm_runner(counted_member, log=None)
     keys = jax.random.split(key, 4)
     for r in range(3):  # three rounds, particles anywhere in the box
         pos = jax.random.uniform(jax.random.fold_in(key, r), (4, SPACE.num_dims))
-        counted(keys, pos, data).fitness.block_until_ready()
+        runner(keys, pos, data).fitness.block_until_ready()
     assert len(traces) == 1
 
 
@@ -99,9 +107,10 @@ def test_diverging_member_is_isolated(key):
     pos = np.array(jax.random.uniform(key, (4, wide.num_dims)))
     pos[:, lr] *= 0.05  # lr <= ~1e-1.4 for everyone
     keys = jax.random.split(jax.random.key(3), 4)
-    base = trainer.train_swarm(keys, jnp.asarray(pos), data)
+    swarm = _swarm(trainer)
+    base = swarm(keys, jnp.asarray(pos), data)
     pos[0, lr], pos[0, opt], pos[0, act] = 1.0, 0.0, 0.0  # member 0: relu, sgd, lr = 1e30: overflows
-    m = trainer.train_swarm(keys, jnp.asarray(pos), data)
+    m = swarm(keys, jnp.asarray(pos), data)
     assert bool(m.diverged[0]) and m.fitness[0] == -np.inf
     assert not np.any(np.asarray(m.diverged[1:])) and np.all(np.isfinite(np.asarray(m.fitness[1:])))
     np.testing.assert_array_equal(m.val_accuracy[1:], base.val_accuracy[1:])
@@ -112,14 +121,12 @@ def test_training_learns_a_separable_problem(key):
     space = sp.SearchSpace({"n_layers": sp.Fixed(1), "units_1": sp.Int(8, 8),
                             "learning_rate": sp.Fixed(0.05)})
     trainer = _trainer(space, CONFIG._replace(epochs=10))
-    m = trainer.train_swarm(jax.random.split(key, 2), jnp.full((2, 1), 0.5), _data())
+    m = _swarm(trainer)(jax.random.split(key, 2), jnp.full((2, 1), 0.5), _data())
     assert np.all(np.asarray(m.val_accuracy) > 0.85)
     assert np.all(np.asarray(m.train_loss[:, -1]) < np.asarray(m.train_loss[:, 0]))
 
 
 def test_kfold_is_particles_times_folds_in_one_program(key):
-    from jaxswarm.data import kfold_indices
-
     rng = np.random.default_rng(0)
     x = rng.normal(size=(120, 6)).astype(np.float32)
     y = (x[:, 0] > 0).astype(np.int32)
@@ -128,7 +135,7 @@ def test_kfold_is_particles_times_folds_in_one_program(key):
     trainer = _trainer()
     pos = jax.random.uniform(key, (3, SPACE.num_dims))
     keys = jax.random.split(key, 3)
-    m = trainer.train_swarm(keys, pos, folds)
+    m = _swarm(trainer)(keys, pos, folds)
     assert m.fitness.shape == (3,) and m.train_loss.shape == (3, CONFIG.epochs)
     # the CV fitness is the mean over folds of single-fold runs with the fold keys
     fold_keys = jax.random.split(keys[1], 3)
@@ -149,14 +156,17 @@ def test_warm_start_continues_from_given_weights(key):
     cold, _ = trainer.train_member_warm(k2, pos, data, None, None)
     np.testing.assert_allclose(fresh.train_loss, cold.train_loss, rtol=1e-6)
     assert kept.train_loss[0] < cold.train_loss[0]  # starts from trained weights
-    assert trainer.init_member(key, pos)["params"] is not None
+    # init_member gives exactly the weights a fresh run starts from: keeping them is the fresh run
+    start = trainer.init_member(k2, pos)
+    from_start, _ = trainer.train_member_warm(k2, pos, data, start, jnp.asarray(True))
+    np.testing.assert_array_equal(from_start.train_loss, cold.train_loss)
 
 
 def test_bad_config_is_rejected():
     with pytest.raises(ValueError, match="fitness"):
         _trainer(config=CONFIG._replace(fitness="f1"))
-    with pytest.raises(ValueError, match="max_layers"):
-        _trainer(config=CONFIG._replace(max_layers=1))
+    with pytest.raises(ValueError, match="epochs"):
+        _trainer(config=CONFIG._replace(epochs=0))
     with pytest.raises(ValueError, match="not among the supported"):
         _trainer(sp.SearchSpace({"activation": sp.Choice(["relu", "mish3"])}))
 

@@ -31,7 +31,7 @@ import numpy as np
 from scipy.spatial.distance import pdist
 from scipy.stats import qmc
 
-__all__ = ["uniform", "sobol", "maximin_lhs", "SAMPLERS", "initial_design"]
+__all__ = ["uniform", "sobol", "maximin_lhs", "lhs_to_float32", "DESIGNS", "initial_design"]
 
 # Largest float32 below 1: designs live in [0, 1) and a float64 point such as
 # 1 - 2**-30 (Sobol) would otherwise round up to 1.0 in float32.
@@ -166,7 +166,7 @@ def _improve_maximin(x: np.ndarray, rng: np.random.Generator, iterations: int) -
   return x
 
 
-def _lhs_to_f32(x: np.ndarray) -> jax.Array:
+def lhs_to_float32(x: np.ndarray) -> jax.Array:
   """float32 copy of an LHS that stays an LHS: a value that float32 rounding
   pushed out of its stratum ``[k/n, (k+1)/n)`` moves to the stratum's centre."""
   n = x.shape[0]
@@ -224,10 +224,10 @@ def maximin_lhs(key: jax.Array, n: int, d: int, candidates: int = 16,
     if score > best_min:
       best, best_min = x, score
   best = _improve_maximin(best, rng, int(iterations))
-  return _lhs_to_f32(best)
+  return lhs_to_float32(best)
 
 
-SAMPLERS: dict[str, Callable[..., jax.Array]] = {
+DESIGNS: dict[str, Callable[..., jax.Array]] = {
     "uniform": uniform,
     "sobol": sobol,
     "lhs": maximin_lhs,
@@ -235,7 +235,7 @@ SAMPLERS: dict[str, Callable[..., jax.Array]] = {
 
 
 def initial_design(key: jax.Array, name: str, n: int, d: int, **kwargs) -> jax.Array:
-  """Dispatches to a sampler of :data:`SAMPLERS` by name.
+  """Dispatches to a design of :data:`DESIGNS` by name.
 
   Args:
     key: PRNG key.
@@ -255,7 +255,7 @@ def initial_design(key: jax.Array, name: str, n: int, d: int, **kwargs) -> jax.A
     (5, 2)
   """
   try:
-    sampler = SAMPLERS[name]
+    sampler = DESIGNS[name]
   except (KeyError, TypeError):
-    raise ValueError(f"unknown initial design {name!r}; choose one of {sorted(SAMPLERS)}") from None
+    raise ValueError(f"unknown initial design {name!r}; choose one of {sorted(DESIGNS)}") from None
   return sampler(key, n, d, **kwargs)

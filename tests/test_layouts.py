@@ -6,8 +6,10 @@ import numpy as np
 import optax
 import pytest
 
-from jaxswarm import models, packed, train
-from jaxswarm.space import mlp_space
+from jaxswarm import train
+from jaxswarm.layouts import packed
+from jaxswarm.models import mlp as models
+from jaxswarm.models import mlp_space
 
 F, C = 7, 3
 ACTS = ("relu", "tanh", "sigmoid", "elu")
@@ -31,7 +33,7 @@ def _space(**kw):
     return mlp_space(**kw)
 
 
-CFG = train.TrainConfig(epochs=2, batch_size=16, max_layers=3, max_units=12, eval_batch_size=32)
+CFG = train.TrainConfig(epochs=2, batch_size=16, eval_batch_size=32)
 
 
 def _archs(trainer_hparams, pos):
@@ -85,8 +87,8 @@ def test_plan_reuses_a_known_shape_for_a_reordered_swarm():
 
 
 def _masked_logits_and_grads(space, keys, pos, x, y):
-    cfg = models.MLPConfig(F, C, CFG.max_layers, CFG.max_units)
-    hp = train.make_hparams(space, CFG)
+    cfg = models.config(space, F, C)
+    hp = models.decode(space, models.config(space, F, C))
     arch_S, _ = jax.vmap(hp)(pos)
     k_init = jax.vmap(lambda k: jax.random.split(k, 3)[0])(keys)
     variables = jax.vmap(models.init_mlp, in_axes=(0, 0, None))(k_init, arch_S, cfg)
@@ -119,7 +121,7 @@ def test_forward_and_gradients_equal_the_masked_members(key, data, seed):
     logits = jax.jit(lambda w, p: trainer.apply(w, p, x, plan))(params, pos)
     grads = jax.jit(jax.grad(lambda w, p: trainer.loss(w, p, x, y, plan)))(params, pos)
     ref_logits, ref_grads = jax.jit(lambda k, p: _masked_logits_and_grads(space, k, p, x, y))(keys, pos)
-    cfg = models.MLPConfig(F, C, CFG.max_layers, CFG.max_units)
+    cfg = models.config(space, F, C)
     np.testing.assert_allclose(logits, ref_logits, rtol=1e-5, atol=1e-5)
     ours = packed.unpack_params(grads, plan, cfg)
     for name in ours:
@@ -129,7 +131,7 @@ def test_forward_and_gradients_equal_the_masked_members(key, data, seed):
     # and the packed params at init are the masked members' params, exactly
     init_back = packed.unpack_params(params, plan, cfg)
     k_init = jax.vmap(lambda k: jax.random.split(k, 3)[0])(keys)
-    arch_S, _ = jax.vmap(train.make_hparams(space, CFG))(pos)
+    arch_S, _ = jax.vmap(models.decode(space, models.config(space, F, C)))(pos)
     ref = jax.vmap(models.init_mlp, in_axes=(0, 0, None))(k_init, arch_S, cfg)["params"]
     for name in init_back:
         np.testing.assert_array_equal(init_back[name]["kernel"], ref[name]["kernel"])
@@ -189,7 +191,7 @@ def test_moved_particles_that_fit_the_known_plan_do_not_recompile(key, data):
         moved = moved.at[:, d].set(jax.random.uniform(jax.random.fold_in(key, d), (S,)))
     d = space.names.index("units_1")
     moved = moved.at[:, d].set(moved[:, d] * 0.8)
-    hp = train.make_hparams(space, CFG)
+    hp = models.decode(space, models.config(space, F, C))
     assert sorted(_archs(hp, moved)) != sorted(_archs(hp, pos))
     m = trainer.train_swarm(keys, moved, data, key)
     assert trainer.stats["traces"] == 1 and len(trainer.stats["shapes"]) == 1

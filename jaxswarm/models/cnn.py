@@ -89,6 +89,7 @@ Example:
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any, NamedTuple
 
@@ -98,16 +99,20 @@ import numpy as np
 from jax import lax
 
 from jaxswarm import optim
-from jaxswarm.models import (
+from jaxswarm.models.layers import (
     ACTIVATION_NAMES,
     ACTIVATIONS,
     INIT_GAIN2,
-    _activate,
-    _batch_norm_eval,
-    _batch_norm_train,
-    _dropout,
+    MAX_DROPOUT,
+    OUT_GAIN2,
+    MemoryTerms,
+    activate,
+    batch_norm_eval,
+    batch_norm_train,
+    dropout,
+    unit_normal,
 )
-from jaxswarm.space import AtLeast, Choice, Fixed, Float, Int, SearchSpace, range_arg
+from jaxswarm.space import AtLeast, Choice, Fixed, Float, Int, SearchSpace, range_arg, value_reader
 
 __all__ = [
     "POOLINGS",
@@ -123,6 +128,7 @@ __all__ = [
     "init_dense_cnn",
     "apply_dense_cnn",
     "conv_impl",
+    "conv2d",
     "filter_buckets",
     "kernel_sizes",
     "useful_flops_cnn",
@@ -130,16 +136,16 @@ __all__ = [
     "cnn_space",
     "cnn_limits",
     "cnn_hparams",
+    "config",
+    "decode",
+    "memory_terms",
 ]
 
 POOLINGS: tuple[str, ...] = ("max", "avg")
-_OUT_GAIN2 = 1.0
-_MAX_DROPOUT = 0.999
 _DN = ("NHWC", "HWIO", "NHWC")
 CONV_IMPLS: tuple[str, ...] = ("auto", "xla", "matmul")
 _IM2COL_MAX_COLUMNS = 512  # above this K*K*C, "matmul" convolutions gather one kernel row at a time
 _DENSE_DROPOUT_SLOT = 1 << 16  # fold_in index of the dense layer's dropout key (blocks use b)
-_unit_normal = jax.nn.initializers.truncated_normal(stddev=1.0 / 0.87962566103423978)
 
 
 class CNNConfig(NamedTuple):
@@ -170,8 +176,9 @@ class CNNConfig(NamedTuple):
         kernels: branching only: the odd kernel sizes members use (one
             branch each; default every odd size up to ``max_kernel``).
         conv: how convolutions run: "xla" (``lax.conv_general_dilated``),
-            "matmul" (shifted copies times the kernel: ~100x faster inside
-            training loops on XLA:CPU) or "auto" (matmul on CPU, xla elsewhere).
+            "matmul" (shifted copies times the kernel; XLA:CPU runs it far faster
+            inside training loops, bench/results/cnn_bench.md) or "auto" (matmul on
+            CPU, xla elsewhere).
     """
 
     input_shape: tuple
@@ -408,17 +415,16 @@ def conv_impl(conv: str) -> str:
     return conv
 
 
-def _conv(h_BxHxWxC, kernel_KxKxCxF, bias_F, conv: str = "auto"):
+def conv2d(h_BxHxWxC, kernel_KxKxCxF, bias_F, impl: str = "auto"):
     """Stride-1 'SAME' convolution plus bias, as XLA's convolution or as matmuls.
 
     "matmul" gathers the K x K shifted copies of the padded input (all of
     them, or one kernel row at a time when ``K * C`` is large, to bound the
-    copy) and multiplies them by the reshaped kernel. Same function. On
-    XLA:CPU (jax 0.10) a convolution inside a loop -- every training step is
-    inside ``lax.scan`` -- runs ~100x slower than outside it (1.3 vs 150+
-    GFLOP/s, bench/results/cnn_bench.md); its matmul form does not.
+    copy) and multiplies them by the reshaped kernel. Same function.
     """
-    if conv_impl(conv) == "xla":
+    # XLA:CPU runs a convolution inside a loop (every training step is inside lax.scan) far
+    # slower than outside it; its matmul form does not (bench/results/cnn_bench.md).
+    if conv_impl(impl) == "xla":
         return lax.conv_general_dilated(h_BxHxWxC, kernel_KxKxCxF, (1, 1), "SAME", dimension_numbers=_DN) + bias_F
     k, _, c, f = kernel_KxKxCxF.shape
     b, h, w, _ = h_BxHxWxC.shape
@@ -442,7 +448,7 @@ def _pool(h_BxHxWxF, kind: str):
 
 def _bn_maps_train(z_BxHxWxF, scale, bias, mean, var):
     f = z_BxHxWxF.shape[-1]
-    y, new_mean, new_var = _batch_norm_train(z_BxHxWxF.reshape(-1, f), scale, bias, mean, var)
+    y, new_mean, new_var = batch_norm_train(z_BxHxWxF.reshape(-1, f), scale, bias, mean, var)
     return y.reshape(z_BxHxWxF.shape), new_mean, new_var
 
 
@@ -568,7 +574,7 @@ def init_cnn(key: jax.Array, arch: CNNArch, cfg: CNNConfig) -> dict:
         out_mask = (chan_F < filters[b]) & (b < n)
         k = kernel[b] | 1
         fan_in = (k * k * cin_active).astype(jnp.float32)
-        w = _unit_normal(keys[b], (K, K, in_dim, F), jnp.float32) * jnp.sqrt(gain2 / fan_in)
+        w = unit_normal(keys[b], (K, K, in_dim, F), jnp.float32) * jnp.sqrt(gain2 / fan_in)
         mask = _kernel_mask(k, cfg)[:, :, None, None] & in_mask[None, None, :, None] & out_mask
         params[f"conv_{b}"] = {"kernel": jnp.where(mask, w, 0.0), "bias": jnp.zeros((F,), jnp.float32)}
         params[f"bn_{b}"] = {"scale": (out_mask & bn_on).astype(jnp.float32), "bias": jnp.zeros((F,), jnp.float32)}
@@ -582,11 +588,11 @@ def init_cnn(key: jax.Array, arch: CNNArch, cfg: CNNConfig) -> dict:
     row_ok = (rows_P < sizes_B[n - 1] * F) & (rows_P % F < last_filters)
     col_ok = jnp.arange(U) < dense
     fan_in = (sizes_B[n - 1] * last_filters).astype(jnp.float32)
-    w = _unit_normal(keys[-2], (P, U), jnp.float32) * jnp.sqrt(gain2 / fan_in)
+    w = unit_normal(keys[-2], (P, U), jnp.float32) * jnp.sqrt(gain2 / fan_in)
     params["dense"] = {"kernel": jnp.where(row_ok[:, None] & col_ok, w, 0.0), "bias": jnp.zeros((U,), jnp.float32)}
     params["bn_dense"] = {"scale": (col_ok & bn_on).astype(jnp.float32), "bias": jnp.zeros((U,), jnp.float32)}
     stats["bn_dense"] = {"mean": jnp.zeros((U,), jnp.float32), "var": jnp.ones((U,), jnp.float32)}
-    w = _unit_normal(keys[-1], (U, C), jnp.float32) * jnp.sqrt(_OUT_GAIN2 / dense.astype(jnp.float32))
+    w = unit_normal(keys[-1], (U, C), jnp.float32) * jnp.sqrt(OUT_GAIN2 / dense.astype(jnp.float32))
     params["out"] = {"kernel": jnp.where(col_ok[:, None], w, 0.0), "bias": jnp.zeros((C,), jnp.float32)}
     return {"params": params, "batch_stats": stats}
 
@@ -594,11 +600,11 @@ def init_cnn(key: jax.Array, arch: CNNArch, cfg: CNNConfig) -> dict:
 def _norm(z, bn, s, train, update, batch_norm, maps):
     """Batch norm selected by the member's switch; returns (z, new running stats)."""
     if train:
-        fn = _bn_maps_train if maps else _batch_norm_train
+        fn = _bn_maps_train if maps else batch_norm_train
         z_bn, mean, var = fn(z, bn["scale"], bn["bias"], s["mean"], s["var"])
         new = {"mean": jnp.where(update, mean, s["mean"]), "var": jnp.where(update, var, s["var"])}
     else:
-        z_bn, new = _batch_norm_eval(z, bn["scale"], bn["bias"], s["mean"], s["var"]), s
+        z_bn, new = batch_norm_eval(z, bn["scale"], bn["bias"], s["mean"], s["var"]), s
     return jnp.where(batch_norm, z_bn, z), new
 
 
@@ -645,7 +651,7 @@ def apply_cnn(
     params, stats = variables["params"], variables["batch_stats"]
     n, filters, kernel, dense = _clipped(arch, cfg)
     batch_norm = jnp.asarray(arch.batch_norm, jnp.bool_)
-    rate = jnp.clip(jnp.asarray(arch.dropout, x_BxHxWxC.dtype), 0.0, _MAX_DROPOUT)
+    rate = jnp.clip(jnp.asarray(arch.dropout, x_BxHxWxC.dtype), 0.0, MAX_DROPOUT)
     pooling = jnp.asarray(arch.pooling, jnp.int32)
     chan_F = jnp.arange(cfg.max_filters)
     P = _head_rows(cfg)
@@ -660,9 +666,9 @@ def apply_cnn(
 
         def block(h, conv=conv, bn=bn, s=s, b=b):
             w = jnp.where(_kernel_mask(kernel[b] | 1, cfg)[:, :, None, None], conv["kernel"], 0.0)
-            z = _conv(h, w, conv["bias"], cfg.conv)
+            z = conv2d(h, w, conv["bias"], cfg.conv)
             z, new = _norm(z, bn, s, train, batch_norm & (b < n), batch_norm, True)
-            a = jnp.where(chan_F < filters[b], _activate(arch.activation, z, tuple(cfg.activations)), 0.0)
+            a = jnp.where(chan_F < filters[b], activate(arch.activation, z, tuple(cfg.activations)), 0.0)
             h = jnp.where(pooling == 0, _pool(a, "max"), _pool(a, "avg"))
             if train:
                 h = _dropout_maps(jax.random.fold_in(key, b), h, rate)
@@ -670,11 +676,11 @@ def apply_cnn(
 
         def branch(h, cin, cout, k, conv=conv, bn=bn, s=s, b=b):
             """Block b at its bucket: input channels [:cin], output [:cout], k x k window; padded back to F."""
-            z = _conv(h[..., :cin], _centre(conv["kernel"], k // 2)[:, :, :cin, :cout], conv["bias"][:cout], cfg.conv)
+            z = conv2d(h[..., :cin], _centre(conv["kernel"], k // 2)[:, :, :cin, :cout], conv["bias"][:cout], cfg.conv)
             z, new = _norm(z, {q: v[:cout] for q, v in bn.items()}, {q: v[:cout] for q, v in s.items()},
                            train, batch_norm, batch_norm, True)
             new = {q: jnp.concatenate([new[q], s[q][cout:]]) for q in s}
-            a = jnp.where(chan_F[:cout] < filters[b], _activate(arch.activation, z, tuple(cfg.activations)), 0.0)
+            a = jnp.where(chan_F[:cout] < filters[b], activate(arch.activation, z, tuple(cfg.activations)), 0.0)
             h = lax.cond(pooling == 0, lambda a: _pool(a, "max"), lambda a: _pool(a, "avg"), a)
             if train:
                 h = _dropout_maps(jax.random.fold_in(key, b), h, rate)  # a prefix of the max-size draw
@@ -713,9 +719,9 @@ def apply_cnn(
     else:
         z = head_in_BxP @ d["kernel"] + d["bias"]
     z, new_stats["bn_dense"] = _norm(z, params["bn_dense"], stats["bn_dense"], train, batch_norm, batch_norm, False)
-    a = jnp.where(jnp.arange(cfg.max_dense) < dense, _activate(arch.activation, z, tuple(cfg.activations)), 0.0)
+    a = jnp.where(jnp.arange(cfg.max_dense) < dense, activate(arch.activation, z, tuple(cfg.activations)), 0.0)
     if train:
-        a = _dropout(jax.random.fold_in(key, _DENSE_DROPOUT_SLOT), a, rate)
+        a = dropout(jax.random.fold_in(key, _DENSE_DROPOUT_SLOT), a, rate)
     logits_BxC = a @ params["out"]["kernel"] + params["out"]["bias"]
     return logits_BxC, new_stats
 
@@ -797,7 +803,7 @@ def init_dense_cnn(
     cin = int(input_shape[2])
     for b in range(a["n_blocks"]):
         f, k = a["filters"][b], a["kernel"][b]
-        w = _unit_normal(keys[b], (k, k, cin, f), jnp.float32) * np.sqrt(gain2 / (k * k * cin))
+        w = unit_normal(keys[b], (k, k, cin, f), jnp.float32) * np.sqrt(gain2 / (k * k * cin))
         params[f"conv_{b}"] = {"kernel": w, "bias": jnp.zeros((f,), jnp.float32)}
         if a["batch_norm"]:
             params[f"bn_{b}"] = {"scale": jnp.ones((f,), jnp.float32), "bias": jnp.zeros((f,), jnp.float32)}
@@ -805,12 +811,12 @@ def init_dense_cnn(
         cin = f
     hn, wn = _spatial(tuple(input_shape), a["n_blocks"])
     rows, u = hn * wn * cin, a["dense_units"]
-    w = _unit_normal(keys[-2], (rows, u), jnp.float32) * np.sqrt(gain2 / rows)
+    w = unit_normal(keys[-2], (rows, u), jnp.float32) * np.sqrt(gain2 / rows)
     params["dense"] = {"kernel": w, "bias": jnp.zeros((u,), jnp.float32)}
     if a["batch_norm"]:
         params["bn_dense"] = {"scale": jnp.ones((u,), jnp.float32), "bias": jnp.zeros((u,), jnp.float32)}
         stats["bn_dense"] = {"mean": jnp.zeros((u,), jnp.float32), "var": jnp.ones((u,), jnp.float32)}
-    w = _unit_normal(keys[-1], (u, num_classes), jnp.float32) * np.sqrt(_OUT_GAIN2 / u)
+    w = unit_normal(keys[-1], (u, num_classes), jnp.float32) * np.sqrt(OUT_GAIN2 / u)
     params["out"] = {"kernel": w, "bias": jnp.zeros((num_classes,), jnp.float32)}
     return {"params": params, "batch_stats": stats}
 
@@ -858,15 +864,15 @@ def apply_dense_cnn(
     def norm(z, name, maps):
         bn, s = params[name], stats[name]
         if train:
-            fn = _bn_maps_train if maps else _batch_norm_train
+            fn = _bn_maps_train if maps else batch_norm_train
             z, mean, var = fn(z, bn["scale"], bn["bias"], s["mean"], s["var"])
             new_stats[name] = {"mean": mean, "var": var}
             return z
         new_stats[name] = s
-        return _batch_norm_eval(z, bn["scale"], bn["bias"], s["mean"], s["var"])
+        return batch_norm_eval(z, bn["scale"], bn["bias"], s["mean"], s["var"])
 
     for b in range(a["n_blocks"]):
-        z = _conv(h, params[f"conv_{b}"]["kernel"], params[f"conv_{b}"]["bias"], conv)
+        z = conv2d(h, params[f"conv_{b}"]["kernel"], params[f"conv_{b}"]["bias"], conv)
         if a["batch_norm"]:
             z = norm(z, f"bn_{b}", True)
         h = _pool(act(z), a["pooling"])
@@ -878,7 +884,7 @@ def apply_dense_cnn(
         z = norm(z, "bn_dense", False)
     h = act(z)
     if train and a["dropout"] > 0:
-        h = _dropout(jax.random.fold_in(key, _DENSE_DROPOUT_SLOT), h, rate)
+        h = dropout(jax.random.fold_in(key, _DENSE_DROPOUT_SLOT), h, rate)
     logits = h @ params["out"]["kernel"] + params["out"]["bias"]
     return (logits, new_stats) if return_batch_stats else logits
 
@@ -955,7 +961,7 @@ def cnn_space(
     kernels: Sequence[int] = (3, 5),
     dense_units: tuple[int, int] = (32, 256),
     activations: Sequence[str] = ("relu", "tanh", "sigmoid", "elu"),
-    learning_rate: tuple[float, float] = (1e-4, 1e-1),
+    learning_rate: tuple[float, float] = optim.LEARNING_RATE_RANGE,
     optimizers: Sequence[str] | None = None,
     momentum: tuple[float, float] | None = None,
     weight_decay: tuple[float, float] | None = None,
@@ -972,8 +978,8 @@ def cnn_space(
     block ``k``'s active when ``n_blocks >= k``; ``dense_units``
     Int(log=True); ``activation`` Choice; ``learning_rate`` Float(log=True);
     then, only when given: ``optimizer`` Choice, ``momentum`` Float,
-    ``weight_decay`` Float(log=True), ``lr_decay`` Float (final lr / initial
-    lr of the cosine schedule), ``dropout`` Float, ``batch_norm``
+    ``weight_decay`` Float(log=True), ``lr_decay`` Float(log=True) (final lr /
+    initial lr of the cosine schedule, as in ``mlp_space``), ``dropout`` Float, ``batch_norm``
     Choice([False, True]), ``pooling`` Choice(poolings) (of ``POOLINGS``).
 
     Args:
@@ -1009,14 +1015,8 @@ def cnn_space(
     params["dense_units"] = Int(*range_arg(dense_units, "dense_units"), log=True)
     params["activation"] = Choice(activations)
     params["learning_rate"] = Float(*range_arg(learning_rate, "learning_rate"), log=True)
-    if optimizers is not None:
-        params["optimizer"] = Choice(optimizers)
-    if momentum is not None:
-        params["momentum"] = Float(*range_arg(momentum, "momentum"))
-    if weight_decay is not None:
-        params["weight_decay"] = Float(*range_arg(weight_decay, "weight_decay"), log=True)
-    if lr_decay is not None:
-        params["lr_decay"] = Float(*range_arg(lr_decay, "lr_decay"))
+    params.update(optim.optimizer_params(optimizers, momentum, weight_decay))
+    params.update(optim.lr_decay_param(lr_decay))
     if dropout is not None:
         params["dropout"] = Float(*range_arg(dropout, "dropout"))
     if batch_norm:
@@ -1086,7 +1086,7 @@ def cnn_hparams(space: SearchSpace, cfg: CNNConfig) -> Callable:
     lr, no dropout, no batch norm. Block entries beyond ``n_blocks`` are
     decoded but ignored by the model. ``OptHParams.optimizer`` indexes the
     space's own optimizer options (``("adam",)`` when it has none), as
-    ``train.optimizer_names(space)``: build the optimizer with those names.
+    ``optim.optimizer_names(space)``: build the optimizer with those names.
 
     Args:
         space: a CNN search space.
@@ -1114,39 +1114,17 @@ def cnn_hparams(space: SearchSpace, cfg: CNNConfig) -> Callable:
     for name, limit in limits.items():
         if limit > getattr(cfg, name):
             raise ValueError(f"the space needs {name}={limit} but the CNNConfig has {getattr(cfg, name)}")
-    vocab = {"activation": ACTIVATION_NAMES, "optimizer": optim.OPTIMIZERS, "pooling": POOLINGS}
-    local = {"optimizer"}  # index into the space's own options (as train.optimizer_names), not the vocab
-    tables: dict[str, jax.Array] = {}
-    fixed: dict[str, jax.Array] = {}
     for name, p in space.params.items():
-        kind = name if name in vocab else None
-        if isinstance(p, Choice):
-            if kind:
-                table = [_index(o, vocab[kind], kind) for o in p.options]
-                tables[name] = jnp.asarray(range(len(table)) if name in local else table, jnp.int32)
-            elif name == "batch_norm":
-                tables[name] = jnp.asarray([bool(o) for o in p.options])
-            elif name.startswith("kernel_"):
-                bad = [o for o in p.options if int(o) % 2 == 0 or not 1 <= int(o) <= cfg.max_kernel]
-                if bad:
-                    raise ValueError(f"{name} options {bad} must be odd and in 1..{cfg.max_kernel}")
-                tables[name] = jnp.asarray([int(o) for o in p.options], jnp.int32)
-            else:
-                raise ValueError(f"{name} cannot be a Choice in a CNN space, got {p!r}")
-        elif isinstance(p, Fixed):
-            index = _index(p.value, vocab[kind], kind) if kind else None
-            fixed[name] = jnp.asarray(0 if name in local else index if kind else p.value)
-        elif name in vocab or name == "batch_norm":
+        if name.startswith("kernel_") and isinstance(p, Choice):
+            bad = [o for o in p.options if int(o) % 2 == 0 or not 1 <= int(o) <= cfg.max_kernel]
+            if bad:
+                raise ValueError(f"{name} options {bad} must be odd and in 1..{cfg.max_kernel}")
+        elif isinstance(p, Choice) and name not in ("activation", "optimizer", "pooling", "batch_norm"):
+            raise ValueError(f"{name} cannot be a Choice in a CNN space, got {p!r}")
+        elif name in ("activation", "optimizer", "pooling", "batch_norm") and isinstance(p, (Float, Int)):
             raise ValueError(f"{name} must be a Choice, got {p!r}")
-
-    def value(v, name, default):
-        if name in tables:
-            return tables[name][v[name]]
-        if name in v:
-            return v[name]
-        if name in fixed:
-            return fixed[name]
-        return jnp.asarray(default)
+    value = value_reader(space, {"activation": ACTIVATION_NAMES, "pooling": POOLINGS,
+                                 "optimizer": optim.optimizer_names(space)})
 
     def hparams(position_D):
         v = space.decode(position_D)
@@ -1162,8 +1140,83 @@ def cnn_hparams(space: SearchSpace, cfg: CNNConfig) -> Callable:
             dropout=jnp.asarray(value(v, "dropout", 0.0), jnp.float32),
             batch_norm=jnp.asarray(value(v, "batch_norm", False), bool),
         )
-        from jaxswarm.train import opt_hparams  # train imports this module lazily, never at import time
-
-        return arch, opt_hparams(value, v)
+        return arch, optim.opt_hparams(value, v)
 
     return hparams
+
+
+# --------------------------------------------------------------------------
+# The family record's functions (models/__init__.py)
+# --------------------------------------------------------------------------
+
+
+def config(space: SearchSpace, in_features: int, num_classes: int, input_shape=None,
+           branching: bool = False) -> CNNConfig:
+    """The max-size `CNNConfig` of `space` on images of ``input_shape`` (flat rows of ``in_features``)."""
+    if input_shape is None or int(np.prod(input_shape)) != in_features:
+        raise ValueError(f"a CNN space needs images: input_shape (H, W, C) with H*W*C == {in_features}, "
+                         f"got {input_shape!r}")
+    return CNNConfig(tuple(int(d) for d in input_shape), num_classes, **cnn_limits(space), branching=branching)
+
+
+decode = cnn_hparams
+
+
+def init_dense_of(key, arch_python: Mapping[str, Any], cfg: CNNConfig) -> dict:
+    """`init_dense_cnn` with the input shape and classes read from the config."""
+    return init_dense_cnn(key, arch_python, cfg.input_shape, cfg.num_classes)
+
+
+def apply_dense_of(variables, x_BxF, arch_python: Mapping[str, Any], cfg: CNNConfig, *, train: bool, key=None):
+    """`apply_dense_cnn` on flat rows, returning ``(logits_BxC, batch_stats)``."""
+    x = x_BxF.reshape(-1, *cfg.input_shape)
+    return apply_dense_cnn(variables, x, arch_python, train=train, key=key, return_batch_stats=True)
+
+
+# Calibration against XLA's memory_analysis of the masked CNN swarm on CPU,
+# over 1-3 blocks, 8-64 filters, 3x3 / 5x5 kernels, 8x8x1 / 16x16x3 / 28x28x1
+# images, batches 16-128 and S = 1-8, both convolution forms
+# (bench/results/scaling_cpu.md). Training: XLA fuses each slot's conv output,
+# batch norm, masked activation, both poolings and the dropout select, and
+# keeps about 3.5 float32 values per element of every slot's conv map
+# [B, H/2**b, W/2**b, max_filters], about 1 more per activation branch beyond
+# the first (vmap evaluates them all), about 0.5 per element of each slot's
+# padded head input and 2 per dense unit. Evaluation (forward only): the slots
+# run one after another, so slot 0's map sets the peak, about 2 values per
+# element. The "matmul" convolution also gathers each slot's K x K shifted
+# copies: about 1.5 values per element of them, in training and evaluation.
+_TRAIN_FLOATS_PER_MAP = 3.5
+_TRAIN_FLOATS_PER_EXTRA_ACTIVATION = 1.0
+_TRAIN_FLOATS_PER_HEAD = 0.5
+_TRAIN_FLOATS_PER_DENSE = 2
+_EVAL_FLOATS_PER_MAP = 2.0
+_FLOATS_PER_IM2COL = 1.5
+_F32 = 4
+
+
+def memory_terms(cfg: CNNConfig, batch: int, eval_batch: int) -> MemoryTerms:
+    """One masked CNN member's variables (shapes), minibatch activations and evaluation chunk, in bytes.
+
+    Example:
+        >>> cfg = CNNConfig((28, 28, 1), 10, max_blocks=2, max_filters=32, max_dense=128)
+        >>> memory_terms(cfg, 64, 256).eval_chunk > 0
+        True
+    """
+    _check_cfg(cfg)
+    nb, F, U, C = cfg.max_blocks, cfg.max_filters, cfg.max_dense, cfg.num_classes
+    H, W, channels = (int(d) for d in cfg.input_shape)
+    f = H * W * channels
+    arch = CNNArch(jnp.int32(nb), jnp.full((nb,), F, jnp.int32), jnp.full((nb,), cfg.max_kernel, jnp.int32),
+                   jnp.int32(0), jnp.int32(U), jnp.int32(0), jnp.float32(0), jnp.bool_(False))
+    variables = jax.eval_shape(lambda k: init_cnn(k, arch, cfg), jax.random.key(0))
+    maps = sum(math.prod(_spatial(cfg, k)) * F for k in range(nb))  # slot k's conv map, one row
+    cols = 0  # slot k's K x K shifted copies of its input, one row (the "matmul" convolution only)
+    if conv_impl(cfg.conv) == "matmul":
+        K = cfg.max_kernel
+        cols = sum(math.prod(_spatial(cfg, k)) * K * K * (channels if k == 0 else F) for k in range(nb))
+    head = nb * _head_rows(cfg)  # every slot's padded head input, one row
+    per_map = _TRAIN_FLOATS_PER_MAP + (len(cfg.activations) - 1) * _TRAIN_FLOATS_PER_EXTRA_ACTIVATION
+    activations = int(_F32 * batch * (f + per_map * maps + _FLOATS_PER_IM2COL * cols
+                                      + _TRAIN_FLOATS_PER_HEAD * head + _TRAIN_FLOATS_PER_DENSE * U + 4 * C))
+    eval_chunk = int(_F32 * eval_batch * (_EVAL_FLOATS_PER_MAP * H * W * F + _FLOATS_PER_IM2COL * cols + 4 * C))
+    return MemoryTerms(variables, activations, eval_chunk, f)

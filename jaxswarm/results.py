@@ -1,6 +1,6 @@
-"""Host-side results of a study: JSONL per evaluation, round summaries, best config, CSV, plots.
+"""Host-side results of a study: JSONL per evaluation, round summaries, best config, CSV, plots, checkpoints.
 
-Besides checkpoints, this is the only module that writes files. Every file is
+This is the only module that writes result files. Every file is
 written atomically (temporary file + rename) or appended one complete line at
 a time, so a killed study never leaves a half-written result.
 
@@ -13,7 +13,7 @@ Layout of a results directory::
     evaluations.csv     evaluations.jsonl flattened to CSV (written at the end)
     progress.png        best / median fitness per round        (with the `plot` extra)
     positions.png       particle positions per dimension        (with the `plot` extra)
-    checkpoints/        orbax checkpoints, one per round (see tuner.py)
+    checkpoints/        orbax checkpoints, one per round (`Checkpointer`)
 """
 
 from __future__ import annotations
@@ -26,6 +26,10 @@ import os
 import tempfile
 from pathlib import Path
 from typing import Any, Iterable
+
+import jax
+import numpy as np
+import orbax.checkpoint as ocp
 
 EVALUATIONS = "evaluations.jsonl"
 ROUNDS = "rounds.jsonl"
@@ -156,3 +160,35 @@ def plot(out_dir: Path) -> list[Path]:
         plt.close(fig)
         written.append(out_dir / "positions.png")
     return written
+
+
+class Checkpointer:
+    """Per-round study checkpoints with orbax (atomic: orbax writes a temporary directory and renames).
+
+    One pytree per finished round, the step being the number of rounds done:
+    the PSO state, the early-stopping counters and, in warm mode, every
+    member's weights. Keys are not stored: round r's keys derive from the seed.
+    """
+
+    def __init__(self, directory: Path, max_to_keep: int = 2):
+        self.manager = ocp.CheckpointManager(
+            Path(directory).absolute(),
+            options=ocp.CheckpointManagerOptions(max_to_keep=max_to_keep, create=True),
+        )
+
+    def save(self, step: int, tree: Any) -> None:
+        tree = jax.tree.map(np.asarray, tree)
+        self.manager.save(step, args=ocp.args.StandardSave(tree))
+        self.manager.wait_until_finished()
+
+    def restore_latest(self, template: Any) -> tuple[int, Any] | None:
+        """(step, tree) of the newest complete checkpoint, or None when there is none."""
+        step = self.manager.latest_step()
+        if step is None:
+            return None
+        abstract = jax.tree.map(lambda x: np.zeros(np.shape(x), np.asarray(x).dtype), template)
+        tree = self.manager.restore(step, args=ocp.args.StandardRestore(abstract))
+        return int(step), tree
+
+    def close(self) -> None:
+        self.manager.close()

@@ -1,6 +1,6 @@
-"""Scale a swarm out: shard particles over devices and hosts, chunk them to fit memory.
+"""Run a swarm of members: shard particles over devices and hosts, chunk them to fit memory.
 
-`make_swarm_runner(train_member)` turns a per-member function into a swarm
+`make_swarm_runner(member_fn)` turns a per-member function into a swarm
 runner that
 
 * shards the particle axis over a 1-D ``Mesh(devices, ("particles",))``
@@ -16,17 +16,14 @@ runner that
   study; moving particles never recompiles);
 * with ``state_argnum`` (warm mode: per-member weights carried over rounds),
   keeps the swarm state as the scan carry, updated in place with
-  ``dynamic_update_slice`` and donated to the program
-  (``jax.jit(donate_argnums=...)``), so a round holds one copy of it.
+  ``dynamic_update_slice`` and donated to the program, so a round holds one
+  copy of it.
 
-`estimate_memory` predicts a swarm's memory before anything is compiled
-(parameters, every optimizer state `optim.make_optimizer` keeps, activations of
-one minibatch forward and backward, the evaluation chunk, the per-epoch
-shuffle, the data), for the MLP and, given a `cnn.CNNConfig`, for the masked
-CNN (`estimate_memory_cnn`); `device_memory_bytes` says what a device has and
-`plan_chunks` picks the chunk size. The estimate is calibrated against XLA's
-own `compiled.memory_analysis()` (see bench/results/scaling_cpu.md for the
-ratios).
+`estimate_memory` predicts a swarm's memory before anything is compiled from
+the model family's terms (`ModelFamily.memory`), every optimizer state
+`optim.make_optimizer` keeps, the per-epoch shuffle and the data;
+`device_memory_bytes` says what a device has and `plan_chunks` picks the
+chunk size.
 
 Multi-host: `initialize_distributed()` wraps `jax.distributed.initialize`
 (CPU collectives over gloo); every process then builds the same runner over
@@ -37,12 +34,12 @@ Write results only where `is_primary()`.
 
 Example:
     >>> import jax, numpy as np
-    >>> from jaxswarm.space import mlp_space
+    >>> from jaxswarm.models import mlp_space
     >>> from jaxswarm.train import TrainConfig, make_train, device_data
     >>> space = mlp_space(max_layers=1, units=(4, 8))
     >>> x = np.random.rand(64, 8).astype(np.float32); y = (x[:, 0] > .5).astype(np.int32)
     >>> data = device_data(x[:48], y[:48], x[48:], y[48:])
-    >>> trainer = make_train(space, TrainConfig(epochs=1, batch_size=16, max_layers=1, max_units=8), 8, 2)
+    >>> trainer = make_train(space, TrainConfig(epochs=1, batch_size=16), 8, 2)
     >>> runner = make_swarm_runner(trainer.train_member, chunk_size=2, log=None)
     >>> pos = jax.random.uniform(jax.random.key(0), (5, space.num_dims))
     >>> metrics = runner(jax.random.split(jax.random.key(1), 5), pos, data)
@@ -65,17 +62,16 @@ from jax import lax
 from jax.sharding import AxisType, Mesh, NamedSharding
 from jax.sharding import PartitionSpec as P
 
-from jaxswarm import cnn, models, optim, train
+from jaxswarm import optim
+from jaxswarm.models import ModelFamily
 
 __all__ = [
     "PARTICLE_AXIS",
     "SwarmPlan",
     "SwarmRunner",
     "make_swarm_runner",
-    "make_plan",
+    "make_swarm_plan",
     "estimate_memory",
-    "estimate_memory_cnn",
-    "optimizer_names",
     "device_memory_bytes",
     "plan_chunks",
     "memory_analysis",
@@ -135,7 +131,7 @@ class SwarmPlan(NamedTuple):
         return text + (f", padded with {pad} repeated member(s)" if pad else "")
 
 
-def make_plan(num_particles: int, num_devices: int, chunk_size: int | None = None) -> SwarmPlan:
+def make_swarm_plan(num_particles: int, num_devices: int, chunk_size: int | None = None) -> SwarmPlan:
     """The layout of S members on `num_devices` devices, `chunk_size` at a time.
 
     Args:
@@ -150,9 +146,9 @@ def make_plan(num_particles: int, num_devices: int, chunk_size: int | None = Non
       A `SwarmPlan`.
 
     Example:
-      >>> make_plan(6, 4)
+      >>> make_swarm_plan(6, 4)
       SwarmPlan(num_particles=6, num_devices=4, chunk_size=2, num_chunks=1)
-      >>> make_plan(10, 1, chunk_size=4).padded
+      >>> make_swarm_plan(10, 1, chunk_size=4).padded
       12
     """
     s, d = _positive_int(num_particles, "num_particles"), _positive_int(num_devices, "num_devices")
@@ -179,83 +175,39 @@ def _tree_bytes(tree) -> int:
     return int(sum(math.prod(x.shape) * np.dtype(x.dtype).itemsize for x in jax.tree.leaves(tree)))
 
 
-# Calibration against compiled.memory_analysis() of train.make_train's program
-# on CPU (jax 0.10.2; see bench/results/scaling_cpu.md). Training: XLA keeps
-# about 10 float32 values per row, unit and hidden layer of one minibatch alive
-# for the forward + backward pass (pre-activation, the activation branches
-# that vmap evaluates and selects, masks, cotangents) next to one gradient.
-# Evaluation (no gradient, `eval_batch_size` rows): about 1.5 values per row
-# and unit for one hidden layer, about 8 for two or more (the layers' outputs
-# and the activation branches of the next layer).
-_TRAIN_FLOATS_PER_UNIT_LAYER = 10
-_EVAL_FLOATS_PER_UNIT = (1.5, 8.0)  # max_layers == 1, max_layers >= 2
-
-# The masked CNN (cnn.apply_cnn), fitted the same way over 1-3 blocks, 8-64
-# filters, 3x3 / 5x5 kernels, 8x8x1 / 16x16x3 / 28x28x1 images, batches 16-128
-# and S = 1-8, with both convolution forms (cnn.conv_impl).
-# Training: XLA fuses each slot's conv output, batch norm, masked activation,
-# both poolings and the dropout select, and keeps about 3.5 float32 values per
-# element of every slot's conv map [B, H/2**b, W/2**b, max_filters] (the conv
-# output, the activation before pooling and their cotangents), about 1 more per
-# activation branch beyond the first (vmap evaluates them all), about 0.5 per
-# element of each slot's padded head input [B, P] (the pad and the head's
-# `where` mostly fuse away) and 2 per dense unit. Evaluation (forward only,
-# `eval_batch_size` rows): the slots run one after another, so the largest
-# map, slot 0's [e, H, W, max_filters], sets the peak: about 2 values per
-# element of it (the conv output and the activated map), whatever the number
-# of activation branches (without a backward pass they fuse into one select).
-_CNN_TRAIN_FLOATS_PER_MAP = 3.5
-_CNN_TRAIN_FLOATS_PER_EXTRA_ACTIVATION = 1.0
-_CNN_TRAIN_FLOATS_PER_HEAD = 0.5
-_CNN_TRAIN_FLOATS_PER_DENSE = 2
-_CNN_EVAL_FLOATS_PER_MAP = 2.0
-# With `conv="matmul"` (cnn.conv_impl; the default on CPU) each slot also
-# gathers its K x K shifted copies, [rows, H/2**b, W/2**b, K*K*C_in]: about
-# 1.5 values per element of them in training (the copies kept for the kernel
-# gradient and their transient) and in evaluation.
-_CNN_FLOATS_PER_IM2COL = 1.5
-
-
-# The optimizers whose states a swarm over a space keeps alive: train builds only these.
-optimizer_names = train.optimizer_names
-
-
 def estimate_memory(
-    model_config: models.MLPConfig | cnn.CNNConfig,
+    family: ModelFamily,
+    model_config,
     train_config,
     num_particles: int,
     n_train: int,
     n_val: int,
-    in_features: int | None = None,
     optimizers: Sequence[str] = ("adam",),
     folds: int = 1,
 ) -> dict:
     """Bytes one training run of S members needs, before anything is compiled.
 
     Per member (each device holds ``chunk_size`` of these at once):
-      ``params``, ``batch_stats``: the max-size network (`models.init_mlp`'s
-      shapes); ``optimizer``: the states `optim.make_optimizer(optimizers)`
-      keeps for the names given (`optimizer_names(space)`: with all seven, about
-      9x params, when the space chooses the optimizer); ``gradients``: one
-      gradient; ``activations``: one minibatch forward + backward (the
-      gathered batch, about 10 floats per row, unit and layer, logits);
-      ``eval_chunk``: one evaluation chunk of ``eval_batch_size`` rows;
-      ``shuffle``: the epoch's permutation (random bits, sort keys, indices);
+      ``params``, ``batch_stats``: the family's max-size network;
+      ``optimizer``: the states `optim.make_optimizer(optimizers)` keeps for
+      the names given (`optim.optimizer_names(space)`); ``gradients``: one
+      gradient; ``activations``: one minibatch forward + backward and
+      ``eval_chunk``: one evaluation chunk of ``eval_batch_size`` rows (the
+      family's `ModelFamily.memory`); ``shuffle``: the epoch's permutation;
       ``training_peak`` = the step's transients or the evaluation chunk,
       whichever is larger (they are not alive together).
     Shared (once per device): ``data`` = train and validation arrays (plus the
     padded validation copy `train.evaluate` makes when ``n_val`` is not a
-    multiple of the chunk). The constants were fitted to XLA's
-    `memory_analysis` on CPU; expect 0.7x-1.5x of it (bench/results).
+    multiple of the chunk). The families' constants were fitted to XLA's
+    `memory_analysis` on CPU (bench/results/scaling_cpu.md has the ratios).
 
     Args:
-      model_config: `models.MLPConfig` of the max-size network; a
-        `cnn.CNNConfig` is handed to `estimate_memory_cnn` (same terms).
-      train_config: `train.TrainConfig` (batch_size, eval_batch_size, epochs).
+      family: the `models.ModelFamily` of the members.
+      model_config: its static max-size config.
+      train_config: `train.TrainConfig` (batch_size, eval_batch_size).
       num_particles: S.
       n_train, n_val: rows of the training and validation arrays.
-      in_features: input width of the data (default: the model's).
-      optimizers: the optimizer names whose states are alive (`optimizer_names`).
+      optimizers: the optimizer names whose states are alive.
       folds: k > 1: k-fold cross-validation (each member trains k networks
         at once under vmap; data is one pool of ``n_train + n_val`` rows).
 
@@ -264,109 +216,20 @@ def estimate_memory(
       ``shared``, ``total`` = shared + S * per_member, and ``num_particles``.
 
     Example:
+      >>> from jaxswarm.models import FAMILIES
+      >>> from jaxswarm.models.mlp import MLPConfig
       >>> from jaxswarm.train import TrainConfig
-      >>> cfg = models.MLPConfig(64, 10, 2, 64)
-      >>> est = estimate_memory(cfg, TrainConfig(batch_size=64), 8, 1000, 200)
+      >>> est = estimate_memory(FAMILIES["mlp"], MLPConfig(64, 10, 2, 64), TrainConfig(batch_size=64), 8, 1000, 200)
       >>> est["total"] == est["shared"] + 8 * est["per_member"]
       True
     """
-    if isinstance(model_config, cnn.CNNConfig):
-        if in_features is not None and in_features != math.prod(model_config.input_shape):
-            raise ValueError(f"in_features={in_features} does not match the CNN's input_shape "
-                             f"{tuple(model_config.input_shape)}")
-        return estimate_memory_cnn(model_config, train_config, num_particles, n_train, n_val,
-                                   optimizers=optimizers, folds=folds)
-    s = _positive_int(num_particles, "num_particles")
-    f = model_config.in_features if in_features is None else _positive_int(in_features, "in_features")
-    n_train, n_val = _positive_int(n_train, "n_train"), _positive_int(n_val, "n_val")
-    L, U, C = model_config.max_layers, model_config.max_units, model_config.num_classes
-    arch = models.Arch(jnp.int32(L), jnp.full((L,), U, jnp.int32), jnp.int32(0), jnp.float32(0), jnp.bool_(False))
-    variables = jax.eval_shape(lambda k: models.init_mlp(k, arch, model_config), jax.random.key(0))
-    b = min(train_config.batch_size, n_train)
-    e = min(train_config.eval_batch_size, n_val)
-    activations = _F32 * (b * f + L * b * U * _TRAIN_FLOATS_PER_UNIT_LAYER + 4 * b * C)
-    eval_chunk = int(_F32 * (e * U * _EVAL_FLOATS_PER_UNIT[L > 1] + 4 * e * C))
-    return _assemble(variables, optimizers, activations, eval_chunk, s, n_train, n_val, e, f, folds)
-
-
-def estimate_memory_cnn(
-    cnn_config: cnn.CNNConfig,
-    train_config,
-    num_particles: int,
-    n_train: int,
-    n_val: int,
-    optimizers: Sequence[str] = ("adam",),
-    folds: int = 1,
-) -> dict:
-    """Bytes one training run of S masked CNN members needs, before anything is compiled.
-
-    The terms (and keys) of `estimate_memory`, for `cnn.apply_cnn`'s max-size
-    network: ``params``, ``batch_stats``, ``optimizer`` from `cnn.init_cnn`'s
-    shapes; ``activations``: one minibatch forward + backward, where every
-    conv slot ``b`` runs on a ``H/2**b x W/2**b`` map of ``max_filters``
-    channels whatever the member's depth (about 3.5 floats per map element,
-    1 more per activation branch beyond the first, 0.5 per element of each
-    slot's padded head input ``[B, H/2 * W/2 * max_filters]``, 2 per dense
-    unit, the gathered images and the logits); ``eval_chunk``: the forward
-    pass of ``eval_batch_size`` rows, whose peak is slot 0's map (about 2
-    floats per element). With ``conv="matmul"`` (`cnn.conv_impl`, the CPU
-    default) both add about 1.5 floats per element of every slot's ``K x K``
-    shifted input copies ``[rows, H/2**b, W/2**b, K*K*C_in]``. Often the evaluation
-    chunk is the larger: with the default ``eval_batch_size`` of 2048 rows,
-    28x28 images and 64 filters it is about 0.8 GiB per member; a smaller
-    ``eval_batch_size`` shrinks it.
-
-    The constants were fitted to XLA's `memory_analysis` on CPU (jax 0.10.2)
-    over 1-3 blocks, 8-64 filters, 3x3 and 5x5 kernels, 8x8x1, 16x16x3 and
-    28x28x1 images, batches 16-128 and S = 1-8: the estimate was 1.0x-1.2x
-    of it with XLA's convolution and 0.9x-1.35x with the matmul form
-    (bench/results/scaling_cpu.md); on the tiniest networks (8x8 images, a
-    few filters, evaluation-dominated) it errs high, up to about 2x.
-    Accelerators add convolution workspace, which
-    `ACCELERATOR_MEMORY_FRACTION` leaves room for.
-
-    Args:
-      cnn_config: `cnn.CNNConfig` of the max-size network (``input_shape`` is
-        the images' ``(H, W, C)``; the data is flat, ``H*W*C`` features).
-      train_config: `train.TrainConfig` (batch_size, eval_batch_size).
-      num_particles: S.
-      n_train, n_val: rows of the training and validation arrays.
-      optimizers: the optimizer names whose states are alive (`optimizer_names`).
-      folds: k > 1: k-fold cross-validation (k networks per member).
-
-    Returns:
-      dict of ints (bytes) with the keys of `estimate_memory`.
-
-    Example:
-      >>> from jaxswarm.train import TrainConfig
-      >>> cfg = cnn.CNNConfig((28, 28, 1), 10, max_blocks=2, max_filters=32, max_dense=128)
-      >>> est = estimate_memory_cnn(cfg, TrainConfig(batch_size=64, eval_batch_size=256), 8, 1000, 200)
-      >>> est["total"] == est["shared"] + 8 * est["per_member"]
-      True
-    """
-    cnn._check_cfg(cnn_config)
     s = _positive_int(num_particles, "num_particles")
     n_train, n_val = _positive_int(n_train, "n_train"), _positive_int(n_val, "n_val")
-    nb, F, U, C = cnn_config.max_blocks, cnn_config.max_filters, cnn_config.max_dense, cnn_config.num_classes
-    H, W, channels = (int(d) for d in cnn_config.input_shape)
-    f = H * W * channels
-    arch = cnn.CNNArch(jnp.int32(nb), jnp.full((nb,), F, jnp.int32), jnp.full((nb,), cnn_config.max_kernel, jnp.int32),
-                       jnp.int32(0), jnp.int32(U), jnp.int32(0), jnp.float32(0), jnp.bool_(False))
-    variables = jax.eval_shape(lambda k: cnn.init_cnn(k, arch, cnn_config), jax.random.key(0))
     b = min(train_config.batch_size, n_train)
     e = min(train_config.eval_batch_size, n_val)
-    maps = sum(math.prod(cnn._spatial(cnn_config, k)) * F for k in range(nb))  # slot k's conv map, one row
-    cols = 0  # slot k's K x K shifted copies of its input, one row (the "matmul" convolution only)
-    if cnn.conv_impl(cnn_config.conv) == "matmul":
-        K = cnn_config.max_kernel
-        cols = sum(math.prod(cnn._spatial(cnn_config, k)) * K * K * (channels if k == 0 else F) for k in range(nb))
-    head = nb * cnn._head_rows(cnn_config)  # every slot's padded head input, one row
-    extra = len(cnn_config.activations) - 1
-    per_map = _CNN_TRAIN_FLOATS_PER_MAP + extra * _CNN_TRAIN_FLOATS_PER_EXTRA_ACTIVATION
-    activations = int(_F32 * b * (f + per_map * maps + _CNN_FLOATS_PER_IM2COL * cols
-                                  + _CNN_TRAIN_FLOATS_PER_HEAD * head + _CNN_TRAIN_FLOATS_PER_DENSE * U + 4 * C))
-    eval_chunk = int(_F32 * e * (_CNN_EVAL_FLOATS_PER_MAP * H * W * F + _CNN_FLOATS_PER_IM2COL * cols + 4 * C))
-    return _assemble(variables, optimizers, activations, eval_chunk, s, n_train, n_val, e, f, folds)
+    terms = family.memory(model_config, b, e)
+    return _assemble(terms.variables, optimizers, terms.activations, terms.eval_chunk, s, n_train, n_val, e,
+                     terms.in_features, folds)
 
 
 def _assemble(variables, optimizers, activations: int, eval_chunk: int, s: int, n_train: int, n_val: int,
@@ -613,7 +476,7 @@ class SwarmRunner:
                        f"+ {_gib(self.estimate['shared'])} shared) exceeds {_gib(capacity)}"
                        + (" (memory cap)" if self.memory_cap_bytes is not None
                           and capacity == self.memory_cap_bytes else ""))
-        plan = make_plan(s, d, chunk)
+        plan = make_swarm_plan(s, d, chunk)
         self._plans[s] = plan
         if self.log is not None and (plan.num_chunks > 1 or plan.padded != s):
             self.log(f"swarm layout: {plan.describe()}" + (f"; chunked because {why}" if why else ""))

@@ -1,6 +1,6 @@
 """A faster swarm layout: first layers packed into one matmul, tails in a few width groups.
 
-The masked layout (`train.make_train`) gives every member max-size weights,
+The masked layout (`jaxswarm.layouts.masked`) gives every member max-size weights,
 so with widths 16..256 and depth 1..3 only about a quarter of the computed
 FLOPs are useful (DESIGN.md, "Measured layouts"). This module trains the SAME
 objective (same decoding, initialization, minibatches, optimizers, loss and
@@ -28,7 +28,7 @@ objective (same decoding, initialization, minibatches, optimizers, loss and
   a fresh plan, so recompiles stay few as particles move.
 
 Equivalence: a member trained here follows the masked member's trajectory
-(same init: `models.init_mlp` with the same key, then packed; same
+(same init: `mlp.init_mlp` with the same key, then packed; same
 minibatches when the masked trainer gets the same `shuffle_key`) up to
 float32 rounding of differently shaped matmuls. Everything is per column or
 per slot, so a diverging member never disturbs the others.
@@ -39,13 +39,12 @@ segment reductions), and k-fold `FoldData`.
 
 Example:
     >>> import jax, numpy as np
-    >>> from jaxswarm.space import mlp_space
+    >>> from jaxswarm.models import mlp_space
     >>> from jaxswarm.train import TrainConfig, device_data
     >>> space = mlp_space(max_layers=2, units=(4, 16))
     >>> x = np.random.rand(64, 8).astype(np.float32); y = (x[:, 0] > .5).astype(np.int32)
     >>> data = device_data(x[:48], y[:48], x[48:], y[48:])
-    >>> trainer = make_packed_train(space, TrainConfig(epochs=2, batch_size=16, max_layers=2,
-    ...                                                max_units=16), 8, 2)
+    >>> trainer = make_packed_train(space, TrainConfig(epochs=2, batch_size=16), 8, 2)
     >>> pos = jax.random.uniform(jax.random.key(0), (4, space.num_dims))
     >>> keys = jax.random.split(jax.random.key(1), 4)
     >>> trainer.train_swarm(keys, pos, data, jax.random.key(2)).fitness.shape
@@ -63,7 +62,10 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
-from jaxswarm import models, optim, train
+from jaxswarm import optim, train
+from jaxswarm.layouts.masked import DataShape, SwarmProgram
+from jaxswarm.models import ModelFamily, mlp
+from jaxswarm.models.layers import ACTIVATION_NAMES, ACTIVATIONS
 from jaxswarm.space import Choice, Fixed, SearchSpace
 
 __all__ = [
@@ -330,7 +332,7 @@ def supports(space: SearchSpace) -> bool:
     False when the space can turn on batch norm or dropout.
 
     Example:
-        >>> from jaxswarm.space import mlp_space
+        >>> from jaxswarm.models import mlp_space
         >>> supports(mlp_space()), supports(mlp_space(dropout=(0.0, 0.5)))
         (True, False)
     """
@@ -373,11 +375,11 @@ def _gather_bwd(res, g_RxB):
 _gather_rows.defvjp(_gather_fwd, _gather_bwd)
 
 
-def _activate(index, z, names: tuple[str, ...]):
+def _activate_columns(index, z, names: tuple[str, ...]):
     """Per-element activation choice: `index` (global ACTIVATION_NAMES ids) broadcasts to z."""
-    out = models.ACTIVATIONS[names[0]](z)
+    out = ACTIVATIONS[names[0]](z)
     for n in names[1:]:
-        out = jnp.where(index == models.ACTIVATION_NAMES.index(n), models.ACTIVATIONS[n](z), out)
+        out = jnp.where(index == ACTIVATION_NAMES.index(n), ACTIVATIONS[n](z), out)
     return out
 
 
@@ -419,7 +421,7 @@ class _Context(NamedTuple):
     groups: tuple  # per group: (valid_K, act_K, unit masks per layer [K, w_l], OptHParams [K])
 
 
-def _context(arch_S: models.Arch, hp_S: optim.OptHParams, tables: PlanTables, shape: PlanShape) -> _Context:
+def _context(arch_S: mlp.Arch, hp_S: optim.OptHParams, tables: PlanTables, shape: PlanShape) -> _Context:
     cm = jnp.maximum(tables.col_member_P, 0)
     col_hp = jax.tree.map(lambda a: a[cm], hp_S)
     groups, base = [], 0
@@ -458,7 +460,7 @@ def _pack(params_S: dict, tables: PlanTables, shape: PlanShape) -> dict:
     return {"first": {"kernel": w1_FxP, "bias": b1_P}, "groups": groups}
 
 
-def unpack_params(packed: dict, plan: Plan, cfg: models.MLPConfig) -> dict:
+def unpack_params(packed: dict, plan: Plan, cfg: mlp.MLPConfig) -> dict:
     """Packed params -> max-size per-member params (S axis), zeros outside real networks.
 
     Host side (numpy); for tests and for handing members back to the masked
@@ -495,7 +497,7 @@ def _forward(params, x_BxF, ctx: _Context, tables: PlanTables, shape: PlanShape,
     """Logits of every slot, one array [K_g, C, B] per group."""
     first = params["first"]
     z_PxB = jnp.einsum("fp,bf->pb", first["kernel"], x_BxF) + first["bias"][:, None]
-    h_PxB = jnp.where(ctx.col_valid_P[:, None], _activate(ctx.col_act_P[:, None], z_PxB, act_names), 0.0)
+    h_PxB = jnp.where(ctx.col_valid_P[:, None], _activate_columns(ctx.col_act_P[:, None], z_PxB, act_names), 0.0)
     rows_RxB = _gather_rows(h_PxB, tables.gather_R, tables.inverse_P)
     sizes = [g.capacity * g.widths[0] for g in shape.groups]
     splits = jax.lax.split(rows_RxB, sizes, axis=0) if len(sizes) > 1 else [rows_RxB]
@@ -506,7 +508,7 @@ def _forward(params, x_BxF, ctx: _Context, tables: PlanTables, shape: PlanShape,
         for l in range(1, g.depth):
             lay = p["layers"][l - 1]
             z = jnp.einsum("kio,kib->kob", lay["kernel"], h) + lay["bias"][:, :, None]
-            h = jnp.where(masks[l][:, :, None], _activate(act_K[:, None, None], z, act_names), 0.0)
+            h = jnp.where(masks[l][:, :, None], _activate_columns(act_K[:, None, None], z, act_names), 0.0)
         logits.append(jnp.einsum("kic,kib->kcb", p["out"]["kernel"], h) + p["out"]["bias"][:, :, None])
     return logits
 
@@ -537,7 +539,7 @@ class PackedTrainer(NamedTuple):
         apply: ``(params, positions_SxD, x_BxF, plan) -> logits_SxBxC``.
         loss: ``(params, positions_SxD, x_BxF, y_B, plan) -> sum of members' mean losses``.
         stats: dict with "traces" (programs traced so far) and "shapes" (known shapes).
-        model_config: the max-size `models.MLPConfig` the masked layout would use.
+        model_config: the max-size `mlp.MLPConfig` the masked layout would use.
     """
 
     train_swarm: Callable
@@ -548,7 +550,7 @@ class PackedTrainer(NamedTuple):
     apply: Callable
     loss: Callable
     stats: dict
-    model_config: models.MLPConfig
+    model_config: mlp.MLPConfig
 
 
 def make_packed_train(
@@ -575,12 +577,11 @@ def make_packed_train(
     if not supports(space):
         raise ValueError("the packed layout does not support batch_norm / dropout; "
                          "use the masked layout (packed.supports(space) is False)")
-    if config.fitness not in train.FITNESS_KINDS:
-        raise ValueError(f"fitness must be one of {train.FITNESS_KINDS}, got {config.fitness!r}")
-    mcfg = models.MLPConfig(in_features, num_classes, config.max_layers, config.max_units)
-    hparams = train.make_hparams(space, config)
+    train.check_config(config)
+    mcfg = mlp.config(space, in_features, num_classes)
+    hparams = mlp.decode(space, mcfg)
     act_names = _names_in(space, "activation", "relu")
-    opt_names = train.optimizer_names(space)  # OptHParams.optimizer indexes this tuple
+    opt_names = optim.optimizer_names(space)  # OptHParams.optimizer indexes this tuple
     decode = jax.jit(jax.vmap(hparams))
     stats = {"traces": 0, "shapes": []}
     programs: dict = {}
@@ -591,14 +592,14 @@ def make_packed_train(
         return [(int(n[i]), tuple(int(v) for v in u[i, : n[i]])) for i in range(len(n))]
 
     def plan(positions_SxD) -> Plan:
-        p = make_plan(archs_of(positions_SxD), config.max_units, num_classes, in_features,
+        p = make_plan(archs_of(positions_SxD), mcfg.max_units, num_classes, in_features,
                       groups, stats["shapes"], reuse_tolerance)
         return Plan(p.shape, jax.tree.map(jnp.asarray, p.tables))
 
     def init(keys_S, positions_SxD, plan_: Plan):
         arch_S, _ = jax.vmap(hparams)(positions_SxD)
         k_init = jax.vmap(lambda k: jax.random.split(k, 3)[0])(keys_S)  # as train.fit
-        variables = jax.vmap(models.init_mlp, in_axes=(0, 0, None))(k_init, arch_S, mcfg)
+        variables = jax.vmap(mlp.init_mlp, in_axes=(0, 0, None))(k_init, arch_S, mcfg)
         return _pack(variables["params"], plan_.tables, plan_.shape)
 
     def apply(params, positions_SxD, x_BxF, plan_: Plan):
@@ -674,17 +675,7 @@ def make_packed_train(
             _, (loss_ExT, acc_ExT, vloss_ExT) = jax.lax.scan(epoch, (params, opt_state), shuffle_keys)
             slot = tables.member_slot_S
             train_loss_SxE, acc_SxE, vloss_SxE = (a[:, slot].T for a in (loss_ExT, acc_ExT, vloss_ExT))
-            diverged = ~(jnp.all(jnp.isfinite(train_loss_SxE), axis=1) & jnp.isfinite(vloss_SxE[:, -1]))
-            raw = acc_SxE[:, -1] if config.fitness == "accuracy" else -vloss_SxE[:, -1]
-            return train.Metrics(
-                fitness=jnp.where(diverged, -jnp.inf, raw),
-                val_accuracy=jnp.where(diverged, 0.0, acc_SxE[:, -1]),
-                best_val_accuracy=jnp.where(diverged, 0.0, jnp.max(acc_SxE, axis=1)),
-                val_loss=vloss_SxE[:, -1],
-                train_loss=train_loss_SxE,
-                val_accuracy_curve=acc_SxE,
-                diverged=diverged,
-            )
+            return train.metrics_of(train_loss_SxE, acc_SxE, vloss_SxE, config.fitness)
 
         return jax.jit(run)
 
@@ -711,3 +702,36 @@ def make_packed_train(
         return program(p.shape).lower(keys_S, positions_SxD, data, shuffle_key, p.tables).compile(), p
 
     return PackedTrainer(train_swarm, plan, compile_, program, init, apply, loss, stats, mcfg)
+
+
+# --------------------------------------------------------------------------
+# The layout record's functions (layouts/__init__.py)
+# --------------------------------------------------------------------------
+
+
+def supports_study(family: ModelFamily, space: SearchSpace, config: Any) -> str | None:
+    """Why the packed layout cannot train this study, or None."""
+    if family.name != "mlp":
+        return f"layout 'packed' trains MLP spaces only, not {family.name!r}; use layout 'masked' or 'serial'"
+    if config.mode != "fresh" or config.folds > 1:
+        return ("layout 'packed' trains fresh members on one hold-out split: "
+                "use mode 'fresh' and folds 1, or layout 'masked'")
+    if not supports(space):
+        return "layout 'packed' does not support spaces with batch_norm or dropout; use layout 'masked'"
+    return None
+
+
+def build(family: ModelFamily, space: SearchSpace, train_config: train.TrainConfig, data_shape: DataShape,
+          config: Any, estimate: dict, log: Callable) -> SwarmProgram:
+    """The packed layout's `SwarmProgram`: programs compile per plan shape during the rounds."""
+    trainer = make_packed_train(space, train_config, data_shape.in_features, data_shape.num_classes)
+
+    def run(keys_S, positions_SxD, data, state=None, keep_S=None):
+        # One shuffle key for the whole swarm: every member sees the same minibatches.
+        return trainer.train_swarm(keys_S, positions_SxD, data, jax.random.fold_in(keys_S[0], 1)), None
+
+    def describe(num_particles: int) -> str:
+        return f"packed layout: {num_particles} members; programs compile per plan shape during rounds"
+
+    return SwarmProgram(lambda *args: 0.0, run, lambda data: data, None, lambda state: state, describe,
+                        mlp.decode(space, trainer.model_config))

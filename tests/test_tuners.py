@@ -1,6 +1,5 @@
 """Sequential baselines: each runs a tiny study end to end on the swarm's objective."""
 
-import argparse
 import json
 import math
 
@@ -8,9 +7,10 @@ import jax
 import numpy as np
 import pytest
 
-from jaxswarm import baselines, report
+from jaxswarm import results, tuners as baselines
+from jaxswarm.tuners.optuna import suggest
 from jaxswarm.data import load_dataset
-from jaxswarm.space import mlp_space
+from jaxswarm.models import mlp_space
 
 BUDGET = 3
 
@@ -64,15 +64,15 @@ def test_tiny_study_end_to_end_respects_budget(name, space, digits, tmp_path):
     assert 0.0 <= res.test_accuracy <= 1.0
     assert res.wall_time >= res.search_time > 0
     # the same results files as a swarm study
-    rows = report.read_jsonl(out / report.EVALUATIONS)
+    rows = results.read_jsonl(out / results.EVALUATIONS)
     assert len(rows) == BUDGET and [r["fitness"] for r in rows] == pytest.approx(fits)
-    assert len(report.read_jsonl(out / report.ROUNDS)) == BUDGET
-    best = json.loads((out / report.BEST).read_text())
+    assert len(results.read_jsonl(out / results.ROUNDS)) == BUDGET
+    best = json.loads((out / results.BEST).read_text())
     assert best["best_config"] == res.best_config and best["evaluations"] == BUDGET
-    assert (out / report.CSV).read_text().count("\n") == BUDGET + 1
+    assert (out / results.CSV).read_text().count("\n") == BUDGET + 1
 
 
-@pytest.mark.parametrize("name", ["random", "pso"])
+@pytest.mark.parametrize("name", ["grid", "random", "tpe", "optunity", "pso"])
 def test_same_seed_same_result(name, space, digits):
     a = baselines.run_baseline(name, space, digits, budget=2, epochs=1, seed=3, retrain=False,
                                progress=False, **_kwargs(name))
@@ -97,7 +97,7 @@ def test_time_limit_stops_between_evaluations(space, digits):
 
 def test_sequential_pso_follows_the_swarm_study_keys(space, digits):
     """Round 0 of the sequential PSO trains the swarm study's initial design, member by member."""
-    from jaxswarm import sampling
+    from jaxswarm import design as sampling
 
     res = baselines.run_baseline("pso", space, digits, budget=3, epochs=1, seed=1, retrain=False,
                                  progress=False, swarm_size=2)
@@ -132,7 +132,7 @@ def test_optuna_suggestions_respect_conditions():
     study = optuna.create_study(direction="maximize", sampler=optuna.samplers.RandomSampler(seed=0))
     for _ in range(10):
         trial = study.ask()
-        u = baselines._suggest(trial, sp)
+        u = suggest(trial, sp)
         cfg = sp.to_python(u)
         n = trial.params["n_layers"]
         assert cfg["n_layers"] == n
@@ -155,28 +155,3 @@ def test_bad_settings_raise(bad, match, space, digits):
     name = bad.pop("name")
     with pytest.raises(baselines.BaselineError, match=match):
         baselines.run_baseline(name, space, digits, progress=False, **bad)
-
-
-def test_cli_subcommand_writes_results(tmp_path, capsys):
-    parser = argparse.ArgumentParser(prog="jaxswarm")
-    baselines.add_parser(parser.add_subparsers(dest="command"))
-    out = tmp_path / "cli"
-    args = parser.parse_args(["baseline", "--tuner", "random", "--budget", "2", "--epochs", "1",
-                              "--max-layers", "1", "--units", "4", "8", "--no-retrain", "--quiet",
-                              "--out", str(out)])
-    assert baselines.main(args) == 0
-    best = json.loads((out / report.BEST).read_text())
-    assert best["evaluations"] == 2 and best["test_accuracy"] is None
-    args = parser.parse_args(["baseline", "--tuner", "grid", "--swarm-size", "4", "--budget", "1"])
-    assert baselines.main(args) == 2
-    assert "--swarm-size" in capsys.readouterr().err
-
-
-def test_baseline_cli_takes_every_space_flag_of_run():
-    from jaxswarm import cli
-
-    run_flags = {a for a in cli._parser()._subparsers._group_actions[0].choices["run"]._option_string_actions}
-    base_flags = {a for a in cli._parser()._subparsers._group_actions[0].choices["baseline"]._option_string_actions}
-    for flag in ("--space", "--max-layers", "--units", "--activations", "--learning-rate", "--optimizers",
-                 "--momentum", "--weight-decay", "--dropout", "--batch-norm", "--lr-decay"):
-        assert flag in run_flags and flag in base_flags, flag

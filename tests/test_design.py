@@ -9,7 +9,7 @@ import pytest
 from scipy.spatial.distance import pdist
 from scipy.stats import qmc
 
-from jaxswarm.sampling import SAMPLERS, initial_design, maximin_lhs, sobol, uniform
+from jaxswarm.design import DESIGNS, initial_design, lhs_to_float32, maximin_lhs, sobol, uniform
 
 
 @pytest.fixture
@@ -29,7 +29,7 @@ def is_latin(x):
   return all(sorted(col) == list(range(n)) for col in strata.T)
 
 
-@pytest.mark.parametrize("name", sorted(SAMPLERS))
+@pytest.mark.parametrize("name", sorted(DESIGNS))
 @pytest.mark.parametrize("n,d", [(1, 3), (7, 1), (13, 5), (32, 4)])
 def test_shape_dtype_range(key, name, n, d):
   x = initial_design(key, name, n, d)
@@ -37,12 +37,12 @@ def test_shape_dtype_range(key, name, n, d):
   assert bool(jnp.all((x >= 0) & (x < 1)))
 
 
-@pytest.mark.parametrize("name", sorted(SAMPLERS))
+@pytest.mark.parametrize("name", sorted(DESIGNS))
 def test_zero_dims(key, name):
   assert initial_design(key, name, 5, 0).shape == (5, 0)
 
 
-@pytest.mark.parametrize("name", sorted(SAMPLERS))
+@pytest.mark.parametrize("name", sorted(DESIGNS))
 def test_deterministic_in_key(name):
   a = initial_design(jax.random.key(3), name, 10, 3)
   b = initial_design(jax.random.key(3), name, 10, 3)
@@ -115,7 +115,7 @@ def test_sobol_non_power_of_two_does_not_warn(key):
 
 
 def test_initial_design_dispatches(key):
-  for name, fn in SAMPLERS.items():
+  for name, fn in DESIGNS.items():
     np.testing.assert_array_equal(initial_design(key, name, 6, 2), fn(key, 6, 2))
   np.testing.assert_array_equal(initial_design(key, "lhs", 6, 2, candidates=2),
                                 maximin_lhs(key, 6, 2, candidates=2))
@@ -136,8 +136,7 @@ def test_bad_input_raises_value_error(key, call, match):
 
 def test_float32_conversion_keeps_strata():
   """Values a hair below a stratum edge round up onto it in float32; they are moved back inside."""
-  from jaxswarm.sampling import _lhs_to_f32
   x = np.array([[0.5 - 1e-12, 1 - 1e-12], [1 - 1e-12, 0.5 - 1e-12]])
   assert not is_latin(x.astype(np.float32))  # plain casting breaks the LHS
-  y = _lhs_to_f32(x)
+  y = lhs_to_float32(x)
   assert is_latin(y) and bool(jnp.all(y < 1))

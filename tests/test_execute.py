@@ -20,8 +20,11 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from jaxswarm import models, optim, scale, train
-from jaxswarm.space import mlp_space
+from jaxswarm import execute as scale
+from jaxswarm import optim, train
+from jaxswarm.models import FAMILIES, cnn
+from jaxswarm.models import mlp as models
+from jaxswarm.models import mlp_space
 
 HERE = Path(__file__).parent
 
@@ -54,9 +57,12 @@ def tiny():
     xtr, xva, _ = ds.flat_splits()
     data = train.device_data(xtr[:192], ds.y_train[:192], xva[:48], ds.y_val[:48])
     space = mlp_space(max_layers=2, units=(4, 16))
-    cfg = train.TrainConfig(epochs=1, batch_size=32, max_layers=2, max_units=16, eval_batch_size=32)
+    cfg = train.TrainConfig(epochs=1, batch_size=32, eval_batch_size=32)
     trainer = train.make_train(space, cfg, xtr.shape[1], ds.num_classes)
     return space, cfg, trainer, data
+
+
+MLP, CNN = FAMILIES["mlp"], FAMILIES["cnn"]
 
 
 # -- plans -----------------------------------------------------------------
@@ -66,7 +72,7 @@ def test_make_plan_covers_swarm_with_least_padding():
     for s in range(1, 40):
         for d in (1, 2, 3, 4):
             for c in (None, 1, 2, 3, 5):
-                p = scale.make_plan(s, d, c)
+                p = scale.make_swarm_plan(s, d, c)
                 assert p.padded >= s and p.padded == d * p.chunk_size * p.num_chunks
                 per_device = -(-s // d)
                 assert p.per_device - per_device < p.num_chunks  # balanced chunks: < 1 pad row per chunk
@@ -91,7 +97,7 @@ def test_plan_chunks_fits_capacity_and_rejects_impossible():
 def test_bad_arguments_raise_value_error(tiny):
     _, _, trainer, _ = tiny
     with pytest.raises(ValueError, match="num_particles"):
-        scale.make_plan(0, 1)
+        scale.make_swarm_plan(0, 1)
     with pytest.raises(ValueError, match="in_axes"):
         scale.make_swarm_runner(trainer.train_member, in_axes=(1, 0, None))
     with pytest.raises(ValueError, match="state_argnum"):
@@ -109,17 +115,15 @@ def test_bad_arguments_raise_value_error(tiny):
 def test_estimate_memory_counts_params_and_every_optimizer_state():
     cfg = models.MLPConfig(64, 10, 2, 32)
     tc = train.TrainConfig(batch_size=32)
-    one = scale.estimate_memory(cfg, tc, 1, 500, 100, optimizers=("adam",))
-    all7 = scale.estimate_memory(cfg, tc, 1, 500, 100, optimizers=optim.OPTIMIZERS)
+    one = scale.estimate_memory(MLP, cfg, tc, 1, 500, 100, optimizers=("adam",))
+    all7 = scale.estimate_memory(MLP, cfg, tc, 1, 500, 100, optimizers=optim.OPTIMIZERS)
     n_params = (64 * 32 + 32) + (32 * 32 + 32) + 2 * 2 * 32 + (32 * 10 + 10)
     assert one["params"] == 4 * n_params
     # adam keeps mu and nu; all seven names keep 0+1+1+2+1+2+2 = 9 copies of the params.
     assert 2 * one["params"] <= one["optimizer"] < 2 * one["params"] + 64
     assert 9 * one["params"] <= all7["optimizer"] < 9 * one["params"] + 256
-    big = scale.estimate_memory(cfg, tc, 10, 500, 100, optimizers=("adam",))
+    big = scale.estimate_memory(MLP, cfg, tc, 10, 500, 100, optimizers=("adam",))
     assert big["total"] - one["total"] == 9 * one["per_member"]  # linear in S, data shared
-    assert scale.optimizer_names(mlp_space()) == ("adam",)
-    assert scale.optimizer_names(mlp_space(optimizers=("sgd", "adam"))) == ("sgd", "adam")
 
 
 def test_estimate_is_within_a_small_factor_of_xla(tiny, key):
@@ -127,16 +131,15 @@ def test_estimate_is_within_a_small_factor_of_xla(tiny, key):
     for s in (4,):
         keys = jax.random.split(key, s)
         pos = jax.random.uniform(jax.random.key(1), (s, space.num_dims))
-        ma = scale.memory_analysis(trainer.train_swarm.lower(keys, pos, data).compile())
-        est = scale.estimate_memory(trainer.model_config, cfg, s, 192, 48,
-                                    optimizers=scale.optimizer_names(space))
+        ma = scale.make_swarm_runner(trainer.train_member, log=None).memory_analysis(keys, pos, data)
+        est = scale.estimate_memory(trainer.family, trainer.model_config, cfg, s, 192, 48,
+                                    optimizers=optim.optimizer_names(space))
         assert 0.5 <= est["total"] / ma["total"] <= 3.0, (s, est["total"], ma)
 
 
 @pytest.fixture(scope="module")
 def tiny_cnn():
     """A tiny CNN setup on digits (8x8x1 images): 1 block of up to 8 filters, 8 dense units."""
-    from jaxswarm import cnn
     from jaxswarm import data as data_lib
 
     ds = data_lib.load_dataset("digits")
@@ -150,31 +153,28 @@ def tiny_cnn():
 
 
 def _cnn_estimate(trainer, cfg, s, data, space):
-    return scale.estimate_memory(trainer.model_config, cfg, s, data.x_train.shape[0], data.x_val.shape[0],
-                                 optimizers=scale.optimizer_names(space))
+    return scale.estimate_memory(trainer.family, trainer.model_config, cfg, s, data.x_train.shape[0], data.x_val.shape[0],
+                                 optimizers=optim.optimizer_names(space))
 
 
 def test_cnn_estimate_counts_the_max_size_network_and_grows_as_it_should():
-    from jaxswarm import cnn
-
     cfg = cnn.CNNConfig((28, 28, 1), 10, max_blocks=2, max_filters=16, max_kernel=3, max_dense=32,
                         activations=("relu",), conv="xla")
     tc = train.TrainConfig(batch_size=32, eval_batch_size=50)  # 100 validation rows: 2 chunks, no padded copy
-    est = scale.estimate_memory_cnn(cfg, tc, 1, 500, 100)
-    assert est == scale.estimate_memory(cfg, tc, 1, 500, 100)  # dispatches on the config type
-    assert est.keys() == scale.estimate_memory(models.MLPConfig(784, 10, 2, 32), tc, 1, 500, 100).keys()
+    est = scale.estimate_memory(CNN, cfg, tc, 1, 500, 100)
+    assert est.keys() == scale.estimate_memory(MLP, models.MLPConfig(784, 10, 2, 32), tc, 1, 500, 100).keys()
     P = 14 * 14 * 16  # the head reads every slot's map zero-padded to slot 0's length
     n_params = (9 * 1 * 16 + 16) + (9 * 16 * 16 + 16) + 2 * 2 * 16 + (P * 32 + 32) + 2 * 32 + (32 * 10 + 10)
     assert est["params"] == 4 * n_params and est["batch_stats"] == 4 * 2 * (16 + 16 + 32)
     assert 2 * est["params"] <= est["optimizer"] < 2 * est["params"] + 64  # adam: mu and nu
     assert est["data"] == 4 * 600 * 785  # flat images + labels, shared
     grow = {
-        "swarm": scale.estimate_memory_cnn(cfg, tc, 4, 500, 100),
-        "filters": scale.estimate_memory_cnn(cfg._replace(max_filters=32), tc, 1, 500, 100),
-        "batch": scale.estimate_memory_cnn(cfg, tc._replace(batch_size=64), 1, 500, 100),
-        "blocks": scale.estimate_memory_cnn(cfg._replace(max_blocks=3), tc, 1, 500, 100),
-        "branches": scale.estimate_memory_cnn(cfg._replace(activations=("relu", "tanh")), tc, 1, 500, 100),
-        "im2col": scale.estimate_memory_cnn(cfg._replace(conv="matmul"), tc, 1, 500, 100),
+        "swarm": scale.estimate_memory(CNN, cfg, tc, 4, 500, 100),
+        "filters": scale.estimate_memory(CNN, cfg._replace(max_filters=32), tc, 1, 500, 100),
+        "batch": scale.estimate_memory(CNN, cfg, tc._replace(batch_size=64), 1, 500, 100),
+        "blocks": scale.estimate_memory(CNN, cfg._replace(max_blocks=3), tc, 1, 500, 100),
+        "branches": scale.estimate_memory(CNN, cfg._replace(activations=("relu", "tanh")), tc, 1, 500, 100),
+        "im2col": scale.estimate_memory(CNN, cfg._replace(conv="matmul"), tc, 1, 500, 100),
     }
     assert grow["swarm"]["total"] - est["total"] == 3 * est["per_member"]  # linear in S, data shared
     assert grow["filters"]["per_member"] > 1.9 * est["per_member"]  # maps, head and kernels all scale with F
@@ -183,15 +183,11 @@ def test_cnn_estimate_counts_the_max_size_network_and_grows_as_it_should():
     assert grow["blocks"]["activations"] > est["activations"] and grow["blocks"]["params"] > est["params"]
     assert grow["branches"]["activations"] > est["activations"]
     assert grow["im2col"]["activations"] > est["activations"] and grow["im2col"]["eval_chunk"] > est["eval_chunk"]
-    big_eval = scale.estimate_memory_cnn(cfg, tc._replace(eval_batch_size=2048), 1, 500, 2000)
+    big_eval = scale.estimate_memory(CNN, cfg, tc._replace(eval_batch_size=2048), 1, 500, 2000)
     assert big_eval["training_peak"] == big_eval["eval_chunk"] > est["eval_chunk"]
-    with pytest.raises(ValueError, match="input_shape"):
-        scale.estimate_memory(cfg, tc, 1, 500, 100, in_features=100)
 
 
 def test_cnn_estimate_is_within_a_small_factor_of_xla(key):
-    from jaxswarm import cnn
-
     # Training-dominated; the other regime (the evaluation chunk) is
     # test_cnn_runner_chunks_under_a_memory_cap_and_matches_unchunked's.
     space = cnn.cnn_space(max_blocks=2, filters=(2, 4), kernels=(3,), dense_units=(4, 8),
@@ -204,7 +200,7 @@ def test_cnn_estimate_is_within_a_small_factor_of_xla(key):
     s = 2
     keys = jax.random.split(key, s)
     pos = jax.random.uniform(jax.random.key(1), (s, space.num_dims))
-    ma = scale.memory_analysis(trainer.train_swarm.lower(keys, pos, data).compile())
+    ma = scale.make_swarm_runner(trainer.train_member, log=None).memory_analysis(keys, pos, data)
     est = _cnn_estimate(trainer, cfg, s, data, space)
     assert est["eval_chunk"] < est["gradients"] + est["activations"]
     assert 0.8 <= est["total"] / ma["total"] <= 1.5, (est["total"], ma)
@@ -219,7 +215,7 @@ def test_cnn_runner_chunks_under_a_memory_cap_and_matches_unchunked(tiny_cnn, ke
     assert est["eval_chunk"] > est["gradients"] + est["activations"]  # evaluation-dominated
     whole = scale.make_swarm_runner(trainer.train_member, log=None, estimate=est)
     ma = whole.memory_analysis(keys, pos, data)
-    # A tiny evaluation-dominated network: the estimate errs high (estimate_memory_cnn's docstring).
+    # A tiny evaluation-dominated network: the estimate errs high (the CNN's memory_terms comment).
     assert 0.8 <= est["total"] / ma["total"] <= 2.0, (est["total"], ma)
     assert whole.plan(s).num_chunks == 1
     ref = whole(keys, pos, data)
@@ -260,7 +256,7 @@ def test_chunked_equals_unchunked_and_compiles_once(tiny, key):
     s = 5
     keys = jax.random.split(key, s)
     pos = jax.random.uniform(jax.random.key(1), (s, space.num_dims))
-    ref = trainer.train_swarm(keys, pos, data)
+    ref = jax.jit(jax.vmap(trainer.train_member, in_axes=(0, 0, None)))(keys, pos, data)
     got = runner(keys, pos, data)
     assert runner.plan(s) == scale.SwarmPlan(5, 1, 2, 3)
     assert any("3 chunk(s) of 2" in line and "padded with 1" in line for line in logs)

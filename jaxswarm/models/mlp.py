@@ -32,19 +32,13 @@ gradients with respect to the active weights:
   gelu and swish, LeCun (``gain2 = 1``) for tanh and sigmoid and for the
   output layer. Biases start at zero, batch-norm scales at one.
 
-Cost notes. The activation is picked per member with ``lax.switch``; under
-``vmap`` the index is batched, so XLA evaluates *every* branch on the
-``[B, max_units]`` pre-activation and selects (elementwise work, about
-``len(cfg.activations)`` times one activation: O(B*U) next to the O(B*U*U)
-matmuls, but not negligible on CPU: measured on this 2-core machine, a
-vmapped 784-256-256-256 gradient step (S=16, B=128) took ~2x the time of a
-relu-only one with all seven activations, ~1.15x with three; elu and exact
-gelu are the dearest). List only the activations the search space uses in
-``MLPConfig.activations``. Batch norm is computed for every layer and
-selected with ``jnp.where`` (also O(B*U)). Inactive layers still run their
-full matmul; ``computed_flops`` counts that, ``useful_flops`` counts the
-real network. All kernels come from ONE truncated-normal draw, sliced:
-compiling a vmapped init took ~1 s instead of ~5 s with one draw per layer.
+Cost notes. Under ``vmap`` the activation index is batched, so every
+activation in ``MLPConfig.activations`` runs on the ``[B, max_units]``
+pre-activation and one is selected: list only those the space uses. Batch
+norm runs for every layer and is selected with ``jnp.where``. Inactive layers
+still run their full matmul; ``computed_flops`` counts that, ``useful_flops``
+counts the real network. All kernels come from ONE truncated-normal draw,
+sliced (one RNG op to compile instead of one per layer).
 
 Entries outside the real network may even hold arbitrary *finite* values
 (tested with noise): they still have no effect and get zero gradients.
@@ -74,21 +68,30 @@ Example:
 
 from __future__ import annotations
 
-import functools
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
 import numpy as np
-from jax import lax
+
+from jaxswarm import optim
+from jaxswarm.models.layers import (
+    ACTIVATION_NAMES,
+    MemoryTerms,
+    ACTIVATIONS,
+    INIT_GAIN2,
+    MAX_DROPOUT,
+    OUT_GAIN2,
+    activate,
+    batch_norm_eval,
+    batch_norm_train,
+    dropout,
+    unit_normal,
+)
+from jaxswarm.space import AtLeast, Choice, Fixed, Float, Int, SearchSpace, as_int, range_arg, value_reader
 
 __all__ = [
-    "ACTIVATIONS",
-    "ACTIVATION_NAMES",
-    "INIT_GAIN2",
-    "BN_MOMENTUM",
-    "BN_EPS",
     "MLPConfig",
     "Arch",
     "make_arch",
@@ -101,42 +104,13 @@ __all__ = [
     "apply_dense",
     "useful_flops",
     "computed_flops",
+    "mlp_space",
+    "limits",
+    "config",
+    "decode",
+    "memory_terms",
+    "signature",
 ]
-
-# Registry of activations, in a fixed order: a member's activation is an index
-# into it. Append new ones at the end so stored indices stay valid.
-ACTIVATIONS: dict[str, Callable[[jax.Array], jax.Array]] = {
-    "relu": jax.nn.relu,
-    "tanh": jnp.tanh,
-    "sigmoid": jax.nn.sigmoid,
-    "elu": jax.nn.elu,
-    "leaky_relu": jax.nn.leaky_relu,  # negative slope 0.01
-    "gelu": functools.partial(jax.nn.gelu, approximate=False),  # exact, as Keras
-    "swish": jax.nn.swish,
-}
-ACTIVATION_NAMES: tuple[str, ...] = tuple(ACTIVATIONS)
-
-# Variance gain of the fan-in initializer per activation: He (2) for the
-# rectifier family (He et al. 2015), LeCun (1) for the saturating ones.
-INIT_GAIN2: dict[str, float] = {
-    "relu": 2.0,
-    "tanh": 1.0,
-    "sigmoid": 1.0,
-    "elu": 2.0,
-    "leaky_relu": 2.0,
-    "gelu": 2.0,
-    "swish": 2.0,
-}
-_OUT_GAIN2 = 1.0  # LeCun for the linear output layer
-
-BN_MOMENTUM = 0.99  # running-average momentum (Flax/Keras default)
-BN_EPS = 1e-5
-_MAX_DROPOUT = 0.999  # traced rates are clipped to [0, _MAX_DROPOUT]
-
-# Unit-variance truncated normal on [-2, 2] (std of the truncated draw is
-# 0.87962566103423978; the same constant jax's variance_scaling uses).
-_unit_normal = jax.nn.initializers.truncated_normal(stddev=1.0 / 0.87962566103423978)
-
 
 class MLPConfig(NamedTuple):
     """Static shape of the max-size MLP (hashable: pass it as a static arg).
@@ -337,48 +311,6 @@ def arch_to_python(arch: Arch) -> dict[str, Any]:
 
 
 # --------------------------------------------------------------------------
-# Shared pieces
-# --------------------------------------------------------------------------
-
-
-def _activate(index: jax.Array, z: jax.Array, names: tuple[str, ...] = ACTIVATION_NAMES):
-    """Applies ``ACTIVATIONS[ACTIVATION_NAMES[index]]``, choosing among ``names``.
-
-    ``lax.switch`` runs one branch for a concrete or unbatched index; under
-    vmap it becomes a select that evaluates every branch in ``names``.
-    """
-    fns = [ACTIVATIONS[n] for n in names]
-    if len(fns) == 1:
-        return fns[0](z)
-    to_local = np.zeros(len(ACTIVATION_NAMES), np.int32)  # unlisted -> first listed
-    for i, n in enumerate(names):
-        to_local[ACTIVATION_NAMES.index(n)] = i
-    local = jnp.asarray(to_local)[jnp.clip(index, 0, len(ACTIVATION_NAMES) - 1)]
-    return lax.switch(local, fns, z)
-
-
-def _batch_norm_train(z_BxU, scale_U, bias_U, mean_U, var_U):
-    """Batch norm with batch statistics; returns output and new running stats."""
-    batch_mean = jnp.mean(z_BxU, axis=0)
-    batch_var = jnp.mean(jnp.square(z_BxU - batch_mean), axis=0)  # biased, as Flax
-    y = (z_BxU - batch_mean) * lax.rsqrt(batch_var + BN_EPS) * scale_U + bias_U
-    new_mean = BN_MOMENTUM * mean_U + (1.0 - BN_MOMENTUM) * batch_mean
-    new_var = BN_MOMENTUM * var_U + (1.0 - BN_MOMENTUM) * batch_var
-    return y, new_mean, new_var
-
-
-def _batch_norm_eval(z_BxU, scale_U, bias_U, mean_U, var_U):
-    return (z_BxU - mean_U) * lax.rsqrt(var_U + BN_EPS) * scale_U + bias_U
-
-
-def _dropout(key, h_BxU, rate):
-    """Inverted dropout; uniforms drawn as [U, B] so narrower draws are prefixes."""
-    u_UxB = jax.random.uniform(key, (h_BxU.shape[1], h_BxU.shape[0]), h_BxU.dtype)
-    keep_BxU = u_UxB.T >= rate
-    return jnp.where(keep_BxU, h_BxU / (1.0 - rate), 0.0)
-
-
-# --------------------------------------------------------------------------
 # Max-size masked network (one member)
 # --------------------------------------------------------------------------
 
@@ -426,7 +358,7 @@ def init_mlp(key: jax.Array, arch: Arch, cfg: MLPConfig) -> dict:
     # One draw for all kernels (one RNG op to compile), split by slicing.
     shapes = [(F, U)] + [(U, U)] * (L - 1) + [(U, C)]
     sizes = [r * c for r, c in shapes]
-    draws = jnp.split(_unit_normal(key, (sum(sizes),), jnp.float32), np.cumsum(sizes)[:-1])
+    draws = jnp.split(unit_normal(key, (sum(sizes),), jnp.float32), np.cumsum(sizes)[:-1])
     unit_kernels = [d.reshape(shape) for d, shape in zip(draws, shapes)]
     unit_ids = jnp.arange(U)
     params, stats = {}, {}
@@ -448,7 +380,7 @@ def init_mlp(key: jax.Array, arch: Arch, cfg: MLPConfig) -> dict:
         }
         row_mask, in_dim, fan_in = col_mask_U, U, units_L[l].astype(jnp.float32)
     last_units = units_L[n_layers - 1]
-    std_out = jnp.sqrt(_OUT_GAIN2 / last_units.astype(jnp.float32))
+    std_out = jnp.sqrt(OUT_GAIN2 / last_units.astype(jnp.float32))
     kernel_out = unit_kernels[L] * std_out
     kernel_out = jnp.where((unit_ids < last_units)[:, None], kernel_out, 0.0)
     params["out"] = {"kernel": kernel_out, "bias": jnp.zeros((C,), jnp.float32)}
@@ -497,7 +429,7 @@ def apply_mlp(
     params, stats = variables["params"], variables["batch_stats"]
     n_layers, units_L = _clipped(arch, cfg)
     batch_norm = jnp.asarray(arch.batch_norm, jnp.bool_)
-    rate = jnp.clip(jnp.asarray(arch.dropout, jnp.float32), 0.0, _MAX_DROPOUT)
+    rate = jnp.clip(jnp.asarray(arch.dropout, jnp.float32), 0.0, MAX_DROPOUT)
     unit_ids = jnp.arange(cfg.max_units)
     h = x_BxF
     new_stats = {}
@@ -506,7 +438,7 @@ def apply_mlp(
         dense, bn, bn_stats = params[f"dense_{l}"], params[f"bn_{l}"], stats[f"bn_{l}"]
         z_BxU = h @ dense["kernel"] + dense["bias"]
         if train:
-            z_bn, new_mean, new_var = _batch_norm_train(
+            z_bn, new_mean, new_var = batch_norm_train(
                 z_BxU, bn["scale"], bn["bias"], bn_stats["mean"], bn_stats["var"]
             )
             update = batch_norm & active
@@ -515,15 +447,15 @@ def apply_mlp(
                 "var": jnp.where(update, new_var, bn_stats["var"]),
             }
         else:
-            z_bn = _batch_norm_eval(
+            z_bn = batch_norm_eval(
                 z_BxU, bn["scale"], bn["bias"], bn_stats["mean"], bn_stats["var"]
             )
             new_stats[f"bn_{l}"] = bn_stats
         z_BxU = jnp.where(batch_norm, z_bn, z_BxU)
-        a_BxU = _activate(arch.activation, z_BxU, cfg.activations)
+        a_BxU = activate(arch.activation, z_BxU, cfg.activations)
         a_BxU = jnp.where(unit_ids < units_L[l], a_BxU, 0.0)
         if train:
-            a_BxU = _dropout(jax.random.fold_in(key, l), a_BxU, rate)
+            a_BxU = dropout(jax.random.fold_in(key, l), a_BxU, rate)
         h = a_BxU if l == 0 else jnp.where(active, a_BxU, h)  # layer 0 always active
     logits_BxC = h @ params["out"]["kernel"] + params["out"]["bias"]
     return logits_BxC, new_stats
@@ -617,7 +549,7 @@ def init_dense(
         raise ValueError(f"in_features={in_features}, num_classes={num_classes} must be >= 1")
     dims = [in_features, *a["units"], num_classes]
     sizes = [i * o for i, o in zip(dims[:-1], dims[1:])]
-    draws = jnp.split(_unit_normal(key, (sum(sizes),), jnp.float32), np.cumsum(sizes)[:-1])
+    draws = jnp.split(unit_normal(key, (sum(sizes),), jnp.float32), np.cumsum(sizes)[:-1])
     gain2 = INIT_GAIN2[a["activation"]]
     params, stats = {}, {}
     in_dim = in_features
@@ -629,7 +561,7 @@ def init_dense(
             params[f"bn_{l}"] = {"scale": ones, "bias": zeros}
             stats[f"bn_{l}"] = {"mean": zeros, "var": ones}
         in_dim = u
-    kernel_out = draws[-1].reshape(in_dim, num_classes) * np.sqrt(_OUT_GAIN2 / in_dim)
+    kernel_out = draws[-1].reshape(in_dim, num_classes) * np.sqrt(OUT_GAIN2 / in_dim)
     params["out"] = {"kernel": kernel_out, "bias": jnp.zeros((num_classes,), jnp.float32)}
     return {"params": params, "batch_stats": stats}
 
@@ -676,14 +608,14 @@ def apply_dense(
         if a["batch_norm"]:
             bn, s = params[f"bn_{l}"], stats[f"bn_{l}"]
             if train:
-                z, mean, var = _batch_norm_train(z, bn["scale"], bn["bias"], s["mean"], s["var"])
+                z, mean, var = batch_norm_train(z, bn["scale"], bn["bias"], s["mean"], s["var"])
                 new_stats[f"bn_{l}"] = {"mean": mean, "var": var}
             else:
-                z = _batch_norm_eval(z, bn["scale"], bn["bias"], s["mean"], s["var"])
+                z = batch_norm_eval(z, bn["scale"], bn["bias"], s["mean"], s["var"])
                 new_stats[f"bn_{l}"] = s
         h = act(z)
         if train and a["dropout"] > 0:
-            h = _dropout(jax.random.fold_in(key, l), h, jnp.asarray(a["dropout"], h.dtype))
+            h = dropout(jax.random.fold_in(key, l), h, jnp.asarray(a["dropout"], h.dtype))
     logits = h @ params["out"]["kernel"] + params["out"]["bias"]
     return (logits, new_stats) if return_batch_stats else logits
 
@@ -735,3 +667,191 @@ def computed_flops(cfg: MLPConfig) -> int:
     _check_cfg(cfg)
     F, C, L, U = cfg.in_features, cfg.num_classes, cfg.max_layers, cfg.max_units
     return int(2 * (F * U + (L - 1) * U * U + U * C))
+
+
+# --------------------------------------------------------------------------
+# The family record's functions (models/__init__.py)
+# --------------------------------------------------------------------------
+
+
+def mlp_space(max_layers: int = 3,
+              units: tuple[int, int] = (16, 256),
+              activations: Sequence[str] = ("relu", "tanh", "sigmoid", "elu"),
+              learning_rate: tuple[float, float] = optim.LEARNING_RATE_RANGE,
+              optimizers: Sequence[str] | None = None,
+              momentum: tuple[float, float] | None = None,
+              weight_decay: tuple[float, float] | None = None,
+              dropout: tuple[float, float] | None = None,
+              batch_norm: bool = False,
+              lr_decay: tuple[float, float] | None = None) -> SearchSpace:
+    """The MLP search space of the original study, with optional extras.
+
+    Params, in order: ``n_layers`` Int(1, max_layers) (Fixed(1) if
+    max_layers == 1); ``units_1`` .. ``units_{max_layers}`` Int(units,
+    log=True), ``units_k`` active when ``n_layers >= k``; ``activation``
+    Choice(activations); ``learning_rate`` Float(log=True); then, only when
+    given: ``optimizer`` Choice(optimizers), ``momentum`` Float,
+    ``weight_decay`` Float(log=True), ``dropout`` Float, ``batch_norm``
+    Choice([False, True]), ``lr_decay`` Float(log=True) (final learning rate
+    as a fraction of the initial one, cosine schedule).
+
+    Args:
+        max_layers: maximum number of hidden layers (>= 1).
+        units: (lo, hi) hidden width, log scale.
+        activations: activation names.
+        learning_rate: (lo, hi), log scale.
+        optimizers: optimizer names, or None to leave the choice out.
+        momentum: (lo, hi) linear, or None.
+        weight_decay: (lo, hi) log scale (lo > 0), or None.
+        dropout: (lo, hi) linear, or None.
+        batch_norm: add a ``batch_norm`` on/off choice.
+        lr_decay: (lo, hi) log scale (lo > 0, hi <= 1), or None for a constant rate.
+
+    Returns:
+        The :class:`SearchSpace`.
+
+    Example:
+        >>> mlp_space().names
+        ('n_layers', 'units_1', 'units_2', 'units_3', 'activation', 'learning_rate')
+    """
+    max_layers = as_int(max_layers, "max_layers")
+    if max_layers < 1:
+        raise ValueError(f"max_layers must be >= 1, got {max_layers}")
+    u_lo, u_hi = range_arg(units, "units")
+    params: dict[str, Any] = {"n_layers": Fixed(1) if max_layers == 1 else Int(1, max_layers)}
+    for k in range(1, max_layers + 1):
+        params[f"units_{k}"] = Int(u_lo, u_hi, log=True, when=None if k == 1 else AtLeast("n_layers", k))
+    params["activation"] = Choice(activations)
+    params["learning_rate"] = Float(*range_arg(learning_rate, "learning_rate"), log=True)
+    params.update(optim.optimizer_params(optimizers, momentum, weight_decay))
+    if dropout is not None:
+        params["dropout"] = Float(*range_arg(dropout, "dropout"))
+    if batch_norm:
+        params["batch_norm"] = Choice([False, True])
+    params.update(optim.lr_decay_param(lr_decay))
+    return SearchSpace(params)
+
+
+def limits(space: SearchSpace) -> tuple[int, int]:
+    """``(max_layers, max_units)`` the space can ask for: the masked network's size.
+
+    Example:
+        >>> limits(mlp_space(max_layers=2, units=(4, 32)))
+        (2, 32)
+    """
+    layers = units = 1
+    for name, p in space.params.items():
+        hi = getattr(p, "hi", getattr(p, "value", 1))
+        if name == "n_layers":
+            layers = int(hi)
+        elif name.startswith("units_"):
+            layers = max(layers, int(name.split("_")[1]))
+            units = max(units, int(hi))
+    return layers, units
+
+
+def activation_names(space: SearchSpace) -> tuple[str, ...]:
+    """The activations members of `space` may use: only these are computed under vmap."""
+    p = space.params.get("activation")
+    if p is None:
+        return ("relu",)
+    return tuple(p.options) if isinstance(p, Choice) else (p.value,)
+
+
+def config(space: SearchSpace, in_features: int, num_classes: int, input_shape=None,
+           branching: bool = False) -> MLPConfig:
+    """The max-size `MLPConfig` of `space` (``input_shape`` and ``branching`` are not used)."""
+    max_layers, max_units = limits(space)
+    return MLPConfig(in_features, num_classes, max_layers, max_units, activations=activation_names(space))
+
+
+def decode(space: SearchSpace, cfg: MLPConfig) -> Callable:
+    """Returns ``hparams(position_D) -> (Arch, OptHParams)``, traceable.
+
+    Names follow :func:`mlp_space`. A name the space lacks takes its default
+    (max depth and width, relu, the optimizer defaults of `optim`, no dropout,
+    no batch norm).
+
+    Example:
+        >>> space = mlp_space(max_layers=2, units=(4, 16))
+        >>> arch, hp = decode(space, config(space, 8, 2))(jnp.full((space.num_dims,), 0.5))
+        >>> arch.units.shape
+        (2,)
+    """
+    for name in space.names:
+        if name.startswith("units_") and int(name.split("_")[1]) > cfg.max_layers:
+            raise ValueError(f"space has {name} but max_layers={cfg.max_layers}")
+    for name in ("activation", "optimizer", "batch_norm"):
+        if name in space.names and not isinstance(space.params[name], Choice):
+            raise ValueError(f"{name} must be a Choice, got {space.params[name]!r}")
+    L, H = cfg.max_layers, cfg.max_units
+    value = value_reader(space, {"activation": ACTIVATION_NAMES, "optimizer": optim.optimizer_names(space)})
+
+    def hparams(position_D):
+        v = space.decode(position_D)
+        n_layers = jnp.clip(value(v, "n_layers", L), 1, L).astype(jnp.int32)
+        units = jnp.stack([value(v, f"units_{k + 1}", H) for k in range(L)])
+        arch = Arch(
+            n_layers=n_layers,
+            units=jnp.clip(units, 1, H).astype(jnp.int32),
+            activation=jnp.asarray(value(v, "activation", ACTIVATION_NAMES.index("relu")), jnp.int32),
+            dropout=jnp.asarray(value(v, "dropout", 0.0), jnp.float32),
+            batch_norm=jnp.asarray(value(v, "batch_norm", False), bool),
+        )
+        return arch, optim.opt_hparams(value, v)
+
+    return hparams
+
+
+def init_dense_of(key, arch_python: Mapping[str, Any], cfg: MLPConfig) -> dict:
+    """`init_dense` with F and C read from the config."""
+    return init_dense(key, arch_python, cfg.in_features, cfg.num_classes)
+
+
+def apply_dense_of(variables, x_BxF, arch_python: Mapping[str, Any], cfg: MLPConfig, *, train: bool,
+                   key=None):
+    """`apply_dense` returning ``(logits_BxC, batch_stats)``, the masked network's call shape."""
+    return apply_dense(variables, x_BxF, arch_python, train=train, key=key, return_batch_stats=True)
+
+
+# Calibration against compiled.memory_analysis() of the masked swarm program
+# on CPU (bench/results/scaling_cpu.md). Training: XLA keeps about 10 float32
+# values per row, unit and hidden layer of one minibatch alive for the forward
+# + backward pass (pre-activation, the activation branches that vmap evaluates
+# and selects, masks, cotangents) next to one gradient. Evaluation (no
+# gradient, `eval_batch_size` rows): about 1.5 values per row and unit for one
+# hidden layer, about 8 for two or more.
+_TRAIN_FLOATS_PER_UNIT_LAYER = 10
+_EVAL_FLOATS_PER_UNIT = (1.5, 8.0)  # max_layers == 1, max_layers >= 2
+_F32 = 4
+
+
+def memory_terms(cfg: MLPConfig, batch: int, eval_batch: int) -> MemoryTerms:
+    """One masked member's variables (shapes), minibatch activations and evaluation chunk, in bytes.
+
+    Example:
+        >>> memory_terms(MLPConfig(64, 10, 2, 64), 32, 100).activations > 0
+        True
+    """
+    _check_cfg(cfg)
+    F, C, L, U = cfg.in_features, cfg.num_classes, cfg.max_layers, cfg.max_units
+    arch = Arch(jnp.int32(L), jnp.full((L,), U, jnp.int32), jnp.int32(0), jnp.float32(0), jnp.bool_(False))
+    variables = jax.eval_shape(lambda k: init_mlp(k, arch, cfg), jax.random.key(0))
+    activations = _F32 * (batch * F + L * batch * U * _TRAIN_FLOATS_PER_UNIT_LAYER + 4 * batch * C)
+    eval_chunk = int(_F32 * (eval_batch * U * _EVAL_FLOATS_PER_UNIT[L > 1] + 4 * eval_batch * C))
+    return MemoryTerms(variables, activations, eval_chunk, F)
+
+
+def signature(arch_S: Arch) -> np.ndarray:
+    """``int[S, 1 + L]``: depth and the widths of the active layers (0 beyond the depth).
+
+    Two members with equal rows have weights of the same real shapes.
+
+    Example:
+        >>> cfg = MLPConfig(4, 2, 3, 8)
+        >>> signature(stack_archs([dict(n_layers=1, units=[3])], cfg)).tolist()
+        [[1, 3, 0, 0]]
+    """
+    n_S1 = np.asarray(arch_S.n_layers)[:, None]
+    layers = np.arange(np.shape(arch_S.units)[1])[None, :]
+    return np.concatenate([n_S1, np.where(layers < n_S1, np.asarray(arch_S.units), 0)], axis=1)

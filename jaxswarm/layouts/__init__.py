@@ -1,0 +1,52 @@
+"""Swarm layouts: how the members of one round are laid out as compiled programs.
+
+A `Layout` says whether it can train a study (`supports`, a reason when it
+cannot) and builds the round's `SwarmProgram` (`build`). The study picks one
+from `LAYOUTS` by name, once, and only ever calls the program it got:
+
+  masked   every member is the family's max-size network with masks, vmapped
+           (one program per study; every option works).
+  serial   the members one after another in ONE program (a scan, no vmap), so
+           each runs only its own branches (the CNN's layout on CPU).
+  packed   MLP members share each minibatch; their first layers are one matmul
+           and the deeper layers run in a few width groups.
+
+A new layout is one file in this folder and one line in `LAYOUTS`.
+
+Example:
+    >>> sorted(LAYOUTS)
+    ['masked', 'packed', 'serial']
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import NamedTuple
+
+from jaxswarm.layouts import masked, packed, serial
+from jaxswarm.layouts.masked import SwarmProgram
+
+__all__ = ["Layout", "SwarmProgram", "LAYOUTS", "DEFAULT_LAYOUT"]
+
+
+class Layout(NamedTuple):
+    """One way to lay out a swarm.
+
+    Attributes:
+        name: registry key (``--layout``).
+        supports: ``(family, space, config) -> str | None``: why the layout
+            cannot train this study (``config`` is the `study.StudyConfig`), or None.
+        build: ``(family, space, train_config, data_shape, config, estimate, log) -> SwarmProgram``.
+    """
+
+    name: str
+    supports: Callable
+    build: Callable
+
+
+LAYOUTS: dict[str, Layout] = {
+    "masked": Layout("masked", masked.supports, masked.build),
+    "serial": Layout("serial", serial.supports, serial.build),
+    "packed": Layout("packed", packed.supports_study, packed.build),
+}
+DEFAULT_LAYOUT = "masked"

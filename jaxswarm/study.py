@@ -1,0 +1,463 @@
+"""A PSO study: initial design -> decode -> train the swarm -> fitness -> PSO tell -> report -> checkpoint.
+
+`Study` reads its choices once: the model family from the space
+(`models.family_of`), the layout from `layouts.LAYOUTS` (which builds the
+round's `SwarmProgram`) and the PSO from `pso.make_pso`. One round
+(`Study.round`) is a pure function of its inputs: keys from the seed and the
+round number, the PSO state, the data and (warm mode) the members' weights in,
+the next PSO state and the members' `Metrics` out. `Study.run` only does host
+work around it: result files, checkpoints, progress.
+
+Two modes:
+  fresh  every round trains each member from new weights: the classic PSO
+         hyperparameter search of the original study.
+  warm   a member whose architecture did not change since the last round keeps
+         its weights and trains on; a member whose architecture changed starts
+         from new weights.
+
+Determinism: round r's keys are `round_keys(key(seed), r, S)`, so a study
+resumed from the checkpoint of round r draws the same numbers as the
+uninterrupted one and ends with the same result (bit for bit on CPU).
+
+Example (a research script):
+    >>> import numpy as np, jaxswarm as js
+    >>> x = np.random.rand(300, 10).astype(np.float32); y = (x.sum(1) > 5).astype(int)
+    >>> data = js.from_arrays(x, y, seed=0)
+    >>> space = js.SearchSpace({"n_layers": js.Int(1, 2), "units_1": js.Int(4, 32, log=True),
+    ...     "units_2": js.Int(4, 32, log=True, when=lambda v: v["n_layers"] >= 2),
+    ...     "learning_rate": js.Float(1e-3, 1e-1, log=True)})
+    >>> result = js.tune(space, data, swarm_size=4, rounds=2, epochs=2, progress=False)
+    >>> sorted(result.best_config)[:2]
+    ['learning_rate', 'n_layers']
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any, NamedTuple
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from tqdm import tqdm
+
+from jaxswarm import design, execute, results, train
+from jaxswarm import pso as pso_lib
+from jaxswarm.data import Dataset, kfold_indices
+from jaxswarm.layouts import DEFAULT_LAYOUT, LAYOUTS
+from jaxswarm.layouts.masked import DataShape
+from jaxswarm.models import family_of, mlp_space
+from jaxswarm.optim import optimizer_names
+from jaxswarm.space import SearchSpace
+
+__all__ = ["MODES", "StudyConfig", "StudyResult", "StudyError", "Study", "tune", "load_result",
+           "round_keys", "initial_state", "retrain_metrics"]
+
+MODES = ("fresh", "warm")
+RETRAIN_FOLD = 2**30  # fold_in index of the retrain's key
+_INIT_FOLD = -1 % (2**31)  # fold_in index of the initial design's key
+
+
+@dataclasses.dataclass
+class StudyConfig:
+    """Everything that defines a study besides its data and space (the CLI's flags read these defaults)."""
+
+    swarm_size: int = 16
+    rounds: int = 8
+    epochs: int = 10
+    batch_size: int = 64
+    folds: int = 1  # 1: hold-out validation split; k > 1: k-fold CV on train+val
+    mode: str = "fresh"  # fresh | warm
+    init: str = "lhs"  # initial design (design.DESIGNS): lhs (maximin Latin hypercube), sobol, uniform
+    fitness: str = "accuracy"  # accuracy | loss
+    patience: int | None = None  # stop after this many rounds without improvement
+    seed: int = 0
+    retrain: bool = True  # retrain the best config on train+val and report test accuracy
+    retrain_epochs: int | None = None  # epochs of that final retrain (None: the search's epochs)
+    layout: str = DEFAULT_LAYOUT  # a key of layouts.LAYOUTS
+    pso: dict = dataclasses.field(default_factory=dict)  # keyword arguments of pso.make_pso
+    chunk_size: int | None = None  # members per device trained at once (None: planned from memory)
+    memory_cap_gb: float | None = None  # per-device memory cap for that plan (None: the device's own)
+
+    def validate(self) -> None:
+        """Raises ValueError naming the first bad setting."""
+        if self.swarm_size < 2:
+            raise ValueError(f"swarm_size must be >= 2, got {self.swarm_size}")
+        for name in ("rounds", "epochs", "batch_size", "folds"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
+        if self.mode not in MODES:
+            raise ValueError(f"mode must be one of {MODES}, got {self.mode!r}")
+        if self.init not in design.DESIGNS:
+            raise ValueError(f"init must be one of {sorted(design.DESIGNS)}, got {self.init!r}")
+        if self.fitness not in train.FITNESS_KINDS:
+            raise ValueError(f"fitness must be one of {train.FITNESS_KINDS}, got {self.fitness!r}")
+        if self.patience is not None and self.patience < 1:
+            raise ValueError(f"patience must be >= 1 or None, got {self.patience}")
+        if self.retrain_epochs is not None and self.retrain_epochs < 1:
+            raise ValueError(f"retrain_epochs must be >= 1 or None, got {self.retrain_epochs}")
+        if self.chunk_size is not None and self.chunk_size < 1:
+            raise ValueError(f"chunk_size must be >= 1 or None, got {self.chunk_size}")
+        if self.memory_cap_gb is not None and self.memory_cap_gb <= 0:
+            raise ValueError(f"memory_cap_gb must be > 0 or None, got {self.memory_cap_gb}")
+        if self.layout not in LAYOUTS:
+            raise ValueError(f"layout must be one of {tuple(LAYOUTS)}, got {self.layout!r}")
+        if self.mode == "warm" and self.folds > 1:
+            raise ValueError("mode 'warm' keeps one network per particle; it cannot be combined with folds > 1")
+
+
+class StudyResult(NamedTuple):
+    best_config: dict  # the best configuration found (Python values)
+    best_fitness: float  # its validation fitness
+    test_accuracy: float | None  # after a final retrain on train+val (None if retrain=False)
+    rounds_run: int
+    wall_time: float  # seconds, this process only
+    out_dir: Path | None
+
+
+class StudyError(ValueError):
+    """A study cannot start or continue (bad output directory, nothing to resume, ...)."""
+
+
+class Warm(NamedTuple):
+    """What warm mode carries from one round to the next."""
+
+    variables: Any  # every member's weights (None before the first round)
+    signature: np.ndarray | None  # int[S, K]: the architecture those weights belong to
+
+
+def round_keys(key: jax.Array, r: int, swarm_size: int) -> tuple[jax.Array, jax.Array]:
+    """Round r's ``(member keys [S], PSO tell key)``: the same for a study and its resumed run."""
+    k_train, k_tell = jax.random.split(jax.random.fold_in(key, r))
+    return jax.random.split(k_train, swarm_size), k_tell
+
+
+def initial_state(key: jax.Array, swarm: pso_lib.PSO, init: str, swarm_size: int, num_dims: int):
+    """The PSO state before round 0: the initial design `init` from the study's key."""
+    init_key = jax.random.fold_in(key, _INIT_FOLD)
+    start = design.initial_design(init_key, init, swarm_size, num_dims)
+    return swarm.init(jax.random.fold_in(init_key, 1), start)
+
+
+def retrain_metrics(space: SearchSpace, dataset: Dataset, position_D, *, seed: int, epochs: int,
+                    batch_size: int, fitness: str, on_epoch: Callable | None = None,
+                    log: Callable[[str], None] | None = None) -> train.Metrics:
+    """Trains the configuration at `position_D` densely on train+val and evaluates it on the test set.
+
+    The validation fields of the returned `Metrics` are the test set's, one
+    entry per epoch in the curves. The key is ``fold_in(key(seed), 2**30)``,
+    for a study and a sequential tuner alike.
+    """
+    data = train.device_data(np.concatenate([dataset.x_train, dataset.x_val]),
+                             np.concatenate([dataset.y_train, dataset.y_val]), dataset.x_test, dataset.y_test)
+    config = train.TrainConfig(epochs=epochs, batch_size=batch_size, fitness=fitness)
+    dense = train.make_dense_train(space, config, data.x_train.shape[1], dataset.num_classes,
+                                   input_shape=dataset.input_shape, on_epoch=on_epoch)
+    if log is not None:
+        arch, hp = dense.describe(position_D)
+        log(f"retraining {arch} (lr {float(hp.learning_rate):.2e}) for {epochs} epochs "
+            f"on {len(data.y_train)} images")
+    key = jax.random.fold_in(jax.random.key(seed), RETRAIN_FOLD)
+    return dense.train_position(key, np.asarray(position_D, np.float32), data)
+
+
+class Study:
+    """A PSO study over `space` on `dataset`; `run()` drives it round by round.
+
+    Args:
+      space: the search space (its family comes from `models.family_of`).
+      dataset: a `data.Dataset` (see `data.load_dataset`, `data.from_arrays`).
+      config: the study's `StudyConfig`.
+      out_dir: results directory (None: keep results in memory only; no checkpoints).
+      progress: show a progress bar and one line per round.
+      settings: the CLI's merged settings, stored in study.json so `--resume` can rebuild the study.
+    """
+
+    def __init__(self, space: SearchSpace, dataset: Dataset, config: StudyConfig,
+                 out_dir: str | Path | None = None, progress: bool = True, settings: dict | None = None):
+        config.validate()
+        self.settings = settings
+        self.space, self.dataset, self.config, self.progress = space, dataset, config, progress
+        self.out_dir = None if out_dir is None else Path(out_dir).absolute()
+        self.family = family_of(space)
+        self.layout = LAYOUTS[config.layout]
+        reason = self.layout.supports(self.family, space, config)
+        if reason is not None:
+            raise ValueError(reason)
+        if config.mode == "warm" and self.family.signature is None:
+            raise ValueError(f"mode 'warm' is not available for the {self.family.name} family; use mode 'fresh'")
+        self.train_config = train.TrainConfig(epochs=config.epochs, batch_size=config.batch_size,
+                                              fitness=config.fitness)
+        shape = DataShape(int(np.prod(dataset.x_train.shape[1:])), dataset.num_classes, dataset.input_shape)
+        self.swarm = pso_lib.make_pso(config.swarm_size, space.num_dims, maximize=True,
+                                      **{"num_iterations": config.rounds, **config.pso})
+        n_train, n_val = len(dataset.x_train), len(dataset.x_val)
+        if config.folds > 1:  # one pool, k (train, val) splits
+            x = np.concatenate([dataset.x_train, dataset.x_val])
+            y = np.concatenate([dataset.y_train, dataset.y_val])
+            tr, va = kfold_indices(len(x), config.folds, seed=config.seed)
+            data = train.fold_data(x, y, tr, va)
+            n_val = (n_train + n_val) // config.folds
+            n_train = len(x) - n_val
+        else:
+            data = train.device_data(dataset.x_train, dataset.y_train, dataset.x_val, dataset.y_val)
+        self.key = jax.random.key(config.seed)
+        model_config = self.family.config(space, shape.in_features, shape.num_classes, shape.input_shape, False)
+        self.memory_estimate = execute.estimate_memory(
+            self.family, model_config, self.train_config, config.swarm_size, n_train, max(n_val, 1),
+            optimizers=optimizer_names(space), folds=config.folds)
+        self.program = self.layout.build(self.family, space, self.train_config, shape, config,
+                                         self.memory_estimate, self._log)
+        self.data = self.program.place(data)  # on every device once, not every round
+        self._decode_swarm = jax.jit(jax.vmap(self.program.hparams))  # warm mode's signatures, compiled once
+
+    # -- one round: a pure function of its inputs ----------------------------
+
+    def round(self, r: int, state: pso_lib.PSOState, warm: Warm | None):
+        """Trains round r's members and moves the swarm: ``(state, warm) -> (state, warm, metrics)``.
+
+        ``warm`` is None in fresh mode; its variables are donated to the round (updated in
+        place), so keep a host copy to reuse them. Nothing is written; the same inputs give the
+        same outputs.
+        """
+        keys, k_tell = round_keys(self.key, r, self.config.swarm_size)
+        positions = self.swarm.ask(state)
+        if warm is None:
+            metrics, _ = self.program.run(keys, positions, self.data)
+        else:
+            signature = self._signature(positions)
+            keep = (np.zeros(self.config.swarm_size, bool) if warm.signature is None
+                    else np.all(np.asarray(warm.signature) == signature, axis=1))
+            variables = self.program.init_state(keys, positions) if warm.variables is None else warm.variables
+            metrics, variables = self.program.run(keys, positions, self.data, variables, jnp.asarray(keep))
+            warm = Warm(variables, signature)
+        # The fitness comes to the host (S floats): every round then hands the PSO arrays of the same
+        # kind, so its steps compile once, whatever device layout the swarm program used.
+        return self.swarm.tell(k_tell, state, np.asarray(metrics.fitness)), warm, metrics
+
+    def compile(self, state: pso_lib.PSOState, warm: Warm | None) -> float:
+        """Compiles the round's program ahead of the first round; returns the seconds it took."""
+        keys, _ = round_keys(self.key, 0, self.config.swarm_size)
+        if warm is None:
+            return self.program.compile(keys, state.position, self.data, None)
+        variables = self.program.init_state(keys, state.position)
+        return self.program.compile(keys, state.position, self.data, variables,
+                                    jnp.zeros(self.config.swarm_size, bool))
+
+    # -- the loop: host work around the rounds -------------------------------
+
+    def run(self, resume: bool = False, on_round: Callable[[dict], Any] | None = None) -> StudyResult:
+        """Runs (or, with `resume`, continues) the study and retrains its winner.
+
+        Args:
+          resume: continue from the newest checkpoint in `out_dir`.
+          on_round: called with each round's summary (the rounds.jsonl row)
+            after the round's results and checkpoint are written.
+
+        Returns:
+          A `StudyResult`.
+        """
+        cfg, t_start = self.config, time.perf_counter()
+        state = initial_state(self.key, self.swarm, cfg.init, cfg.swarm_size, self.space.num_dims)
+        warm = Warm(None, None) if cfg.mode == "warm" else None
+        start, stale, best_seen = 0, 0, -np.inf
+        ckpt = None
+        if self.out_dir is not None:
+            self._prepare_out_dir(resume)
+            ckpt = results.Checkpointer(self.out_dir / "checkpoints")
+            if resume:
+                restored = ckpt.restore_latest(self._checkpoint_tree(state, warm))
+                if restored is not None:
+                    start, tree = restored
+                    state = pso_lib.PSOState(**tree["pso"])
+                    stale, best_seen = int(tree["stale"]), float(tree["best_seen"])
+                    if warm is not None:
+                        warm = Warm(tree["variables"], tree["arch"])
+                    for name in (results.EVALUATIONS, results.ROUNDS):
+                        results.truncate_rounds(self.out_dir / name, start)
+        compile_s = 0.0
+        if start >= cfg.rounds:  # a finished study resumed (e.g. to retrain): nothing to compile
+            self._log(f"all {cfg.rounds} rounds are in the checkpoint; no training rounds to run")
+        else:
+            compile_s = self.compile(state, warm)
+            self._log(f"compiled the swarm program in {compile_s:.1f}s ({cfg.swarm_size} members, "
+                      f"{self.space.num_dims} dims, mode {cfg.mode}; {self.program.describe(cfg.swarm_size)})")
+        bar = _progress(cfg.rounds, start, self.progress)
+        r = start
+        for r in range(start, cfg.rounds):
+            t0 = time.perf_counter()
+            positions = self.swarm.ask(state)
+            state, warm, metrics = self.round(r, state, warm)
+            metrics = jax.tree.map(np.asarray, metrics)
+            seconds = time.perf_counter() - t0
+            best_fitness = float(state.global_best_fitness)
+            stale = 0 if best_fitness > best_seen else stale + 1
+            best_seen = max(best_seen, best_fitness)
+            summary = self._summary(r, state, metrics, seconds)
+            if self.out_dir is not None:
+                if execute.is_primary():  # multi-host: every process runs the loop, one writes
+                    results.append_jsonl(self.out_dir / results.EVALUATIONS,
+                                         self._evaluation_rows(r, positions, metrics, seconds))
+                    results.append_jsonl(self.out_dir / results.ROUNDS, [summary])
+                ckpt.save(r + 1, self._checkpoint_tree(state, warm, stale, best_seen))
+            self._round_line(bar, summary)
+            if on_round is not None:
+                on_round(summary)
+            if cfg.patience is not None and stale >= cfg.patience:
+                self._log(f"no improvement for {stale} rounds: stopping early after round {r}")
+                break
+        if bar is not None:
+            bar.close()
+        rounds_run = (r + 1) if cfg.rounds > start else start
+        best_position = np.asarray(state.global_best_position)
+        best_config = self.space.to_python(best_position)
+        best_fitness = float(state.global_best_fitness)
+        test_acc = self.retrain(best_position) if cfg.retrain else None
+        wall = time.perf_counter() - t_start
+        if self.out_dir is not None and execute.is_primary():
+            results.write_json(self.out_dir / results.BEST, {
+                "best_config": best_config, "best_fitness": best_fitness, "fitness": cfg.fitness,
+                "test_accuracy": test_acc, "rounds_run": rounds_run,
+                "position": best_position.tolist(), "compile_seconds": compile_s})
+            results.write_csv(self.out_dir / results.EVALUATIONS, self.out_dir / results.CSV)
+            results.plot(self.out_dir)
+        if ckpt is not None:
+            ckpt.close()
+        self._log(f"best {cfg.fitness} {best_fitness:.4f} with {best_config}"
+                  + (f"; test accuracy after retrain {test_acc:.4f}" if test_acc is not None else ""))
+        return StudyResult(best_config, best_fitness, test_acc, rounds_run, wall, self.out_dir)
+
+    def retrain(self, position_D) -> float:
+        """Trains the configuration at `position_D` on train+val; returns its test accuracy."""
+        return float(self.retrain_metrics(position_D).val_accuracy)
+
+    def retrain_metrics(self, position_D, dataset: Dataset | None = None) -> train.Metrics:
+        """`retrain_metrics` with the study's settings (`retrain_epochs`) on `dataset` (default: the study's).
+
+        The winner trains as its real-size network, the same function as its
+        masked member without the padding; `dataset` may be, e.g., the full
+        training set when the search ran on a part of it.
+        """
+        epochs = self.config.retrain_epochs or self.config.epochs
+        return retrain_metrics(
+            self.space, self.dataset if dataset is None else dataset, position_D, seed=self.config.seed,
+            epochs=epochs, batch_size=self.config.batch_size, fitness=self.config.fitness,
+            on_epoch=_retrain_progress(epochs, self._log) if self.progress else None, log=self._log)
+
+    # -- helpers -----------------------------------------------------------
+
+    def _signature(self, positions_SxD) -> np.ndarray:
+        arch_S, _ = self._decode_swarm(positions_SxD)
+        return self.family.signature(arch_S)
+
+    def _summary(self, r, state, metrics, seconds) -> dict:
+        finite = np.isfinite(metrics.fitness)
+        return {
+            "round": r, "best_fitness": float(state.global_best_fitness),
+            "best_config": self.space.to_python(np.asarray(state.global_best_position)),
+            "median_fitness": float(np.median(np.where(finite, metrics.fitness, np.nan))) if finite.any() else None,
+            "round_best_fitness": float(np.max(metrics.fitness)),
+            "diverged": int(metrics.diverged.sum()), "seconds": seconds,
+        }
+
+    def _checkpoint_tree(self, state, warm: Warm | None, stale=0, best_seen=-np.inf):
+        tree: dict[str, Any] = {
+            "pso": state._asdict(),
+            "stale": np.asarray(stale, np.int32),
+            "best_seen": np.asarray(best_seen, np.float32),
+        }
+        if warm is not None:
+            if warm.variables is None:  # a template for restore: shapes only matter
+                keys, _ = round_keys(self.key, 0, self.config.swarm_size)
+                tree["variables"] = self.program.init_state(keys, state.position)
+                tree["arch"] = np.zeros_like(self._signature(state.position), np.int64)
+            else:
+                tree["variables"] = self.program.unpad(warm.variables)
+                tree["arch"] = np.asarray(warm.signature)
+        return tree
+
+    def _evaluation_rows(self, r, positions, metrics, seconds):
+        rows = []
+        pos = np.asarray(positions)
+        for i in range(self.config.swarm_size):
+            rows.append({
+                "round": r, "particle": i, "config": self.space.to_python(pos[i]),
+                "fitness": float(metrics.fitness[i]), "val_accuracy": float(metrics.val_accuracy[i]),
+                "best_val_accuracy": float(metrics.best_val_accuracy[i]),
+                "val_loss": float(metrics.val_loss[i]), "diverged": bool(metrics.diverged[i]),
+                "seconds": seconds / self.config.swarm_size,
+                "position": dict(zip(self.space.dim_names, pos[i].tolist())),
+            })
+        return rows
+
+    def _prepare_out_dir(self, resume: bool) -> None:
+        out = self.out_dir
+        try:
+            out.mkdir(parents=True, exist_ok=True)
+            probe = out / ".write-test"
+            probe.write_text("")
+            probe.unlink()
+        except OSError as e:
+            raise StudyError(f"cannot write to the output directory {out}: {e.strerror or e}") from None
+        existing = (out / results.EVALUATIONS).exists()
+        if resume and not (out / "checkpoints").exists():
+            raise StudyError(f"--resume: {out} holds no checkpoints to resume from")
+        if not resume and existing:
+            raise StudyError(f"{out} already holds a study; pass --resume to continue it or choose a new directory")
+        if not resume:
+            results.write_json(out / results.STUDY, {
+                "config": dataclasses.asdict(self.config), "dataset": self.dataset.name,
+                "settings": self.settings,
+                "space": repr(self.space), "train": self.train_config._asdict(),
+                "jax": jax.__version__, "devices": [str(d) for d in jax.devices()]})
+
+    def _log(self, msg: str) -> None:
+        if self.progress:
+            tqdm.write(msg)
+
+    def _round_line(self, bar, s: dict) -> None:
+        if bar is None:
+            return
+        cfg = ", ".join(f"{k}={_short(v)}" for k, v in s["best_config"].items())
+        bar.update(1)
+        bar.set_postfix(best=f"{s['best_fitness']:.4f}")
+        bar.write(f"round {s['round'] + 1}/{self.config.rounds}  best {s['best_fitness']:.4f}  "
+                  f"round max {s['round_best_fitness']:.4f}  diverged {s['diverged']}  "
+                  f"{s['seconds']:.1f}s  | {cfg}")
+
+
+def _retrain_progress(epochs: int, log: Callable[[str], None]) -> Callable:
+    """An `on_epoch` for `train.make_dense_train` that logs each epoch of a retrain (its data: train+val vs test)."""
+    def on_epoch(epoch, train_loss, test_accuracy):
+        log(f"retrain epoch {int(epoch) + 1}/{epochs}: train loss {float(train_loss):.4f}, "
+            f"test accuracy {float(test_accuracy):.4f}")
+    return on_epoch
+
+
+def _short(v):
+    return f"{v:.3g}" if isinstance(v, float) else v
+
+
+def _progress(total: int, start: int, enabled: bool):
+    if not enabled:
+        return None
+    return tqdm(total=total, initial=start, desc="rounds", unit="round", dynamic_ncols=True)
+
+
+def tune(space: SearchSpace | None, dataset: Dataset, *, out_dir=None, progress=True,
+         resume=False, **config) -> StudyResult:
+    """Runs a PSO study in one call: `tune(space, dataset, swarm_size=16, rounds=8, ...)`.
+
+    Keyword arguments are `StudyConfig` fields; `space=None` uses `models.mlp_space()`.
+    """
+    study = Study(space or mlp_space(), dataset, StudyConfig(**config), out_dir, progress)
+    return study.run(resume=resume)
+
+
+def load_result(out_dir) -> dict:
+    """Reads a finished study's best.json."""
+    return json.loads((Path(out_dir) / results.BEST).read_text())

@@ -1,0 +1,287 @@
+"""The sequential tuners' common part: the `Tuner` record, the evaluator, `run_tuner`.
+
+A `Tuner` proposes one configuration at a time by calling the `Evaluator`
+(``ev(position_D) -> fitness``) until the evaluator raises `Stop` (budget or
+time limit) or the tuner has nothing left to propose. The evaluator trains
+each configuration with `train.make_dense_train`: the same data arrays,
+decoding, training loop, optimizer code, epochs and fitness as a swarm study
+(`study.Study`), but dense at the configuration's real size and compiled once
+per configuration, which is what a tuner that builds each trial's model pays.
+
+Budget and time: `budget` counts trained configurations (exactly; a tuner may
+stop earlier only when it has nothing left to propose, e.g. a finished grid).
+`time_limit` (seconds since the start of `run_tuner`, set-up and compiles
+included) is checked BEFORE each evaluation: an evaluation that has started
+always finishes, so the search may overrun the limit by at most one
+evaluation (`BaselineResult.search_time` is what it really took).
+
+Results are written like a swarm study's (`results`): evaluations.jsonl (one
+row per evaluation), rounds.jsonl (one row per evaluation: best so far, time),
+best.json, evaluations.csv, study.json, progress.png. Test accuracy comes from
+`study.retrain_metrics`, the swarm study's own retrain.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import math
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import NamedTuple
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from tqdm import tqdm
+
+from jaxswarm import results, train
+from jaxswarm.data import Dataset
+from jaxswarm.space import SearchSpace
+from jaxswarm.study import retrain_metrics
+
+__all__ = ["BaselineError", "BaselineResult", "Trial", "Tuner", "Evaluator", "Stop", "EVAL_FOLD", "worst",
+           "run_tuner"]
+
+# Keys of single evaluations (grid/random/optuna/optunity): fold_in(fold_in(key, this), i).
+EVAL_FOLD = 2**29
+
+
+class Tuner(NamedTuple):
+    """A sequential tuner, as `run_tuner` calls it.
+
+    Attributes:
+        name: registry key (``jaxswarm baseline --tuner``).
+        run: ``run(ev, space, seed, budget, **options)``: calls ``ev(position_D)``
+            (`Evaluator`) for each configuration it proposes.
+        options: the keyword options ``run`` takes.
+        packages: optional packages it needs (a clear error when one is missing).
+        help: one line for the command line.
+    """
+
+    name: str
+    run: Callable
+    options: tuple[str, ...] = ()
+    packages: tuple[str, ...] = ()
+    help: str = ""
+
+
+class BaselineError(ValueError):
+    """A baseline cannot run (bad tuner name or settings, missing optional package)."""
+
+
+class Trial(NamedTuple):
+    """One trained configuration."""
+
+    index: int  # 0-based evaluation number
+    seconds: float  # time since the start of run_baseline when it finished
+    fitness: float  # validation fitness (higher is better; -inf when diverged)
+    val_accuracy: float
+    position: np.ndarray  # f32[D] in the unit box
+    config: dict
+
+
+class BaselineResult(NamedTuple):
+    tuner: str
+    best_config: dict  # the best configuration found (Python values)
+    best_fitness: float  # its validation fitness
+    test_accuracy: float | None  # after a retrain on train+val (None if retrain=False)
+    evaluations: int  # configurations trained during the search
+    wall_time: float  # seconds: search + final retrain
+    search_time: float  # seconds: set-up + all evaluations (compiles included)
+    history: list  # [(seconds, best_fitness_so_far, evaluations)] after each evaluation
+    trials: list  # [Trial]
+    best_position: np.ndarray | None  # f32[D]
+    out_dir: Path | None
+    stop_reason: str  # "budget" | "time_limit" | "exhausted"
+
+
+class Stop(Exception):
+    """Raised by the evaluator when the budget or the time limit is reached."""
+
+
+def worst(value: float) -> float:
+    """A finite stand-in for a diverged (-inf / NaN) fitness, for external tuners."""
+    return value if math.isfinite(value) else -1e9
+
+
+class Evaluator:
+    """Trains one position at a time, keeps the bookkeeping, enforces budget and time limit."""
+
+    def __init__(self, space, dataset, cfg, seed, budget, time_limit, out_dir, t_start, bar):
+        self.space, self.budget, self.time_limit = space, budget, time_limit
+        self.out_dir, self.t_start, self.bar = out_dir, t_start, bar
+        in_features = int(np.prod(dataset.x_train.shape[1:]))
+        self.dense = train.make_dense_train(space, cfg, in_features, dataset.num_classes,
+                                            input_shape=dataset.input_shape)
+        self.data = train.device_data(dataset.x_train, dataset.y_train, dataset.x_val, dataset.y_val)
+        self.key = jax.random.key(seed)
+        self.eval_key = jax.random.fold_in(self.key, EVAL_FOLD)
+        self.trials: list[Trial] = []
+        self.history: list[tuple[float, float, int]] = []
+        self.best: Trial | None = None
+        self.stop_reason = "exhausted"
+
+    def elapsed(self) -> float:
+        return time.perf_counter() - self.t_start
+
+    def check(self) -> None:
+        """Raises Stop if no further evaluation may start."""
+        if self.budget is not None and len(self.trials) >= self.budget:
+            self.stop_reason = "budget"
+            raise Stop
+        if self.time_limit is not None and self.elapsed() >= self.time_limit:
+            self.stop_reason = "time_limit"
+            raise Stop
+
+    def __call__(self, position_D, key=None, round_=None, particle=0) -> float:
+        self.check()
+        i = len(self.trials)
+        u = np.clip(np.asarray(position_D, np.float32), 0.0, 1.0)
+        if key is None:
+            key = jax.random.fold_in(self.eval_key, i)
+        t0 = time.perf_counter()
+        m = jax.tree.map(np.asarray, self.dense.train_position(key, jnp.asarray(u), self.data))
+        seconds = time.perf_counter() - t0
+        fitness = float(m.fitness)
+        trial = Trial(i, self.elapsed(), fitness, float(m.val_accuracy), u, self.space.to_python(u))
+        self.trials.append(trial)
+        if np.isfinite(fitness) and (self.best is None or fitness > self.best.fitness):
+            self.best = trial
+        best_f = self.best.fitness if self.best is not None else -math.inf
+        self.history.append((trial.seconds, best_f, i + 1))
+        if self.out_dir is not None:
+            r = i if round_ is None else round_
+            results.append_jsonl(self.out_dir / results.EVALUATIONS, [{
+                "round": r, "particle": particle, "evaluation": i, "config": trial.config,
+                "fitness": fitness, "val_accuracy": float(m.val_accuracy),
+                "best_val_accuracy": float(m.best_val_accuracy), "val_loss": float(m.val_loss),
+                "diverged": bool(m.diverged), "seconds": seconds, "time": trial.seconds,
+                "position": dict(zip(self.space.dim_names, u.tolist()))}])
+            results.append_jsonl(self.out_dir / results.ROUNDS, [{
+                "round": i, "evaluation": i, "best_fitness": best_f,
+                "best_config": self.best.config if self.best is not None else None,
+                "median_fitness": fitness if np.isfinite(fitness) else None,
+                "round_best_fitness": fitness, "diverged": int(bool(m.diverged)),
+                "seconds": seconds, "time": trial.seconds}])
+        if self.bar is not None:
+            self.bar.update(1)
+            self.bar.set_postfix(best=f"{best_f:.4f}", last=f"{fitness:.4f}")
+        return fitness
+
+
+def run_tuner(tuner: Tuner, space: SearchSpace, dataset: Dataset, *, budget: int | None = None,
+                 time_limit: float | None = None, seed: int = 0, epochs: int = 10,
+                 batch_size: int = 64, fitness: str = "accuracy", retrain: bool = True,
+                 out_dir: str | Path | None = None, progress: bool = True,
+                 settings: dict | None = None, **tuner_kwargs) -> BaselineResult:
+    """Runs the sequential `tuner` on the swarm's objective until budget or time runs out.
+
+    Args:
+      tuner: a `Tuner` (`tuners.TUNERS` holds them by name; `tuners.run_baseline` takes a name).
+      space: the search space; dataset: a `data.Dataset` (its splits are used as given).
+      budget: number of configurations to train (exact, unless the tuner runs out).
+      time_limit: seconds from the start of this call (set-up and compiles included);
+        checked before each evaluation, a running evaluation finishes.
+      seed: seeds the tuner and the training keys (same seed, same proposals).
+      epochs, batch_size, fitness: the objective, as in `tuner.StudyConfig`.
+      retrain: retrain the best configuration on train+val and report test accuracy.
+      out_dir: results directory (None: nothing written). Must not hold a study already.
+      progress: show a progress bar.
+      settings: extra information stored in study.json.
+      **tuner_kwargs: tuner options: grid `grid_points` (target grid size when no budget,
+        default 256); pso `swarm_size` (16), `init` ("lhs"), `pso` (dict of `make_pso`
+        arguments), `plan_evals`; optunity `swarm_size` (None: Optunity's own suggestion),
+        `plan_evals` (default: budget, else 10 x swarm size); tpe/gp `sampler_kwargs`.
+
+    Returns:
+      A `BaselineResult`.
+
+    Raises:
+      BaselineError: unknown tuner, neither budget nor time_limit, bad options, missing package.
+
+    Example:
+        >>> res = run_baseline("tpe", space, ds, budget=20, epochs=5)  # doctest: +SKIP
+        >>> res.evaluations, res.test_accuracy  # doctest: +SKIP
+    """
+    t_start = time.perf_counter()
+    name = tuner.name
+    if budget is None and time_limit is None:
+        raise BaselineError("give a budget (evaluations) or a time_limit (seconds), or both")
+    if budget is not None and (int(budget) != budget or budget < 1):
+        raise BaselineError(f"budget must be an integer >= 1, got {budget!r}")
+    if time_limit is not None and not time_limit > 0:
+        raise BaselineError(f"time_limit must be > 0 seconds, got {time_limit!r}")
+    if epochs < 1 or batch_size < 1:
+        raise BaselineError(f"epochs and batch_size must be >= 1, got {epochs}, {batch_size}")
+    if fitness not in train.FITNESS_KINDS:
+        raise BaselineError(f"fitness must be one of {train.FITNESS_KINDS}, got {fitness!r}")
+    unknown = sorted(set(tuner_kwargs) - set(tuner.options))
+    if unknown:
+        raise BaselineError(f"tuner {name!r} takes no option(s) {unknown}; it takes {sorted(tuner.options)}")
+    _check_available(tuner)
+    cfg = train.TrainConfig(epochs=epochs, batch_size=batch_size, fitness=fitness)
+    out = None if out_dir is None else Path(out_dir).absolute()
+    if out is not None:
+        _prepare_out_dir(out, {
+            "tuner": name, "budget": budget, "time_limit": time_limit, "seed": seed,
+            "epochs": epochs, "batch_size": batch_size, "fitness": fitness,
+            "tuner_kwargs": tuner_kwargs, "dataset": dataset.name, "space": repr(space),
+            "train": cfg._asdict(), "settings": settings, "jax": jax.__version__,
+            "devices": [str(d) for d in jax.devices()]})
+    bar = None
+    if progress:
+        bar = tqdm(total=budget, desc=name, unit="eval", dynamic_ncols=True)
+    ev = Evaluator(space, dataset, cfg, seed, budget, time_limit, out, t_start, bar)
+    try:
+        tuner.run(ev, space, seed, budget, **tuner_kwargs)
+    except Stop:
+        pass
+    finally:
+        if bar is not None:
+            bar.close()
+    search_time = time.perf_counter() - t_start
+    best = ev.best
+    test_acc = None
+    if retrain and best is not None:
+        test_acc = float(retrain_metrics(space, dataset, best.position, seed=seed, epochs=epochs,
+                                         batch_size=batch_size, fitness=fitness).val_accuracy)
+    wall = time.perf_counter() - t_start
+    best_config = best.config if best is not None else {}
+    best_fitness = best.fitness if best is not None else -math.inf
+    if out is not None:
+        results.write_json(out / results.BEST, {
+            "best_config": best_config, "best_fitness": best_fitness, "fitness": fitness,
+            "test_accuracy": test_acc, "evaluations": len(ev.trials), "tuner": name,
+            "position": None if best is None else best.position.tolist(),
+            "search_seconds": search_time, "wall_seconds": wall, "stop_reason": ev.stop_reason})
+        if ev.trials:
+            results.write_csv(out / results.EVALUATIONS, out / results.CSV)
+            results.plot(out)
+    if progress:
+        print(f"{name}: {len(ev.trials)} evaluations in {search_time:.1f}s ({ev.stop_reason}); "
+              f"best {fitness} {best_fitness:.4f} with {best_config}"
+              + (f"; test accuracy after retrain {test_acc:.4f}" if test_acc is not None else ""),
+              file=sys.stderr)
+    return BaselineResult(name, best_config, best_fitness, test_acc, len(ev.trials), wall,
+                          search_time, ev.history, ev.trials,
+                          None if best is None else best.position, out, ev.stop_reason)
+
+
+def _prepare_out_dir(out: Path, info: dict) -> None:
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise BaselineError(f"cannot create the output directory {out}: {e.strerror or e}") from None
+    if (out / results.EVALUATIONS).exists():
+        raise BaselineError(f"{out} already holds a study; choose a new directory")
+    results.write_json(out / results.STUDY, info)
+
+
+def _check_available(tuner: Tuner) -> None:
+    for pkg in tuner.packages:
+        if importlib.util.find_spec(pkg) is None:
+            why = " (Optuna's GPSampler needs PyTorch)" if pkg == "torch" else ""
+            raise BaselineError(f"tuner {tuner.name!r} needs the package {pkg!r}{why}; "
+                                f"install it, e.g. pip install 'jaxswarm[bench]'")

@@ -1,0 +1,266 @@
+import json
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from jaxswarm import data as data_lib
+from jaxswarm import results, train
+from jaxswarm import space as sp
+from jaxswarm import study as tuner
+from jaxswarm.models import cnn_space, mlp, mlp_space
+
+SPACE = mlp_space(max_layers=2, units=(4, 32), activations=("relu", "tanh"))
+TINY = dict(swarm_size=4, rounds=3, epochs=2, batch_size=32, progress=False)
+
+
+@pytest.fixture(scope="module")
+def digits():
+    return data_lib.load_dataset("digits", seed=0)
+
+
+def test_study_in_memory_finds_a_config_and_retrains(digits):
+    result = tuner.tune(SPACE, digits, retrain_epochs=3, **TINY)
+    assert set(result.best_config) >= {"n_layers", "units_1", "activation", "learning_rate"}
+    assert 0.0 <= result.test_accuracy <= 1.0 and result.rounds_run == 3
+    assert result.out_dir is None
+
+
+def test_same_seed_same_study(digits, tmp_path):
+    a = tuner.tune(SPACE, digits, out_dir=tmp_path / "a", seed=3, **TINY)
+    b = tuner.tune(SPACE, digits, out_dir=tmp_path / "b", seed=3, **TINY)
+    assert a.best_config == b.best_config and a.best_fitness == b.best_fitness
+    ea = results.read_jsonl(tmp_path / "a" / results.EVALUATIONS)
+    eb = results.read_jsonl(tmp_path / "b" / results.EVALUATIONS)
+    assert [r["fitness"] for r in ea] == [r["fitness"] for r in eb]
+
+
+def test_results_directory_is_complete(digits, tmp_path):
+    out = tmp_path / "study"
+    result = tuner.tune(SPACE, digits, out_dir=out, **TINY)
+    evals = results.read_jsonl(out / results.EVALUATIONS)
+    assert len(evals) == 4 * 3 and {e["round"] for e in evals} == {0, 1, 2}
+    assert len(results.read_jsonl(out / results.ROUNDS)) == 3
+    best = json.loads((out / results.BEST).read_text())
+    assert best["best_config"] == result.best_config and best["test_accuracy"] == result.test_accuracy
+    # the best fitness is the max over evaluations (PSO's global best is a real memory)
+    assert best["best_fitness"] == pytest.approx(max(e["fitness"] for e in evals))
+    assert (out / results.CSV).read_text().count("\n") == 4 * 3 + 1
+    assert (out / results.STUDY).exists() and (out / "checkpoints").is_dir()
+
+
+def test_resume_in_process_equals_uninterrupted(digits, tmp_path):
+    full = tuner.tune(SPACE, digits, out_dir=tmp_path / "full", **{**TINY, "rounds": 4})
+    tuner.tune(SPACE, digits, out_dir=tmp_path / "part", **{**TINY, "rounds": 2, "retrain": False})
+    resumed = tuner.tune(SPACE, digits, out_dir=tmp_path / "part", resume=True, **{**TINY, "rounds": 4})
+    assert resumed.best_config == full.best_config and resumed.best_fitness == full.best_fitness
+    assert resumed.test_accuracy == full.test_accuracy
+    evals = results.read_jsonl(tmp_path / "part" / results.EVALUATIONS)
+    assert [e["fitness"] for e in evals] == [e["fitness"] for e in
+                                             results.read_jsonl(tmp_path / "full" / results.EVALUATIONS)]
+
+
+def test_resuming_a_finished_study_trains_and_compiles_nothing(digits, tmp_path):
+    first = tuner.tune(SPACE, digits, out_dir=tmp_path / "s", **{**TINY, "retrain": False})
+    settings = {k: v for k, v in TINY.items() if k != "progress"}
+    study = tuner.Study(SPACE, digits, tuner.StudyConfig(**settings, retrain=False), out_dir=tmp_path / "s",
+                        progress=False)
+    trained = []
+    with CompileCounter() as compiles:
+        again = study.run(resume=True, on_round=trained.append)
+    assert again.best_config == first.best_config and again.best_fitness == first.best_fitness
+    assert again.rounds_run == TINY["rounds"] and trained == []
+    assert compiles.count == 0  # no swarm program, no round: nothing was compiled
+    assert len(results.read_jsonl(tmp_path / "s" / results.ROUNDS)) == TINY["rounds"]
+
+
+def test_early_stopping(digits):
+    """patience 1: the study stops after the first round that does not improve the best, not before."""
+    rounds = []
+    config = tuner.StudyConfig(**{**_settings(), "rounds": 20, "patience": 1, "retrain": False})
+    result = tuner.Study(SPACE, digits, config, progress=False).run(on_round=rounds.append)
+    best = [r["best_fitness"] for r in rounds]
+    assert result.rounds_run == len(rounds) < 20
+    assert all(b > a for a, b in zip(best[:-2], best[1:-1])), best  # every earlier round improved
+    assert best[-1] == best[-2]  # the last one did not
+
+
+@pytest.mark.parametrize("bad, match", [
+    (dict(swarm_size=1), "swarm_size"),
+    (dict(rounds=0), "rounds"),
+    (dict(mode="lukewarm"), "mode"),
+    (dict(init="halton"), "init"),
+    (dict(fitness="f1"), "fitness"),
+    (dict(patience=0), "patience"),
+    (dict(retrain_epochs=0), "retrain_epochs"),
+    (dict(layout="ragged"), "layout"),
+])
+def test_bad_study_config(digits, bad, match):
+    with pytest.raises(ValueError, match=match):
+        tuner.tune(SPACE, digits, **{**TINY, **bad})
+
+
+def test_existing_results_are_not_overwritten(digits, tmp_path):
+    tuner.tune(SPACE, digits, out_dir=tmp_path, **{**TINY, "rounds": 1, "retrain": False})
+    with pytest.raises(tuner.StudyError, match="already holds a study"):
+        tuner.tune(SPACE, digits, out_dir=tmp_path, **TINY)
+
+
+def test_architecture_limits():
+    assert mlp.limits(mlp_space(max_layers=3, units=(8, 100))) == (3, 100)
+
+
+def test_packed_layout_study(digits):
+    result = tuner.tune(SPACE, digits, layout="packed", **TINY)
+    assert np.isfinite(result.best_fitness) and 0 < result.test_accuracy <= 1
+    with pytest.raises(ValueError, match="packed"):
+        tuner.tune(SPACE, digits, layout="packed", folds=2, **TINY)
+
+
+def test_cnn_space_study(digits):
+    space = cnn_space(max_blocks=2, filters=(2, 4), dense_units=(4, 8), activations=("relu",))
+    result = tuner.tune(space, digits, **{**TINY, "rounds": 2, "epochs": 1})
+    assert set(result.best_config) >= {"n_blocks", "filters_1", "kernel_1", "dense_units"}
+    assert 0 < result.test_accuracy <= 1
+    # The serial layout searches the same swarm (members one at a time, own blocks only).
+    serial = tuner.tune(space, digits, layout="serial", **{**TINY, "rounds": 2, "epochs": 1})
+    assert serial.best_config == result.best_config
+    np.testing.assert_allclose(serial.best_fitness, result.best_fitness, atol=1e-6)
+    with pytest.raises(ValueError, match="serial"):
+        tuner.tune(space, digits, layout="serial", chunk_size=4, **TINY)
+    with pytest.raises(ValueError, match="warm"):
+        tuner.tune(space, digits, mode="warm", **TINY)
+
+
+def test_retrain_reports_every_epoch(digits, capsys):
+    config = tuner.StudyConfig(swarm_size=2, rounds=1, epochs=1, batch_size=32, retrain_epochs=3)
+    result = tuner.Study(SPACE, digits, config, progress=True).run()
+    captured = capsys.readouterr()
+    lines = [ln for ln in (captured.out + captured.err).splitlines() if ln.startswith("retrain epoch")]
+    assert [ln.split(":")[0] for ln in lines] == [f"retrain epoch {e}/3" for e in (1, 2, 3)]
+    assert lines[-1].endswith(f"test accuracy {result.test_accuracy:.4f}")  # the last epoch is the reported one
+
+
+# -- what a study promises, through the study itself ------------------------------------------
+
+
+class CompileCounter:
+    """Counts XLA backend compiles while it is entered (jax.monitoring's compile event)."""
+
+    EVENT = "/jax/core/compile/backend_compile_duration"
+
+    def __enter__(self):
+        self.count = 0
+        jax.monitoring.register_event_duration_secs_listener(self._listen)
+        return self
+
+    def _listen(self, event, duration, **kwargs):
+        if event == self.EVENT:
+            self.count += 1
+
+    def __exit__(self, *exc):
+        jax.monitoring.unregister_event_duration_listener(self._listen)
+
+
+def _settings(**kw):
+    base = {k: v for k, v in TINY.items() if k != "progress"}
+    return {**base, "epochs": 1, **kw}
+
+
+@pytest.mark.parametrize("kw", [dict(), dict(mode="warm"), dict(folds=2), dict(layout="serial", chunk_size=1)])
+def test_rounds_after_the_first_compile_nothing(digits, kw):
+    """One program per study: rounds 1.. of a real study (its runner, PSO, reports) compile nothing."""
+    config = tuner.StudyConfig(**_settings(rounds=4, retrain=False, **kw))
+    study = tuner.Study(SPACE, digits, config, progress=False)
+    counts = []
+    with CompileCounter() as compiles:
+        study.run(on_round=lambda summary: counts.append(compiles.count))
+    assert len(counts) == 4
+    assert counts[1:] == [counts[0]] * 3, f"compiles seen after each round: {counts}"
+
+
+class Killed(Exception):
+    """Raised from on_round: the study dies right after a round's results and checkpoint are written."""
+
+
+def _kill_after(k):
+    def on_round(summary):
+        if summary["round"] == k - 1:
+            raise Killed
+
+    return on_round
+
+
+@pytest.mark.parametrize("kw", [dict(), dict(mode="warm"), dict(patience=1, pso=dict(inertia=0.0, c1=0.0, c2=0.0))])
+def test_a_killed_study_resumes_where_it_stopped(digits, tmp_path, kw):
+    """Resumed after round k, a study trains only rounds k.. and ends as the uninterrupted one."""
+    config = tuner.StudyConfig(**_settings(rounds=4, **kw))
+    full_rounds = []
+    full = tuner.Study(SPACE, digits, config, tmp_path / "full", progress=False).run(on_round=full_rounds.append)
+    with pytest.raises(Killed):
+        tuner.Study(SPACE, digits, config, tmp_path / "part", progress=False).run(on_round=_kill_after(1))
+    resumed_rounds = []
+    resumed = tuner.Study(SPACE, digits, config, tmp_path / "part", progress=False).run(
+        resume=True, on_round=resumed_rounds.append)
+    assert [r["round"] for r in resumed_rounds] == [r["round"] for r in full_rounds][1:]
+    assert resumed == full._replace(wall_time=resumed.wall_time, out_dir=resumed.out_dir)
+    evals = [e["fitness"] for e in results.read_jsonl(tmp_path / "part" / results.EVALUATIONS)]
+    assert evals == [e["fitness"] for e in results.read_jsonl(tmp_path / "full" / results.EVALUATIONS)]
+
+
+def test_warm_members_keep_their_weights_only_while_their_architecture_stays(digits):
+    """Through Study.round: an unchanged member trains on from its weights, a changed one starts afresh."""
+    still = dict(inertia=0.0, c1=0.0, c2=0.0)  # the PSO leaves every particle where it is
+    study = tuner.Study(SPACE, digits, tuner.StudyConfig(**_settings(mode="warm", pso=still)), progress=False)
+    S = study.config.swarm_size
+    state0 = tuner.initial_state(study.key, study.swarm, "lhs", S, SPACE.num_dims)
+    state1, warm1, _ = study.round(0, state0, tuner.Warm(None, None))
+    np.testing.assert_array_equal(state1.position, state0.position)
+    before = jax.tree.map(np.asarray, study.program.unpad(warm1.variables))  # the round donates them
+    # Move member 0 to another depth; the others keep their architecture.
+    pos = np.asarray(state1.position).copy()
+    d = SPACE.dim_names.index("n_layers")
+    pos[0, d] = 0.25 if pos[0, d] > 0.5 else 0.75
+    state1 = state1._replace(position=jnp.asarray(pos))
+    _, warm2, m = study.round(1, state1, warm1)
+    assert warm2.signature[0].tolist() != warm1.signature[0].tolist()
+    # Reference: each member trained alone with round 1's keys.
+    trainer = train.make_train(SPACE, study.train_config, 64, 10, input_shape=digits.input_shape)
+    keys, _ = tuner.round_keys(study.key, 1, S)
+    warm_member = jax.jit(trainer.train_member_warm)
+    for i in range(S):
+        own = jax.tree.map(lambda v: v[i], before)
+        kept, _ = warm_member(keys[i], pos[i], study.data, own, jnp.asarray(True))
+        fresh, _ = warm_member(keys[i], pos[i], study.data, own, jnp.asarray(False))
+        want, other = (fresh, kept) if i == 0 else (kept, fresh)
+        np.testing.assert_allclose(m.train_loss[i], want.train_loss, rtol=1e-4, atol=1e-6, err_msg=f"member {i}")
+        assert not np.allclose(m.train_loss[i], other.train_loss, rtol=1e-3), f"member {i}"
+
+
+def _diverging(space, lr_dim, S):
+    pos = np.full((S, space.num_dims), 0.3, np.float32)
+    pos[:, lr_dim] = np.linspace(0.02, 0.05, S)  # sane learning rates (5e-3 .. 0.1) for everyone ...
+    wild = pos.copy()
+    wild[0, lr_dim] = 1.0  # ... but member 0's, at the top of a 1e38 range: its weights overflow
+    return pos, wild
+
+
+@pytest.mark.parametrize("family", ["mlp", "cnn"])
+def test_a_diverging_member_is_isolated_through_the_chunked_runner(digits, family):
+    """NaN in one member: worst fitness for it, the others bit for bit as without it, a finite global best."""
+    wide = {"learning_rate": (1e-3, 1e38), "optimizers": ("sgd",), "activations": ("relu",)}
+    space = (mlp_space(max_layers=2, units=(4, 16), **wide) if family == "mlp" else
+             cnn_space(max_blocks=1, filters=(2, 4), kernels=(3,), dense_units=(4, 8), **wide))
+    study = tuner.Study(space, digits, tuner.StudyConfig(**_settings(chunk_size=2)), progress=False)
+    S = study.config.swarm_size
+    sane, wild = _diverging(space, space.dim_names.index("learning_rate"), S)
+    state = tuner.initial_state(study.key, study.swarm, "lhs", S, space.num_dims)
+    _, _, base = study.round(0, state._replace(position=jnp.asarray(sane)), None)
+    after, _, m = study.round(0, state._replace(position=jnp.asarray(wild)), None)
+    assert bool(m.diverged[0]) and m.fitness[0] == -np.inf
+    assert not np.any(np.asarray(m.diverged[1:]))
+    for field in ("fitness", "train_loss", "val_loss"):
+        np.testing.assert_array_equal(np.asarray(getattr(m, field))[1:], np.asarray(getattr(base, field))[1:])
+    assert np.isfinite(float(after.global_best_fitness))
+    assert float(after.global_best_fitness) == float(np.max(np.asarray(m.fitness)[1:]))
