@@ -196,7 +196,7 @@ def metrics_of(train_loss_E, acc_E, vloss_E, fitness: str) -> Metrics:
 
 
 def eval_chunks(data: Data, config: TrainConfig):
-    """The validation set cut into equal chunks (the last padded): x f32[K, C, ...], y i32[K, C], valid bool[K, C]."""
+    """The validation set cut into equal chunks (the last padded): x f32[Q, R, ...], y i32[Q, R], valid bool[Q, R]: Q chunks of R rows."""
     m = data.x_val.shape[0]
     chunk = min(config.eval_batch_size, m)
     n_chunks = -(-m // chunk)
@@ -214,11 +214,11 @@ def evaluate(apply_fn, variables, data: Data, config: TrainConfig):
     x, y, valid = eval_chunks(data, config)
 
     def body(totals, inputs):
-        x_C, y_C, valid_C = inputs
-        logits, _ = apply_fn(variables, x_C, False, None)
-        loss = optax.softmax_cross_entropy_with_integer_labels(logits, y_C)
-        correct = (jnp.argmax(logits, -1) == y_C) & valid_C
-        return (totals[0] + correct.sum(), totals[1] + jnp.where(valid_C, loss, 0.0).sum()), None
+        x_R, y_R, valid_R = inputs
+        logits, _ = apply_fn(variables, x_R, False, None)
+        loss = optax.softmax_cross_entropy_with_integer_labels(logits, y_R)
+        correct = (jnp.argmax(logits, -1) == y_R) & valid_R
+        return (totals[0] + correct.sum(), totals[1] + jnp.where(valid_R, loss, 0.0).sum()), None
 
     (correct, loss), _ = jax.lax.scan(body, (jnp.zeros((), jnp.int32), jnp.zeros(())), (x, y, valid))
     return correct / m, loss / m

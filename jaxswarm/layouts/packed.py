@@ -655,10 +655,10 @@ def make_packed_train(
                 x, y, valid = train.eval_chunks(data, config)
 
                 def body(totals, inputs):
-                    x_C, y_C, valid_C = inputs
-                    nll, correct = _slot_losses(_forward(params, x_C, ctx, tables, shape, act_names), y_C)
-                    return (totals[0] + (correct & valid_C).sum(1),
-                            totals[1] + jnp.where(valid_C, nll, 0.0).sum(1)), None
+                    x_R, y_R, valid_R = inputs
+                    nll, correct = _slot_losses(_forward(params, x_R, ctx, tables, shape, act_names), y_R)
+                    return (totals[0] + (correct & valid_R).sum(1),
+                            totals[1] + jnp.where(valid_R, nll, 0.0).sum(1)), None
 
                 T = tables.slot_member_T.shape[0]
                 zeros = (jnp.zeros((T,), jnp.int32), jnp.zeros((T,), jnp.float32))
