@@ -270,15 +270,7 @@ class Study:
             self._prepare_out_dir(resume)
             ckpt = results.Checkpointer(self.out_dir / "checkpoints")
             if resume:
-                restored = ckpt.restore_latest(self._checkpoint_tree(state, warm))
-                if restored is not None:
-                    start, tree = restored
-                    state = pso_lib.PSOState(**tree["pso"])
-                    stale, best_seen = int(tree["stale"]), float(tree["best_seen"])
-                    if warm is not None:
-                        warm = Warm(tree["variables"], tree["arch"])
-                    for name in (results.EVALUATIONS, results.ROUNDS):
-                        results.truncate_rounds(self.out_dir / name, start)
+                start, state, warm, stale, best_seen = self._restore(ckpt, state, warm)
         compile_s = 0.0
         if start >= cfg.rounds:  # a finished study resumed (e.g. to retrain): nothing to compile
             self._log(f"all {cfg.rounds} rounds are in the checkpoint; no training rounds to run")
@@ -319,12 +311,7 @@ class Study:
         test_acc = self.retrain(best_position) if cfg.retrain else None
         wall = time.perf_counter() - t_start
         if self.out_dir is not None and execute.is_primary():
-            results.write_json(self.out_dir / results.BEST, {
-                "best_config": best_config, "best_fitness": best_fitness, "fitness": cfg.fitness,
-                "test_accuracy": test_acc, "rounds_run": rounds_run,
-                "position": best_position.tolist(), "compile_seconds": compile_s})
-            results.write_csv(self.out_dir / results.EVALUATIONS, self.out_dir / results.CSV)
-            results.plot(self.out_dir)
+            self._write_best(best_position, best_config, best_fitness, test_acc, rounds_run, compile_s)
         if ckpt is not None:
             ckpt.close()
         self._log(f"best {cfg.fitness} {best_fitness:.4f} with {best_config}"
@@ -349,6 +336,26 @@ class Study:
             on_epoch=_retrain_progress(epochs, self._log) if self.progress else None, log=self._log)
 
     # -- helpers -----------------------------------------------------------
+
+    def _restore(self, ckpt: results.Checkpointer, state, warm: Warm | None):
+        """The newest checkpoint's ``(rounds done, PSO state, warm, stale, best_seen)``; results cut to it."""
+        restored = ckpt.restore_latest(self._checkpoint_tree(state, warm))
+        if restored is None:
+            return 0, state, warm, 0, -np.inf
+        start, tree = restored
+        if warm is not None:
+            warm = Warm(tree["variables"], tree["arch"])
+        for name in (results.EVALUATIONS, results.ROUNDS):
+            results.truncate_rounds(self.out_dir / name, start)
+        return start, pso_lib.PSOState(**tree["pso"]), warm, int(tree["stale"]), float(tree["best_seen"])
+
+    def _write_best(self, position, config, fitness, test_accuracy, rounds_run, compile_seconds) -> None:
+        results.write_json(self.out_dir / results.BEST, {
+            "best_config": config, "best_fitness": fitness, "fitness": self.config.fitness,
+            "test_accuracy": test_accuracy, "rounds_run": rounds_run,
+            "position": position.tolist(), "compile_seconds": compile_seconds})
+        results.write_csv(self.out_dir / results.EVALUATIONS, self.out_dir / results.CSV)
+        results.plot(self.out_dir)
 
     def _signature(self, positions_SxD) -> np.ndarray:
         arch_S, _ = self._decode_swarm(positions_SxD)
