@@ -146,8 +146,8 @@ def _improve_maximin(x: np.ndarray, rng: np.random.Generator, iterations: int) -
         da[b] = db[a] = np.sum((row_a - row_b) ** 2)
         if min(da.min(), db.min()) <= m:
             continue
-          # The pairs not involving a or b keep their distances: any of them at m
-          # (a tie with the closest pair) would keep the minimum at m.
+        # The pairs not involving a or b keep their distances: any of them at m
+        # (a tie with the closest pair) would keep the minimum at m.
         saved_rows = d2[[a, b]].copy()
         d2[[a, b], :] = np.inf
         d2[:, [a, b]] = np.inf

@@ -290,7 +290,7 @@ class Int(Param):
             t = jnp.float32(self.lo - 0.5) * jnp.exp(u * jnp.float32(self._b - self._a))
             k = jnp.floor(t + jnp.float32(0.5)).astype(jnp.int32)
             return jnp.clip(k, self.lo, self.hi)
-          # Clip the integer (not the float) so even NaN or float32 overshoot stays in range.
+        # Clip the integer (not the float) so even NaN or float32 overshoot stays in range.
         idx = jnp.floor(u * jnp.float32(self.n)).astype(jnp.int32)
         return jnp.clip(idx, 0, self.n - 1) + jnp.int32(self.lo)
 
