@@ -31,7 +31,11 @@ import numpy as np
 from scipy.spatial.distance import pdist
 from scipy.stats import qmc
 
-__all__ = ["uniform", "sobol", "maximin_lhs", "lhs_to_float32", "DESIGNS", "initial_design"]
+__all__ = ["uniform", "sobol", "maximin_lhs", "lhs_to_float32", "DESIGNS", "MAXIMIN_MAX_POINTS", "initial_design"]
+
+# Above this many points a maximin LHS is a plain random LHS: choosing among candidates and the
+# swaps need all pairwise distances, O(n^2) memory (a swarm of 10^7 would ask for ~364 TiB).
+MAXIMIN_MAX_POINTS = 4096
 
 # Largest float32 below 1: designs live in [0, 1) and a float64 point such as
 # 1 - 2**-30 (Sobol) would otherwise round up to 1.0 in float32.
@@ -199,6 +203,9 @@ def maximin_lhs(key: jax.Array, n: int, d: int, candidates: int = 16,
         iterations: swap proposals after the choice; default ``20 * n``
             (0 = best candidate only).
 
+    Beyond `MAXIMIN_MAX_POINTS` points the design is one random LHS (a
+    warning says so): the maximin search needs all pairwise distances.
+
     Returns:
         f32[n, d] in ``[0, 1)``; each column has one point in each of n strata.
 
@@ -217,6 +224,10 @@ def maximin_lhs(key: jax.Array, n: int, d: int, candidates: int = 16,
     if d == 0:
         return jnp.zeros((n, 0), jnp.float32)
     rng = _rng_from_key(key)
+    if n > MAXIMIN_MAX_POINTS:
+        warnings.warn(f"maximin_lhs: {n} points > {MAXIMIN_MAX_POINTS}: using one random Latin hypercube "
+                      "(the maximin search needs O(n^2) memory)", stacklevel=2)
+        return lhs_to_float32(_lhs(rng, n, d))
     best, best_min = None, -np.inf
     for _ in range(int(candidates)):
         x = _lhs(rng, n, d)

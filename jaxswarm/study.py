@@ -117,6 +117,7 @@ class StudyResult(NamedTuple):
     rounds_run: int
     wall_time: float  # seconds, this process only
     out_dir: Path | None
+    status: str = "ok"  # "ok", or "all_diverged": no evaluation finished finite (nothing retrained)
 
 
 class StudyError(ValueError):
@@ -271,6 +272,7 @@ class Study:
             ckpt = results.Checkpointer(self.out_dir / "checkpoints")
             if resume:
                 start, state, warm, stale, best_seen = self._restore(ckpt, state, warm)
+                self._log(f"resuming at round {start} ({start} of {cfg.rounds} rounds done)")
         compile_s = 0.0
         if start >= cfg.rounds:  # a finished study resumed (e.g. to retrain): nothing to compile
             self._log(f"all {cfg.rounds} rounds are in the checkpoint; no training rounds to run")
@@ -308,15 +310,19 @@ class Study:
         best_position = np.asarray(state.global_best_position)
         best_config = self.space.to_python(best_position)
         best_fitness = float(state.global_best_fitness)
-        test_acc = self.retrain(best_position) if cfg.retrain else None
+        status = "ok" if np.isfinite(best_fitness) else "all_diverged"
+        test_acc = self.retrain(best_position) if cfg.retrain and status == "ok" else None
         wall = time.perf_counter() - t_start
         if self.out_dir is not None and execute.is_primary():
-            self._write_best(best_position, best_config, best_fitness, test_acc, rounds_run, compile_s)
+            self._write_best(best_position, best_config, best_fitness, test_acc, rounds_run, compile_s, status)
         if ckpt is not None:
             ckpt.close()
-        self._log(f"best {cfg.fitness} {best_fitness:.4f} with {best_config}"
-                  + (f"; test accuracy after retrain {test_acc:.4f}" if test_acc is not None else ""))
-        return StudyResult(best_config, best_fitness, test_acc, rounds_run, wall, self.out_dir)
+        if status == "ok":
+            self._log(f"best {cfg.fitness} {best_fitness:.4f} with {best_config}"
+                      + (f"; test accuracy after retrain {test_acc:.4f}" if test_acc is not None else ""))
+        else:
+            self._log(f"every evaluation of the {rounds_run} round(s) diverged: no configuration to retrain")
+        return StudyResult(best_config, best_fitness, test_acc, rounds_run, wall, self.out_dir, status)
 
     def retrain(self, position_D) -> float:
         """Trains the configuration at `position_D` on train+val; returns its test accuracy."""
@@ -349,25 +355,40 @@ class Study:
             results.truncate_rounds(self.out_dir / name, start)
         return start, pso_lib.PSOState(**tree["pso"]), warm, int(tree["stale"]), float(tree["best_seen"])
 
-    def _write_best(self, position, config, fitness, test_accuracy, rounds_run, compile_seconds) -> None:
+    def _write_best(self, position, config, fitness, test_accuracy, rounds_run, compile_seconds,
+                    status) -> None:
         results.write_json(self.out_dir / results.BEST, {
-            "best_config": config, "best_fitness": fitness, "fitness": self.config.fitness,
-            "test_accuracy": test_accuracy, "rounds_run": rounds_run,
-            "position": position.tolist(), "compile_seconds": compile_seconds})
+            "status": status, "best_config": config, "best_fitness": fitness, "fitness": self.config.fitness,
+            "hyperparameters": self.trained_with(position), "test_accuracy": test_accuracy,
+            "rounds_run": rounds_run, "position": position.tolist(), "compile_seconds": compile_seconds})
         results.write_csv(self.out_dir / results.EVALUATIONS, self.out_dir / results.CSV)
         results.plot(self.out_dir)
+
+    def trained_with(self, position_D) -> dict:
+        """Every hyperparameter a member at `position_D` trains with, tuned or default.
+
+        `SearchSpace.to_python` names only what the space tunes; this adds what the
+        family and `optim` fill in (e.g. the Adam that a space without an
+        optimizer choice trains with, its momentum and learning-rate decay).
+        """
+        arch, hp = self.program.hparams(jnp.asarray(position_D, jnp.float32))
+        hp = jax.tree.map(np.asarray, hp)
+        return {**self.family.arch_to_python(jax.tree.map(np.asarray, arch)),
+                "optimizer": optimizer_names(self.space)[int(hp.optimizer)],
+                **{name: float(getattr(hp, name)) for name in hp._fields if name != "optimizer"},
+                "epochs": self.config.epochs, "batch_size": self.config.batch_size}
 
     def _signature(self, positions_SxD) -> np.ndarray:
         arch_S, _ = self._decode_swarm(positions_SxD)
         return self.family.signature(arch_S)
 
     def _summary(self, r, state, metrics, seconds) -> dict:
-        finite = np.isfinite(metrics.fitness)
+        finite = metrics.fitness[~metrics.diverged & np.isfinite(metrics.fitness)]  # diverged members left out
         return {
             "round": r, "best_fitness": float(state.global_best_fitness),
             "best_config": self.space.to_python(np.asarray(state.global_best_position)),
-            "median_fitness": float(np.median(np.where(finite, metrics.fitness, np.nan))) if finite.any() else None,
-            "round_best_fitness": float(np.max(metrics.fitness)),
+            "median_fitness": float(np.median(finite)) if finite.size else None,
+            "round_best_fitness": float(np.max(finite)) if finite.size else None,
             "diverged": int(metrics.diverged.sum()), "seconds": seconds,
         }
 
@@ -432,9 +453,10 @@ class Study:
         cfg = ", ".join(f"{k}={_short(v)}" for k, v in s["best_config"].items())
         bar.update(1)
         bar.set_postfix(best=f"{s['best_fitness']:.4f}")
-        bar.write(f"round {s['round'] + 1}/{self.config.rounds}  best {s['best_fitness']:.4f}  "
-                  f"round max {s['round_best_fitness']:.4f}  diverged {s['diverged']}  "
-                  f"{s['seconds']:.1f}s  | {cfg}")
+        # Rounds are numbered from 0 here as in the results files; the count says how far along.
+        round_max = "-" if s["round_best_fitness"] is None else f"{s['round_best_fitness']:.4f}"
+        bar.write(f"round {s['round']} ({s['round'] + 1}/{self.config.rounds} done)  best {s['best_fitness']:.4f}  "
+                  f"round max {round_max}  diverged {s['diverged']}  {s['seconds']:.1f}s  | {cfg}")
 
 
 def _retrain_progress(epochs: int, log: Callable[[str], None]) -> Callable:

@@ -44,6 +44,10 @@ from jaxswarm.models import ModelFamily, family_of
 from jaxswarm.space import SearchSpace
 
 FITNESS_KINDS = ("accuracy", "loss")
+# A final validation cross-entropy beyond this counts as diverged, not only inf/NaN: chance level
+# is log(C) nats (< 7 for up to 1000 classes), so a loss 100 times that is a network whose
+# weights blew up, not one still learning; such a member must not rank above any sane one.
+DIVERGED_LOSS = 1e3
 
 
 class TrainConfig(NamedTuple):
@@ -179,10 +183,12 @@ def fit(
 def metrics_of(train_loss_E, acc_E, vloss_E, fitness: str) -> Metrics:
     """`Metrics` from per-epoch curves (a leading swarm axis is fine: epochs are the last axis).
 
-    A member whose training loss or last validation loss is not finite is
-    diverged: fitness -inf, accuracies 0 (one convention everywhere).
+    A member whose training loss is not finite, or whose last validation loss
+    is not finite or above `DIVERGED_LOSS`, is diverged: fitness -inf,
+    accuracies 0 (one convention everywhere).
     """
-    diverged = ~(jnp.all(jnp.isfinite(train_loss_E), axis=-1) & jnp.isfinite(vloss_E[..., -1]))
+    finite = jnp.all(jnp.isfinite(train_loss_E), axis=-1) & jnp.isfinite(vloss_E[..., -1])
+    diverged = ~(finite & (vloss_E[..., -1] <= DIVERGED_LOSS))
     raw = acc_E[..., -1] if fitness == "accuracy" else -vloss_E[..., -1]
     return Metrics(
         fitness=jnp.where(diverged, -jnp.inf, raw),

@@ -9,7 +9,7 @@ import pytest
 from scipy.spatial.distance import pdist
 from scipy.stats import qmc
 
-from jaxswarm.design import DESIGNS, initial_design, lhs_to_float32, maximin_lhs, sobol, uniform
+from jaxswarm.design import DESIGNS, MAXIMIN_MAX_POINTS, initial_design, lhs_to_float32, maximin_lhs, sobol, uniform
 
 
 @pytest.fixture
@@ -140,3 +140,11 @@ def test_float32_conversion_keeps_strata():
     assert not is_latin(x.astype(np.float32))  # plain casting breaks the LHS
     y = lhs_to_float32(x)
     assert is_latin(y) and bool(jnp.all(y < 1))
+
+
+def test_a_huge_lhs_is_a_plain_lhs_in_linear_memory(key):
+    """Past MAXIMIN_MAX_POINTS the maximin search (O(n^2) distances) is skipped, with a warning."""
+    n = MAXIMIN_MAX_POINTS + 1
+    with pytest.warns(UserWarning, match="one random Latin hypercube"):
+        x = np.asarray(maximin_lhs(key, n, 3))
+    assert x.shape == (n, 3) and is_latin(x)

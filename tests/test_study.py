@@ -264,3 +264,66 @@ def test_a_diverging_member_is_isolated_through_the_chunked_runner(digits, famil
         np.testing.assert_array_equal(np.asarray(getattr(m, field))[1:], np.asarray(getattr(base, field))[1:])
     assert np.isfinite(float(after.global_best_fitness))
     assert float(after.global_best_fitness) == float(np.max(np.asarray(m.fitness)[1:]))
+
+
+def test_a_study_whose_every_member_diverges_says_so_and_retrains_nothing(digits, tmp_path, capsys):
+    """Every learning rate overflows: status all_diverged, no retrain, best.json says so, one clear line."""
+    space = mlp_space(max_layers=1, units=(4, 8), learning_rate=(1e37, 1e38), optimizers=("sgd",),
+                      activations=("relu",))
+    config = tuner.StudyConfig(**_settings(rounds=2))
+    result = tuner.Study(space, digits, config, tmp_path / "d", progress=True).run()
+    assert result.status == "all_diverged" and result.test_accuracy is None
+    assert result.best_fitness == -np.inf
+    best = json.loads((tmp_path / "d" / results.BEST).read_text())
+    assert best["status"] == "all_diverged" and best["test_accuracy"] is None
+    out = capsys.readouterr()
+    assert "every evaluation of the 2 round(s) diverged" in out.out + out.err
+    assert "retrain epoch" not in out.out + out.err
+    rounds = results.read_jsonl(tmp_path / "d" / results.ROUNDS)
+    assert all(r["median_fitness"] is None and r["diverged"] == 4 for r in rounds)
+
+
+def test_round_statistics_leave_diverged_members_out(digits):
+    wide = {"learning_rate": (1e-3, 1e38), "optimizers": ("sgd",), "activations": ("relu",)}
+    space = mlp_space(max_layers=2, units=(4, 16), **wide)
+    study = tuner.Study(space, digits, tuner.StudyConfig(**_settings()), progress=False)
+    S = study.config.swarm_size
+    _, wild = _diverging(space, space.dim_names.index("learning_rate"), S)
+    state = tuner.initial_state(study.key, study.swarm, "lhs", S, space.num_dims)
+    after, _, m = study.round(0, state._replace(position=jnp.asarray(wild)), None)
+    summary = study._summary(0, after, jax.tree.map(np.asarray, m), 1.0)
+    others = np.asarray(m.fitness)[1:]
+    assert summary["diverged"] == 1
+    assert summary["median_fitness"] == pytest.approx(float(np.median(others)))
+    assert summary["round_best_fitness"] == pytest.approx(float(np.max(others)))
+
+
+def test_a_finite_but_exploded_loss_counts_as_diverged():
+    """A validation loss far above chance level (here 1e6 nats) is a blown-up member, not a weak one."""
+    loss_E, acc_E = jnp.array([[0.5, 0.4], [0.5, 0.4], [0.5, np.nan]]), jnp.full((3, 2), 0.3)
+    vloss_E = jnp.array([[0.6, 0.5], [9e5, 1e6], [0.6, 0.5]])
+    m = train.metrics_of(loss_E, acc_E, vloss_E, "accuracy")
+    assert m.diverged.tolist() == [False, True, True]
+    assert m.fitness.tolist()[1:] == [-np.inf, -np.inf] and m.val_accuracy.tolist()[1:] == [0.0, 0.0]
+    assert train.DIVERGED_LOSS < 1e6
+
+
+def test_best_json_names_every_hyperparameter_the_winner_trained_with(digits, tmp_path):
+    """The space tunes no optimizer here; best.json still says the winner trained with Adam and its settings."""
+    tuner.tune(SPACE, digits, out_dir=tmp_path / "h", **{**TINY, "rounds": 1, "retrain": False})
+    best = json.loads((tmp_path / "h" / results.BEST).read_text())
+    hp = best["hyperparameters"]
+    assert hp["optimizer"] == "adam" and hp["momentum"] == pytest.approx(0.9) and hp["lr_decay"] == 1.0
+    assert hp["n_layers"] == best["best_config"]["n_layers"] and hp["epochs"] == TINY["epochs"]
+    assert hp["learning_rate"] == pytest.approx(best["best_config"]["learning_rate"], rel=1e-6)
+
+
+def test_resume_announces_where_it_starts(digits, tmp_path, capsys):
+    config = tuner.StudyConfig(**_settings(rounds=3, retrain=False))
+    with pytest.raises(Killed):
+        tuner.Study(SPACE, digits, config, tmp_path / "r", progress=False).run(on_round=_kill_after(2))
+    tuner.Study(SPACE, digits, config, tmp_path / "r", progress=True).run(resume=True)
+    out = capsys.readouterr()
+    assert "resuming at round 2 (2 of 3 rounds done)" in out.out + out.err
+    lines = [ln for ln in (out.out + out.err).splitlines() if ln.startswith("round ")]
+    assert lines and lines[0].startswith("round 2 (3/3 done)")
