@@ -127,12 +127,12 @@ class Dataset(NamedTuple):
     name: str
     x_train: np.ndarray  # f32[N_train, H, W, C], images in [0, 1]
     y_train: np.ndarray  # i32[N_train], values in 0..num_classes-1
-    x_val: np.ndarray  # f32[N_val, H, W, C] (N_val may be 0)
+    x_val: np.ndarray  # f32[N_val, H, W, C], N_val >= 1 from load_dataset / from_arrays
     y_val: np.ndarray  # i32[N_val]
     x_test: np.ndarray  # f32[N_test, H, W, C]
     y_test: np.ndarray  # i32[N_test]
     num_classes: int
-    origin: str = ""  # where the arrays came from (path, "sklearn", "tfds:…")
+    origin: str = ""  # where the arrays came from: absolute IDX dir, "sklearn", "arrays", "tfds:<dir>"
 
     @property
     def input_shape(self) -> tuple[int, int, int]:
@@ -199,21 +199,29 @@ def load_dataset(
 
     Args:
       name: one of :data:`DATASETS` (``-`` and ``_`` are interchangeable).
-      data_dir: directory holding the IDX files (or a sub-folder named after
-        the dataset); tried before ``$JAXSWARM_DATA_DIR`` and system places.
+      data_dir: the directory holding the IDX files (directly or in a
+        sub-folder named after the dataset), or a prepared TFDS data
+        directory. When given it is the only place read: a missing path, a
+        file, or a directory lacking one of the four files is an error, never
+        a fall-back to ``$JAXSWARM_DATA_DIR``, system places or TFDS
+        elsewhere. When ``None``: ``$JAXSWARM_DATA_DIR``, then system places
+        (see :func:`find_data_dir`), then TFDS.
       val_fraction: fraction of the training data held out for validation,
-        in ``[0, 1)``; 0 gives empty validation arrays.
+        in ``(0, 1)``; the validation split is never empty.
       seed: seed of the validation split.
       source: ``"auto"`` (IDX files, then TFDS if installed), ``"idx"``
         (files only) or ``"tfds"`` (tensorflow-datasets only). ``digits``
         accepts only ``"auto"``.
 
     Returns:
-      A :class:`Dataset` with float32 images in ``[0, 1]`` and int32 labels.
+      A :class:`Dataset` with float32 images in ``[0, 1]`` and int32 labels;
+      its ``origin`` names where the arrays came from (``"sklearn"``, the
+      absolute IDX directory read, or ``"tfds:<dir>"``).
 
     Raises:
-      DatasetError: unknown name, missing data (within seconds, with where we
-        looked and how to get it) or a corrupt file.
+      DatasetError: unknown name, a bad ``data_dir``, missing data (within
+        seconds, with where we looked and how to get it), a corrupt file, or
+        a ``val_fraction`` that leaves a split empty.
 
     Example:
       >>> ds = load_dataset("digits", val_fraction=0.2, seed=1)
@@ -221,7 +229,7 @@ def load_dataset(
       (dtype('float32'), (8, 8, 1))
     """
     key = _canonical_name(name)
-    _check_fraction("val_fraction", val_fraction)
+    _check_val_fraction(val_fraction)  # before reading 60000 images
     if source not in ("auto", "idx", "tfds"):
         raise DatasetError(f"source must be 'auto', 'idx' or 'tfds', got {source!r}")
     if key == "digits":
@@ -229,7 +237,24 @@ def load_dataset(
             raise DatasetError(
                 f"'digits' is embedded (scikit-learn) and has no {source!r} source; use source='auto'"
             )
+        if data_dir is not None:  # ignoring it would hide a mistyped --dataset
+            raise DatasetError(
+                f"'digits' is embedded (scikit-learn) and reads no data_dir (got {os.fspath(data_dir)!r}); "
+                "drop data_dir / --data-dir, or ask for 'mnist' or 'fashion_mnist'"
+            )
         return _load_digits(val_fraction, seed)
+
+    if data_dir is not None:
+        # That directory or an error: never $JAXSWARM_DATA_DIR, system places or TFDS elsewhere.
+        root = _given_dir(data_dir, must_exist=source != "tfds")  # TFDS may download into it
+        if source == "tfds":
+            return _load_tfds(key, root, val_fraction, seed)
+        found = find_data_dir(key, root)
+        if found is not None:
+            return _load_idx_dir(key, found, val_fraction, seed)
+        if source == "auto" and _tfds_prepared(root, key) and _tfds_installed():
+            return _load_tfds(key, root, val_fraction, seed)
+        raise DatasetError(_lacking_message(key, root))
 
     if source in ("auto", "idx"):
         found = find_data_dir(key, data_dir)
@@ -277,7 +302,7 @@ def from_arrays(
       y: integer labels ``[N]``.
       x_test: optional test features, same example shape as ``x``.
       y_test: optional test labels; required exactly when ``x_test`` is given.
-      val_fraction: validation fraction of the training data, in ``[0, 1)``.
+      val_fraction: validation fraction of the training data, in ``(0, 1)``.
       test_fraction: test fraction of ``x`` when no ``x_test``, in ``[0, 1)``.
       seed: seed of the validation split.
       name: name recorded in the dataset.
@@ -287,7 +312,8 @@ def from_arrays(
 
     Raises:
       DatasetError: on mismatched lengths, bad shapes, NaN/inf features,
-        non-integer labels or fewer than 2 classes.
+        non-integer labels, fewer than 2 classes, or fractions that leave
+        the validation or training split empty.
 
     Example:
       >>> rng = np.random.default_rng(0)
@@ -295,7 +321,7 @@ def from_arrays(
       >>> ds.input_shape, ds.num_classes
       ((1, 1, 5), 3)
     """
-    _check_fraction("val_fraction", val_fraction)
+    _check_val_fraction(val_fraction)
     _check_fraction("test_fraction", test_fraction)
     x = _as_features(x, "x")
     y = _as_labels(y, "y")
@@ -334,13 +360,9 @@ def from_arrays(
             )
         y_test = np.searchsorted(classes, y_test).astype(np.int32)
 
-    ds = _split_train(name, x, y, np.ascontiguousarray(x_test), np.asarray(y_test, np.int32),
-                      len(classes), val_fraction, seed, "arrays")
-    if len(ds.y_train) == 0:
-        raise DatasetError(
-            f"no training examples left from {len(y)} after the splits; lower val_fraction/test_fraction"
-        )
-    return ds
+    hint = "pass more examples, or x_test=/y_test= so none is held out for test"
+    return _split_train(name, x, y, np.ascontiguousarray(x_test), np.asarray(y_test, np.int32),
+                        len(classes), val_fraction, seed, "arrays", hint=hint)
 
 
 def read_idx(path: str | os.PathLike) -> np.ndarray:
@@ -442,19 +464,20 @@ def kfold_indices(n: int, k: int, seed: int = 0) -> tuple[np.ndarray, np.ndarray
 def find_data_dir(name: str, data_dir: str | os.PathLike | None = None) -> Path | None:
     """Finds a directory holding all four IDX files of ``name``.
 
-    Tried in order: ``data_dir``, each path in ``$JAXSWARM_DATA_DIR``
-    (``os.pathsep``-separated), then the system places (for Fashion-MNIST
-    Debian's ``/usr/share/datasets/fashion-mnist``; for both
-    ``~/.cache/jaxswarm/<name>`` and ``~/.keras/datasets/<name>``). For each
-    of the first two, sub-folders named after the dataset (``mnist``,
-    ``fashion_mnist``, ``fashion-mnist``, torchvision's ``MNIST/raw``, …)
-    are tried before the directory itself, so a shared data root with both
-    datasets in sub-folders works; files directly in the directory are taken
-    as whichever dataset is asked for.
+    With ``data_dir``, only ``data_dir`` is searched. Without it, tried in
+    order: each path in ``$JAXSWARM_DATA_DIR`` (``os.pathsep``-separated),
+    then the system places (for Fashion-MNIST Debian's
+    ``/usr/share/datasets/fashion-mnist``; for both
+    ``~/.cache/jaxswarm/<name>`` and ``~/.keras/datasets/<name>``). For
+    ``data_dir`` and each ``$JAXSWARM_DATA_DIR`` entry, sub-folders named
+    after the dataset (``mnist``, ``fashion_mnist``, ``fashion-mnist``,
+    torchvision's ``MNIST/raw``, …) are tried before the directory itself,
+    so a shared data root with both datasets in sub-folders works; files
+    directly in the directory are taken as whichever dataset is asked for.
 
     Args:
       name: ``"mnist"`` or ``"fashion_mnist"``.
-      data_dir: optional directory to try first.
+      data_dir: optional directory; when given, the only one searched.
 
     Returns:
       The first directory with all four files, or ``None``.
@@ -504,7 +527,8 @@ def _load_idx_dir(key: str, directory: Path, val_fraction: float, seed: int) -> 
             f"train images in {directory} are {x_tr.shape[1:]} but test images are {x_te.shape[1:]}"
         )
     _warn_if_swapped(key, x_tr, directory)
-    return _image_dataset(key, x_tr, y_tr, x_te, y_te, val_fraction, seed, str(directory))
+    # The real directory read, absolute, so a study can record where its data came from.
+    return _image_dataset(key, x_tr, y_tr, x_te, y_te, val_fraction, seed, str(directory.resolve()))
 
 
 def _read_idx_pair(images_path: Path, labels_path: Path, num_classes: int):
@@ -559,8 +583,16 @@ def _image_dataset(key, x_tr, y_tr, x_te, y_te, val_fraction, seed, origin) -> D
                         val_fraction, seed, origin)
 
 
-def _split_train(name, x, y, x_test, y_test, num_classes, val_fraction, seed, origin) -> Dataset:
+def _split_train(name, x, y, x_test, y_test, num_classes, val_fraction, seed, origin, hint="") -> Dataset:
     train_idx, val_idx = _stratified_split(y, val_fraction, np.random.default_rng(seed))
+    # An empty split would fail much later, deep in training (`cannot reshape array of size 0`).
+    for split, idx in (("validation", val_idx), ("training", train_idx)):
+        if len(idx) == 0:
+            raise DatasetError(
+                f"val_fraction={val_fraction} would leave the {split} split of {name!r} empty: only "
+                f"{len(y)} example(s) to split into training and validation, at least 2 needed; "
+                + (hint or "pass more examples")
+            )
     return Dataset(
         name=name,
         x_train=x[train_idx],
@@ -601,9 +633,9 @@ def _tfds_installed() -> bool:
 
 
 def _tfds_roots(data_dir) -> list[Path]:
+    if data_dir is not None:  # that directory only, never TFDS_DATA_DIR or ~/tensorflow_datasets
+        return [Path(data_dir).expanduser()]
     roots = []
-    if data_dir is not None:
-        roots.append(Path(data_dir).expanduser())
     env = os.environ.get("TFDS_DATA_DIR")
     if env:
         roots.append(Path(env).expanduser())
@@ -656,6 +688,12 @@ def _load_tfds(key: str, data_dir, val_fraction: float, seed: int) -> Dataset:
     prepared = next((r for r in roots if _tfds_prepared(r, key)), None)
     if prepared is None and not _network_reachable():
         # TFDS itself would retry the download for minutes before failing.
+        if data_dir is not None:
+            raise DatasetError(
+                f"tensorflow-datasets found no prepared {key!r} in data_dir {roots[0]} and cannot "
+                f"download it there: {_TFDS_HOST[0]} is unreachable (offline?); pass a data_dir with "
+                "the four IDX files {train,t10k}-{images-idx3,labels-idx1}-ubyte[.gz] and source='idx'"
+            )
         raise DatasetError(
             _missing_message(key, data_dir, tfds_tried=True)
             + f" TFDS found no prepared {key!r} under {', '.join(map(str, roots))} and "
@@ -676,7 +714,7 @@ def _load_tfds(key: str, data_dir, val_fraction: float, seed: int) -> Dataset:
             "{train,t10k}-{images-idx3,labels-idx1}-ubyte.gz in a directory passed as "
             f"data_dir= / --data-dir or ${ENV_VAR}."
         ) from e
-    origin = f"tfds:{root if root is not None else '~/tensorflow_datasets'}"
+    origin = f"tfds:{root.resolve() if root is not None else Path('~/tensorflow_datasets').expanduser()}"
     return _image_dataset(key, x_tr, y_tr, x_te, y_te, val_fraction, seed, origin)
 
 
@@ -708,6 +746,15 @@ def _canonical_name(name: str) -> str:
 def _check_fraction(what: str, value: float) -> None:
     if not (isinstance(value, (int, float, np.floating)) and 0.0 <= float(value) < 1.0):
         raise DatasetError(f"{what} must be a number in [0, 1), got {value!r}")
+
+
+def _check_val_fraction(value: float) -> None:
+    _check_fraction("val_fraction", value)
+    if float(value) == 0.0:  # an empty validation split fails much later, inside training
+        raise DatasetError(
+            "val_fraction=0 would leave the validation split empty; pass a val_fraction in (0, 1), "
+            "e.g. 0.1 (the default; with k-fold studies the folds are cut from train + validation)"
+        )
 
 
 def _check_int(value, what: str) -> int:
@@ -787,10 +834,15 @@ def _as_labels(y, what: str) -> np.ndarray:
 
 
 def _candidate_dirs(key: str, data_dir) -> list[Path]:
-    """Directories to search for `key`'s IDX files, in order, without duplicates."""
-    roots = []
+    """Directories to search for `key`'s IDX files, in order, without duplicates.
+
+    With `data_dir`, only it and its dataset sub-folders (no $JAXSWARM_DATA_DIR
+    or system places: a given directory must not be silently replaced).
+    """
     if data_dir is not None:
-        roots.append(Path(data_dir).expanduser())
+        root = Path(data_dir).expanduser()
+        return [root / sub for sub in _SUBDIRS[key]] + [root]
+    roots = []
     for part in os.environ.get(ENV_VAR, "").split(os.pathsep):
         if part.strip():
             roots.append(Path(part.strip()).expanduser())
@@ -802,16 +854,56 @@ def _candidate_dirs(key: str, data_dir) -> list[Path]:
     return list(dict.fromkeys(out))
 
 
-def _idx_files(directory: Path) -> dict | None:
-    """Maps (split, kind) -> file path when all four IDX files are in `directory`."""
+def _idx_present(directory: Path) -> dict:
+    """Maps (split, kind) -> file path for each of the four IDX files found in `directory`."""
     found = {}
     for key, stem in _IDX_STEMS.items():
         names = (stem + ".gz", stem, stem.replace("-idx", ".idx") + ".gz", stem.replace("-idx", ".idx"))
         path = next((directory / n for n in names if (directory / n).is_file()), None)
-        if path is None:
-            return None
-        found[key] = path
+        if path is not None:
+            found[key] = path
     return found
+
+
+def _idx_files(directory: Path) -> dict | None:
+    """Maps (split, kind) -> file path when all four IDX files are in `directory`."""
+    found = _idx_present(directory)
+    return found if len(found) == len(_IDX_STEMS) else None
+
+
+def _given_dir(data_dir, *, must_exist: bool) -> Path:
+    """`data_dir` as a Path, or a one-line DatasetError saying what is wrong with it."""
+    if not os.fspath(data_dir).strip():  # Path("") would quietly mean the working directory
+        raise DatasetError("data_dir is an empty string; pass a directory, or None to search the usual places")
+    path = Path(data_dir).expanduser()
+    if path.exists() and not path.is_dir():
+        raise DatasetError(f"data_dir {path} is a file, not a directory; pass the directory that holds the data")
+    if must_exist and not path.exists():
+        raise DatasetError(
+            f"data_dir {path} does not exist; pass the directory that holds the four IDX files "
+            "{train,t10k}-{images-idx3,labels-idx1}-ubyte[.gz]"
+        )
+    return path
+
+
+def _lacking_message(key: str, root: Path) -> str:
+    """One line naming which IDX files `root` (or its fullest dataset sub-folder) lacks."""
+    candidates = [root / sub for sub in _SUBDIRS[key]] + [root]
+    present = {d: _idx_present(d) for d in candidates if d.is_dir()}
+    # The fullest candidate is the one the user most likely meant; ties go to `root` itself.
+    best = max(present, key=lambda d: (len(present[d]), d == root))
+    if not present[best]:
+        subs = ", ".join(_SUBDIRS[key])
+        return (
+            f"data_dir {root} holds none of the four IDX files of {key!r} "
+            "{train,t10k}-{images-idx3,labels-idx1}-ubyte[.gz], neither directly nor in a "
+            f"sub-folder {subs}; pass the directory that holds them"
+        )
+    missing = [stem + "[.gz]" for k, stem in _IDX_STEMS.items() if k not in present[best]]
+    return (
+        f"data_dir {best} lacks {', '.join(missing)} of the four IDX files of {key!r}; "
+        "add the missing file(s) or pass a directory that holds all four"
+    )
 
 
 def _missing_message(key: str, data_dir, *, tfds_tried: bool) -> str:
