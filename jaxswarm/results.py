@@ -13,17 +13,20 @@ Layout of a results directory::
     evaluations.csv     evaluations.jsonl flattened to CSV (written at the end)
     progress.png        best / median fitness per round        (with the `plot` extra)
     positions.png       particle positions per dimension        (with the `plot` extra)
-    checkpoints/        orbax checkpoints, one per round (`Checkpointer`)
+    checkpoints/        orbax checkpoints of the 2 newest rounds (`Checkpointer`)
+    .lock               the running study's PID; one writer per folder (`lock_folder`)
+
+Every file is mode 0644 (0666 less the umask).
 """
 
 from __future__ import annotations
 
 import csv
+import fcntl
 import io
 import json
 import math
 import os
-import tempfile
 from pathlib import Path
 from typing import Any, Iterable
 
@@ -36,6 +39,71 @@ ROUNDS = "rounds.jsonl"
 BEST = "best.json"
 STUDY = "study.json"
 CSV = "evaluations.csv"
+LOCK = ".lock"
+
+
+class FolderLocked(ValueError):
+    """Another process holds a results folder's lock: a study is running there."""
+
+
+class FolderLock:
+    """An exclusive `flock` on a results folder's .lock file, held until `release()`.
+
+    The kernel drops the lock when the holder exits, however it dies, so a
+    killed study never blocks a later `--resume`.
+    """
+
+    def __init__(self, path: Path, fd: int):
+        self.path, self._fd = path, fd
+
+    def release(self) -> None:
+        """Drops the lock (again: no-op)."""
+        if self._fd is None:
+            return
+        # The file stays: unlinking it would let two takers lock two different inodes.
+        os.ftruncate(self._fd, 0)
+        os.close(self._fd)  # closing the descriptor releases the flock
+        self._fd = None
+
+    def __enter__(self) -> FolderLock:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.release()
+
+
+def lock_folder(out_dir: Path) -> FolderLock:
+    """Takes `out_dir`'s lock (one writer per results folder) and writes this process's PID into it.
+
+    Args:
+      out_dir: an existing results folder.
+
+    Returns:
+      The `FolderLock`; hold it while writing, `release()` it at the end.
+
+    Raises:
+      FolderLocked: another process holds the lock (a study is running there).
+      OSError: the lock file cannot be created (e.g. the folder is not writable).
+    """
+    path = Path(out_dir) / LOCK
+    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o666)  # the umask applies: 0644
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        os.close(fd)
+        try:
+            holder = path.read_text().strip()
+        except OSError:
+            holder = ""
+        # Empty when the holder has the lock but has not written its PID yet.
+        raise FolderLocked(f"{Path(out_dir)}: a study is running there (process {holder or 'unknown'} "
+                           f"holds {path.name}); wait for it to end or choose another directory") from None
+    except BaseException:
+        os.close(fd)
+        raise
+    os.ftruncate(fd, 0)
+    os.write(fd, f"{os.getpid()}\n".encode())
+    return FolderLock(path, fd)
 
 
 def clean(value: Any) -> Any:
@@ -57,8 +125,12 @@ def write_json(path: Path, obj: Any) -> None:
 
 
 def write_text(path: Path, text: str) -> None:
+    """Writes `text` atomically (temporary file + rename), mode 0644 (0666 less the umask)."""
     path = Path(path)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
+    # Not mkstemp: it creates 0600. Mode 0666 with O_EXCL gets the umask applied, as open() does,
+    # without reading the umask (setting it to read it races with other threads).
+    tmp = path.parent / f".{path.name}.{os.getpid()}.{os.urandom(6).hex()}"
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
     try:
         with os.fdopen(fd, "w") as f:
             f.write(text)
@@ -71,7 +143,7 @@ def write_text(path: Path, text: str) -> None:
 
 
 def append_jsonl(path: Path, rows: Iterable[dict]) -> None:
-    """Appends rows, one JSON object per line, in a single write."""
+    """Appends rows, one JSON object per line, in a single write (a new file: 0666 less the umask)."""
     text = "".join(json.dumps(clean(r)) + "\n" for r in rows)
     with open(path, "a") as f:
         f.write(text)
@@ -80,13 +152,29 @@ def append_jsonl(path: Path, rows: Iterable[dict]) -> None:
 
 
 def read_jsonl(path: Path) -> list[dict]:
+    """Rows of a JSONL file ([] when it does not exist).
+
+    A last line without its newline is a killed writer's partial append and is
+    skipped; a line that does not parse anywhere else raises.
+
+    Raises:
+      ValueError: a corrupt line before the last one (one line naming the file and line).
+    """
     path = Path(path)
     if not path.exists():
         return []
+    text = path.read_text()
+    lines = text.split("\n")  # the last item is "" when the file ends in a newline
     rows = []
-    for line in path.read_text().splitlines():
-        if line.strip():
+    for i, line in enumerate(lines, 1):
+        if not line.strip():
+            continue
+        try:
             rows.append(json.loads(line))
+        except json.JSONDecodeError as e:
+            if i == len(lines):  # no newline after it: an append cut short
+                break
+            raise ValueError(f"{path}: line {i} is not valid JSON ({e.msg}, column {e.colno})") from None
     return rows
 
 
@@ -97,12 +185,14 @@ def truncate_rounds(path: Path, num_rounds: int) -> None:
 
 
 def write_csv(jsonl_path: Path, csv_path: Path) -> None:
-    """Flattens evaluations.jsonl (config dict expanded to columns) into CSV."""
+    """Flattens evaluations.jsonl into CSV (its config and position dicts as `config.<name>`, `position.<dim>`)."""
     rows = read_jsonl(jsonl_path)
     flat = []
     for r in rows:
-        row = {k: v for k, v in r.items() if k != "config"}
-        row.update({f"config.{k}": v for k, v in r.get("config", {}).items()})
+        nested = [k for k in ("config", "position") if isinstance(r.get(k), dict)]
+        row = {k: v for k, v in r.items() if k not in nested}
+        for k in nested:  # after the scalar columns, as config.<name> always was
+            row.update({f"{k}.{name}": x for name, x in r[k].items()})
         flat.append(row)
     columns: list[str] = []
     for row in flat:
@@ -144,22 +234,45 @@ def plot(out_dir: Path) -> list[Path]:
 
     dims = list(evals[0]["position"].keys()) if evals and "position" in evals[0] else []
     if dims:
+        finite = [e for e in evals if e.get("fitness") is not None and not e.get("diverged")]
+        best = max(finite, key=lambda e: e["fitness"]) if finite else None
         cols = min(3, len(dims))
         rows_ = -(-len(dims) // cols)
         fig, axes = plt.subplots(rows_, cols, figsize=(4 * cols, 2.6 * rows_), squeeze=False)
         for ax, name in zip(axes.flat, dims):
-            ax.scatter([e["round"] for e in evals], [e["position"][name] for e in evals], s=6, alpha=0.5)
-            ax.set_title(name, fontsize=9)
-            ax.set_ylim(-0.02, 1.02)
-            ax.set_xlabel("round", fontsize=8)
+            _plot_values(ax, name, evals, best)
         for ax in list(axes.flat)[len(dims):]:
             ax.axis("off")
-        fig.suptitle("particle positions (unit box) per dimension")
+        fig.suptitle("hyperparameter values per round (star: the best evaluation)")
         fig.tight_layout()
         fig.savefig(out_dir / "positions.png", dpi=110)
         plt.close(fig)
         written.append(out_dir / "positions.png")
     return written
+
+
+def _plot_values(ax, name: str, evals: list[dict], best: dict | None) -> None:
+    """One hyperparameter's values over the rounds, in its own units: numbers as they are, choices as labels.
+
+    A value of an inactive (conditional) parameter is not drawn.
+    """
+    shown = [(e["round"], e["config"][name]) for e in evals if name in e.get("config", {})]
+    labels = sorted({str(v) for _, v in shown if not _is_number(v)})
+    as_y = (lambda v: labels.index(str(v))) if labels else (lambda v: v)
+    ax.scatter([r for r, _ in shown], [as_y(v) for _, v in shown], s=6, alpha=0.5)
+    if best is not None and name in best.get("config", {}):
+        ax.scatter([best["round"]], [as_y(best["config"][name])], marker="*", s=90, color="red", zorder=3)
+    if labels:
+        ax.set_yticks(range(len(labels)), labels, fontsize=7)
+    elif shown and min(v for _, v in shown) > 0 and max(v for _, v in shown) > 20 * min(v for _, v in shown):
+        ax.set_yscale("log")  # e.g. learning rates: log-uniform priors
+    ax.set_title(name, fontsize=9)
+    ax.set_xlabel("round", fontsize=8)
+    ax.xaxis.get_major_locator().set_params(integer=True)
+
+
+def _is_number(v) -> bool:
+    return isinstance(v, (int, float)) and not isinstance(v, bool)
 
 
 class Checkpointer:

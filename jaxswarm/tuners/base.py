@@ -223,60 +223,80 @@ def run_tuner(tuner: Tuner, space: SearchSpace, dataset: Dataset, *, budget: int
     _check_available(tuner)
     cfg = train.TrainConfig(epochs=epochs, batch_size=batch_size, fitness=fitness)
     out = None if out_dir is None else Path(out_dir).absolute()
+    lock = None
     if out is not None:
-        _prepare_out_dir(out, {
+        lock = _prepare_out_dir(out, {  # the folder's lock: one study writes there at a time
             "tuner": name, "budget": budget, "time_limit": time_limit, "seed": seed,
             "epochs": epochs, "batch_size": batch_size, "fitness": fitness,
             "tuner_kwargs": tuner_kwargs, "dataset": dataset.name, "space": repr(space),
             "train": cfg._asdict(), "settings": settings, "jax": jax.__version__,
             "devices": [str(d) for d in jax.devices()]})
-    bar = None
-    if progress:
-        bar = tqdm(total=budget, desc=name, unit="eval", dynamic_ncols=True)
-    ev = Evaluator(space, dataset, cfg, seed, budget, time_limit, out, t_start, bar)
     try:
-        tuner.run(ev, space, seed, budget, **tuner_kwargs)
-    except Stop:
-        pass
+        bar = None
+        if progress:
+            bar = tqdm(total=budget, desc=name, unit="eval", dynamic_ncols=True)
+        ev = Evaluator(space, dataset, cfg, seed, budget, time_limit, out, t_start, bar)
+        try:
+            tuner.run(ev, space, seed, budget, **tuner_kwargs)
+        except Stop:
+            pass
+        finally:
+            if bar is not None:
+                bar.close()
+        search_time = time.perf_counter() - t_start
+        best = ev.best
+        test_acc = None
+        if retrain and best is not None:
+            test_acc = float(retrain_metrics(space, dataset, best.position, seed=seed, epochs=epochs,
+                                             batch_size=batch_size, fitness=fitness).val_accuracy)
+        wall = time.perf_counter() - t_start
+        best_config = best.config if best is not None else {}
+        best_fitness = best.fitness if best is not None else -math.inf
+        if out is not None:
+            results.write_json(out / results.BEST, {
+                "best_config": best_config, "best_fitness": best_fitness, "fitness": fitness,
+                "test_accuracy": test_acc, "evaluations": len(ev.trials), "tuner": name,
+                "position": None if best is None else best.position.tolist(),
+                "search_seconds": search_time, "wall_seconds": wall, "stop_reason": ev.stop_reason})
+            if ev.trials:
+                results.write_csv(out / results.EVALUATIONS, out / results.CSV)
+                results.plot(out)
+        if progress:
+            print(f"{name}: {len(ev.trials)} evaluations in {search_time:.1f}s ({ev.stop_reason}); "
+                  f"best {fitness} {best_fitness:.4f} with {best_config}"
+                  + (f"; test accuracy after retrain {test_acc:.4f}" if test_acc is not None else ""),
+                  file=sys.stdout)
+        return BaselineResult(name, best_config, best_fitness, test_acc, len(ev.trials), wall,
+                              search_time, ev.history, ev.trials,
+                              None if best is None else best.position, out, ev.stop_reason)
     finally:
-        if bar is not None:
-            bar.close()
-    search_time = time.perf_counter() - t_start
-    best = ev.best
-    test_acc = None
-    if retrain and best is not None:
-        test_acc = float(retrain_metrics(space, dataset, best.position, seed=seed, epochs=epochs,
-                                         batch_size=batch_size, fitness=fitness).val_accuracy)
-    wall = time.perf_counter() - t_start
-    best_config = best.config if best is not None else {}
-    best_fitness = best.fitness if best is not None else -math.inf
-    if out is not None:
-        results.write_json(out / results.BEST, {
-            "best_config": best_config, "best_fitness": best_fitness, "fitness": fitness,
-            "test_accuracy": test_acc, "evaluations": len(ev.trials), "tuner": name,
-            "position": None if best is None else best.position.tolist(),
-            "search_seconds": search_time, "wall_seconds": wall, "stop_reason": ev.stop_reason})
-        if ev.trials:
-            results.write_csv(out / results.EVALUATIONS, out / results.CSV)
-            results.plot(out)
-    if progress:
-        print(f"{name}: {len(ev.trials)} evaluations in {search_time:.1f}s ({ev.stop_reason}); "
-              f"best {fitness} {best_fitness:.4f} with {best_config}"
-              + (f"; test accuracy after retrain {test_acc:.4f}" if test_acc is not None else ""),
-              file=sys.stderr)
-    return BaselineResult(name, best_config, best_fitness, test_acc, len(ev.trials), wall,
-                          search_time, ev.history, ev.trials,
-                          None if best is None else best.position, out, ev.stop_reason)
+        if lock is not None:
+            lock.release()  # also when an evaluation raises: a later run may take the folder
 
 
-def _prepare_out_dir(out: Path, info: dict) -> None:
+def _prepare_out_dir(out: Path, info: dict) -> results.FolderLock:
+    """Creates `out`, takes its lock, checks it holds no study and writes study.json.
+
+    Returns:
+      The folder's lock, for `run_tuner` to release.
+
+    Raises:
+      results.FolderLocked: another process runs a study in `out`.
+      BaselineError: `out` cannot be created or written, or holds a study already.
+    """
     try:
         out.mkdir(parents=True, exist_ok=True)
+        lock = results.lock_folder(out)  # before anything reads or writes the folder
     except OSError as e:
         raise BaselineError(f"cannot create the output directory {out}: {e.strerror or e}") from None
-    if (out / results.EVALUATIONS).exists():
-        raise BaselineError(f"{out} already holds a study; choose a new directory")
-    results.write_json(out / results.STUDY, info)
+    try:
+        if (out / results.EVALUATIONS).exists():
+            raise BaselineError(f"{out} already holds a study; choose a new directory")
+        results.write_json(out / results.STUDY, info)
+    except BaseException:
+        lock.release()  # a refused start leaves the folder free
+        raise
+    return lock
 
 
 def _check_available(tuner: Tuner) -> None:
