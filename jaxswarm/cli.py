@@ -1,11 +1,11 @@
 """Command line: `jaxswarm run`, `jaxswarm baseline`, `jaxswarm plot`.
 
 Settings come from (later wins): built-in defaults (`study.StudyConfig`, the
-family's preset space, `pso.make_pso`), a study file (`--config study.toml`
-or `.yaml`), then flags. A study file holds the same names as the flags (with
-underscores) plus `[space]` (`space = "mlp"` or another family of
+family's preset space, `pso.make_pso`), a study file (`--config study.toml`,
+`.yaml`/`.yml` or `.json`), then flags. A study file holds the same names as the
+flags (with underscores) plus `[space]` (`space = "mlp"` or another family of
 `models.FAMILIES`, and the arguments of its preset space) and `[pso]`
-(arguments of `pso.make_pso`) tables, e.g.::
+(arguments of `pso.make_pso`) tables; an unknown name is an error, e.g.::
 
     dataset = "fashion_mnist"
     swarm_size = 32
@@ -18,16 +18,26 @@ underscores) plus `[space]` (`space = "mlp"` or another family of
     learning_rate = [1e-4, 1e-1]
     [pso]
     topology = "ring"
+
+Bad input is one line on stderr, ``jaxswarm: error: ...``, naming the setting,
+checked before any data is loaded where it can be. Exit codes: 0 ok, 2 bad input
+(settings, study file, data, results directory; argparse's own errors too), 1 a
+study (or baseline) that started and then failed, or ``plot`` with nothing to plot.
+`--resume DIR` continues the study in DIR with its own saved settings; flags that
+would change it are refused (``--quiet`` and ``--distributed`` are allowed).
 """
 
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import inspect
 import json
 import sys
 import time
 from pathlib import Path
+
+import numpy as np
 
 from jaxswarm import design, execute, results
 from jaxswarm import pso as pso_lib
@@ -35,6 +45,7 @@ from jaxswarm.data import DATASETS, DatasetError, load_dataset
 from jaxswarm.layouts import LAYOUTS
 from jaxswarm.models import DEFAULT_FAMILY, FAMILIES
 from jaxswarm.optim import OPTIMIZERS
+from jaxswarm.saved import MODEL_DIR, ModelError, load_model
 from jaxswarm.study import MODES, Study, StudyConfig, StudyError
 from jaxswarm.train import FITNESS_KINDS
 from jaxswarm.tuners import TUNERS, BaselineError, run_baseline
@@ -42,10 +53,21 @@ from jaxswarm.tuners import TUNERS, BaselineError, run_baseline
 __all__ = ["build_parser", "settings_from_args", "build_space", "main"]
 
 STUDY_KEYS = ("swarm_size", "rounds", "epochs", "batch_size", "folds", "mode", "init",
-              "fitness", "patience", "seed", "retrain", "retrain_epochs", "layout", "chunk_size", "memory_cap_gb")
+              "fitness", "patience", "seed", "retrain", "retrain_epochs", "layout", "chunk_size", "memory_cap_gb",
+              "allow_huge")
 SPACE_KEYS = ("space", "max_layers", "units", "activations", "learning_rate", "optimizers", "momentum",
               "weight_decay", "dropout", "batch_norm", "lr_decay")
 PSO_KEYS = ("topology", "neighbors", "inertia", "c1", "c2", "constriction", "vmax", "boundary")
+DATA_KEYS = ("dataset", "data_dir", "val_fraction")
+CONFIG_SUFFIXES = (".toml", ".yaml", ".yml", ".json")
+# What `jaxswarm baseline` reads from a study file besides data, out, [space] and [pso]; swarm_size and
+# init only for the tuners that take them (any other `jaxswarm run` setting would be ignored, so it is refused).
+BASELINE_KEYS = ("epochs", "batch_size", "fitness", "seed", "retrain", "swarm_size", "init")
+
+
+class InputError(Exception):
+    """Bad input on the command line or in a study file: `main` prints it as one line and returns 2."""
+
 
 _STUDY = StudyConfig()
 _SPACE = {k: p.default for k, p in inspect.signature(FAMILIES[DEFAULT_FAMILY].space).parameters.items()}
@@ -92,7 +114,7 @@ def _add_run_parser(sub) -> None:
     run = sub.add_parser("run", help="run a PSO study (default: digits, MLP space)",
                          description="Run a PSO study; writes results to --out (see README: results).")
     g = run.add_argument_group("study")
-    g.add_argument("--config", type=Path, help="study file (.toml, .yaml/.yml) with any of these settings")
+    g.add_argument("--config", type=Path, help="study file (.toml, .yaml/.yml, .json) with any of these settings")
     _add_data_arguments(g)
     g.add_argument("--out", type=Path, help="results directory  [runs/<dataset>-<time>]")
     g.add_argument("--resume", type=Path, metavar="DIR", help="continue the killed study in DIR")
@@ -121,6 +143,8 @@ def _add_run_parser(sub) -> None:
     g.add_argument("--quiet", action="store_true", help="no progress bar or round lines")
     g.add_argument("--chunk-size", type=int, help="members per device trained at once  [planned from memory]")
     g.add_argument("--memory-cap-gb", type=float, help="per-device memory cap for that plan  [the device's]")
+    g.add_argument("--allow-huge", dest="allow_huge", action="store_const", const=True,
+                   help="run a swarm even when its estimated memory is over 64x a device's (many chunks, slow)")
     g.add_argument("--distributed", action="store_true",
                    help="multi-host: call jax.distributed.initialize first (JAXSWARM_COORDINATOR, "
                         "JAXSWARM_NUM_PROCESSES, JAXSWARM_PROCESS_ID, or SLURM/Open MPI auto-detection)")
@@ -147,7 +171,7 @@ def _add_baseline_parser(sub) -> None:
                    help="; ".join(f"{t.name}: {t.help}" for t in TUNERS.values()))
     g.add_argument("--budget", type=int, help="configurations to train")
     g.add_argument("--time-limit", type=float, help="seconds (checked between evaluations)")
-    g.add_argument("--config", type=Path, help="study file (.toml, .yaml) as for `jaxswarm run`")
+    g.add_argument("--config", type=Path, help="study file (.toml, .yaml/.yml, .json) as for `jaxswarm run`")
     _add_data_arguments(g)
     g.add_argument("--out", type=Path, help="results directory  [runs/<tuner>-<dataset>-<time>]")
     g.add_argument("--epochs", type=int, help=f"training epochs per evaluation  {_show(_STUDY.epochs)}")
@@ -172,32 +196,77 @@ def build_parser() -> argparse.ArgumentParser:
     _add_baseline_parser(sub)
     pl = sub.add_parser("plot", help="draw progress.png and positions.png for a results directory")
     pl.add_argument("dir", type=Path)
+    pr = sub.add_parser("predict", help="predict with a study's retrained winner (its results directory's model/)",
+                        description="Predict the class of each row of --input with the model a study saved.")
+    pr.add_argument("dir", type=Path, help="results directory (or its model/ folder)")
+    pr.add_argument("--input", type=Path, required=True, help=".npy, .npz (its first array, or 'x') or .csv rows")
+    pr.add_argument("--output", type=Path, help=".npy or .csv file  [stdout: one label per line]")
+    pr.add_argument("--proba", action="store_true", help="class probabilities instead of labels")
+    sh = sub.add_parser("show", help="print a study's summary: best config, fitness, test accuracy, rounds, time")
+    sh.add_argument("dir", type=Path)
     return p
 
 
 def _read_config(path: Path) -> dict:
-    if not path.exists():
-        raise SystemExit(f"jaxswarm: error: study file {path} does not exist")
-    text = path.read_text()
-    try:
-        if path.suffix in (".yaml", ".yml"):
-            import yaml
+    """The settings of a study file, its names and the kinds of its values checked.
 
-            data = yaml.safe_load(text) or {}
+    Args:
+      path: a .toml, .yaml/.yml or .json file.
+
+    Returns:
+      The file's settings; ``space`` and ``pso``, when present, are tables (dicts).
+
+    Raises:
+      InputError: the file is missing, empty, unreadable or not parsable, or holds
+        an unknown name or a value of the wrong kind.
+    """
+    suffix = path.suffix.lower()
+    if suffix not in CONFIG_SUFFIXES:
+        raise InputError(f"study file {path}: unknown suffix {path.suffix!r}; use one of {', '.join(CONFIG_SUFFIXES)}")
+    if not path.is_file():
+        raise InputError(f"study file {path} {'is not a file' if path.exists() else 'does not exist'}")
+    try:
+        text = path.read_text()
+    except (OSError, UnicodeDecodeError) as e:
+        raise InputError(f"cannot read study file {path}: {e}") from None
+    if not text.strip():
+        raise InputError(f"study file {path} is empty")
+    try:
+        if suffix in (".yaml", ".yml"):
+            try:
+                import yaml
+            except ImportError:
+                raise InputError(f"study file {path}: reading YAML needs PyYAML (pip install pyyaml)") from None
+            data = yaml.safe_load(text)
+        elif suffix == ".json":
+            data = json.loads(text)
         else:
             try:
                 import tomllib
             except ImportError:  # Python 3.10
                 import tomli as tomllib
             data = tomllib.loads(text)
+    except InputError:
+        raise
     except Exception as e:  # noqa: BLE001 - any parse error becomes one message
-        raise SystemExit(f"jaxswarm: error: cannot parse study file {path}: {e}") from None
+        raise InputError(f"cannot parse study file {path}: {_one_line(e)}") from None
     if not isinstance(data, dict):
-        raise SystemExit(f"jaxswarm: error: study file {path} must hold a table of settings")
-    known = set(STUDY_KEYS) | {"dataset", "data_dir", "out", "val_fraction", "space", "pso"}
-    unknown = sorted(set(data) - known)
+        raise InputError(f"study file {path} must hold a table of settings, got {type(data).__name__}")
+    if not data:
+        raise InputError(f"study file {path} holds no settings")
+    known = set(STUDY_KEYS) | set(DATA_KEYS) | {"out", "space", "pso"}
+    unknown = sorted(set(data) - known, key=str)
     if unknown:
-        raise SystemExit(f"jaxswarm: error: unknown setting(s) {unknown} in {path}; known: {sorted(known)}")
+        raise InputError(f"unknown setting(s) {unknown} in {path}; known: {sorted(known)}")
+    for table in ("space", "pso"):
+        if table in data and not isinstance(data[table], dict):
+            raise InputError(f"study file {path}: [{table}] must be a table of settings, got {data[table]!r}")
+    for name in ("dataset", "data_dir", "out"):
+        if name in data and not isinstance(data[name], str):
+            raise InputError(f"study file {path}: {name} must be a string, got {data[name]!r}")
+    fraction = data.get("val_fraction", 0.1)
+    if isinstance(fraction, bool) or not isinstance(fraction, (int, float)):
+        raise InputError(f"study file {path}: val_fraction must be a number, got {fraction!r}")
     return data
 
 
@@ -222,7 +291,7 @@ def settings_from_args(args: argparse.Namespace) -> dict:
     inertia = cfg["pso"].get("inertia")
     if isinstance(inertia, (list, tuple)):
         if len(inertia) not in (1, 2):
-            raise SystemExit("jaxswarm: error: --inertia takes one value or START END")
+            raise InputError(f"--inertia takes one value or START END, got {inertia!r}")
         cfg["pso"]["inertia"] = inertia[0] if len(inertia) == 1 else tuple(inertia)
     for k in ("units", "learning_rate", "momentum", "weight_decay", "dropout", "lr_decay"):
         if isinstance(cfg["space"].get(k), list):
@@ -230,61 +299,138 @@ def settings_from_args(args: argparse.Namespace) -> dict:
     return cfg
 
 
+def _flag(dest: str) -> str:
+    """The command-line flag of a setting: ``--swarm-size`` for swarm_size (``--no-retrain`` for retrain)."""
+    return "--no-retrain" if dest == "retrain" else "--" + dest.replace("_", "-")
+
+
+def _one_line(e: BaseException) -> str:
+    """An exception's message on one line (YAML and XLA messages span several)."""
+    return " ".join(str(e).split())
+
+
+def _resume_settings(args: argparse.Namespace) -> dict:
+    """The saved settings of the study in ``args.resume``.
+
+    Raises:
+      InputError: a flag that would change the study, or no readable study.json
+        of `jaxswarm run` in the directory.
+    """
+    flags = vars(args)
+    changed = [_flag(k) for k in STUDY_KEYS + SPACE_KEYS + PSO_KEYS + DATA_KEYS + ("config", "out")
+               if flags.get(k) is not None]
+    if changed:  # the checkpoint belongs to the saved settings: a changed one would silently not apply
+        raise InputError(f"--resume continues the study in {args.resume} with its saved settings; it cannot take "
+                         f"{' '.join(changed)} (only --quiet and --distributed go with it)")
+    study_file = args.resume / results.STUDY
+    if not study_file.is_file():
+        raise InputError(f"--resume: {args.resume} holds no {results.STUDY}; nothing to resume")
+    try:
+        saved = json.loads(study_file.read_text())
+    except (OSError, UnicodeDecodeError, ValueError) as e:
+        raise InputError(f"--resume: cannot read {study_file} (cut short, or not JSON): {_one_line(e)}") from None
+    if isinstance(saved, dict) and "tuner" in saved:
+        raise InputError(f"--resume: {study_file} was written by `jaxswarm baseline`, which cannot be resumed")
+    cfg = saved.get("settings") if isinstance(saved, dict) else None
+    if not (isinstance(cfg, dict) and isinstance(cfg.get("dataset"), str)
+            and isinstance(cfg.get("space"), dict) and isinstance(cfg.get("pso"), dict)):
+        raise InputError(f"--resume: {study_file} was not written by `jaxswarm run`")
+    return cfg
+
+
+def _failed(what: str, e: Exception) -> int:
+    """Reports a study or baseline that started and then failed, in one line; returns exit code 1."""
+    print(f"jaxswarm: error: {what} failed: {type(e).__name__}: {_one_line(e)}", file=sys.stderr)
+    return 1
+
+
 def run(args: argparse.Namespace) -> int:
-    """`jaxswarm run`: returns the exit code."""
-    if args.distributed:
-        execute.initialize_distributed()  # before any computation touches a device
+    """`jaxswarm run`: returns the exit code (0 ok, 1 the study started and failed).
+
+    Raises:
+      InputError: bad settings, data or results directory (exit code 2).
+    """
     if args.resume is not None:
-        study_file = args.resume / results.STUDY
-        if not study_file.exists():
-            raise SystemExit(f"jaxswarm: error: --resume: {args.resume} holds no study.json; nothing to resume")
-        cfg = json.loads(study_file.read_text()).get("settings")
-        if cfg is None:
-            raise SystemExit(f"jaxswarm: error: --resume: {study_file} was not written by `jaxswarm run`")
+        cfg = _resume_settings(args)
         out = args.resume
     else:
         cfg = settings_from_args(args)
         out = cfg.get("out") or Path("runs") / f"{cfg['dataset']}-{time.strftime('%Y%m%d-%H%M%S')}"
+    if args.distributed:
+        execute.initialize_distributed()  # before any computation touches a device
     try:
         space = build_space(cfg["space"])
         study_cfg = StudyConfig(**{k: cfg[k] for k in STUDY_KEYS if k in cfg}, pso=dict(cfg["pso"]))
-        study_cfg.validate()
+        study_cfg.validate()  # before the data: a bad setting fails in a second
+        if args.resume is not None:
+            print(f"resuming {out}")
         dataset = load_dataset(cfg["dataset"], data_dir=cfg.get("data_dir"),
                                val_fraction=cfg.get("val_fraction", 0.1), seed=study_cfg.seed)
         study = Study(space, dataset, study_cfg, out, progress=not args.quiet, settings=_json_settings(cfg))
-        result = study.run(resume=args.resume is not None)
     except (DatasetError, StudyError, ValueError, TypeError) as e:
-        print(f"jaxswarm: error: {e}", file=sys.stderr)
-        return 2
+        raise InputError(e) from None
+    try:
+        result = study.run(resume=args.resume is not None)
+    except (StudyError, results.FolderLocked) as e:  # the results folder: not writable, a study's, locked
+        raise InputError(e) from None
+    except Exception as e:  # noqa: BLE001 - it started: its checkpoints stay for --resume
+        return _failed(f"the study in {out}", e)
     print(f"results in {result.out_dir}")
+    status = getattr(result, "status", "ok")
+    if status != "ok":  # it ran to the end without a result, e.g. every evaluation diverged
+        print(f"jaxswarm: error: the study in {out} ran but found nothing ({status})", file=sys.stderr)
+        return 1
     return 0
 
 
 def baseline(args: argparse.Namespace) -> int:
-    """`jaxswarm baseline`: returns the exit code."""
+    """`jaxswarm baseline`: returns the exit code (0 ok, 1 the baseline started and failed).
+
+    Raises:
+      InputError: bad settings, data or results directory (exit code 2).
+    """
     cfg = settings_from_args(args)
+    tuner = TUNERS[args.tuner]
+    unused = [k for k in STUDY_KEYS if k in cfg and k not in BASELINE_KEYS]
+    unused += [k for k in ("init",) if k in cfg and k not in tuner.options]
+    if unused:  # they would be ignored
+        raise InputError(f"{args.config} sets {', '.join(unused)}, which `jaxswarm baseline --tuner {args.tuner}` "
+                         f"does not use")
+    if "swarm_size" in cfg and "swarm_size" not in tuner.options:
+        takers = " and ".join(name for name, t in TUNERS.items() if "swarm_size" in t.options)
+        where = "--swarm-size" if args.swarm_size is not None else f"swarm_size in {args.config}"
+        raise InputError(f"{where} applies to {takers}, not {args.tuner}")
+    if cfg["pso"] and "pso" not in tuner.options:
+        raise InputError(f"[pso] in {args.config} applies to the pso tuner, not {args.tuner}")
+    if args.budget is None and args.time_limit is None:
+        raise InputError("give --budget N (configurations to train) or --time-limit SECONDS, or both")
+    if args.budget is not None and args.budget < 1:
+        raise InputError(f"--budget must be an integer >= 1, got {args.budget}")
+    if args.time_limit is not None and not args.time_limit > 0:
+        raise InputError(f"--time-limit must be > 0 seconds, got {args.time_limit}")
+    kwargs = {k: cfg[k] for k in ("swarm_size", "init") if k in cfg}
+    if cfg["pso"]:
+        kwargs["pso"] = dict(cfg["pso"])
     seed = cfg.get("seed", _STUDY.seed)
     out = cfg.get("out") or Path("runs") / f"{args.tuner}-{cfg['dataset']}-{time.strftime('%Y%m%d-%H%M%S')}"
-    kwargs = {}
-    if args.swarm_size is not None:
-        if "swarm_size" not in TUNERS[args.tuner].options:
-            print(f"jaxswarm: error: --swarm-size applies to pso and optunity, not {args.tuner}", file=sys.stderr)
-            return 2
-        kwargs["swarm_size"] = args.swarm_size
-    if "pso" in TUNERS[args.tuner].options and cfg.get("pso"):
-        kwargs["pso"] = dict(cfg["pso"])
     try:
         space = build_space(cfg["space"])
+        # The settings a baseline shares with a study, checked the same way (before the data).
+        StudyConfig(**{k: cfg[k] for k in BASELINE_KEYS if k in cfg}, pso=dict(cfg["pso"])).validate()
         dataset = load_dataset(cfg["dataset"], data_dir=cfg.get("data_dir"),
                                val_fraction=cfg.get("val_fraction", 0.1), seed=seed)
+    except (DatasetError, ValueError, TypeError) as e:
+        raise InputError(e) from None
+    try:
         result = run_baseline(
             args.tuner, space, dataset, budget=args.budget, time_limit=args.time_limit, seed=seed,
             epochs=cfg.get("epochs", _STUDY.epochs), batch_size=cfg.get("batch_size", _STUDY.batch_size),
             fitness=cfg.get("fitness", _STUDY.fitness), retrain=cfg.get("retrain", True), out_dir=out,
             progress=not args.quiet, settings=_json_settings(cfg), **kwargs)
-    except (DatasetError, BaselineError, ValueError, TypeError) as e:
-        print(f"jaxswarm: error: {e}", file=sys.stderr)
-        return 2
+    except (BaselineError, results.FolderLocked) as e:  # its settings, a missing package, the results folder
+        raise InputError(e) from None
+    except Exception as e:  # noqa: BLE001 - it started
+        return _failed(f"the {args.tuner} baseline in {out}", e)
     print(f"results in {result.out_dir}")
     return 0
 
@@ -293,7 +439,7 @@ def build_space(settings: dict):
     """The search space from the [space] settings: ``space`` names a family of `models.FAMILIES`."""
     settings = dict(settings)
     kind = settings.pop("space", DEFAULT_FAMILY)
-    if kind not in FAMILIES:
+    if not isinstance(kind, str) or kind not in FAMILIES:
         raise ValueError(f"space must be one of {list(FAMILIES)}, got {kind!r}")
     preset = FAMILIES[kind].space
     takes = set(inspect.signature(preset).parameters)
@@ -308,19 +454,126 @@ def _json_settings(cfg: dict) -> dict:
 
 
 def plot(args: argparse.Namespace) -> int:
-    """`jaxswarm plot`: returns the exit code."""
-    written = results.plot(args.dir)
-    if not written:
-        print("jaxswarm: nothing plotted (install the plot extra: pip install 'jaxswarm[plot]', "
-              f"and check {args.dir} holds rounds.jsonl)", file=sys.stderr)
+    """`jaxswarm plot`: returns the exit code (1: nothing to plot, and why)."""
+    rounds = args.dir / results.ROUNDS
+    why = None
+    if not args.dir.is_dir():
+        why = f"{args.dir} is not a directory"
+    elif not rounds.is_file():
+        why = f"{args.dir} holds no {results.ROUNDS} (not a results directory, or no round has finished)"
+    elif importlib.util.find_spec("matplotlib") is None:
+        why = "matplotlib is not installed (pip install 'jaxswarm[plot]')"
+    else:
+        try:
+            written = results.plot(args.dir)
+        except (OSError, ValueError) as e:
+            why = f"cannot read {args.dir}: {_one_line(e)}"
+        else:
+            if not written:
+                why = f"{rounds} holds no finished round"
+    if why is not None:
+        print(f"jaxswarm: nothing to plot: {why}", file=sys.stderr)
         return 1
     print("\n".join(str(p) for p in written))
     return 0
 
 
+def _read_rows(path: Path) -> np.ndarray:
+    """The rows of an .npy, .npz or .csv file as a float array, or one InputError line."""
+    if not path.is_file():
+        raise InputError(f"--input {path} does not exist")
+    try:
+        if path.suffix == ".npy":
+            return np.load(path, allow_pickle=False)
+        if path.suffix == ".npz":
+            with np.load(path, allow_pickle=False) as z:
+                if not z.files:
+                    raise InputError(f"--input {path} holds no array")
+                return z["x"] if "x" in z.files else z["X"] if "X" in z.files else z[z.files[0]]
+        if path.suffix == ".csv":
+            text = path.read_text().splitlines()
+            first = text[0].split(",") if text else []
+            header = bool(first) and not all(_is_float(v) for v in first)
+            return np.loadtxt(path, delimiter=",", skiprows=int(header), ndmin=2, dtype=np.float32)
+    except InputError:
+        raise
+    except (OSError, ValueError) as e:
+        raise InputError(f"cannot read --input {path}: {_one_line(e)}") from None
+    raise InputError(f"--input {path}: use a .npy, .npz or .csv file")
+
+
+def _is_float(text: str) -> bool:
+    try:
+        float(text)
+    except ValueError:
+        return False
+    return True
+
+
+def predict(args: argparse.Namespace) -> int:
+    """`jaxswarm predict`: labels (or probabilities) of each input row, to a file or stdout."""
+    try:
+        model = load_model(args.dir)
+        x = _read_rows(args.input)
+        out = model.predict_proba(x) if args.proba else model.predict(x)
+    except ModelError as e:
+        raise InputError(e) from None
+    if args.output is None:
+        for row in out:
+            print(" ".join(f"{p:.6g}" for p in row) if args.proba else row)
+    elif args.output.suffix == ".npy":
+        np.save(args.output, out)
+    elif args.output.suffix == ".csv":
+        header = ",".join(str(c) for c in model.classes_) if args.proba else "label"
+        np.savetxt(args.output, out if args.proba else out.reshape(-1, 1), delimiter=",", header=header,
+                   comments="", fmt="%.6g" if args.proba else "%s")
+    else:
+        raise InputError(f"--output {args.output}: use a .npy or .csv file (or leave it out for stdout)")
+    if args.output is not None:
+        print(f"{len(out)} predictions in {args.output}")
+    return 0
+
+
+def show(args: argparse.Namespace) -> int:
+    """`jaxswarm show`: a study's summary as a table."""
+    best_file = args.dir / results.BEST
+    if not best_file.is_file():
+        raise InputError(f"{args.dir} holds no {results.BEST}: not a finished study's results directory")
+    try:
+        best = json.loads(best_file.read_text())
+        rounds = results.read_jsonl(args.dir / results.ROUNDS)
+    except (OSError, ValueError) as e:
+        raise InputError(f"cannot read {args.dir}: {_one_line(e)}") from None
+    seconds = sum(r.get("seconds") or 0.0 for r in rounds)
+    fitness = best.get("best_fitness")
+    test = best.get("test_accuracy")
+    table = [("status", best.get("status", "ok")),
+             (f"best {best.get('fitness', 'fitness')}", "-" if fitness is None else f"{fitness:.4f}"),
+             ("test accuracy", "-" if test is None else f"{test:.4f}"),
+             ("rounds", str(best.get("rounds_run", len(rounds)))),
+             ("round time", f"{seconds:.1f} s"),
+             *((f"  {k}", str(v)) for k, v in (best.get("hyperparameters") or best.get("best_config") or {}).items())]
+    width = max(len(k) for k, _ in table)
+    print(f"study {args.dir}")
+    print("\n".join(f"{k:<{width}}  {v}" for k, v in table))
+    model_dir = args.dir / MODEL_DIR
+    if model_dir.is_dir():
+        try:
+            print(load_model(model_dir).describe())
+        except ModelError as e:
+            print(f"model: {_one_line(e)}")
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
+    """`jaxswarm COMMAND ...`: returns the exit code (0 ok, 2 bad input, 1 failed; see the module docstring)."""
     args = build_parser().parse_args(argv)
-    return {"run": run, "baseline": baseline, "plot": plot}[args.command](args)
+    try:
+        commands = {"run": run, "baseline": baseline, "plot": plot, "predict": predict, "show": show}
+        return commands[args.command](args)
+    except InputError as e:
+        print(f"jaxswarm: error: {_one_line(e)}", file=sys.stderr)
+        return 2
 
 
 if __name__ == "__main__":

@@ -389,13 +389,38 @@ def optimizer_params(optimizers: Sequence[str] | None, momentum: tuple[float, fl
         >>> list(optimizer_params(("sgd", "adam"), None, (1e-5, 1e-2)))
         ['optimizer', 'weight_decay']
     """
+    def named(name, make):
+        # The parameter's own complaint (bounds not numbers, lo == hi, ...) with the setting's name in front.
+        try:
+            return make()
+        except ValueError as e:
+            raise ValueError(str(e) if str(e).startswith(name) else f"{name}: {e}") from None
+
+    def ranged(name, arg, log=False) -> Float:
+        return named(name, lambda: Float(*range_arg(arg, name), log=log))
+
     params: dict[str, Param] = {}
     if optimizers is not None:
-        params["optimizer"] = Choice(optimizers)
+        if isinstance(optimizers, str):  # Choice("adam") would offer "a", "d", "m"
+            raise ValueError(f"optimizers must be a list of names from {list(OPTIMIZERS)}, got {optimizers!r}")
+        params["optimizer"] = named("optimizers", lambda: Choice(optimizers))
+        unknown = [o for o in optimizers if o not in OPTIMIZERS]
+        if unknown:
+            raise ValueError(f"optimizers {unknown} are not among the supported {list(OPTIMIZERS)}")
     if momentum is not None:
-        params["momentum"] = Float(*range_arg(momentum, "momentum"))
+        p = ranged("momentum", momentum)
+        # Momentum (Adam's b1) of 1 or more never forgets a gradient: the update grows without bound.
+        if not (0 <= p.lo and p.hi < 1):
+            raise ValueError(f"momentum must lie in [0, 1), got ({p.lo:g}, {p.hi:g})")
+        params["momentum"] = p
     if weight_decay is not None:
-        params["weight_decay"] = Float(*range_arg(weight_decay, "weight_decay"), log=True)
+        p = ranged("weight_decay", weight_decay)
+        if p.lo < 0:
+            raise ValueError(f"weight_decay must be >= 0, got ({p.lo:g}, {p.hi:g})")
+        if p.lo == 0:  # tuned on a log scale, so the range cannot start at 0
+            raise ValueError(f"weight_decay is tuned on a log scale: its range needs lo > 0, "
+                             f"got ({p.lo:g}, {p.hi:g})")
+        params["weight_decay"] = ranged("weight_decay", weight_decay, log=True)
     return params
 
 

@@ -360,7 +360,8 @@ def make_pso(num_particles: int, num_dims: int, *, lower=0.0, upper=1.0,
         >>> int(state.iteration)
         1
     """
-    _check(num_particles, num_dims, topology, neighbors, inertia, num_iterations, constriction, vmax, boundary)
+    _check(num_particles, num_dims, topology, neighbors, inertia, num_iterations, c1, c2, constriction, vmax,
+           boundary)
     S, D = int(num_particles), int(num_dims)
     lo_D, hi_D = _box(lower, D, "lower"), _box(upper, D, "upper")
     if not np.all(lo_D < hi_D):
@@ -471,20 +472,32 @@ def make_pso(num_particles: int, num_dims: int, *, lower=0.0, upper=1.0,
     return PSO(init=init, ask=ask, tell=tell, params=params)
 
 
-def _check(num_particles, num_dims, topology, neighbors, inertia, num_iterations, constriction, vmax,
+def _check(num_particles, num_dims, topology, neighbors, inertia, num_iterations, c1, c2, constriction, vmax,
            boundary) -> None:
     """`make_pso`'s static settings: one ValueError naming the first bad one."""
-    if int(num_particles) != num_particles or num_particles < 2:
+    def number(x) -> float | None:
+        # A real number as a float (numpy scalars and 0-d arrays too); None for bools, strings, the rest.
+        if isinstance(x, (bool, np.bool_, str, bytes)):
+            return None
+        try:
+            return float(x)
+        except (TypeError, ValueError):
+            return None
+
+    def integer(x) -> bool:
+        v = number(x)
+        return v is not None and math.isfinite(v) and v == int(v)
+
+    if not integer(num_particles) or num_particles < 2:
         raise ValueError(f"num_particles must be an integer >= 2, got {num_particles!r}")
-    if int(num_dims) != num_dims or num_dims < 1:
+    if not integer(num_dims) or num_dims < 1:
         raise ValueError(f"num_dims must be an integer >= 1, got {num_dims!r}")
-    if topology not in TOPOLOGIES:
+    if not isinstance(topology, str) or topology not in TOPOLOGIES:
         raise ValueError(f"unknown topology {topology!r}; expected one of {tuple(TOPOLOGIES)}")
-    if boundary not in BOUNDARIES:
+    if not isinstance(boundary, str) or boundary not in BOUNDARIES:
         raise ValueError(f"unknown boundary {boundary!r}; expected one of {tuple(BOUNDARIES)}")
     if topology == "ring":
-        if (int(neighbors) != neighbors or neighbors < 2 or neighbors % 2
-                or neighbors > num_particles - 1):
+        if not integer(neighbors) or neighbors < 2 or neighbors % 2 or neighbors > num_particles - 1:
             raise ValueError(
                 f"neighbors={neighbors!r} out of range for a ring of "
                 f"{num_particles} particles: need an even integer with "
@@ -492,17 +505,27 @@ def _check(num_particles, num_dims, topology, neighbors, inertia, num_iterations
     if isinstance(inertia, (tuple, list)):
         if len(inertia) != 2:
             raise ValueError(f"inertia as a schedule must be (start, end), got {inertia!r}")
+        if not all(number(w) is not None and math.isfinite(number(w)) for w in inertia):
+            raise ValueError(f"inertia (start, end) must be finite numbers, got {inertia!r}")
         if num_iterations is None:
             raise ValueError(f"inertia={tuple(inertia)!r} is a linear decay and needs "
                              "num_iterations, got None")
-        if int(num_iterations) != num_iterations or num_iterations < 1:
+        if not integer(num_iterations) or num_iterations < 1:
             raise ValueError(f"num_iterations must be an integer >= 1, got {num_iterations!r}")
+    elif number(inertia) is None or not math.isfinite(number(inertia)):
+        raise ValueError(f"inertia must be a finite number or (start, end), got {inertia!r}")
+    for name, c in (("c1", c1), ("c2", c2)):
+        # A negative or infinite coefficient pushes particles away or out of every bound.
+        if number(c) is None or not math.isfinite(number(c)) or number(c) < 0:
+            raise ValueError(f"{name} must be a finite number >= 0, got {c!r}")
+    if not isinstance(constriction, (bool, np.bool_)):
+        raise ValueError(f"constriction must be True or False, got {constriction!r}")
     if constriction and (isinstance(inertia, (tuple, list)) or float(inertia) != _DEFAULT_INERTIA):
         raise ValueError(
             f"constriction=True replaces the inertia weight by chi; leave inertia "
             f"at its default, got inertia={inertia!r}")
-    if vmax is not None and not vmax > 0:
-        raise ValueError(f"vmax must be > 0 or None, got {vmax!r}")
+    if vmax is not None and (number(vmax) is None or not number(vmax) > 0):
+        raise ValueError(f"vmax must be a number > 0 or None, got {vmax!r}")
 
 
 def minimize(key: jax.Array, fn: Callable[[jax.Array], jax.Array],

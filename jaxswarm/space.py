@@ -59,7 +59,10 @@ __all__ = [
     "Choice",
     "Fixed",
     "SearchSpace",
-    "mlp_space",
+    "AtLeast",
+    "range_arg",
+    "as_int",
+    "value_reader",
 ]
 
 # Every integer / option must own at least this share of the unit interval.
@@ -745,6 +748,11 @@ class SearchSpace:
 
     def __len__(self) -> int:
         return len(self.names)
+
+    def __reduce__(self):
+        # Picklable (and so copyable, e.g. by sklearn's clone): rebuilt from its parameters; the
+        # mapping proxy and the lazily compiled host functions are not state.
+        return (SearchSpace, (dict(self.params),))
 
 
 def _same_value(a: Any, b: Any) -> bool:

@@ -8,7 +8,6 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from jaxswarm.models import mlp as models
 from jaxswarm.models.layers import BN_EPS, BN_MOMENTUM
 from jaxswarm.models.mlp import (
     ACTIVATION_NAMES,

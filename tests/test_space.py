@@ -9,7 +9,7 @@ import pytest
 from hypothesis import assume, given, settings, strategies as st
 
 from jaxswarm.space import Choice, Fixed, Float, Int, SearchSpace
-from jaxswarm.models import mlp_space
+from jaxswarm.models import cnn_space, mlp_space
 
 F32_BELOW_ONE = float(np.nextafter(np.float32(1), np.float32(0)))
 F32_TINY = float(np.finfo(np.float32).tiny)
@@ -400,3 +400,63 @@ def test_float_refuses_subnormal_bounds():
     with pytest.raises(ValueError, match="subnormal"):
         Float(1e-45, 1.0)
     assert Float(0.0, 1.0).lo == 0.0
+
+
+# --- preset ranges: the setting's name in the message ---------------------------------
+
+
+BAD_PRESET = {
+    "mlp dropout 1": (dict(dropout=(0.0, 1.0)), r"dropout must lie in \[0, 1\), got \(0, 1\)"),
+    "mlp dropout negative": (dict(dropout=(-0.1, 0.5)), r"dropout must lie in \[0, 1\)"),
+    "mlp momentum 1": (dict(momentum=(0.5, 1.0)), r"momentum must lie in \[0, 1\), got \(0.5, 1\)"),
+    "mlp momentum negative": (dict(momentum=(-0.5, 0.5)), r"momentum must lie in \[0, 1\)"),
+    "mlp weight_decay negative": (dict(weight_decay=(-1e-3, 1e-2)), "weight_decay must be >= 0"),
+    "mlp weight_decay 0": (dict(weight_decay=(0.0, 1e-2)), "weight_decay is tuned on a log scale"),
+    "mlp lr_decay above 1": (dict(lr_decay=(0.1, 2.0)), r"lr_decay must lie in \(0, 1\], got \(0.1, 2\)"),
+    "mlp lr_decay 0": (dict(lr_decay=(0.0, 1.0)), r"lr_decay must lie in \(0, 1\]"),
+    "mlp units log 0": (dict(units=(0, 8)), "units: Int with log=True needs lo >= 1"),
+    "mlp units float": (dict(units=(4.5, 8)), "units: Int lo must be an integer, got 4.5"),
+    "mlp learning_rate 0": (dict(learning_rate=(0.0, 0.1)), "learning_rate: Float with log=True needs lo > 0"),
+    "mlp learning_rate equal": (dict(learning_rate=(0.1, 0.1)), "learning_rate: Float needs lo < hi"),
+    "mlp momentum str": (dict(momentum=("a", 0.9)), "momentum: Float bounds must be real numbers"),
+    "mlp activations str": (dict(activations="relu"), "activations must be a list of names"),
+    "mlp activations unknown": (dict(activations=("relu", "mish")), r"activations \['mish'\]"),
+    "mlp activations empty": (dict(activations=()), "activations: Choice needs at least one option"),
+    "mlp optimizers str": (dict(optimizers="adam"), "optimizers must be a list of names"),
+    "mlp optimizers unknown": (dict(optimizers=("adam", "adamx")), r"optimizers \['adamx'\]"),
+    "mlp optimizers twice": (dict(optimizers=("adam", "adam")), "optimizers: Choice options must be distinct"),
+    "mlp batch_norm str": (dict(batch_norm="no"), "batch_norm must be True or False, got 'no'"),
+}
+
+
+@pytest.mark.parametrize("case", sorted(BAD_PRESET))
+def test_bad_mlp_preset_argument_names_it(case):
+    kwargs, match = BAD_PRESET[case]
+    with pytest.raises(ValueError, match=match):
+        mlp_space(**kwargs)
+
+
+@pytest.mark.parametrize("kwargs, match", [
+    (dict(dropout=(0.0, 1.0)), r"dropout must lie in \[0, 1\)"),
+    (dict(lr_decay=(0.5, 1.5)), r"lr_decay must lie in \(0, 1\]"),
+    (dict(momentum=(0.0, 1.0)), r"momentum must lie in \[0, 1\)"),
+    (dict(weight_decay=(-1.0, 1.0)), "weight_decay must be >= 0"),
+    (dict(kernels=(3.5,)), "kernels must be a list of odd integers"),
+    (dict(kernels="3"), "kernels must be a list of odd integers"),
+    (dict(activations="relu"), "activations must be a list of names"),
+    (dict(poolings="max"), "poolings must be a list of names"),
+    (dict(poolings=("max", "min")), "poolings must be a list of names"),
+    (dict(filters=(0, 8)), "filters: Int with log=True needs lo >= 1"),
+    (dict(dense_units=(4.5, 8)), "dense_units: Int lo must be an integer"),
+    (dict(batch_norm=1), "batch_norm must be True or False, got 1"),
+])
+def test_bad_cnn_preset_argument_names_it(kwargs, match):
+    with pytest.raises(ValueError, match=match):
+        cnn_space(**kwargs)
+
+
+def test_preset_ranges_accept_their_edges():
+    space = mlp_space(dropout=(0.0, 0.999), momentum=(0.0, 0.99), weight_decay=(1e-6, 1e-2), lr_decay=(1e-3, 1.0),
+                      batch_norm=np.bool_(True), optimizers=["sgd", "adam"])
+    assert (space["dropout"].lo, space["lr_decay"].hi, space["momentum"].lo) == (0.0, 1.0, 0.0)
+    assert space["weight_decay"].log and space["lr_decay"].log and "batch_norm" in space

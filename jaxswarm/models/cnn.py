@@ -1000,31 +1000,62 @@ def cnn_space(
         >>> cnn_space(max_blocks=2).names
         ('n_blocks', 'filters_1', 'kernel_1', 'filters_2', 'kernel_2', 'dense_units', 'activation', 'learning_rate')
     """
+    def named(name, make):
+        # The parameter's own complaint (bounds not numbers, lo == hi, ...) with the setting's name in front.
+        try:
+            return make()
+        except ValueError as e:
+            raise ValueError(str(e) if str(e).startswith(name) else f"{name}: {e}") from None
+
+    def names(arg, vocabulary, what):
+        # A list of names from `vocabulary`: a bare string would become one choice per letter.
+        try:
+            ok = not isinstance(arg, str) and all(isinstance(a, str) and a in vocabulary for a in arg)
+        except TypeError:  # not a list at all
+            ok = False
+        if not ok:
+            raise ValueError(f"{what} must be a list of names from {list(vocabulary)}, got {arg!r}")
+
     if isinstance(max_blocks, bool) or not isinstance(max_blocks, (int, np.integer)) or max_blocks < 1:
         raise ValueError(f"max_blocks must be an int >= 1, got {max_blocks!r}")
+    try:  # int(3.5) would be a silent 3
+        ok = not isinstance(kernels, str) and all(isinstance(k, (int, np.integer)) and not isinstance(k, bool)
+                                                  for k in kernels)
+    except TypeError:  # not a list at all
+        ok = False
+    if not ok:
+        raise ValueError(f"kernels must be a list of odd integers >= 1, got {kernels!r}")
     kernels = tuple(int(k) for k in kernels)
     if not kernels or any(k < 1 or k % 2 == 0 for k in kernels):
         raise ValueError(f"kernels must be odd sizes >= 1, got {kernels!r}")
-    for name in activations:
-        _index(name, ACTIVATION_NAMES, "activation")
+    names(activations, ACTIVATION_NAMES, "activations")
     params: dict[str, Any] = {"n_blocks": Fixed(1) if max_blocks == 1 else Int(1, int(max_blocks))}
     for k in range(1, int(max_blocks) + 1):
         when = None if k == 1 else AtLeast("n_blocks", k)
-        params[f"filters_{k}"] = Int(*range_arg(filters, "filters"), log=True, when=when)
-        params[f"kernel_{k}"] = Fixed(kernels[0]) if len(kernels) == 1 else Choice(kernels, when=when)
-    params["dense_units"] = Int(*range_arg(dense_units, "dense_units"), log=True)
-    params["activation"] = Choice(activations)
-    params["learning_rate"] = Float(*range_arg(learning_rate, "learning_rate"), log=True)
+        params[f"filters_{k}"] = named("filters", lambda: Int(*range_arg(filters, "filters"), log=True, when=when))
+        params[f"kernel_{k}"] = (Fixed(kernels[0]) if len(kernels) == 1
+                                 else named("kernels", lambda: Choice(kernels, when=when)))
+    params["dense_units"] = named("dense_units", lambda: Int(*range_arg(dense_units, "dense_units"), log=True))
+    params["activation"] = named("activations", lambda: Choice(activations))
+    params["learning_rate"] = named("learning_rate",
+                                    lambda: Float(*range_arg(learning_rate, "learning_rate"), log=True))
     params.update(optim.optimizer_params(optimizers, momentum, weight_decay))
+    if lr_decay is not None:
+        decay = named("lr_decay", lambda: Float(*range_arg(lr_decay, "lr_decay")))
+        if not (0 < decay.lo and decay.hi <= 1):  # final / initial learning rate, on a log scale
+            raise ValueError(f"lr_decay must lie in (0, 1], got ({decay.lo:g}, {decay.hi:g})")
     params.update(optim.lr_decay_param(lr_decay))
     if dropout is not None:
-        params["dropout"] = Float(*range_arg(dropout, "dropout"))
+        params["dropout"] = named("dropout", lambda: Float(*range_arg(dropout, "dropout")))
+        if not (0 <= params["dropout"].lo and params["dropout"].hi < 1):  # a rate of 1 drops every map
+            raise ValueError(f"dropout must lie in [0, 1), got ({params['dropout'].lo:g}, {params['dropout'].hi:g})")
+    if not isinstance(batch_norm, (bool, np.bool_)):  # "no" would switch it on
+        raise ValueError(f"batch_norm must be True or False, got {batch_norm!r}")
     if batch_norm:
         params["batch_norm"] = Choice([False, True])
     if poolings is not None:
-        for name in poolings:
-            _index(name, POOLINGS, "pooling")
-        params["pooling"] = Choice(poolings)
+        names(poolings, POOLINGS, "poolings")
+        params["pooling"] = named("poolings", lambda: Choice(poolings))
     return SearchSpace(params)
 
 
@@ -1101,7 +1132,36 @@ def cnn_hparams(space: SearchSpace, cfg: CNNConfig) -> Callable:
         >>> arch, hp = cnn_hparams(space, cfg)(jnp.full((space.num_dims,), 0.5))
         >>> arch.filters.shape
         (2,)
+
+    Raises:
+        ValueError: a name the family does not read (e.g. ``n_block``), a
+            ``filters_k`` / ``kernel_k`` that ``n_blocks`` never reaches or without
+            every ``filters_j`` / ``kernel_j`` (j < k), or a space that does not fit `cfg`.
     """
+    known = ("n_blocks", "dense_units", "activation", "learning_rate", "optimizer", "momentum", "weight_decay",
+             "lr_decay", "dropout", "batch_norm", "pooling")
+    blocks: dict[str, dict[int, str]] = {"filters": {}, "kernel": {}}  # prefix -> k -> name
+    for name in space.names:
+        prefix, _, k = name.partition("_")
+        if prefix in blocks and k.isdigit() and k == str(int(k)) and int(k) >= 1:
+            blocks[prefix][int(k)] = name
+        elif name not in known:
+            # A misspelt name would otherwise be tuned for nothing while its default trains.
+            raise ValueError(f"unknown parameter {name!r} for the CNN family; it reads n_blocks, filters_1, "
+                             f"kernel_1, filters_2, kernel_2, ..., {', '.join(known[1:])}")
+    n = space.params.get("n_blocks")
+    if isinstance(n, Float) or isinstance(n, Choice) and not all(isinstance(o, (int, np.integer))
+                                                                 and not isinstance(o, bool) for o in n.options):
+        raise ValueError(f"n_blocks must be an Int, or a Choice or Fixed of integers, got {n!r}")
+    reach = (cfg.max_blocks if n is None else int(n.hi) if isinstance(n, Int)
+             else int(n.value) if isinstance(n, Fixed) else int(max(n.options)))
+    for prefix, given in blocks.items():
+        for k, name in sorted(given.items()):
+            if k > reach:
+                raise ValueError(f"{name} is never used: n_blocks reaches at most {reach} ({n!r})")
+            missing = [f"{prefix}_{j}" for j in range(1, k) if j not in given]
+            if missing:
+                raise ValueError(f"{name} needs the blocks before it too; the space lacks {', '.join(missing)}")
     _check_cfg(cfg)
     limits = cnn_limits(space)
     missing = [a for a in limits.pop("activations") if a not in tuple(cfg.activations)]

@@ -717,17 +717,39 @@ def mlp_space(max_layers: int = 3,
     max_layers = as_int(max_layers, "max_layers")
     if max_layers < 1:
         raise ValueError(f"max_layers must be >= 1, got {max_layers}")
+    def named(name, make):
+        # The parameter's own complaint (bounds not numbers, lo == hi, ...) with the setting's name in front.
+        try:
+            return make()
+        except ValueError as e:
+            raise ValueError(str(e) if str(e).startswith(name) else f"{name}: {e}") from None
+
     u_lo, u_hi = range_arg(units, "units")
     params: dict[str, Any] = {"n_layers": Fixed(1) if max_layers == 1 else Int(1, max_layers)}
     for k in range(1, max_layers + 1):
-        params[f"units_{k}"] = Int(u_lo, u_hi, log=True, when=None if k == 1 else AtLeast("n_layers", k))
-    params["activation"] = Choice(activations)
-    params["learning_rate"] = Float(*range_arg(learning_rate, "learning_rate"), log=True)
+        params[f"units_{k}"] = named("units", lambda k=k: Int(u_lo, u_hi, log=True,
+                                                             when=None if k == 1 else AtLeast("n_layers", k)))
+    if isinstance(activations, str):  # Choice("relu") would offer "r", "e", "l", "u"
+        raise ValueError(f"activations must be a list of names from {list(ACTIVATION_NAMES)}, got {activations!r}")
+    params["activation"] = named("activations", lambda: Choice(activations))
+    unknown = [a for a in activations if a not in ACTIVATIONS]
+    if unknown:
+        raise ValueError(f"activations {unknown} are not among the supported {list(ACTIVATION_NAMES)}")
+    params["learning_rate"] = named("learning_rate",
+                                    lambda: Float(*range_arg(learning_rate, "learning_rate"), log=True))
     params.update(optim.optimizer_params(optimizers, momentum, weight_decay))
     if dropout is not None:
-        params["dropout"] = Float(*range_arg(dropout, "dropout"))
+        params["dropout"] = named("dropout", lambda: Float(*range_arg(dropout, "dropout")))
+        if not (0 <= params["dropout"].lo and params["dropout"].hi < 1):  # a rate of 1 drops every unit
+            raise ValueError(f"dropout must lie in [0, 1), got ({params['dropout'].lo:g}, {params['dropout'].hi:g})")
+    if not isinstance(batch_norm, (bool, np.bool_)):  # "no" would switch it on
+        raise ValueError(f"batch_norm must be True or False, got {batch_norm!r}")
     if batch_norm:
         params["batch_norm"] = Choice([False, True])
+    if lr_decay is not None:
+        decay = named("lr_decay", lambda: Float(*range_arg(lr_decay, "lr_decay")))
+        if not (0 < decay.lo and decay.hi <= 1):  # final / initial learning rate, on a log scale
+            raise ValueError(f"lr_decay must lie in (0, 1], got ({decay.lo:g}, {decay.hi:g})")
     params.update(optim.lr_decay_param(lr_decay))
     return SearchSpace(params)
 
@@ -772,15 +794,48 @@ def decode(space: SearchSpace, cfg: MLPConfig) -> Callable:
     (max depth and width, relu, the optimizer defaults of `optim`, no dropout,
     no batch norm).
 
+    Raises:
+        ValueError: a name the family does not read (e.g. ``learnin_rate``), a
+            ``units_k`` that ``n_layers`` never reaches or without every
+            ``units_j`` (j < k), or a parameter of the wrong kind.
+
     Example:
         >>> space = mlp_space(max_layers=2, units=(4, 16))
         >>> arch, hp = decode(space, config(space, 8, 2))(jnp.full((space.num_dims,), 0.5))
         >>> arch.units.shape
         (2,)
     """
-    for name in space.names:
-        if name.startswith("units_") and int(name.split("_")[1]) > cfg.max_layers:
+    known = ("n_layers", "activation", "learning_rate", "optimizer", "momentum", "weight_decay", "dropout",
+             "batch_norm", "lr_decay")
+    layers = {}  # k -> the name units_k
+    for name, p in space.params.items():
+        k = name[len("units_"):] if name.startswith("units_") else ""
+        if k.isdigit() and k == str(int(k)) and int(k) >= 1:
+            layers[int(k)] = name
+        elif name not in known:
+            # A misspelt name would otherwise be tuned for nothing while its default trains.
+            raise ValueError(f"unknown parameter {name!r} for the MLP family; it reads n_layers, units_1, "
+                             f"units_2, ..., {', '.join(known[1:])}")
+        values = p.options if isinstance(p, Choice) else [p.value] if isinstance(p, Fixed) else []
+        if name == "n_layers" or name in layers.values():
+            if isinstance(p, Float) or not all(isinstance(o, (int, np.integer)) and not isinstance(o, bool)
+                                               for o in values):
+                raise ValueError(f"{name} must be an Int, or a Choice or Fixed of integers, got {p!r}")
+        elif name in ("learning_rate", "momentum", "weight_decay", "dropout", "lr_decay"):
+            if not all(isinstance(o, (int, float, np.integer, np.floating)) and not isinstance(o, bool)
+                       for o in values):
+                raise ValueError(f"{name} must be a Float, or a Choice or Fixed of numbers, got {p!r}")
+    n = space.params.get("n_layers")
+    reach = (cfg.max_layers if n is None else int(n.hi) if isinstance(n, Int)
+             else int(n.value) if isinstance(n, Fixed) else int(max(n.options)))
+    for k, name in sorted(layers.items()):
+        if k > cfg.max_layers:
             raise ValueError(f"space has {name} but max_layers={cfg.max_layers}")
+        if k > reach:
+            raise ValueError(f"{name} is never used: n_layers reaches at most {reach} ({n!r})")
+        missing = [f"units_{j}" for j in range(1, k) if j not in layers]
+        if missing:
+            raise ValueError(f"{name} needs the layers before it too; the space lacks {', '.join(missing)}")
     for name in ("activation", "optimizer", "batch_norm"):
         if name in space.names and not isinstance(space.params[name], Choice):
             raise ValueError(f"{name} must be a Choice, got {space.params[name]!r}")
