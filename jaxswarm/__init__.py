@@ -9,6 +9,7 @@ from jaxswarm.execute import SwarmRunner, estimate_memory, initialize_distribute
 from jaxswarm.layouts import LAYOUTS, Layout, SwarmProgram
 from jaxswarm.models import FAMILIES, ModelFamily, cnn_space, family_of, mlp_space
 from jaxswarm.pso import PSO, PSOState, make_pso
+from jaxswarm.saved import ModelError, SavedModel, load_model
 from jaxswarm.space import Choice, Fixed, Float, Int, SearchSpace
 from jaxswarm.study import Study, StudyConfig, StudyError, StudyResult, load_result, tune
 from jaxswarm.train import Data, Metrics, TrainConfig, make_dense_train, make_train
@@ -18,9 +19,9 @@ __version__ = "0.1.0"
 
 __all__ = [
     "BaselineError", "BaselineResult", "Choice", "Data", "Dataset", "DatasetError", "DESIGNS", "FAMILIES", "Fixed",
-    "Float", "Int", "LAYOUTS", "Layout", "Metrics", "ModelFamily", "PSO", "PSOState", "SearchSpace", "Study",
-    "StudyConfig", "StudyError", "StudyResult", "SwarmProgram", "SwarmRunner", "TUNERS", "TrainConfig", "Tuner",
-    "cnn_space", "estimate_memory", "family_of", "from_arrays", "initial_design", "initialize_distributed",
-    "kfold_indices", "load_dataset", "load_result", "make_dense_train", "make_pso", "make_swarm_runner",
-    "make_train", "mlp_space", "run_baseline", "tune",
+    "Float", "Int", "LAYOUTS", "Layout", "Metrics", "ModelError", "ModelFamily", "PSO", "PSOState", "SavedModel",
+    "SearchSpace", "Study", "StudyConfig", "StudyError", "StudyResult", "SwarmProgram", "SwarmRunner", "TUNERS",
+    "TrainConfig", "Tuner", "cnn_space", "estimate_memory", "family_of", "from_arrays", "initial_design",
+    "initialize_distributed", "kfold_indices", "load_dataset", "load_model", "load_result", "make_dense_train",
+    "make_pso", "make_swarm_runner", "make_train", "mlp_space", "run_baseline", "tune",
 ]

@@ -133,6 +133,9 @@ class Dataset(NamedTuple):
     y_test: np.ndarray  # i32[N_test]
     num_classes: int
     origin: str = ""  # where the arrays came from: absolute IDX dir, "sklearn", "arrays", "tfds:<dir>"
+    # The original label value of each class index (from_arrays keeps y's values, strings included;
+    # the named datasets are 0..9), so a model can answer in the caller's labels.
+    classes: tuple = ()
 
     @property
     def input_shape(self) -> tuple[int, int, int]:
@@ -286,10 +289,12 @@ def from_arrays(
     non-image data: standardize features yourself if they need it). NaN or
     inf is an error.
 
-    Labels: any integers (or integral floats). They are remapped to
-    ``0..K-1`` in sorted order of the distinct values of ``y`` (so labels
-    ``[3, 7, 7, 10]`` become ``[0, 1, 1, 2]``); ``y_test`` must use only
-    labels that occur in ``y``.
+    Labels: integers (or integral floats), strings or other sortable
+    values. They are remapped to ``0..K-1`` in sorted order of the distinct
+    values of ``y`` (so labels ``[3, 7, 7, 10]`` become ``[0, 1, 1, 2]``,
+    ``["dog", "cat"]`` become ``[1, 0]``); the dataset's ``classes`` keeps
+    the original value of each index (``(3, 7, 10)``, ``("cat", "dog")``).
+    ``y_test`` must use only labels that occur in ``y``.
 
     Splits: without ``x_test``, a stratified ``test_fraction`` of the data is
     held out as test, drawn with a fixed seed (the same test set for every
@@ -299,7 +304,7 @@ def from_arrays(
 
     Args:
       x: features, ``[N, F]``, ``[N, H, W]`` or ``[N, H, W, C]``.
-      y: integer labels ``[N]``.
+      y: class labels ``[N]`` (integers, integral floats or strings).
       x_test: optional test features, same example shape as ``x``.
       y_test: optional test labels; required exactly when ``x_test`` is given.
       val_fraction: validation fraction of the training data, in ``(0, 1)``.
@@ -308,18 +313,21 @@ def from_arrays(
       name: name recorded in the dataset.
 
     Returns:
-      A :class:`Dataset`.
+      A :class:`Dataset` whose ``classes`` holds the original labels.
 
     Raises:
       DatasetError: on mismatched lengths, bad shapes, NaN/inf features,
-        non-integer labels, fewer than 2 classes, or fractions that leave
-        the validation or training split empty.
+        non-integral float labels, labels that cannot be sorted, fewer than
+        2 classes, or fractions that leave the validation or training split
+        empty.
 
     Example:
       >>> rng = np.random.default_rng(0)
       >>> ds = from_arrays(rng.normal(size=(100, 5)), rng.integers(0, 3, 100))
       >>> ds.input_shape, ds.num_classes
       ((1, 1, 5), 3)
+      >>> from_arrays(rng.normal(size=(20, 2)), np.array(["no", "yes"] * 10)).classes
+      ('no', 'yes')
     """
     _check_val_fraction(val_fraction)
     _check_fraction("test_fraction", test_fraction)
@@ -330,7 +338,7 @@ def from_arrays(
     if (x_test is None) != (y_test is None):
         raise DatasetError("pass both x_test and y_test, or neither")
 
-    classes = np.unique(y)
+    classes = _unique_labels(y, "y")
     if len(classes) < 2:
         raise DatasetError(
             f"y has {len(classes)} distinct label(s) {classes.tolist()}; classification needs at least 2"
@@ -352,7 +360,13 @@ def from_arrays(
             raise DatasetError(
                 f"x_test examples have shape {x_test.shape[1:]} but x examples have {x.shape[1:]}"
             )
-        unseen = np.setdiff1d(y_test, classes)
+        if (y_test.dtype.kind == "U") != (classes.dtype.kind == "U"):
+            # Strings against numbers: no label can match (and searchsorted would raise).
+            raise DatasetError(
+                f"y_test holds labels of dtype {y_test.dtype} but y of dtype {classes.dtype}; "
+                f"use the same kind of labels (known labels are {classes.tolist()[:20]})"
+            )
+        unseen = np.setdiff1d(_unique_labels(y_test, "y_test"), classes)
         if unseen.size:
             raise DatasetError(
                 f"y_test has labels {unseen.tolist()[:10]} that never occur in y; "
@@ -362,7 +376,8 @@ def from_arrays(
 
     hint = "pass more examples, or x_test=/y_test= so none is held out for test"
     return _split_train(name, x, y, np.ascontiguousarray(x_test), np.asarray(y_test, np.int32),
-                        len(classes), val_fraction, seed, "arrays", hint=hint)
+                        len(classes), val_fraction, seed, "arrays", hint=hint,
+                        classes=tuple(classes.tolist()))
 
 
 def read_idx(path: str | os.PathLike) -> np.ndarray:
@@ -583,7 +598,8 @@ def _image_dataset(key, x_tr, y_tr, x_te, y_te, val_fraction, seed, origin) -> D
                         val_fraction, seed, origin)
 
 
-def _split_train(name, x, y, x_test, y_test, num_classes, val_fraction, seed, origin, hint="") -> Dataset:
+def _split_train(name, x, y, x_test, y_test, num_classes, val_fraction, seed, origin, hint="",
+                 classes: tuple = ()) -> Dataset:
     train_idx, val_idx = _stratified_split(y, val_fraction, np.random.default_rng(seed))
     # An empty split would fail much later, deep in training (`cannot reshape array of size 0`).
     for split, idx in (("validation", val_idx), ("training", train_idx)):
@@ -603,6 +619,7 @@ def _split_train(name, x, y, x_test, y_test, num_classes, val_fraction, seed, or
         y_test=y_test,
         num_classes=num_classes,
         origin=origin,
+        classes=classes or tuple(range(num_classes)),
     )
 
 
@@ -827,10 +844,31 @@ def _as_labels(y, what: str) -> np.ndarray:
         return y.astype(np.int64)
     if np.issubdtype(y.dtype, np.floating) and np.isfinite(y).all() and (y == np.round(y)).all():
         return y.astype(np.int64)
+    if y.dtype.kind in "US":  # strings: kept as they are (str), mapped to indices in sorted order
+        return y.astype(str)
+    if y.dtype == object:  # e.g. a pandas column; sortability is checked by _unique_labels
+        values = y.tolist()
+        if all(isinstance(v, str) for v in values):
+            return np.asarray(values, dtype=str)
+        if all(isinstance(v, (int, np.integer)) and not isinstance(v, (bool, np.bool_)) for v in values):
+            return np.asarray(values, dtype=np.int64)
+        return y
     raise DatasetError(
-        f"{what} must hold integer class labels, got dtype {y.dtype}"
+        f"{what} must hold class labels (integers, integral floats or strings), got dtype {y.dtype}"
         + (" with non-integral values" if np.issubdtype(y.dtype, np.floating) else "")
     )
+
+
+def _unique_labels(y: np.ndarray, what: str) -> np.ndarray:
+    """The sorted distinct labels of `y`, or one DatasetError line when they cannot be sorted."""
+    try:
+        return np.unique(y)
+    except TypeError as e:  # an object array mixing, e.g., strings and numbers, or holding None
+        kinds = sorted({type(v).__name__ for v in y.tolist()})
+        raise DatasetError(
+            f"{what} mixes label types that cannot be sorted ({', '.join(kinds)}); "
+            "use one type for every label (all strings or all integers)"
+        ) from e
 
 
 def _candidate_dirs(key: str, data_dir) -> list[Path]:

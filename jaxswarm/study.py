@@ -52,13 +52,18 @@ from jaxswarm.layouts import DEFAULT_LAYOUT, LAYOUTS
 from jaxswarm.layouts.masked import DataShape
 from jaxswarm.models import family_of, mlp_space
 from jaxswarm.optim import optimizer_names
+from jaxswarm.saved import SavedModel
 from jaxswarm.space import SearchSpace
 
 __all__ = ["MODES", "StudyConfig", "StudyResult", "StudyError", "Study", "tune", "load_result",
-           "round_keys", "initial_state", "retrain_metrics"]
+           "round_keys", "initial_state", "retrain_model", "retrain_metrics"]
 
 MODES = ("fresh", "warm")
 RETRAIN_FOLD = 2**30  # fold_in index of the retrain's key
+# A swarm whose estimated memory is this many times a device's is refused unless allow_huge: it
+# would train in that many chunks one after another, which on such a machine takes days, and a
+# mistyped swarm size should fail in a second, not after a compile.
+HUGE_FACTOR = 64
 _INIT_FOLD = -1 % (2**31)  # fold_in index of the initial design's key
 
 
@@ -82,30 +87,50 @@ class StudyConfig:
     pso: dict = dataclasses.field(default_factory=dict)  # keyword arguments of pso.make_pso
     chunk_size: int | None = None  # members per device trained at once (None: planned from memory)
     memory_cap_gb: float | None = None  # per-device memory cap for that plan (None: the device's own)
+    allow_huge: bool = False  # run a swarm even when it needs over HUGE_FACTOR times a device's memory
 
     def validate(self) -> None:
-        """Raises ValueError naming the first bad setting."""
-        if self.swarm_size < 2:
-            raise ValueError(f"swarm_size must be >= 2, got {self.swarm_size}")
-        for name in ("rounds", "epochs", "batch_size", "folds"):
-            if getattr(self, name) < 1:
-                raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
-        if self.mode not in MODES:
+        """Raises ValueError naming the first bad setting (wrong kind or out of range)."""
+        def integer(x) -> bool:
+            # A bool is an int to Python, and a float such as 2.0 would reach range() and fail there.
+            return isinstance(x, (int, np.integer)) and not isinstance(x, (bool, np.bool_))
+
+        for name, least in (("swarm_size", 2), ("rounds", 1), ("epochs", 1), ("batch_size", 1), ("folds", 1)):
+            value = getattr(self, name)
+            if not integer(value) or value < least:
+                raise ValueError(f"{name} must be an integer >= {least}, got {value!r}")
+        if not integer(self.seed):
+            raise ValueError(f"seed must be an integer, got {self.seed!r}")
+        for name in ("patience", "retrain_epochs", "chunk_size"):
+            value = getattr(self, name)
+            if value is not None and (not integer(value) or value < 1):
+                raise ValueError(f"{name} must be an integer >= 1 or None, got {value!r}")
+        for name in (f.name for f in dataclasses.fields(self) if f.type == "bool"):  # "no" would be True
+            if not isinstance(getattr(self, name), (bool, np.bool_)):
+                raise ValueError(f"{name} must be True or False, got {getattr(self, name)!r}")
+        cap = self.memory_cap_gb
+        if cap is not None and (isinstance(cap, (bool, np.bool_)) or not isinstance(cap, (int, float, np.number))
+                                or not cap > 0):
+            raise ValueError(f"memory_cap_gb must be a number > 0 or None, got {cap!r}")
+        if not isinstance(self.mode, str) or self.mode not in MODES:
             raise ValueError(f"mode must be one of {MODES}, got {self.mode!r}")
-        if self.init not in design.DESIGNS:
+        if not isinstance(self.init, str) or self.init not in design.DESIGNS:
             raise ValueError(f"init must be one of {sorted(design.DESIGNS)}, got {self.init!r}")
-        if self.fitness not in train.FITNESS_KINDS:
+        if not isinstance(self.fitness, str) or self.fitness not in train.FITNESS_KINDS:
             raise ValueError(f"fitness must be one of {train.FITNESS_KINDS}, got {self.fitness!r}")
-        if self.patience is not None and self.patience < 1:
-            raise ValueError(f"patience must be >= 1 or None, got {self.patience}")
-        if self.retrain_epochs is not None and self.retrain_epochs < 1:
-            raise ValueError(f"retrain_epochs must be >= 1 or None, got {self.retrain_epochs}")
-        if self.chunk_size is not None and self.chunk_size < 1:
-            raise ValueError(f"chunk_size must be >= 1 or None, got {self.chunk_size}")
-        if self.memory_cap_gb is not None and self.memory_cap_gb <= 0:
-            raise ValueError(f"memory_cap_gb must be > 0 or None, got {self.memory_cap_gb}")
-        if self.layout not in LAYOUTS:
+        if not isinstance(self.layout, str) or self.layout not in LAYOUTS:
             raise ValueError(f"layout must be one of {tuple(LAYOUTS)}, got {self.layout!r}")
+        if not isinstance(self.pso, dict):
+            raise ValueError(f"pso must be a dict of pso.make_pso keyword arguments, got {self.pso!r}")
+        known = sorted(set(pso_lib.make_pso.__kwdefaults__) - {"maximize"})  # the study maximizes
+        unknown = sorted(set(self.pso) - set(known), key=str)
+        if unknown:
+            raise ValueError(f"pso has unknown setting(s) {unknown}; known: {known}")
+        try:  # the coefficients now, not after the data is loaded (the box's size D does not matter here)
+            pso_lib.make_pso(self.swarm_size, 1, maximize=True, **{
+                "num_iterations": self.rounds, **{k: v for k, v in self.pso.items() if k not in ("lower", "upper")}})
+        except ValueError as e:
+            raise ValueError(f"pso: {e}") from None
         if self.mode == "warm" and self.folds > 1:
             raise ValueError("mode 'warm' keeps one network per particle; it cannot be combined with folds > 1")
 
@@ -118,6 +143,7 @@ class StudyResult(NamedTuple):
     wall_time: float  # seconds, this process only
     out_dir: Path | None
     status: str = "ok"  # "ok", or "all_diverged": no evaluation finished finite (nothing retrained)
+    model: Any = None  # the retrained winner, a saved.SavedModel (None without a retrain)
 
 
 class StudyError(ValueError):
@@ -144,26 +170,37 @@ def initial_state(key: jax.Array, swarm: pso_lib.PSO, init: str, swarm_size: int
     return swarm.init(jax.random.fold_in(init_key, 1), start)
 
 
-def retrain_metrics(space: SearchSpace, dataset: Dataset, position_D, *, seed: int, epochs: int,
-                    batch_size: int, fitness: str, on_epoch: Callable | None = None,
-                    log: Callable[[str], None] | None = None) -> train.Metrics:
-    """Trains the configuration at `position_D` densely on train+val and evaluates it on the test set.
+def retrain_model(space: SearchSpace, dataset: Dataset, position_D, *, seed: int, epochs: int,
+                  batch_size: int, fitness: str, on_epoch: Callable | None = None,
+                  log: Callable[[str], None] | None = None, hyperparameters: dict | None = None):
+    """Trains the configuration at `position_D` densely on train+val; returns ``(Metrics, SavedModel)``.
 
     The validation fields of the returned `Metrics` are the test set's, one
-    entry per epoch in the curves. The key is ``fold_in(key(seed), 2**30)``,
-    for a study and a sequential tuner alike.
+    entry per epoch in the curves; the `saved.SavedModel` is the trained
+    network, ready to predict and to save. The key is ``fold_in(key(seed),
+    2**30)``, for a study and a sequential tuner alike.
     """
     data = train.device_data(np.concatenate([dataset.x_train, dataset.x_val]),
                              np.concatenate([dataset.y_train, dataset.y_val]), dataset.x_test, dataset.y_test)
     config = train.TrainConfig(epochs=epochs, batch_size=batch_size, fitness=fitness)
     dense = train.make_dense_train(space, config, data.x_train.shape[1], dataset.num_classes,
                                    input_shape=dataset.input_shape, on_epoch=on_epoch)
+    arch, hp = dense.describe(position_D)
     if log is not None:
-        arch, hp = dense.describe(position_D)
         log(f"retraining {arch} (lr {float(hp.learning_rate):.2e}) for {epochs} epochs "
             f"on {len(data.y_train)} images")
     key = jax.random.fold_in(jax.random.key(seed), RETRAIN_FOLD)
-    return dense.train_position(key, np.asarray(position_D, np.float32), data)
+    metrics, variables = dense.fit_position(key, np.asarray(position_D, np.float32), data)
+    classes = tuple(getattr(dataset, "classes", ())) or tuple(range(dataset.num_classes))
+    model = SavedModel(family_of(space), dense.model_config, arch, jax.tree.map(np.asarray, variables), classes,
+                       hyperparameters, {"test_accuracy": float(metrics.val_accuracy)},
+                       input_shape=dataset.input_shape)
+    return metrics, model
+
+
+def retrain_metrics(space: SearchSpace, dataset: Dataset, position_D, **kwargs) -> train.Metrics:
+    """`retrain_model`'s `Metrics` alone (the test set's in the validation fields)."""
+    return retrain_model(space, dataset, position_D, **kwargs)[0]
 
 
 class Study:
@@ -211,10 +248,12 @@ class Study:
         self.memory_estimate = execute.estimate_memory(
             self.family, model_config, self.train_config, config.swarm_size, n_train, max(n_val, 1),
             optimizers=optimizer_names(space), folds=config.folds)
+        self._refuse_huge()
         self.program = self.layout.build(self.family, space, self.train_config, shape, config,
                                          self.memory_estimate, self._log)
         self.data = self.program.place(data)  # on every device once, not every round
         self._decode_swarm = jax.jit(jax.vmap(self.program.hparams))  # warm mode's signatures, compiled once
+        self.evaluations: list[dict] = []  # every evaluation row of the study, as evaluations.jsonl holds them
 
     # -- one round: a pure function of its inputs ----------------------------
 
@@ -266,93 +305,112 @@ class Study:
         state = initial_state(self.key, self.swarm, cfg.init, cfg.swarm_size, self.space.num_dims)
         warm = Warm(None, None) if cfg.mode == "warm" else None
         start, stale, best_seen = 0, 0, -np.inf
-        ckpt = None
+        ckpt = lock = None
         if self.out_dir is not None:
-            self._prepare_out_dir(resume)
-            ckpt = results.Checkpointer(self.out_dir / "checkpoints")
-            if resume:
-                start, state, warm, stale, best_seen = self._restore(ckpt, state, warm)
-                self._log(f"resuming at round {start} ({start} of {cfg.rounds} rounds done)")
-        compile_s = 0.0
-        if start >= cfg.rounds:  # a finished study resumed (e.g. to retrain): nothing to compile
-            self._log(f"all {cfg.rounds} rounds are in the checkpoint; no training rounds to run")
-        else:
-            compile_s = self.compile(state, warm)
-            self._log(f"compiled the swarm program in {compile_s:.1f}s ({cfg.swarm_size} members, "
-                      f"{self.space.num_dims} dims, mode {cfg.mode}; {self.program.describe(cfg.swarm_size)})")
-        bar = _progress(cfg.rounds, start, self.progress)
-        r = start
-        for r in range(start, cfg.rounds):
-            t0 = time.perf_counter()
-            positions = self.swarm.ask(state)
-            state, warm, metrics = self.round(r, state, warm)
-            metrics = jax.tree.map(np.asarray, metrics)
-            seconds = time.perf_counter() - t0
-            best_fitness = float(state.global_best_fitness)
-            stale = 0 if best_fitness > best_seen else stale + 1
-            best_seen = max(best_seen, best_fitness)
-            summary = self._summary(r, state, metrics, seconds)
+            lock = self._prepare_out_dir(resume)  # the folder's lock: one study writes there at a time
+        try:
             if self.out_dir is not None:
-                if execute.is_primary():  # multi-host: every process runs the loop, one writes
-                    results.append_jsonl(self.out_dir / results.EVALUATIONS,
-                                         self._evaluation_rows(r, positions, metrics, seconds))
-                    results.append_jsonl(self.out_dir / results.ROUNDS, [summary])
-                ckpt.save(r + 1, self._checkpoint_tree(state, warm, stale, best_seen))
-            self._round_line(bar, summary)
-            if on_round is not None:
-                on_round(summary)
-            if cfg.patience is not None and stale >= cfg.patience:
-                self._log(f"no improvement for {stale} rounds: stopping early after round {r}")
-                break
-        if bar is not None:
-            bar.close()
-        rounds_run = (r + 1) if cfg.rounds > start else start
-        best_position = np.asarray(state.global_best_position)
-        best_config = self.space.to_python(best_position)
-        best_fitness = float(state.global_best_fitness)
-        status = "ok" if np.isfinite(best_fitness) else "all_diverged"
-        test_acc = self.retrain(best_position) if cfg.retrain and status == "ok" else None
-        wall = time.perf_counter() - t_start
-        if self.out_dir is not None and execute.is_primary():
-            self._write_best(best_position, best_config, best_fitness, test_acc, rounds_run, compile_s, status)
-        if ckpt is not None:
-            ckpt.close()
-        if status == "ok":
-            self._log(f"best {cfg.fitness} {best_fitness:.4f} with {best_config}"
-                      + (f"; test accuracy after retrain {test_acc:.4f}" if test_acc is not None else ""))
-        else:
-            self._log(f"every evaluation of the {rounds_run} round(s) diverged: no configuration to retrain")
-        return StudyResult(best_config, best_fitness, test_acc, rounds_run, wall, self.out_dir, status)
+                ckpt = results.Checkpointer(self.out_dir / "checkpoints")
+                if resume:
+                    start, state, warm, stale, best_seen = self._restore(ckpt, state, warm)
+                    self._log(f"resuming at round {start} ({start} of {cfg.rounds} rounds done)")
+            compile_s = 0.0
+            if start >= cfg.rounds:  # a finished study resumed (e.g. to retrain): nothing to compile
+                self._log(f"all {cfg.rounds} rounds are in the checkpoint; no training rounds to run")
+            else:
+                compile_s = self.compile(state, warm)
+                self._log(f"compiled the swarm program in {compile_s:.1f}s ({cfg.swarm_size} members, "
+                          f"{self.space.num_dims} dims, mode {cfg.mode}; {self.program.describe(cfg.swarm_size)})")
+            bar = _progress(cfg.rounds, start, self.progress)
+            r = start
+            for r in range(start, cfg.rounds):
+                t0 = time.perf_counter()
+                positions = self.swarm.ask(state)
+                state, warm, metrics = self.round(r, state, warm)
+                metrics = jax.tree.map(np.asarray, metrics)
+                seconds = time.perf_counter() - t0
+                best_fitness = float(state.global_best_fitness)
+                stale = 0 if best_fitness > best_seen else stale + 1
+                best_seen = max(best_seen, best_fitness)
+                summary = self._summary(r, state, metrics, seconds)
+                rows = self._evaluation_rows(r, positions, metrics, seconds)
+                self.evaluations.extend(rows)
+                if self.out_dir is not None:
+                    if execute.is_primary():  # multi-host: every process runs the loop, one writes
+                        results.append_jsonl(self.out_dir / results.EVALUATIONS, rows)
+                        results.append_jsonl(self.out_dir / results.ROUNDS, [summary])
+                    ckpt.save(r + 1, self._checkpoint_tree(state, warm, stale, best_seen))
+                self._round_line(bar, summary)
+                if on_round is not None:
+                    on_round(summary)
+                if cfg.patience is not None and stale >= cfg.patience:
+                    self._log(f"no improvement for {stale} rounds: stopping early after round {r}")
+                    break
+            if bar is not None:
+                bar.close()
+            rounds_run = (r + 1) if cfg.rounds > start else start
+            best_position = np.asarray(state.global_best_position)
+            best_config = self.space.to_python(best_position)
+            best_fitness = float(state.global_best_fitness)
+            status = "ok" if np.isfinite(best_fitness) else "all_diverged"
+            test_acc = model = None
+            if cfg.retrain and status == "ok":
+                metrics, model = self.retrain_model(best_position)
+                test_acc = float(metrics.val_accuracy)
+            wall = time.perf_counter() - t_start
+            if self.out_dir is not None and execute.is_primary():
+                if model is not None:
+                    model.save(self.out_dir)
+                self._write_best(best_position, best_config, best_fitness, test_acc, rounds_run, compile_s, status)
+            if ckpt is not None:
+                ckpt.close()
+            if status == "ok":
+                self._log(f"best {cfg.fitness} {best_fitness:.4f} with {best_config}"
+                          + (f"; test accuracy after retrain {test_acc:.4f}" if test_acc is not None else ""))
+            else:
+                self._log(f"every evaluation of the {rounds_run} round(s) diverged: no configuration to retrain")
+            return StudyResult(best_config, best_fitness, test_acc, rounds_run, wall, self.out_dir, status, model)
+        finally:
+            if lock is not None:
+                lock.release()  # also when a round raises: a later run or --resume may take the folder
 
     def retrain(self, position_D) -> float:
         """Trains the configuration at `position_D` on train+val; returns its test accuracy."""
         return float(self.retrain_metrics(position_D).val_accuracy)
 
     def retrain_metrics(self, position_D, dataset: Dataset | None = None) -> train.Metrics:
-        """`retrain_metrics` with the study's settings (`retrain_epochs`) on `dataset` (default: the study's).
+        """`retrain_model`'s `Metrics` (the test set's in the validation fields)."""
+        return self.retrain_model(position_D, dataset)[0]
+
+    def retrain_model(self, position_D, dataset: Dataset | None = None):
+        """`retrain_model` with the study's settings (`retrain_epochs`) on `dataset` (default: the study's).
 
         The winner trains as its real-size network, the same function as its
         masked member without the padding; `dataset` may be, e.g., the full
         training set when the search ran on a part of it.
         """
         epochs = self.config.retrain_epochs or self.config.epochs
-        return retrain_metrics(
+        return retrain_model(
             self.space, self.dataset if dataset is None else dataset, position_D, seed=self.config.seed,
             epochs=epochs, batch_size=self.config.batch_size, fitness=self.config.fitness,
-            on_epoch=_retrain_progress(epochs, self._log) if self.progress else None, log=self._log)
+            on_epoch=_retrain_progress(epochs, self._log) if self.progress else None, log=self._log,
+            hyperparameters={**self.trained_with(position_D), "epochs": epochs})
 
     # -- helpers -----------------------------------------------------------
 
     def _restore(self, ckpt: results.Checkpointer, state, warm: Warm | None):
         """The newest checkpoint's ``(rounds done, PSO state, warm, stale, best_seen)``; results cut to it."""
         restored = ckpt.restore_latest(self._checkpoint_tree(state, warm))
-        if restored is None:
+        if restored is None:  # killed before its first checkpoint: rows of round 0 may be there already
+            for name in (results.EVALUATIONS, results.ROUNDS):
+                results.truncate_rounds(self.out_dir / name, 0)
             return 0, state, warm, 0, -np.inf
         start, tree = restored
         if warm is not None:
             warm = Warm(tree["variables"], tree["arch"])
         for name in (results.EVALUATIONS, results.ROUNDS):
             results.truncate_rounds(self.out_dir / name, start)
+        self.evaluations = results.read_jsonl(self.out_dir / results.EVALUATIONS)
         return start, pso_lib.PSOState(**tree["pso"]), warm, int(tree["stale"]), float(tree["best_seen"])
 
     def _write_best(self, position, config, fitness, test_accuracy, rounds_run, compile_seconds,
@@ -363,6 +421,20 @@ class Study:
             "rounds_run": rounds_run, "position": position.tolist(), "compile_seconds": compile_seconds})
         results.write_csv(self.out_dir / results.EVALUATIONS, self.out_dir / results.CSV)
         results.plot(self.out_dir)
+
+    def _refuse_huge(self) -> None:
+        devices = len(jax.devices())
+        capacity = execute.device_memory_bytes()
+        if self.config.memory_cap_gb is not None:
+            capacity = min(capacity, int(self.config.memory_cap_gb * 2**30))
+        est = self.memory_estimate
+        per_device = est["shared"] + -(-self.config.swarm_size // devices) * est["per_member"]
+        if per_device > HUGE_FACTOR * capacity and not self.config.allow_huge:
+            raise StudyError(
+                f"a swarm of {self.config.swarm_size} needs an estimated {per_device / 2**30:.3g} GiB per device, "
+                f"{per_device / capacity:.0f} times the {capacity / 2**30:.3g} GiB it may use "
+                f"({devices} device(s)): it would train in as many chunks one after another; "
+                "use a smaller swarm, more devices, or allow_huge=True (--allow-huge) to run it anyway")
 
     def trained_with(self, position_D) -> dict:
         """Every hyperparameter a member at `position_D` trains with, tuned or default.
@@ -417,31 +489,50 @@ class Study:
                 "fitness": float(metrics.fitness[i]), "val_accuracy": float(metrics.val_accuracy[i]),
                 "best_val_accuracy": float(metrics.best_val_accuracy[i]),
                 "val_loss": float(metrics.val_loss[i]), "diverged": bool(metrics.diverged[i]),
+                "fold_fitness": np.asarray(metrics.fold_fitness[i]).tolist(),
                 "seconds": seconds / self.config.swarm_size,
                 "position": dict(zip(self.space.dim_names, pos[i].tolist())),
             })
         return rows
 
-    def _prepare_out_dir(self, resume: bool) -> None:
-        out = self.out_dir
+    def _prepare_out_dir(self, resume: bool) -> results.FolderLock | None:
+        """Creates `out_dir`, takes its lock, checks it and (not resuming) writes study.json.
+
+        Returns:
+          The folder's lock for `run` to release (None on a non-primary host).
+
+        Raises:
+          results.FolderLocked: another process runs a study in `out_dir`.
+          StudyError: `out_dir` is not writable, holds a study (no `resume`) or no checkpoints (`resume`).
+        """
+        out, lock = self.out_dir, None
         try:
-            out.mkdir(parents=True, exist_ok=True)
-            probe = out / ".write-test"
-            probe.write_text("")
-            probe.unlink()
-        except OSError as e:
-            raise StudyError(f"cannot write to the output directory {out}: {e.strerror or e}") from None
-        existing = (out / results.EVALUATIONS).exists()
-        if resume and not (out / "checkpoints").exists():
-            raise StudyError(f"--resume: {out} holds no checkpoints to resume from")
-        if not resume and existing:
-            raise StudyError(f"{out} already holds a study; pass --resume to continue it or choose a new directory")
-        if not resume:
-            results.write_json(out / results.STUDY, {
-                "config": dataclasses.asdict(self.config), "dataset": self.dataset.name,
-                "settings": self.settings,
-                "space": repr(self.space), "train": self.train_config._asdict(),
-                "jax": jax.__version__, "devices": [str(d) for d in jax.devices()]})
+            try:
+                out.mkdir(parents=True, exist_ok=True)
+                # Before anything reads or writes the folder. Multi-host: only the primary
+                # writes results, so only it locks (on a shared disk the others would be refused).
+                lock = results.lock_folder(out) if execute.is_primary() else None
+                probe = out / ".write-test"
+                probe.write_text("")
+                probe.unlink()
+            except OSError as e:
+                raise StudyError(f"cannot write to the output directory {out}: {e.strerror or e}") from None
+            existing = (out / results.EVALUATIONS).exists()
+            if resume and not (out / "checkpoints").exists():
+                raise StudyError(f"--resume: {out} holds no checkpoints to resume from")
+            if not resume and existing:
+                raise StudyError(f"{out} already holds a study; pass --resume to continue it or choose a new directory")
+            if not resume:
+                results.write_json(out / results.STUDY, {
+                    "config": dataclasses.asdict(self.config), "dataset": self.dataset.name, "data_source": self.dataset.origin,
+                    "settings": self.settings,
+                    "space": repr(self.space), "train": self.train_config._asdict(),
+                    "jax": jax.__version__, "devices": [str(d) for d in jax.devices()]})
+        except BaseException:
+            if lock is not None:
+                lock.release()  # a refused start leaves the folder free
+            raise
+        return lock
 
     def _log(self, msg: str) -> None:
         if self.progress:

@@ -78,6 +78,7 @@ class Metrics(NamedTuple):
     train_loss: jax.Array  # f32[E]  mean minibatch loss per epoch (the loss curve)
     val_accuracy_curve: jax.Array  # f32[E]
     diverged: jax.Array  # bool[]
+    fold_fitness: jax.Array  # f32[K]  fitness of each fold (K = 1 for a hold-out split)
 
 
 class Trainer(NamedTuple):
@@ -190,14 +191,16 @@ def metrics_of(train_loss_E, acc_E, vloss_E, fitness: str) -> Metrics:
     finite = jnp.all(jnp.isfinite(train_loss_E), axis=-1) & jnp.isfinite(vloss_E[..., -1])
     diverged = ~(finite & (vloss_E[..., -1] <= DIVERGED_LOSS))
     raw = acc_E[..., -1] if fitness == "accuracy" else -vloss_E[..., -1]
+    fitness_ = jnp.where(diverged, -jnp.inf, raw)
     return Metrics(
-        fitness=jnp.where(diverged, -jnp.inf, raw),
+        fitness=fitness_,
         val_accuracy=jnp.where(diverged, 0.0, acc_E[..., -1]),
         best_val_accuracy=jnp.where(diverged, 0.0, jnp.max(acc_E, axis=-1)),
         val_loss=vloss_E[..., -1],
         train_loss=train_loss_E,
         val_accuracy_curve=acc_E,
         diverged=diverged,
+        fold_fitness=fitness_[..., None],
     )
 
 
@@ -335,6 +338,7 @@ def cross_validate(train_member, key, position_D, folds: FoldData, serial: bool 
         train_loss=m.train_loss.mean(0),
         val_accuracy_curve=m.val_accuracy_curve.mean(0),
         diverged=diverged,
+        fold_fitness=m.fitness,
     )
 
 
@@ -344,6 +348,8 @@ class DenseTrainer(NamedTuple):
     train_position: Callable  # (key, position_D, data) -> Metrics; compiles once per configuration
     describe: Callable  # (position_D) -> (arch dict, OptHParams) on the host
     program: Callable  # (position_D, n_train) -> (jitted (key, hp, data) -> Metrics, hp): what train_position runs
+    fit_position: Callable  # (key, position_D, data) -> (Metrics, variables): the trained network too
+    model_config: Any  # the family's static config the dense network reads (its input shape, classes)
 
 
 def make_dense_train(
@@ -369,8 +375,11 @@ def make_dense_train(
         arch, hp = hparams(jnp.asarray(position_D, jnp.float32))
         return family.arch_to_python(arch), jax.tree.map(np.asarray, hp)
 
-    def program(position_D, n_train: int):
-        """(jitted `(key, hp, data) -> Metrics`, hp) for one configuration on `n_train` rows (benches time its compile)."""
+    def program(position_D, n_train: int, with_variables: bool = False):
+        """(jitted `(key, hp, data) -> Metrics`, hp) for one configuration on `n_train` rows (benches time its compile).
+
+        `with_variables`: the jitted function returns ``(Metrics, variables)``.
+        """
         arch, hp = describe(position_D)
         optimizer = optim.make_optimizer(
             (optim.optimizer_names(space)[int(hp.optimizer)],), total_steps=total_steps(config, n_train)
@@ -378,11 +387,18 @@ def make_dense_train(
         hp = jax.tree.map(jnp.asarray, hp._replace(optimizer=np.int32(0)))
         init_fn = lambda k: family.init_dense(k, arch, mcfg)
         apply_fn = lambda v, x, train, k: family.apply_dense(v, x, arch, mcfg, train=train, key=k)
-        return jax.jit(lambda k, h, d: fit(k, init_fn, apply_fn, optimizer, h, d, config,
-                                           on_epoch=on_epoch)[0]), hp
+        def run(k, h, d):
+            metrics, variables = fit(k, init_fn, apply_fn, optimizer, h, d, config, on_epoch=on_epoch)
+            return (metrics, variables) if with_variables else metrics
+
+        return jax.jit(run), hp
 
     def train_position(key, position_D, data: Data) -> Metrics:
         run, hp = program(position_D, data.x_train.shape[0])
         return run(key, hp, data)
 
-    return DenseTrainer(train_position, describe, program)
+    def fit_position(key, position_D, data: Data):
+        run, hp = program(position_D, data.x_train.shape[0], with_variables=True)
+        return run(key, hp, data)
+
+    return DenseTrainer(train_position, describe, program, fit_position, mcfg)

@@ -751,3 +751,55 @@ def test_fashion_mnist_from_debian_package(monkeypatch):
 def test_warns_when_fashion_files_are_loaded_as_mnist():
     with pytest.warns(UserWarning, match="look like 'fashion_mnist'"):
         data.load_dataset("mnist", data_dir=FASHION_DIR)
+
+
+# ---------------------------------------------------------------------------
+# Original labels (Dataset.classes)
+# ---------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("labels, classes", [
+    (np.array(["cat", "ant", "bee"]), ("ant", "bee", "cat")),
+    (np.array(["cat", "ant", "bee"], dtype=object), ("ant", "bee", "cat")),
+    (np.array([b"no", b"yes", b"no"]), ("no", "yes")),
+    (np.array([10, -3, 7]), (-3, 7, 10)),
+    (np.array([2.0, 1.0, 0.0]), (0, 1, 2)),
+])
+def test_from_arrays_keeps_the_original_labels(labels, classes):
+    rng = np.random.default_rng(4)
+    y = labels[np.arange(60) % len(labels)]
+    x = rng.normal(size=(60, 3))
+    ds = data.from_arrays(x, y, seed=0)
+    assert ds.classes == classes and ds.num_classes == len(classes)
+    # Each split's index maps back to the example's own label.
+    pool_x = np.concatenate([ds.flat(ds.x_train), ds.flat(ds.x_val), ds.flat(ds.x_test)])
+    pool_y = np.concatenate([ds.y_train, ds.y_val, ds.y_test])
+    original = [v.decode() if isinstance(v, bytes) else v for v in y.tolist()]
+    for xi, yi in zip(pool_x, pool_y):
+        j = np.flatnonzero((x.astype(np.float32) == xi).all(axis=1))[0]
+        assert ds.classes[yi] == original[j]
+
+
+def test_from_arrays_string_labels_with_an_explicit_test_set():
+    rng = np.random.default_rng(5)
+    x, y = rng.normal(size=(30, 2)), np.array(["b", "a", "c"] * 10)
+    ds = data.from_arrays(x, y, x_test=x[:6], y_test=np.array(["c", "a", "b", "a", "c", "b"]))
+    assert ds.classes == ("a", "b", "c")
+    np.testing.assert_array_equal(ds.y_test, [2, 0, 1, 0, 2, 1])
+
+
+@pytest.mark.parametrize("y, y_test, match", [
+    (np.array(["a", 1] * 10, dtype=object), None, r"mixes label types that cannot be sorted \(int, str\)"),
+    (np.array(["a", "b"] * 10), np.array([0, 1]), "same kind of labels"),
+    (np.array(["a", "b"] * 10), np.array(["a", "z"]), r"never occur in y"),
+])
+def test_from_arrays_bad_string_labels_are_one_line(y, y_test, match):
+    x = np.random.default_rng(6).normal(size=(20, 2))
+    extra = {} if y_test is None else {"x_test": x[: len(y_test)], "y_test": y_test}
+    with pytest.raises(DatasetError, match=match) as info:
+        data.from_arrays(x, y, **extra)
+    assert "\n" not in str(info.value)
+
+
+def test_named_datasets_label_their_classes_by_index():
+    assert data.load_dataset("digits").classes == tuple(range(10))

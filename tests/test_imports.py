@@ -15,11 +15,12 @@ FLOORS = [
     ("space",),
     ("design", "pso", "optim"),
     ("models",),
-    ("train",),
+    ("train", "saved"),
     ("execute",),
     ("layouts",),
     ("study",),
     ("tuners",),
+    ("sklearn",),
     ("cli",),
 ]
 FLOOR = {name: i for i, names in enumerate(FLOORS) for name in names}

@@ -6,8 +6,8 @@ import numpy as np
 import pytest
 
 from jaxswarm import data as data_lib
+from jaxswarm import load_model
 from jaxswarm import results, train
-from jaxswarm import space as sp
 from jaxswarm import study as tuner
 from jaxswarm.models import cnn_space, mlp, mlp_space
 
@@ -151,13 +151,14 @@ class CompileCounter:
     EVENT = "/jax/core/compile/backend_compile_duration"
 
     def __enter__(self):
-        self.count = 0
+        self.count, self.names = 0, []
         jax.monitoring.register_event_duration_secs_listener(self._listen)
         return self
 
     def _listen(self, event, duration, **kwargs):
         if event == self.EVENT:
             self.count += 1
+            self.names.append(kwargs.get("fun_name"))
 
     def __exit__(self, *exc):
         jax.monitoring.unregister_event_duration_listener(self._listen)
@@ -204,7 +205,9 @@ def test_a_killed_study_resumes_where_it_stopped(digits, tmp_path, kw):
     resumed = tuner.Study(SPACE, digits, config, tmp_path / "part", progress=False).run(
         resume=True, on_round=resumed_rounds.append)
     assert [r["round"] for r in resumed_rounds] == [r["round"] for r in full_rounds][1:]
-    assert resumed == full._replace(wall_time=resumed.wall_time, out_dir=resumed.out_dir)
+    assert resumed._replace(model=None) == full._replace(wall_time=resumed.wall_time, out_dir=resumed.out_dir,
+                                                         model=None)
+    np.testing.assert_array_equal(resumed.model.predict_proba(digits.x_test), full.model.predict_proba(digits.x_test))
     evals = [e["fitness"] for e in results.read_jsonl(tmp_path / "part" / results.EVALUATIONS)]
     assert evals == [e["fitness"] for e in results.read_jsonl(tmp_path / "full" / results.EVALUATIONS)]
 
@@ -327,3 +330,25 @@ def test_resume_announces_where_it_starts(digits, tmp_path, capsys):
     assert "resuming at round 2 (2 of 3 rounds done)" in out.out + out.err
     lines = [ln for ln in (out.out + out.err).splitlines() if ln.startswith("round ")]
     assert lines and lines[0].startswith("round 2 (3/3 done)")
+
+
+def test_an_absurdly_large_swarm_is_refused_before_anything_compiles(digits):
+    """Estimated memory far beyond the device: refused at once with the estimate (no swarm program built)."""
+    config = tuner.StudyConfig(**_settings(swarm_size=10**7, init="uniform"))
+    with CompileCounter() as compiles:
+        with pytest.raises(tuner.StudyError, match=r"a swarm of 10000000 needs an estimated .* GiB per device"):
+            tuner.Study(SPACE, digits, config, progress=False)
+    assert "jit(program)" not in compiles.names and compiles.count < 20  # a few eager set-up ops at most
+    study = tuner.Study(SPACE, digits, tuner.StudyConfig(**_settings(swarm_size=8)), progress=False)
+    assert study.memory_estimate["total"] < 2**30  # a sane swarm passes
+
+
+def test_the_saved_winner_is_the_retrained_network(digits, tmp_path):
+    """result.model (and model/ on disk) predicts what the retrain evaluated: same test accuracy, same rows right."""
+    result = tuner.tune(SPACE, digits, out_dir=tmp_path / "m", **{**TINY, "rounds": 1})
+    m = len(digits.y_test)
+    right = int(np.sum(result.model.predict(digits.x_test) == digits.y_test))
+    assert right == round(result.test_accuracy * m)
+    loaded = load_model(tmp_path / "m")
+    np.testing.assert_array_equal(loaded.predict_proba(digits.x_test), result.model.predict_proba(digits.x_test))
+    assert loaded.classes_.tolist() == list(range(10))

@@ -50,6 +50,8 @@ class ModelFamily(NamedTuple):
         signature: ``(arch_S) -> int[S, K]``: members with equal rows have
             weights of the same real shapes (warm mode keeps them); None when
             the family has no warm mode.
+        config_type: the class of ``config``'s result (a NamedTuple), so a
+            saved model can rebuild its config from the fields' JSON.
     """
 
     name: str
@@ -64,14 +66,16 @@ class ModelFamily(NamedTuple):
     arch_to_python: Callable
     memory: Callable
     signature: Callable | None
+    config_type: type
 
 
 FAMILIES: dict[str, ModelFamily] = {
     "mlp": ModelFamily("mlp", mlp.mlp_space, (), mlp.config, mlp.decode, mlp.init_mlp, mlp.apply_mlp,
                        mlp.init_dense_of, mlp.apply_dense_of, mlp.arch_to_python, mlp.memory_terms,
-                       mlp.signature),
+                       mlp.signature, mlp.MLPConfig),
     "cnn": ModelFamily("cnn", cnn.cnn_space, ("n_blocks",), cnn.config, cnn.decode, cnn.init_cnn, cnn.apply_cnn,
-                       cnn.init_dense_of, cnn.apply_dense_of, cnn.cnn_arch_to_python, cnn.memory_terms, None),
+                       cnn.init_dense_of, cnn.apply_dense_of, cnn.cnn_arch_to_python, cnn.memory_terms, None,
+                       cnn.CNNConfig),
 }
 DEFAULT_FAMILY = "mlp"  # a space without any family's markers
 

@@ -1,0 +1,296 @@
+"""`SwarmSearchClassifier`: a PSO study behind scikit-learn's estimator interface.
+
+`fit(X, y)` runs a study (`study.Study`) on the arrays, k-fold cross-validated
+when ``cv > 1`` (the folds vectorized with the swarm, as in any study), and keeps
+the retrained winner (`saved.SavedModel`) as ``best_model_``; `predict`,
+`predict_proba` and `score` ask it. The search is reported the way
+``GridSearchCV`` reports its own: ``best_params_``, ``best_score_`` and
+``cv_results_`` (one row per evaluated configuration, every round's particles).
+
+Example:
+    >>> from sklearn.datasets import load_iris
+    >>> from sklearn.pipeline import make_pipeline
+    >>> from sklearn.preprocessing import StandardScaler
+    >>> X, y = load_iris(return_X_y=True)
+    >>> clf = make_pipeline(StandardScaler(), SwarmSearchClassifier(swarm_size=4, rounds=2, epochs=20))
+    >>> clf.fit(X, y).score(X, y) > 0.8  # doctest: +SKIP
+    True
+"""
+
+from __future__ import annotations
+
+import numbers
+
+import numpy as np
+from scipy.stats import rankdata
+from sklearn.base import BaseEstimator, ClassifierMixin
+from sklearn.utils import check_random_state
+from sklearn.utils.multiclass import check_classification_targets
+from sklearn.utils.validation import check_array, check_is_fitted, check_X_y
+
+try:
+    from sklearn.utils.validation import validate_data
+except ImportError:  # scikit-learn < 1.6: the estimator's own method (pyproject allows >= 1.3)
+    def validate_data(estimator, *args, **kwargs):
+        return estimator._validate_data(*args, **kwargs)
+
+from jaxswarm import data
+from jaxswarm.models import mlp_space
+from jaxswarm.study import Study, StudyConfig
+
+__all__ = ["SwarmSearchClassifier", "SCORINGS", "default_space", "search_results"]
+
+
+# scikit-learn scoring name -> the study's fitness (both higher-is-better: fitness "loss" is minus the loss).
+SCORINGS = {"accuracy": "accuracy", "neg_log_loss": "loss"}
+
+
+def default_space():
+    """The search space of ``space=None``: a small MLP (1-2 hidden layers of 16-128 units).
+
+    Example:
+        >>> default_space().names
+        ('n_layers', 'units_1', 'units_2', 'activation', 'learning_rate')
+    """
+    return mlp_space(max_layers=2, units=(16, 128))
+
+
+class SwarmSearchClassifier(ClassifierMixin, BaseEstimator):
+    """Tunes and trains a network by particle swarm search, as a scikit-learn classifier.
+
+    Args:
+        space: the `SearchSpace` (None: `default_space()`, a small MLP). Its
+            family picks the network; image spaces (`cnn_space`) need X as
+            ``[N, H, W, C]``.
+        swarm_size: particles per round (the study's ``swarm_size``).
+        rounds: PSO rounds; ``swarm_size * rounds`` configurations are evaluated.
+        epochs: training epochs of each evaluation.
+        cv: 1: a hold-out validation split of ``val_fraction``; k > 1: k-fold
+            cross-validation over all of X.
+        scoring: ``"accuracy"`` or ``"neg_log_loss"`` (the study's fitness
+            ``"loss"``); None means ``"accuracy"``.
+        batch_size: minibatch size.
+        val_fraction: the hold-out validation fraction when ``cv == 1``.
+        random_state: int seed, None, or a ``numpy.random.RandomState`` (an int is drawn from it).
+        layout: the study's layout (a key of `layouts.LAYOUTS`).
+        retrain_epochs: epochs of the final retrain of the winner on all of X
+            (None: ``epochs``).
+        verbose: show the study's progress.
+
+    Attributes:
+        best_params_: the best configuration (dict of the space's parameters).
+        best_score_: its validation score (mean over folds when ``cv > 1``).
+        best_index_: its row in ``cv_results_``.
+        best_model_: the winner retrained on all of X (`saved.SavedModel`; ``.save(dir)`` keeps it).
+        cv_results_: dict of arrays in ``GridSearchCV``'s layout (see `search_results`).
+        classes_: the class labels, sorted.
+        n_features_in_: features per example.
+
+    Example:
+        >>> clf = SwarmSearchClassifier(swarm_size=4, rounds=2, epochs=5).fit(X, y)  # doctest: +SKIP
+        >>> clf.best_params_["n_layers"], clf.predict(X[:2])  # doctest: +SKIP
+        (2, array([0, 1]))
+    """
+
+    def __init__(self, space=None, swarm_size=8, rounds=4, epochs=10, cv=1, scoring="accuracy", batch_size=64,
+                 val_fraction=0.1, random_state=0, layout="masked", retrain_epochs=None, verbose=False):
+        # scikit-learn's convention: store every argument as given; fit validates them.
+        self.space = space
+        self.swarm_size = swarm_size
+        self.rounds = rounds
+        self.epochs = epochs
+        self.cv = cv
+        self.scoring = scoring
+        self.batch_size = batch_size
+        self.val_fraction = val_fraction
+        self.random_state = random_state
+        self.layout = layout
+        self.retrain_epochs = retrain_epochs
+        self.verbose = verbose
+
+    def fit(self, X, y):
+        """Runs the study on ``(X, y)`` and retrains its winner on all of X.
+
+        Args:
+            X: ``[N, F]`` features (or ``[N, H, W(, C)]`` images).
+            y: ``[N]`` class labels (integers or strings).
+
+        Returns:
+            self.
+
+        Example:
+            >>> SwarmSearchClassifier(swarm_size=2, rounds=1, epochs=2).fit(X, y).best_score_  # doctest: +SKIP
+            0.91
+        """
+        fitness = self._fitness()
+        folds = self._folds()
+        if _ndim(X) > 2:  # images: no feature names; the features per example are H*W*C
+            X, y = check_X_y(X, y, allow_nd=True)
+            n_features = int(np.prod(X.shape[1:]))
+        else:
+            X, y = validate_data(self, X, y)
+            n_features = X.shape[1]
+        check_classification_targets(y)
+        classes = np.unique(y)
+        if len(classes) < 2:
+            raise ValueError(f"SwarmSearchClassifier needs at least 2 classes in y, got 1 class ({classes[0]!r})")
+        seed = self._seed()
+        # All of X is searched on (a validation split or k folds) and the winner retrains on all of it, as
+        # GridSearchCV refits on all of X. The study's test set is X itself: its "test accuracy" is the
+        # training accuracy, and nothing is held out of the final model.
+        dataset = data.from_arrays(X, y, x_test=X, y_test=y, val_fraction=self.val_fraction, seed=seed,
+                                   name="sklearn")
+        config = StudyConfig(swarm_size=self.swarm_size, rounds=self.rounds, epochs=self.epochs,
+                             batch_size=self.batch_size, folds=folds, fitness=fitness, seed=seed, retrain=True,
+                             retrain_epochs=self.retrain_epochs, layout=self.layout)
+        space = default_space() if self.space is None else self.space
+        study = Study(space, dataset, config, progress=bool(self.verbose))
+        result = study.run()
+        if result.status != "ok" or getattr(result, "model", None) is None:
+            raise RuntimeError(f"the study found no configuration to keep (status {result.status!r}): every "
+                               "evaluation diverged; narrow the space's learning_rate or standardize X")
+        self.best_params_ = dict(result.best_config)
+        self.best_score_ = float(result.best_fitness)
+        self.best_model_ = result.model
+        # Its "test" set was X itself (above): say what that accuracy is.
+        if "test_accuracy" in self.best_model_.metrics:
+            self.best_model_.metrics["train_accuracy"] = self.best_model_.metrics.pop("test_accuracy")
+        self.classes_ = classes
+        self.n_features_in_ = n_features
+        self.n_splits_ = folds
+        self.cv_results_ = search_results(study.evaluations, folds)
+        self.best_index_ = _best_index(self.cv_results_, self.best_params_, self.best_score_)
+        return self
+
+    def predict(self, X) -> np.ndarray:
+        """The predicted class of each row (labels from ``classes_``)."""
+        X = self._inputs(X)
+        # best_model_ answers in the labels data.from_arrays kept (integral floats there became ints):
+        # cast back to y's own dtype.
+        return np.asarray(self.best_model_.predict(X)).astype(self.classes_.dtype, copy=False)
+
+    def predict_proba(self, X) -> np.ndarray:
+        """Class probabilities f32 ``[N, C]``, columns in the order of ``classes_``."""
+        X = self._inputs(X)  # first: unfitted is NotFittedError, not an AttributeError
+        return self.best_model_.predict_proba(X)
+
+    # score: ClassifierMixin's accuracy of predict(X), i.e. best_model_'s predictions.
+
+    # -- helpers ---------------------------------------------------------------
+
+    def _inputs(self, X) -> np.ndarray:
+        check_is_fitted(self, "best_model_")
+        if _ndim(X) > 2:
+            return check_array(X, allow_nd=True)
+        return validate_data(self, X, reset=False)
+
+    def _fitness(self) -> str:
+        scoring = "accuracy" if self.scoring is None else self.scoring
+        if not isinstance(scoring, str) or scoring not in SCORINGS:
+            raise ValueError(f"scoring must be one of {sorted(SCORINGS)} (or None for accuracy), got {scoring!r}; "
+                             "the swarm's fitness is computed inside its training program")
+        return SCORINGS[scoring]
+
+    def _folds(self) -> int:
+        cv = self.cv
+        if isinstance(cv, (bool, np.bool_)) or not isinstance(cv, numbers.Integral) or cv < 1:
+            raise ValueError(f"cv must be an integer >= 1 (1: a hold-out validation split; k: k folds), got {cv!r}; "
+                             "splitter objects are not supported (the folds train inside the swarm's program)")
+        return int(cv)
+
+    def _seed(self) -> int:
+        rs = self.random_state
+        if isinstance(rs, numbers.Integral) and not isinstance(rs, (bool, np.bool_)):
+            return int(rs)
+        if rs is None or isinstance(rs, np.random.RandomState):
+            return int(check_random_state(rs).randint(2**31 - 1))
+        raise ValueError(f"random_state must be an int, None or a numpy.random.RandomState, got {rs!r}")
+
+
+def _ndim(X) -> int:
+    """Dimensions of an array-like without np.ndim (array-likes may refuse __array_function__)."""
+    ndim = getattr(X, "ndim", None)  # arrays, DataFrames, sparse matrices
+    return int(ndim) if isinstance(ndim, numbers.Integral) else np.asarray(X).ndim
+
+
+def search_results(rows: list[dict], folds: int) -> dict:
+    """``cv_results_`` in ``GridSearchCV``'s layout from a study's evaluation rows.
+
+    One entry per evaluated configuration, in the order the study ran them
+    (round by round, particle by particle): ``params``, ``param_<name>``
+    (masked where a configuration lacks the parameter, e.g. an inactive
+    conditional), ``split{k}_test_score`` for ``k < folds``,
+    ``mean_test_score`` (the study's fitness), ``std_test_score`` (over folds),
+    ``rank_test_score`` (1 = best, ties share the smallest rank),
+    ``mean_fit_time`` (the round's seconds per configuration) and the study's
+    own ``round`` and ``particle``. A diverged configuration scores nan, as a
+    failed fit under ``GridSearchCV(error_score=np.nan)``, and ranks last.
+
+    Args:
+        rows: `Study.evaluations` (dicts with config, fitness, fold_fitness, seconds, round, particle).
+        folds: the study's folds (1: a hold-out split).
+
+    Returns:
+        A dict of arrays (``params`` a list).
+
+    Example:
+        >>> r = search_results([{"config": {"a": 1}, "fitness": 0.5, "fold_fitness": [0.5], "seconds": 1.0,
+        ...                      "round": 0, "particle": 0}], 1)
+        >>> r["rank_test_score"].tolist(), r["split0_test_score"].tolist()
+        ([1], [0.5])
+    """
+    n = len(rows)
+    params = [dict(r["config"]) for r in rows]
+    mean = _scores([r["fitness"] for r in rows])
+    splits = np.full((n, folds), np.nan)
+    for i, r in enumerate(rows):
+        fold = r.get("fold_fitness")
+        if fold is None and folds == 1:  # a hold-out split: its one fold is the fitness
+            fold = [r["fitness"]]
+        if fold is not None:
+            splits[i] = _scores(np.ravel(fold)[:folds])
+    out: dict = {"mean_fit_time": np.array([np.nan if r.get("seconds") is None else float(r["seconds"])
+                                            for r in rows])}
+    names = list(dict.fromkeys(name for p in params for name in p))
+    for name in names:
+        column = np.ma.MaskedArray(np.empty(n, dtype=object), mask=True)
+        for i, p in enumerate(params):
+            if name in p:
+                column[i] = p[name]
+        out[f"param_{name}"] = column
+    out["params"] = params
+    for k in range(folds):
+        out[f"split{k}_test_score"] = splits[:, k]
+    out["mean_test_score"] = mean
+    with np.errstate(invalid="ignore"):
+        out["std_test_score"] = np.std(splits, axis=1)
+    out["rank_test_score"] = _rank(mean)
+    out["round"] = np.array([int(r.get("round", -1)) for r in rows], np.int64)
+    out["particle"] = np.array([int(r.get("particle", -1)) for r in rows], np.int64)
+    return out
+
+
+def _best_index(results: dict, best_params: dict, best_score: float) -> int:
+    """The row of the study's winner: the first with its score and configuration (else its score)."""
+    scores = np.asarray(results["mean_test_score"], float)
+    if scores.size == 0 or np.isnan(scores).all():
+        return 0
+    ties = np.flatnonzero(scores == np.float64(best_score))
+    if ties.size == 0:  # the winner's fitness came back rounded differently: the best row instead
+        ties = np.flatnonzero(scores == np.nanmax(scores))
+    same = [i for i in ties if results["params"][i] == best_params]
+    return int(same[0] if same else ties[0])
+
+
+def _scores(values) -> np.ndarray:
+    """Floats, a diverged (non-finite or missing) score as nan."""
+    a = np.array([np.nan if v is None else float(v) for v in values], float)
+    return np.where(np.isfinite(a), a, np.nan)
+
+
+def _rank(mean: np.ndarray) -> np.ndarray:
+    """GridSearchCV's ranks: 1 = best, ties share the smallest rank, nan after every score."""
+    if mean.size == 0 or np.isnan(mean).all():
+        return np.ones(mean.shape, np.int32)
+    filled = np.where(np.isnan(mean), np.nanmin(mean) - 1, mean)
+    return rankdata(-filled, method="min").astype(np.int32)
