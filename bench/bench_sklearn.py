@@ -64,6 +64,10 @@ from sklearn.preprocessing import StandardScaler
 from jaxswarm.results import write_json, write_text
 from jaxswarm.sklearn import SwarmSearchClassifier, default_space
 
+sys.path.insert(0, str(Path(__file__).parent))
+from bench_pso import cpu_model  # noqa: E402  (the benches' CPU line)
+from bench_tuners import _stat  # noqa: E402  (median [min-max], as the tuner bench prints it)
+
 DATASETS = ("iris", "synthetic")
 METHODS = ("swarm", "mlp", "rscv")
 LABELS = {"swarm": "SwarmSearchClassifier", "mlp": "MLPClassifier() (defaults)",
@@ -159,16 +163,6 @@ def run_one(method: str, args, seed: int, Xtr, ytr, Xte, yte) -> dict:
 # ---------------------------------------------------------------------------
 
 
-def _stat(values, fmt="{:.4f}") -> str:
-    v = [x for x in values if x is not None and np.isfinite(x)]
-    if not v:
-        return "n/a"
-    med = float(np.median(v))
-    if len(v) == 1:
-        return fmt.format(med)
-    return f"{fmt.format(med)} [{fmt.format(min(v))}–{fmt.format(max(v))}]"
-
-
 def _median(values, fmt) -> str:
     v = [x for x in values if x is not None and np.isfinite(x)]
     return fmt.format(float(np.median(v))) if v else "n/a"
@@ -260,18 +254,6 @@ def parse_args(argv=None):
     if args.cv < 2:
         p.error("--cv must be >= 2 (RandomizedSearchCV needs k-fold; the swarm runs the same k folds)")
     return args
-
-
-def cpu_model() -> str:
-    """The CPU's model name from /proc/cpuinfo (platform.processor() is often empty on Linux)."""
-    try:
-        with open("/proc/cpuinfo") as fh:
-            for line in fh:
-                if line.startswith("model name"):
-                    return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return "unknown"
 
 
 def _blas() -> str:
