@@ -376,7 +376,7 @@ def run(args: argparse.Namespace) -> int:
     except Exception as e:  # noqa: BLE001 - it started: its checkpoints stay for --resume
         return _failed(f"the study in {out}", e)
     print(f"results in {result.out_dir}")
-    status = getattr(result, "status", "ok")
+    status = result.status
     if status != "ok":  # it ran to the end without a result, e.g. every evaluation diverged
         print(f"jaxswarm: error: the study in {out} ran but found nothing ({status})", file=sys.stderr)
         return 1

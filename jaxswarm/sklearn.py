@@ -146,7 +146,7 @@ class SwarmSearchClassifier(ClassifierMixin, BaseEstimator):
         space = default_space() if self.space is None else self.space
         study = Study(space, dataset, config, progress=bool(self.verbose))
         result = study.run()
-        if result.status != "ok" or getattr(result, "model", None) is None:
+        if result.status != "ok" or result.model is None:
             raise RuntimeError(f"the study found no configuration to keep (status {result.status!r}): every "
                                "evaluation diverged; narrow the space's learning_rate or standardize X")
         self.best_params_ = dict(result.best_config)

@@ -191,7 +191,7 @@ def retrain_model(space: SearchSpace, dataset: Dataset, position_D, *, seed: int
             f"on {len(data.y_train)} images")
     key = jax.random.fold_in(jax.random.key(seed), RETRAIN_FOLD)
     metrics, variables = dense.fit_position(key, np.asarray(position_D, np.float32), data)
-    classes = tuple(getattr(dataset, "classes", ())) or tuple(range(dataset.num_classes))
+    classes = tuple(dataset.classes) or tuple(range(dataset.num_classes))  # () for a hand-built Dataset
     model = SavedModel(family_of(space), dense.model_config, arch, jax.tree.map(np.asarray, variables), classes,
                        hyperparameters, {"test_accuracy": float(metrics.val_accuracy)},
                        input_shape=dataset.input_shape)

@@ -4,3 +4,32 @@ import os
 # and make CPU results reproducible.
 os.environ.setdefault("XLA_FLAGS", "--xla_cpu_multi_thread_eigen=true")
 os.environ.setdefault("JAX_PLATFORMS", "cpu")
+
+
+import jax  # noqa: E402  (after the environment above)
+import pytest  # noqa: E402
+
+
+class CompileCounter:
+    """Counts XLA backend compiles (jax.monitoring's compile event) while entered, with their names."""
+
+    EVENT = "/jax/core/compile/backend_compile_duration"
+
+    def __enter__(self):
+        self.count, self.names = 0, []
+        jax.monitoring.register_event_duration_secs_listener(self._listen)
+        return self
+
+    def _listen(self, event, duration, **kwargs):
+        if event == self.EVENT:
+            self.count += 1
+            self.names.append(kwargs.get("fun_name"))
+
+    def __exit__(self, *exc):
+        jax.monitoring.unregister_event_duration_listener(self._listen)
+
+
+@pytest.fixture
+def compiles():
+    """``with compiles() as c: ...`` counts the compiles of the block (``c.count``, ``c.names``)."""
+    return CompileCounter

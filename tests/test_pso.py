@@ -471,6 +471,19 @@ def test_tell_traces_once(key):
     (dict(constriction=True, c1=2.0, c2=2.0), "c1 \\+ c2 > 4"),
     (dict(constriction=True, c1=2.05, c2=2.05, inertia=0.5), "inertia"),
     (dict(vmax=0.0), "vmax"),
+    (dict(c1=-0.1), "c1 must be a finite number >= 0, got -0.1"),
+    (dict(c2=math.inf), "c2 must be a finite number >= 0, got inf"),
+    (dict(c1=math.nan), "c1 must be a finite number >= 0"),
+    (dict(c2="2"), "c2 must be a finite number >= 0, got '2'"),
+    (dict(c1=True), "c1 must be a finite number >= 0, got True"),
+    (dict(inertia=math.nan), "inertia must be a finite number or \\(start, end\\), got nan"),
+    (dict(inertia="0.7"), "inertia must be a finite number"),
+    (dict(inertia=(0.9, math.inf), num_iterations=5), "inertia \\(start, end\\) must be finite numbers"),
+    (dict(constriction="yes"), "constriction must be True or False, got 'yes'"),
+    (dict(vmax="half"), "vmax must be a number > 0 or None, got 'half'"),
+    (dict(topology=["ring"]), "unknown topology \\['ring'\\]"),
+    (dict(num_particles="four"), "num_particles must be an integer >= 2, got 'four'"),
+    (dict(topology="ring", neighbors="two"), "neighbors='two'"),
 ])
 def test_bad_inputs_raise(kwargs, match):
     args = dict(num_particles=8, num_dims=2)
@@ -492,29 +505,6 @@ def test_a_coefficient_sweep_vmaps_over_params_and_equals_separate_strategies():
         alone = make_pso(8, 3, c1=c).tell(jax.random.key(1), state, fit)
         np.testing.assert_allclose(moved.position[i], alone.position, rtol=1e-6, atol=1e-7)
     assert default_params() == pso.params
-
-
-@pytest.mark.parametrize("kwargs,match", [
-    (dict(c1=-0.1), "c1 must be a finite number >= 0, got -0.1"),
-    (dict(c2=math.inf), "c2 must be a finite number >= 0, got inf"),
-    (dict(c1=math.nan), "c1 must be a finite number >= 0"),
-    (dict(c2="2"), "c2 must be a finite number >= 0, got '2'"),
-    (dict(c1=True), "c1 must be a finite number >= 0, got True"),
-    (dict(inertia=math.nan), "inertia must be a finite number or \\(start, end\\), got nan"),
-    (dict(inertia="0.7"), "inertia must be a finite number"),
-    (dict(inertia=(0.9, math.inf), num_iterations=5), "inertia \\(start, end\\) must be finite numbers"),
-    (dict(constriction="yes"), "constriction must be True or False, got 'yes'"),
-    (dict(vmax="half"), "vmax must be a number > 0 or None, got 'half'"),
-    (dict(topology=["ring"]), "unknown topology \\['ring'\\]"),
-    (dict(num_particles="four"), "num_particles must be an integer >= 2, got 'four'"),
-    (dict(topology="ring", neighbors="two"), "neighbors='two'"),
-])
-def test_bad_coefficients_raise_naming_the_setting(kwargs, match):
-    args = dict(num_particles=8, num_dims=2)
-    args.update(kwargs)
-    S, D = args.pop("num_particles"), args.pop("num_dims")
-    with pytest.raises(ValueError, match=match):
-        make_pso(S, D, **args)
 
 
 def test_numpy_coefficients_and_zero_pulls_are_still_valid():

@@ -61,17 +61,17 @@ def test_resume_in_process_equals_uninterrupted(digits, tmp_path):
                                              results.read_jsonl(tmp_path / "full" / results.EVALUATIONS)]
 
 
-def test_resuming_a_finished_study_trains_and_compiles_nothing(digits, tmp_path):
+def test_resuming_a_finished_study_trains_and_compiles_nothing(digits, tmp_path, compiles):
     first = tuner.tune(SPACE, digits, out_dir=tmp_path / "s", **{**TINY, "retrain": False})
     settings = {k: v for k, v in TINY.items() if k != "progress"}
     study = tuner.Study(SPACE, digits, tuner.StudyConfig(**settings, retrain=False), out_dir=tmp_path / "s",
                         progress=False)
     trained = []
-    with CompileCounter() as compiles:
+    with compiles() as counted:
         again = study.run(resume=True, on_round=trained.append)
     assert again.best_config == first.best_config and again.best_fitness == first.best_fitness
     assert again.rounds_run == TINY["rounds"] and trained == []
-    assert compiles.count == 0  # no swarm program, no round: nothing was compiled
+    assert counted.count == 0  # no swarm program, no round: nothing was compiled
     assert len(results.read_jsonl(tmp_path / "s" / results.ROUNDS)) == TINY["rounds"]
 
 
@@ -145,38 +145,19 @@ def test_retrain_reports_every_epoch(digits, capsys):
 # -- what a study promises, through the study itself ------------------------------------------
 
 
-class CompileCounter:
-    """Counts XLA backend compiles while it is entered (jax.monitoring's compile event)."""
-
-    EVENT = "/jax/core/compile/backend_compile_duration"
-
-    def __enter__(self):
-        self.count, self.names = 0, []
-        jax.monitoring.register_event_duration_secs_listener(self._listen)
-        return self
-
-    def _listen(self, event, duration, **kwargs):
-        if event == self.EVENT:
-            self.count += 1
-            self.names.append(kwargs.get("fun_name"))
-
-    def __exit__(self, *exc):
-        jax.monitoring.unregister_event_duration_listener(self._listen)
-
-
 def _settings(**kw):
     base = {k: v for k, v in TINY.items() if k != "progress"}
     return {**base, "epochs": 1, **kw}
 
 
 @pytest.mark.parametrize("kw", [dict(), dict(mode="warm"), dict(folds=2), dict(layout="serial", chunk_size=1)])
-def test_rounds_after_the_first_compile_nothing(digits, kw):
+def test_rounds_after_the_first_compile_nothing(digits, kw, compiles):
     """One program per study: rounds 1.. of a real study (its runner, PSO, reports) compile nothing."""
     config = tuner.StudyConfig(**_settings(rounds=4, retrain=False, **kw))
     study = tuner.Study(SPACE, digits, config, progress=False)
     counts = []
-    with CompileCounter() as compiles:
-        study.run(on_round=lambda summary: counts.append(compiles.count))
+    with compiles() as counted:
+        study.run(on_round=lambda summary: counts.append(counted.count))
     assert len(counts) == 4
     assert counts[1:] == [counts[0]] * 3, f"compiles seen after each round: {counts}"
 
@@ -332,13 +313,13 @@ def test_resume_announces_where_it_starts(digits, tmp_path, capsys):
     assert lines and lines[0].startswith("round 2 (3/3 done)")
 
 
-def test_an_absurdly_large_swarm_is_refused_before_anything_compiles(digits):
+def test_an_absurdly_large_swarm_is_refused_before_anything_compiles(digits, compiles):
     """Estimated memory far beyond the device: refused at once with the estimate (no swarm program built)."""
     config = tuner.StudyConfig(**_settings(swarm_size=10**7, init="uniform"))
-    with CompileCounter() as compiles:
+    with compiles() as counted:
         with pytest.raises(tuner.StudyError, match=r"a swarm of 10000000 needs an estimated .* GiB per device"):
             tuner.Study(SPACE, digits, config, progress=False)
-    assert "jit(program)" not in compiles.names and compiles.count < 20  # a few eager set-up ops at most
+    assert "jit(program)" not in counted.names and counted.count < 20  # a few eager set-up ops at most
     study = tuner.Study(SPACE, digits, tuner.StudyConfig(**_settings(swarm_size=8)), progress=False)
     assert study.memory_estimate["total"] < 2**30  # a sane swarm passes
 

@@ -171,22 +171,7 @@ def test_bad_config_is_rejected():
         _trainer(sp.SearchSpace({"activation": sp.Choice(["relu", "mish3"])}))
 
 
-class _Compiles:
-    """Counts XLA backend compiles while entered (jax.monitoring's compile event)."""
-
-    def __enter__(self):
-        self.count = 0
-        jax.monitoring.register_event_duration_secs_listener(self._listen)
-        return self
-
-    def _listen(self, event, duration, **kwargs):
-        self.count += event == "/jax/core/compile/backend_compile_duration"
-
-    def __exit__(self, *exc):
-        jax.monitoring.unregister_event_duration_listener(self._listen)
-
-
-def test_dense_trainer_compiles_per_configuration_and_program_splits_compile_from_training(key):
+def test_dense_trainer_compiles_per_configuration_and_program_splits_compile_from_training(key, compiles):
     """A sequential tuner pays a compile for every configuration; `program`'s compiled form trains without one.
 
     Benches time `program`'s compile and its run apart: the run must compile nothing
@@ -195,12 +180,12 @@ def test_dense_trainer_compiles_per_configuration_and_program_splits_compile_fro
     dense, data = train.make_dense_train(SPACE, CONFIG, 6, 2), _data()
     pos = jax.random.uniform(key, (2, SPACE.num_dims))
     dense.train_position(key, pos[0], data)  # warm the eager caches
-    with _Compiles() as c:
+    with compiles() as c:
         ref = dense.train_position(key, pos[1], data)
     assert c.count >= 1  # a new configuration: its own program
     run, hp = dense.program(pos[1], data.x_train.shape[0])
     compiled = run.lower(key, hp, data).compile()
-    with _Compiles() as c:
+    with compiles() as c:
         m = compiled(key, hp, data)
     assert c.count == 0
     np.testing.assert_array_equal(m.train_loss, ref.train_loss)

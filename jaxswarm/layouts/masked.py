@@ -69,8 +69,9 @@ def build_runners(family: ModelFamily, space: SearchSpace, train_config: TrainCo
     cap = None if config.memory_cap_gb is None else int(config.memory_cap_gb * 2**30)
     runner_kw = dict(chunk_size=chunk_size, memory_cap_bytes=cap, estimate=estimate, log=log)
     fresh = execute.make_swarm_runner(trainer.train_member, in_axes=(0, 0, None), **runner_kw)
+    # Same plan as the fresh runner's, which `describe` logs: the warm one stays quiet.
     warm = execute.make_swarm_runner(trainer.train_member_warm, in_axes=(0, 0, None, 0, 0), state_argnum=3,
-                                     **runner_kw)
+                                     **{**runner_kw, "log": None})
 
     def init_state(keys_S, positions_SxD):
         return jax.vmap(trainer.init_member)(keys_S, positions_SxD)
