@@ -42,7 +42,7 @@ import numpy as np
 from jaxswarm import design, execute, results
 from jaxswarm import pso as pso_lib
 from jaxswarm.data import DATASETS, DatasetError, load_dataset
-from jaxswarm.layouts import LAYOUTS
+from jaxswarm.layouts import LAYOUT_NAMES
 from jaxswarm.models import DEFAULT_FAMILY, FAMILIES
 from jaxswarm.optim import OPTIMIZERS
 from jaxswarm.saved import MODEL_DIR, ModelError, load_model
@@ -125,12 +125,13 @@ def _add_run_parser(sub) -> None:
     g.add_argument("--folds", type=int,
                    help=f"1: hold-out validation; k>1: k-fold CV on train+val  {_show(_STUDY.folds)}")
     g.add_argument("--mode", choices=MODES, help=f"fresh weights each round, or keep them  {_show(_STUDY.mode)}")
-    g.add_argument("--layout", choices=tuple(LAYOUTS),
-                   help="masked: one vmapped max-size program per study; packed: first layers packed into one "
-                        "matmul, deeper layers in width groups (faster rounds on image data, recompiles "
-                        "when the layout changes; no batch norm/dropout/folds/warm); serial: members one "
-                        "after another in one program, each running only its own blocks (the CNN's "
-                        f"choice on CPU)  {_show(_STUDY.layout)}")
+    g.add_argument("--layout", choices=LAYOUT_NAMES,
+                   help="auto: picked once per study from the backend and a cost estimate (the choice and "
+                        "its reason are logged); masked: one vmapped max-size program per study; packed: "
+                        "MLP first layers packed into one matmul, deeper layers in width groups (far less "
+                        "arithmetic on image data; recompiles when the swarm leaves its plans; no warm "
+                        "mode); serial: members one after another in one program, each running only its "
+                        f"own blocks (the CNN's choice on CPU)  {_show(_STUDY.layout)}")
     g.add_argument("--init", choices=tuple(design.DESIGNS),
                    help=f"initial design (lhs: maximin Latin hypercube)  {_show(_STUDY.init)}")
     g.add_argument("--fitness", choices=FITNESS_KINDS,

@@ -72,7 +72,7 @@ class SwarmSearchClassifier(ClassifierMixin, BaseEstimator):
         batch_size: minibatch size.
         val_fraction: the hold-out validation fraction when ``cv == 1``.
         random_state: int seed, None, or a ``numpy.random.RandomState`` (an int is drawn from it).
-        layout: the study's layout (a key of `layouts.LAYOUTS`).
+        layout: the study's layout ("auto" or a key of `layouts.LAYOUTS`).
         retrain_epochs: epochs of the final retrain of the winner on all of X
             (None: ``epochs``).
         verbose: show the study's progress.
@@ -93,7 +93,7 @@ class SwarmSearchClassifier(ClassifierMixin, BaseEstimator):
     """
 
     def __init__(self, space=None, swarm_size=8, rounds=4, epochs=10, cv=1, scoring="accuracy", batch_size=64,
-                 val_fraction=0.1, random_state=0, layout="masked", retrain_epochs=None, verbose=False):
+                 val_fraction=0.1, random_state=0, layout="auto", retrain_epochs=None, verbose=False):
         # scikit-learn's convention: store every argument as given; fit validates them.
         self.space = space
         self.swarm_size = swarm_size

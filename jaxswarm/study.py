@@ -34,6 +34,7 @@ Example (a research script):
 from __future__ import annotations
 
 import dataclasses
+import functools
 import json
 import time
 from collections.abc import Callable
@@ -48,7 +49,7 @@ from tqdm import tqdm
 from jaxswarm import design, execute, results, train
 from jaxswarm import pso as pso_lib
 from jaxswarm.data import Dataset, kfold_indices
-from jaxswarm.layouts import DEFAULT_LAYOUT, LAYOUTS
+from jaxswarm.layouts import DEFAULT_LAYOUT, LAYOUT_NAMES, resolve
 from jaxswarm.layouts.masked import DataShape
 from jaxswarm.models import family_of, mlp_space
 from jaxswarm.optim import optimizer_names
@@ -83,7 +84,7 @@ class StudyConfig:
     seed: int = 0
     retrain: bool = True  # retrain the best config on train+val and report test accuracy
     retrain_epochs: int | None = None  # epochs of that final retrain (None: the search's epochs)
-    layout: str = DEFAULT_LAYOUT  # a key of layouts.LAYOUTS
+    layout: str = DEFAULT_LAYOUT  # "auto" (picked per backend and study) or a key of layouts.LAYOUTS
     pso: dict = dataclasses.field(default_factory=dict)  # keyword arguments of pso.make_pso
     chunk_size: int | None = None  # members per device trained at once (None: planned from memory)
     memory_cap_gb: float | None = None  # per-device memory cap for that plan (None: the device's own)
@@ -118,8 +119,8 @@ class StudyConfig:
             raise ValueError(f"init must be one of {sorted(design.DESIGNS)}, got {self.init!r}")
         if not isinstance(self.fitness, str) or self.fitness not in train.FITNESS_KINDS:
             raise ValueError(f"fitness must be one of {train.FITNESS_KINDS}, got {self.fitness!r}")
-        if not isinstance(self.layout, str) or self.layout not in LAYOUTS:
-            raise ValueError(f"layout must be one of {tuple(LAYOUTS)}, got {self.layout!r}")
+        if not isinstance(self.layout, str) or self.layout not in LAYOUT_NAMES:
+            raise ValueError(f"layout must be one of {LAYOUT_NAMES}, got {self.layout!r}")
         if not isinstance(self.pso, dict):
             raise ValueError(f"pso must be a dict of pso.make_pso keyword arguments, got {self.pso!r}")
         known = sorted(set(pso_lib.make_pso.__kwdefaults__) - {"maximize"})  # the study maximizes
@@ -159,6 +160,11 @@ class Warm(NamedTuple):
 
 def round_keys(key: jax.Array, r: int, swarm_size: int) -> tuple[jax.Array, jax.Array]:
     """Round r's ``(member keys [S], PSO tell key)``: the same for a study and its resumed run."""
+    return _round_keys(key, r, swarm_size)
+
+
+@functools.partial(jax.jit, static_argnums=2)  # one small program, not a few op-by-op compiles per study
+def _round_keys(key, r, swarm_size):
     k_train, k_tell = jax.random.split(jax.random.fold_in(key, r))
     return jax.random.split(k_train, swarm_size), k_tell
 
@@ -222,10 +228,6 @@ class Study:
         self.space, self.dataset, self.config, self.progress = space, dataset, config, progress
         self.out_dir = None if out_dir is None else Path(out_dir).absolute()
         self.family = family_of(space)
-        self.layout = LAYOUTS[config.layout]
-        reason = self.layout.supports(self.family, space, config)
-        if reason is not None:
-            raise ValueError(reason)
         if config.mode == "warm" and self.family.signature is None:
             raise ValueError(f"mode 'warm' is not available for the {self.family.name} family; use mode 'fresh'")
         self.train_config = train.TrainConfig(epochs=config.epochs, batch_size=config.batch_size,
@@ -233,6 +235,7 @@ class Study:
         shape = DataShape(int(np.prod(dataset.x_train.shape[1:])), dataset.num_classes, dataset.input_shape)
         self.swarm = pso_lib.make_pso(config.swarm_size, space.num_dims, maximize=True,
                                       **{"num_iterations": config.rounds, **config.pso})
+        self._tell = jax.jit(self.swarm.tell)  # compiled once per study (op by op, it compiles ~40 small programs)
         n_train, n_val = len(dataset.x_train), len(dataset.x_val)
         if config.folds > 1:  # one pool, k (train, val) splits
             x = np.concatenate([dataset.x_train, dataset.x_val])
@@ -243,6 +246,11 @@ class Study:
             n_train = len(x) - n_val
         else:
             data = train.device_data(dataset.x_train, dataset.y_train, dataset.x_val, dataset.y_val)
+        self.layout, self.layout_reason = resolve(config.layout, self.family, space, config, shape, n_train)
+        reason = self.layout.supports(self.family, space, config)
+        if reason is not None:
+            raise ValueError(reason)
+        self._log(self.layout_reason)
         self.key = jax.random.key(config.seed)
         model_config = self.family.config(space, shape.in_features, shape.num_classes, shape.input_shape, False)
         self.memory_estimate = execute.estimate_memory(
@@ -277,7 +285,7 @@ class Study:
             warm = Warm(variables, signature)
         # The fitness comes to the host (S floats): every round then hands the PSO arrays of the same
         # kind, so its steps compile once, whatever device layout the swarm program used.
-        return self.swarm.tell(k_tell, state, np.asarray(metrics.fitness)), warm, metrics
+        return self._tell(k_tell, state, np.asarray(metrics.fitness)), warm, metrics
 
     def compile(self, state: pso_lib.PSOState, warm: Warm | None) -> float:
         """Compiles the round's program ahead of the first round; returns the seconds it took."""
@@ -527,6 +535,7 @@ class Study:
                     "config": dataclasses.asdict(self.config), "dataset": self.dataset.name, "data_source": self.dataset.origin,
                     "settings": self.settings,
                     "space": repr(self.space), "train": self.train_config._asdict(),
+                    "layout": {"name": self.layout.name, "reason": self.layout_reason},
                     "jax": jax.__version__, "devices": [str(d) for d in jax.devices()]})
         except BaseException:
             if lock is not None:

@@ -329,16 +329,25 @@ def cross_validate(train_member, key, position_D, folds: FoldData, serial: bool 
         m = jax.lax.map(lambda a: one_fold(*a), (keys, folds.train_idx, folds.val_idx))
     else:
         m = jax.vmap(one_fold)(keys, folds.train_idx, folds.val_idx)
-    diverged = jnp.any(m.diverged)
+    return combine_folds(m)
+
+
+def combine_folds(m_K: Metrics) -> Metrics:
+    """One `Metrics` from per-fold ones (folds the leading axis; any axes after it are kept).
+
+    Means over the folds; a member diverged in any fold is diverged (fitness
+    -inf); ``fold_fitness`` holds each fold's fitness, folds last.
+    """
+    diverged = jnp.any(m_K.diverged, axis=0)
     return Metrics(
-        fitness=jnp.where(diverged, -jnp.inf, m.fitness.mean()),
-        val_accuracy=m.val_accuracy.mean(),
-        best_val_accuracy=m.best_val_accuracy.mean(),
-        val_loss=m.val_loss.mean(),
-        train_loss=m.train_loss.mean(0),
-        val_accuracy_curve=m.val_accuracy_curve.mean(0),
+        fitness=jnp.where(diverged, -jnp.inf, m_K.fitness.mean(0)),
+        val_accuracy=m_K.val_accuracy.mean(0),
+        best_val_accuracy=m_K.best_val_accuracy.mean(0),
+        val_loss=m_K.val_loss.mean(0),
+        train_loss=m_K.train_loss.mean(0),
+        val_accuracy_curve=m_K.val_accuracy_curve.mean(0),
         diverged=diverged,
-        fold_fitness=m.fitness,
+        fold_fitness=jnp.moveaxis(m_K.fitness, 0, -1),
     )
 
 

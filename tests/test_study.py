@@ -114,13 +114,15 @@ def test_architecture_limits():
 def test_packed_layout_study(digits):
     result = tuner.tune(SPACE, digits, layout="packed", **TINY)
     assert np.isfinite(result.best_fitness) and 0 < result.test_accuracy <= 1
+    folds = tuner.tune(SPACE, digits, layout="packed", folds=2, **{**TINY, "rounds": 1})
+    assert np.isfinite(folds.best_fitness)
     with pytest.raises(ValueError, match="packed"):
-        tuner.tune(SPACE, digits, layout="packed", folds=2, **TINY)
+        tuner.tune(SPACE, digits, layout="packed", mode="warm", **TINY)
 
 
 def test_cnn_space_study(digits):
     space = cnn_space(max_blocks=2, filters=(2, 4), dense_units=(4, 8), activations=("relu",))
-    result = tuner.tune(space, digits, **{**TINY, "rounds": 2, "epochs": 1})
+    result = tuner.tune(space, digits, layout="masked", **{**TINY, "rounds": 2, "epochs": 1})
     assert set(result.best_config) >= {"n_blocks", "filters_1", "kernel_1", "dense_units"}
     assert 0 < result.test_accuracy <= 1
     # The serial layout searches the same swarm (members one at a time, own blocks only).
@@ -333,3 +335,12 @@ def test_the_saved_winner_is_the_retrained_network(digits, tmp_path):
     loaded = load_model(tmp_path / "m")
     np.testing.assert_array_equal(loaded.predict_proba(digits.x_test), result.model.predict_proba(digits.x_test))
     assert loaded.classes_.tolist() == list(range(10))
+
+
+def test_the_auto_layout_is_logged_once_and_recorded(digits, tmp_path, capsys):
+    tuner.tune(SPACE, digits, out_dir=tmp_path / "s", **{**TINY, "rounds": 1, "retrain": False, "progress": True})
+    out = capsys.readouterr()
+    lines = [ln for ln in (out.out + out.err).splitlines() if ln.startswith("layout auto -> ")]
+    assert len(lines) == 1 and lines[0].startswith("layout auto -> masked: on CPU")  # tiny: compiles dominate
+    recorded = json.loads((tmp_path / "s" / results.STUDY).read_text())["layout"]
+    assert recorded["name"] == "masked" and recorded["reason"] == lines[0]

@@ -11,11 +11,15 @@ from `LAYOUTS` by name, once, and only ever calls the program it got:
   packed   MLP members share each minibatch; their first layers are one matmul
            and the deeper layers run in a few width groups.
 
+``"auto"`` (the default) is not a layout but a choice among them, made once
+per study from the backend and a cost estimate (`auto.choose`); `resolve`
+turns any name into the `Layout` and the reason it was picked.
+
 A new layout is one file in this folder and one line in `LAYOUTS`.
 
 Example:
-    >>> sorted(LAYOUTS)
-    ['masked', 'packed', 'serial']
+    >>> sorted(LAYOUTS), LAYOUT_NAMES[0]
+    (['masked', 'packed', 'serial'], 'auto')
 """
 
 from __future__ import annotations
@@ -23,10 +27,10 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import NamedTuple
 
-from jaxswarm.layouts import masked, packed, serial
-from jaxswarm.layouts.masked import SwarmProgram
+from jaxswarm.layouts import auto, masked, packed, serial
+from jaxswarm.layouts.masked import DataShape, SwarmProgram
 
-__all__ = ["Layout", "SwarmProgram", "LAYOUTS", "DEFAULT_LAYOUT"]
+__all__ = ["Layout", "SwarmProgram", "LAYOUTS", "LAYOUT_NAMES", "DEFAULT_LAYOUT", "resolve"]
 
 
 class Layout(NamedTuple):
@@ -49,4 +53,13 @@ LAYOUTS: dict[str, Layout] = {
     "serial": Layout("serial", serial.supports, serial.build),
     "packed": Layout("packed", packed.supports_study, packed.build),
 }
-DEFAULT_LAYOUT = "masked"
+LAYOUT_NAMES: tuple[str, ...] = ("auto", *LAYOUTS)  # what ``StudyConfig.layout`` / ``--layout`` accept
+DEFAULT_LAYOUT = "auto"
+
+
+def resolve(name: str, family, space, config, data_shape: DataShape, n_train: int) -> tuple[Layout, str]:
+    """The `Layout` a study named `name` trains with, and why (``"auto"`` asks `auto.choose`)."""
+    if name == "auto":
+        chosen, reason = auto.choose(family, space, config, data_shape, n_train)
+        return LAYOUTS[chosen], f"layout auto -> {chosen}: {reason}"
+    return LAYOUTS[name], f"layout {name} (asked for)"

@@ -24,7 +24,9 @@ objective (same decoding, initialization, minibatches, optimizers, loss and
   a ladder of ~1.125x / 1.5x steps and form a `PlanShape`; which member sits
   where is runtime data (`PlanTables`), so a compiled program serves every
   swarm that fits its shape. Programs are cached by shape and a new swarm is
-  put into a known shape whenever that costs at most `reuse_tolerance` times
+  put into a known shape whenever its extra padding costs less training time
+  than compiling a fresh plan would (`COMPILE_S` against `CPU_FLOPS`), or at
+  most `reuse_tolerance` times a fresh plan when no data size is known
   a fresh plan, so recompiles stay few as particles move.
 
 Equivalence: a member trained here follows the masked member's trajectory
@@ -33,9 +35,13 @@ minibatches when the masked trainer gets the same `shuffle_key`) up to
 float32 rounding of differently shaped matmuls. Everything is per column or
 per slot, so a diverging member never disturbs the others.
 
-Not supported (use the masked layout: `supports(space)` says which): batch
-norm and dropout (their per-member statistics / masks would need per-column
-segment reductions), and k-fold `FoldData`.
+Batch norm is per column (first layer) or per slot unit (tails): its
+statistics reduce over the shared minibatch, members with it off keep their
+pre-activations. Dropout draws each member's masks from its own key exactly
+as its network does (`layers.dropout`'s units-first draw, of which a first
+layer column reads its unit's row). k-fold `FoldData` trains the folds one
+after another on the same plan (`train.combine_folds` averages them). Warm
+mode is not supported (use the masked layout).
 
 Example:
     >>> import jax, numpy as np
@@ -64,8 +70,9 @@ import optax
 
 from jaxswarm import optim, train
 from jaxswarm.layouts.masked import DataShape, SwarmProgram
-from jaxswarm.models import ModelFamily, mlp
-from jaxswarm.models.layers import ACTIVATION_NAMES, ACTIVATIONS
+from jaxswarm.models import ModelFamily, family_of, mlp
+from jaxswarm.models.layers import (ACTIVATION_NAMES, ACTIVATIONS, MAX_DROPOUT, batch_norm_eval,
+                                    batch_norm_train)
 from jaxswarm.space import Choice, Fixed, SearchSpace
 
 __all__ = [
@@ -80,6 +87,8 @@ __all__ = [
     "plan_flops",
     "describe_plan",
     "make_packed_train",
+    "COMPILE_S",
+    "CPU_FLOPS",
 ]
 
 
@@ -117,6 +126,13 @@ class PlanTables(NamedTuple):
 class Plan(NamedTuple):
     shape: PlanShape
     tables: PlanTables
+
+
+# What a recompile costs against padding (the reuse rule; `layouts.auto` reads them too): one packed
+# program on XLA:CPU (6-13 s measured; bench/results/trainer_cpu*.md) and a conservative training
+# rate of the 2-core CPUs here (the masked layout computes 30-57 GFLOP/s busy, ~100 quiet).
+COMPILE_S = 10.0
+CPU_FLOPS = 60e9
 
 
 def ladder_up(n: int, cap: int | None = None, steps_per_octave: int = 2) -> int:
@@ -271,6 +287,7 @@ def make_plan(
     known: Sequence[PlanShape] = (),
     reuse_tolerance: float = 1.5,
     headroom: float = 0.25,
+    switch_cost: float | None = None,
 ) -> Plan:
     """Places a swarm's architectures into a packed plan (host side, numpy).
 
@@ -282,6 +299,10 @@ def make_plan(
         known: shapes already compiled; the cheapest one the swarm fits is used
             when it costs at most ``reuse_tolerance`` times a fresh plan.
         reuse_tolerance: see ``known``.
+        switch_cost: when given, replaces `reuse_tolerance`: a known shape is
+            reused when it costs at most this much more than a fresh plan (in
+            `plan_flops`' units halved: multiply-adds per example), the price
+            of compiling the fresh one.
         headroom: spare fraction of a fresh plan's columns and group slots, so
             that the swarm's next rounds fit it too.
 
@@ -308,7 +329,8 @@ def make_plan(
         if shape.columns < need:
             continue
         c = _shape_cost(shape, in_features, num_classes)
-        if c > reuse_tolerance * fresh_cost or (best is not None and c >= best[0]):
+        limit = reuse_tolerance * fresh_cost if switch_cost is None else fresh_cost + switch_cost
+        if c > limit or (best is not None and c >= best[0]):
             continue
         where = _assign(archs, shape.groups)
         if where is not None:
@@ -327,23 +349,14 @@ def make_plan(
 
 
 def supports(space: SearchSpace) -> bool:
-    """Whether the packed layout can train `space` (else use the masked layout).
-
-    False when the space can turn on batch norm or dropout.
+    """Whether the packed layout can train `space`: any MLP space (batch norm, dropout and k folds included).
 
     Example:
-        >>> from jaxswarm.models import mlp_space
-        >>> supports(mlp_space()), supports(mlp_space(dropout=(0.0, 0.5)))
+        >>> from jaxswarm.models import cnn_space, mlp_space
+        >>> supports(mlp_space(batch_norm=True, dropout=(0.0, 0.5))), supports(cnn_space())
         (True, False)
     """
-    for name, off in (("batch_norm", False), ("dropout", 0.0)):
-        p = space.params.get(name)
-        if p is None:
-            continue
-        if isinstance(p, Fixed) and p.value == off:
-            continue
-        return False
-    return True
+    return family_of(space).name == "mlp"
 
 
 def _names_in(space: SearchSpace, name: str, default: str) -> tuple[str, ...]:
@@ -418,12 +431,15 @@ class _Context(NamedTuple):
     col_valid_P: jax.Array
     col_act_P: jax.Array
     col_hp: optim.OptHParams  # fields [P]
-    groups: tuple  # per group: (valid_K, act_K, unit masks per layer [K, w_l], OptHParams [K])
+    groups: tuple  # per group: (valid_K, act_K, unit masks per layer [K, w_l], OptHParams [K], bn_K, rate_K, m_K)
+    col_bn_P: jax.Array  # bool: the column's member has batch norm on
+    col_rate_P: jax.Array  # the column's member's dropout rate
 
 
 def _context(arch_S: mlp.Arch, hp_S: optim.OptHParams, tables: PlanTables, shape: PlanShape) -> _Context:
     cm = jnp.maximum(tables.col_member_P, 0)
     col_hp = jax.tree.map(lambda a: a[cm], hp_S)
+    rate_S = jnp.clip(jnp.asarray(arch_S.dropout, jnp.float32), 0.0, MAX_DROPOUT)
     groups, base = [], 0
     for g in shape.groups:
         sm = tables.slot_member_T[base:base + g.capacity]
@@ -431,33 +447,70 @@ def _context(arch_S: mlp.Arch, hp_S: optim.OptHParams, tables: PlanTables, shape
         m = jnp.maximum(sm, 0)
         units = arch_S.units[m]  # [K, L]
         masks = tuple(jnp.arange(g.widths[l])[None, :] < units[:, l:l + 1] for l in range(g.depth))
-        groups.append((sm >= 0, arch_S.activation[m], masks, jax.tree.map(lambda a: a[m], hp_S)))
-    return _Context(tables.col_member_P >= 0, arch_S.activation[cm], col_hp, tuple(groups))
+        groups.append((sm >= 0, arch_S.activation[m], masks, jax.tree.map(lambda a: a[m], hp_S),
+                       arch_S.batch_norm[m], rate_S[m], m))
+    return _Context(tables.col_member_P >= 0, arch_S.activation[cm], col_hp, tuple(groups),
+                    arch_S.batch_norm[cm], rate_S[cm])
 
 
-def _pack(params_S: dict, tables: PlanTables, shape: PlanShape) -> dict:
-    """Max-size per-member params (leading S axis) -> packed params."""
+def _pack(variables_S: dict, tables: PlanTables, shape: PlanShape, bn: bool) -> tuple[dict, dict]:
+    """Max-size per-member variables (leading S axis) -> ``(packed params, packed batch stats)``.
+
+    With `bn` every packed layer also holds batch norm's ``scale``/``shift``
+    (params) and running ``mean``/``var`` (stats, ``{}`` without `bn`), taken
+    from the same units as its kernel columns.
+    """
+    params_S, stats_S = variables_S["params"], variables_S["batch_stats"]
     valid = tables.col_member_P >= 0
     cm = jnp.maximum(tables.col_member_P, 0)
+    cols = lambda a_SxU, fill=0.0: jnp.where(valid, a_SxU[cm, tables.col_unit_P], fill)
     k0 = params_S["dense_0"]["kernel"]  # [S, F, U]
-    w1_FxP = jnp.where(valid[None, :], k0[cm, :, tables.col_unit_P].T, 0.0)
-    b1_P = jnp.where(valid, params_S["dense_0"]["bias"][cm, tables.col_unit_P], 0.0)
-    groups, base = [], 0
+    first = {"kernel": jnp.where(valid[None, :], k0[cm, :, tables.col_unit_P].T, 0.0),
+             "bias": cols(params_S["dense_0"]["bias"])}
+    first_stats = {}
+    if bn:
+        first.update(scale=cols(params_S["bn_0"]["scale"]), shift=cols(params_S["bn_0"]["bias"]))
+        first_stats = {"mean": cols(stats_S["bn_0"]["mean"]), "var": cols(stats_S["bn_0"]["var"], 1.0)}
+    groups, group_stats, base = [], [], 0
     for g in shape.groups:
         sm = tables.slot_member_T[base:base + g.capacity]
         base += g.capacity
         m, ok = jnp.maximum(sm, 0), sm >= 0
-        layers = []
+        slots = lambda a, fill=0.0: jnp.where(ok.reshape((-1,) + (1,) * (a.ndim - 1)), a, fill)
+        layers, layer_stats = [], []
         for l in range(1, g.depth):
-            k = params_S[f"dense_{l}"]["kernel"][m][:, : g.widths[l - 1], : g.widths[l]]
-            b = params_S[f"dense_{l}"]["bias"][m][:, : g.widths[l]]
-            layers.append({"kernel": jnp.where(ok[:, None, None], k, 0.0),
-                           "bias": jnp.where(ok[:, None], b, 0.0)})
-        k = params_S["out"]["kernel"][m][:, : g.widths[-1], :]
-        b = params_S["out"]["bias"][m]
-        out = {"kernel": jnp.where(ok[:, None, None], k, 0.0), "bias": jnp.where(ok[:, None], b, 0.0)}
+            w_in, w = g.widths[l - 1], g.widths[l]
+            lay = {"kernel": slots(params_S[f"dense_{l}"]["kernel"][m][:, :w_in, :w]),
+                   "bias": slots(params_S[f"dense_{l}"]["bias"][m][:, :w])}
+            if bn:
+                lay.update(scale=slots(params_S[f"bn_{l}"]["scale"][m][:, :w]),
+                           shift=slots(params_S[f"bn_{l}"]["bias"][m][:, :w]))
+                layer_stats.append({"mean": slots(stats_S[f"bn_{l}"]["mean"][m][:, :w]),
+                                    "var": slots(stats_S[f"bn_{l}"]["var"][m][:, :w], 1.0)})
+            layers.append(lay)
+        out = {"kernel": slots(params_S["out"]["kernel"][m][:, : g.widths[-1], :]),
+               "bias": slots(params_S["out"]["bias"][m])}
         groups.append({"layers": layers, "out": out})
-    return {"first": {"kernel": w1_FxP, "bias": b1_P}, "groups": groups}
+        group_stats.append(layer_stats)
+    stats = {"first": first_stats, "groups": group_stats} if bn else {}
+    return {"first": first, "groups": groups}, stats
+
+
+def _normalize(z, lay: dict, stats: dict, on, axis: int, train: bool):
+    """Batch norm of packed pre-activations ``z`` over the batch `axis` where `on`; ``(z, new stats)``.
+
+    ``lay`` holds ``scale``/``shift`` and ``stats`` ``mean``/``var`` shaped as
+    ``z`` without `axis`; members with batch norm off keep ``z`` and their stats.
+    """
+    expand = lambda a: jnp.expand_dims(a, axis)
+    if train:
+        z_bn, mean, var = batch_norm_train(z, expand(lay["scale"]), expand(lay["shift"]),
+                                           stats["mean"], stats["var"], axis=axis)
+        new = {"mean": jnp.where(on, mean, stats["mean"]), "var": jnp.where(on, var, stats["var"])}
+    else:
+        z_bn = batch_norm_eval(z, *(expand(a) for a in (lay["scale"], lay["shift"], stats["mean"], stats["var"])))
+        new = stats
+    return jnp.where(expand(on), z_bn, z), new
 
 
 def unpack_params(packed: dict, plan: Plan, cfg: mlp.MLPConfig) -> dict:
@@ -493,24 +546,60 @@ def unpack_params(packed: dict, plan: Plan, cfg: mlp.MLPConfig) -> dict:
     return out
 
 
-def _forward(params, x_BxF, ctx: _Context, tables: PlanTables, shape: PlanShape, act_names):
-    """Logits of every slot, one array [K_g, C, B] per group."""
+def _drop(key_K, h_KxWxB, rate_K):
+    """Inverted dropout of each slot's units with its member's key: `layers.dropout`'s draw, units first."""
+    u_KxWxB = jax.vmap(lambda k: jax.random.uniform(k, h_KxWxB.shape[1:], h_KxWxB.dtype))(key_K)
+    rate = rate_K[:, None, None]
+    return jnp.where(u_KxWxB >= rate, h_KxWxB / (1.0 - rate), 0.0)
+
+
+def _forward(params, stats, x_BxF, ctx: _Context, tables: PlanTables, shape: PlanShape, act_names,
+             train: bool = False, drop_keys_S=None, max_units: int = 0):
+    """Logits of every slot, one array [K_g, C, B] per group, and the new batch stats.
+
+    ``stats`` is `_pack`'s (``{}`` without batch norm); `train` normalizes with
+    batch statistics and updates the running ones, else uses the running ones.
+    ``drop_keys_S`` (train only): each member's key of this step; layer l
+    drops units with ``fold_in(key, l)`` exactly as the member's own network
+    does (a first-layer column reads row ``unit`` of its member's
+    ``[max_units, B]`` draw, the prefix property of `layers.dropout`).
+    """
     first = params["first"]
     z_PxB = jnp.einsum("fp,bf->pb", first["kernel"], x_BxF) + first["bias"][:, None]
+    new_stats = {}
+    if stats:
+        z_PxB, new_first = _normalize(z_PxB, first, stats["first"], ctx.col_bn_P, 1, train)
+        new_stats = {"first": new_first, "groups": []}
     h_PxB = jnp.where(ctx.col_valid_P[:, None], _activate_columns(ctx.col_act_P[:, None], z_PxB, act_names), 0.0)
+    if drop_keys_S is not None:
+        B = x_BxF.shape[0]
+        u_SxUxB = jax.vmap(lambda k: jax.random.uniform(jax.random.fold_in(k, 0), (max_units, B), h_PxB.dtype))(
+            drop_keys_S)
+        rate = ctx.col_rate_P[:, None]
+        keep = u_SxUxB[jnp.maximum(tables.col_member_P, 0), tables.col_unit_P] >= rate
+        h_PxB = jnp.where(keep, h_PxB / (1.0 - rate), 0.0)
     rows_RxB = _gather_rows(h_PxB, tables.gather_R, tables.inverse_P)
     sizes = [g.capacity * g.widths[0] for g in shape.groups]
     splits = jax.lax.split(rows_RxB, sizes, axis=0) if len(sizes) > 1 else [rows_RxB]
     B = x_BxF.shape[0]
     logits = []
-    for rows, g, p, (_, act_K, masks, _) in zip(splits, shape.groups, params["groups"], ctx.groups):
+    for i, (rows, g, p, (_, act_K, masks, _, bn_K, rate_K, m_K)) in enumerate(
+            zip(splits, shape.groups, params["groups"], ctx.groups)):
         h = rows.reshape(g.capacity, g.widths[0], B)
+        layer_stats = []
         for l in range(1, g.depth):
             lay = p["layers"][l - 1]
             z = jnp.einsum("kio,kib->kob", lay["kernel"], h) + lay["bias"][:, :, None]
+            if stats:
+                z, new = _normalize(z, lay, stats["groups"][i][l - 1], bn_K[:, None], 2, train)
+                layer_stats.append(new)
             h = jnp.where(masks[l][:, :, None], _activate_columns(act_K[:, None, None], z, act_names), 0.0)
+            if drop_keys_S is not None:
+                h = _drop(jax.vmap(lambda k: jax.random.fold_in(k, l))(drop_keys_S[m_K]), h, rate_K)
+        if stats:
+            new_stats["groups"].append(layer_stats)
         logits.append(jnp.einsum("kic,kib->kcb", p["out"]["kernel"], h) + p["out"]["bias"][:, :, None])
-    return logits
+    return logits, new_stats
 
 
 def _slot_losses(logits, y_B):
@@ -535,9 +624,10 @@ class PackedTrainer(NamedTuple):
         compile: ``(keys_S, positions_SxD, data, shuffle_key) -> (compiled, plan)``
             ahead of time; call ``compiled(keys_S, positions_SxD, data, shuffle_key, plan.tables)``.
         program: ``(PlanShape) -> jitted fn`` with that same signature (cached).
-        init: ``(keys_S, positions_SxD, plan) -> packed params`` (as training starts).
-        apply: ``(params, positions_SxD, x_BxF, plan) -> logits_SxBxC``.
-        loss: ``(params, positions_SxD, x_BxF, y_B, plan) -> sum of members' mean losses``.
+        init: ``(keys_S, positions_SxD, plan) -> (packed params, packed batch stats)`` as training starts.
+        apply: ``((params, stats), positions_SxD, x_BxF, plan, train_mode=False) -> (logits_SxBxC, stats)``.
+        loss: ``((params, stats), positions_SxD, x_BxF, y_B, plan, drop_keys_S=None)`` -> the sum of
+            the members' mean training losses.
         stats: dict with "traces" (programs traced so far) and "shapes" (known shapes).
         model_config: the max-size `mlp.MLPConfig` the masked layout would use.
     """
@@ -559,7 +649,7 @@ def make_packed_train(
     in_features: int,
     num_classes: int,
     groups: int = 8,
-    reuse_tolerance: float = 1.5,
+    reuse_tolerance: float | None = None,
 ) -> PackedTrainer:
     """Builds the packed-layout trainer for `space` (same objective as `train.make_train`).
 
@@ -569,18 +659,23 @@ def make_packed_train(
         in_features, num_classes: F and C of the data.
         groups: the most tail groups of a fresh plan.
         reuse_tolerance: reuse a compiled shape when it costs at most this
-            many times a fresh plan (bounds recompiles as particles move).
+            many times a fresh plan; None (the default) reuses one whenever
+            its extra padding costs less training than a compile
+            (`make_plan`'s ``switch_cost`` from the round's examples).
 
     Returns:
         `PackedTrainer`.
     """
     if not supports(space):
-        raise ValueError("the packed layout does not support batch_norm / dropout; "
-                         "use the masked layout (packed.supports(space) is False)")
+        raise ValueError(f"the packed layout trains MLP spaces only, not {family_of(space).name!r}; "
+                         "use the masked or serial layout")
     train.check_config(config)
     mcfg = mlp.config(space, in_features, num_classes)
     hparams = mlp.decode(space, mcfg)
     act_names = _names_in(space, "activation", "relu")
+    bn = True in _names_in(space, "batch_norm", False)  # static: carry batch norm only where a member may use it
+    rate = space.params.get("dropout")
+    drops = rate is not None and not (isinstance(rate, Fixed) and rate.value == 0)  # static, as `bn`
     opt_names = optim.optimizer_names(space)  # OptHParams.optimizer indexes this tuple
     decode = jax.jit(jax.vmap(hparams))
     stats = {"traces": 0, "shapes": []}
@@ -591,43 +686,65 @@ def make_packed_train(
         n, u = np.asarray(arch_S.n_layers), np.asarray(arch_S.units)
         return [(int(n[i]), tuple(int(v) for v in u[i, : n[i]])) for i in range(len(n))]
 
-    def plan(positions_SxD) -> Plan:
+    def plan(positions_SxD, examples: int | None = None) -> Plan:
+        switch = None
+        if reuse_tolerance is None and examples is not None:  # training a step costs 6 MACs' FLOPs per example
+            switch = COMPILE_S * CPU_FLOPS / (6 * examples)
         p = make_plan(archs_of(positions_SxD), mcfg.max_units, num_classes, in_features,
-                      groups, stats["shapes"], reuse_tolerance)
+                      groups, stats["shapes"], 1.5 if reuse_tolerance is None else reuse_tolerance,
+                      switch_cost=switch)
         return Plan(p.shape, jax.tree.map(jnp.asarray, p.tables))
 
     def init(keys_S, positions_SxD, plan_: Plan):
         arch_S, _ = jax.vmap(hparams)(positions_SxD)
         k_init = jax.vmap(lambda k: jax.random.split(k, 3)[0])(keys_S)  # as train.fit
         variables = jax.vmap(mlp.init_mlp, in_axes=(0, 0, None))(k_init, arch_S, mcfg)
-        return _pack(variables["params"], plan_.tables, plan_.shape)
+        return _pack(variables, plan_.tables, plan_.shape, bn)
 
-    def apply(params, positions_SxD, x_BxF, plan_: Plan):
+    def apply(variables, positions_SxD, x_BxF, plan_: Plan, train_mode: bool = False):
+        """``(logits_SxBxC, new stats)`` of packed ``variables = (params, stats)``."""
         arch_S, hp_S = jax.vmap(hparams)(positions_SxD)
         ctx = _context(arch_S, hp_S, plan_.tables, plan_.shape)
-        logits = jnp.concatenate(_forward(params, x_BxF, ctx, plan_.tables, plan_.shape, act_names))
-        return jnp.swapaxes(logits[plan_.tables.member_slot_S], 1, 2)
+        logits, stats = _forward(*variables, x_BxF, ctx, plan_.tables, plan_.shape, act_names, train_mode)
+        return jnp.swapaxes(jnp.concatenate(logits)[plan_.tables.member_slot_S], 1, 2), stats
 
-    def total_loss(params, ctx, x_BxF, y_B, tables, shape):
-        nll_TxB, _ = _slot_losses(_forward(params, x_BxF, ctx, tables, shape, act_names), y_B)
+    def total_loss(params, stats, ctx, x_BxF, y_B, tables, shape, drop_keys_S=None):
+        logits, stats = _forward(params, stats, x_BxF, ctx, tables, shape, act_names, True,
+                                 drop_keys_S if drops else None, mcfg.max_units)
+        nll_TxB, _ = _slot_losses(logits, y_B)
         loss_T = nll_TxB.mean(axis=1)
         valid_T = tables.slot_member_T >= 0
-        return jnp.sum(jnp.where(valid_T, loss_T, 0.0)), loss_T
+        return jnp.sum(jnp.where(valid_T, loss_T, 0.0)), (loss_T, stats)
 
-    def loss(params, positions_SxD, x_BxF, y_B, plan_: Plan):
+    def loss(variables, positions_SxD, x_BxF, y_B, plan_: Plan, drop_keys_S=None):
+        """Sum of the members' mean training losses of packed ``(params, stats)`` (batch statistics;
+        dropout with each member's key ``drop_keys_S`` where the space has dropout)."""
         arch_S, hp_S = jax.vmap(hparams)(positions_SxD)
         ctx = _context(arch_S, hp_S, plan_.tables, plan_.shape)
-        return total_loss(params, ctx, x_BxF, y_B, plan_.tables, plan_.shape)[0]
+        return total_loss(*variables, ctx, x_BxF, y_B, plan_.tables, plan_.shape, drop_keys_S)[0]
 
     def build(shape: PlanShape):
-        def run(keys_S, positions_SxD, data: train.Data, shuffle_key, tables: PlanTables):
+        def run(keys_S, positions_SxD, data, shuffle_key, tables: PlanTables):
             stats["traces"] += 1
+            if isinstance(data, train.FoldData):  # k folds, one after another, on the same plan
+                keys_KxS = jnp.swapaxes(jax.vmap(lambda k: jax.random.split(k, data.train_idx.shape[0]))(keys_S), 0, 1)
+
+                def one_fold(args):
+                    k_S, i, tr, va = args
+                    fold = train.Data(data.x[tr], data.y[tr], data.x[va], data.y[va])
+                    return run_fold(k_S, positions_SxD, fold, jax.random.fold_in(shuffle_key, i), tables)
+
+                folds = (keys_KxS, jnp.arange(data.train_idx.shape[0]), data.train_idx, data.val_idx)
+                return train.combine_folds(jax.lax.map(one_fold, folds))
+            return run_fold(keys_S, positions_SxD, data, shuffle_key, tables)
+
+        def run_fold(keys_S, positions_SxD, data: train.Data, shuffle_key, tables: PlanTables):
             n = data.x_train.shape[0]
             batch = min(config.batch_size, n)
             steps = n // batch
             arch_S, hp_S = jax.vmap(hparams)(positions_SxD)
             ctx = _context(arch_S, hp_S, tables, shape)
-            params = init(keys_S, positions_SxD, Plan(shape, tables))
+            params, bn_stats = init(keys_S, positions_SxD, Plan(shape, tables))
             opt = _multi_optimizer(opt_names, train.total_steps(config, n))
             opt_state = {
                 "first": opt.init(params["first"], ctx.col_hp),
@@ -643,20 +760,21 @@ def make_packed_train(
                     sg.append(s)
                 return {"first": u1, "groups": ug}, {"first": s1, "groups": sg}
 
-            def step(carry, idx_B):
-                params, opt_state = carry
-                grads, loss_T = jax.grad(total_loss, has_aux=True)(
-                    params, ctx, data.x_train[idx_B], data.y_train[idx_B], tables, shape)
+            def step(carry, inputs):
+                params, bn_stats, opt_state = carry
+                idx_B, drop_keys_S = inputs
+                grads, (loss_T, bn_stats) = jax.grad(total_loss, has_aux=True)(
+                    params, bn_stats, ctx, data.x_train[idx_B], data.y_train[idx_B], tables, shape, drop_keys_S)
                 updates, opt_state = update(grads, opt_state, params)
-                return (optax.apply_updates(params, updates), opt_state), loss_T
+                return (optax.apply_updates(params, updates), bn_stats, opt_state), loss_T
 
-            def evaluate(params):
+            def evaluate(params, bn_stats):
                 m = data.x_val.shape[0]
                 x, y, valid = train.eval_chunks(data, config)
 
                 def body(totals, inputs):
                     x_R, y_R, valid_R = inputs
-                    nll, correct = _slot_losses(_forward(params, x_R, ctx, tables, shape, act_names), y_R)
+                    nll, correct = _slot_losses(_forward(params, bn_stats, x_R, ctx, tables, shape, act_names)[0], y_R)
                     return (totals[0] + (correct & valid_R).sum(1),
                             totals[1] + jnp.where(valid_R, nll, 0.0).sum(1)), None
 
@@ -665,14 +783,20 @@ def make_packed_train(
                 (correct, vloss), _ = jax.lax.scan(body, zeros, (x, y, valid))
                 return correct / m, vloss / m
 
-            def epoch(carry, k_perm):
+            def epoch(carry, inputs):
+                k_perm, k_drop_S = inputs
                 idx_TxB = jax.random.permutation(k_perm, n)[: steps * batch].reshape(steps, batch)
-                carry, loss_NxT = jax.lax.scan(step, carry, idx_TxB)
-                acc, vloss = evaluate(carry[0])
+                step_keys_TxS = jnp.swapaxes(jax.vmap(lambda k: jax.random.split(k, steps))(k_drop_S), 0, 1)
+                carry, loss_NxT = jax.lax.scan(step, carry, (idx_TxB, step_keys_TxS))
+                acc, vloss = evaluate(carry[0], carry[1])
                 return carry, (loss_NxT.mean(0), acc, vloss)
 
             shuffle_keys = jax.random.split(shuffle_key, config.epochs)
-            _, (loss_ExT, acc_ExT, vloss_ExT) = jax.lax.scan(epoch, (params, opt_state), shuffle_keys)
+            # Each member's dropout keys, derived as `train.fit` derives them from its key.
+            k_epochs_S = jax.vmap(lambda k: jax.random.split(k, 3)[1])(keys_S)
+            epoch_keys_ExS = jnp.swapaxes(jax.vmap(lambda k: jax.random.split(k, config.epochs))(k_epochs_S), 0, 1)
+            _, (loss_ExT, acc_ExT, vloss_ExT) = jax.lax.scan(
+                epoch, (params, bn_stats, opt_state), (shuffle_keys, epoch_keys_ExS))
             slot = tables.member_slot_S
             train_loss_SxE, acc_SxE, vloss_SxE = (a[:, slot].T for a in (loss_ExT, acc_ExT, vloss_ExT))
             return train.metrics_of(train_loss_SxE, acc_SxE, vloss_SxE, config.fitness)
@@ -685,20 +809,19 @@ def make_packed_train(
             stats["shapes"].append(shape)
         return programs[shape]
 
-    def _check(data):
-        if isinstance(data, train.FoldData):
-            raise ValueError("the packed layout does not support k-fold FoldData; use the masked layout")
+    def examples(data) -> int:
+        """Training examples one member sees in a round (every fold's, every epoch's)."""
+        rows = data.train_idx.size if isinstance(data, train.FoldData) else data.x_train.shape[0]
+        return rows * config.epochs
 
-    def train_swarm(keys_S, positions_SxD, data: train.Data, shuffle_key=None) -> train.Metrics:
-        _check(data)
+    def train_swarm(keys_S, positions_SxD, data, shuffle_key=None) -> train.Metrics:
         if shuffle_key is None:
             shuffle_key = jax.random.fold_in(keys_S[0], 0x5EED)
-        p = plan(positions_SxD)
+        p = plan(positions_SxD, examples(data))
         return program(p.shape)(keys_S, positions_SxD, data, shuffle_key, p.tables)
 
     def compile_(keys_S, positions_SxD, data, shuffle_key):
-        _check(data)
-        p = plan(positions_SxD)
+        p = plan(positions_SxD, examples(data))
         return program(p.shape).lower(keys_S, positions_SxD, data, shuffle_key, p.tables).compile(), p
 
     return PackedTrainer(train_swarm, plan, compile_, program, init, apply, loss, stats, mcfg)
@@ -713,11 +836,8 @@ def supports_study(family: ModelFamily, space: SearchSpace, config: Any) -> str 
     """Why the packed layout cannot train this study, or None."""
     if family.name != "mlp":
         return f"layout 'packed' trains MLP spaces only, not {family.name!r}; use layout 'masked' or 'serial'"
-    if config.mode != "fresh" or config.folds > 1:
-        return ("layout 'packed' trains fresh members on one hold-out split: "
-                "use mode 'fresh' and folds 1, or layout 'masked'")
-    if not supports(space):
-        return "layout 'packed' does not support spaces with batch_norm or dropout; use layout 'masked'"
+    if config.mode != "fresh":
+        return "layout 'packed' trains fresh members only: use mode 'fresh', or layout 'masked'"
     return None
 
 

@@ -95,18 +95,22 @@ def activate(index: jax.Array, z: jax.Array, names: tuple[str, ...] = ACTIVATION
     return lax.switch(local, fns, z)
 
 
-def batch_norm_train(z_BxU, scale_U, bias_U, mean_U, var_U):
-    """Batch norm with batch statistics; returns ``(output, new_mean, new_var)``."""
-    batch_mean = jnp.mean(z_BxU, axis=0)
-    batch_var = jnp.mean(jnp.square(z_BxU - batch_mean), axis=0)  # biased, as Flax
+def batch_norm_train(z_BxU, scale_U, bias_U, mean_U, var_U, axis: int = 0):
+    """Batch norm with batch statistics over `axis`; returns ``(output, new_mean, new_var)``.
+
+    ``scale``/``bias`` broadcast against ``z``; ``mean``/``var`` have ``z``'s
+    shape without `axis` (the default: ``z`` is ``[B, U]``, the others ``[U]``).
+    """
+    batch_mean = jnp.mean(z_BxU, axis=axis, keepdims=True)
+    batch_var = jnp.mean(jnp.square(z_BxU - batch_mean), axis=axis, keepdims=True)  # biased, as Flax
     y = (z_BxU - batch_mean) * lax.rsqrt(batch_var + BN_EPS) * scale_U + bias_U
-    new_mean = BN_MOMENTUM * mean_U + (1.0 - BN_MOMENTUM) * batch_mean
-    new_var = BN_MOMENTUM * var_U + (1.0 - BN_MOMENTUM) * batch_var
+    new_mean = BN_MOMENTUM * mean_U + (1.0 - BN_MOMENTUM) * jnp.squeeze(batch_mean, axis)
+    new_var = BN_MOMENTUM * var_U + (1.0 - BN_MOMENTUM) * jnp.squeeze(batch_var, axis)
     return y, new_mean, new_var
 
 
 def batch_norm_eval(z_BxU, scale_U, bias_U, mean_U, var_U):
-    """Batch norm with the running statistics."""
+    """Batch norm with the running statistics (all four broadcast against ``z``)."""
     return (z_BxU - mean_U) * lax.rsqrt(var_U + BN_EPS) * scale_U + bias_U
 
 

@@ -26,12 +26,13 @@ def run(ev, space, seed, budget, swarm_size: int = 16, init: str = "lhs",
     # Same keys as study.Study: the swarm study's algorithm, one member at a time.
     key = jax.random.key(seed)
     state = initial_state(key, swarm, init, swarm_size, space.num_dims)
+    tell = jax.jit(swarm.tell)  # as the study's
     r = 0
     while True:
         keys, k_tell = round_keys(key, r, swarm_size)
         positions = np.asarray(swarm.ask(state))
         fitness = [ev(positions[i], key=keys[i], round_=r, particle=i) for i in range(swarm_size)]
-        state = swarm.tell(k_tell, state, jnp.asarray(fitness, jnp.float32))
+        state = tell(k_tell, state, jnp.asarray(fitness, jnp.float32))
         r += 1
 
 
