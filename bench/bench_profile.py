@@ -147,7 +147,8 @@ def main(argv=None):
     F, C, N = ds.num_features, ds.num_classes, args.members
     data, _, full_steps = cut_data(ds, args.batch, args.steps)
     pos, keys, archs = random_swarm(space, F, C, N, args.seed)
-    trainer = packed.make_packed_train(space, config, F, C, groups=args.groups)
+    trainer = packed.make_packed_train(space, config, F, C, groups=args.groups,
+                                       examples=full_steps * args.batch * config.epochs)  # plan for the full epoch
     shuffle_key = jax.random.key(123)
     compiled, plan = trainer.compile(keys, pos, data, shuffle_key)
     instrs, comps = parse_hlo(compiled.as_text())

@@ -233,10 +233,11 @@ def bench_masked(space, config, data, keys, pos, F, C, archs):
                 computed_fwd=computed, fitness=np.asarray(metrics.fitness))
 
 
-def bench_packed(space, config, data, keys, pos, F, C, archs, groups):
+def bench_packed(space, config, data, keys, pos, F, C, archs, groups, examples=None):
     from jaxswarm.layouts import packed
 
-    trainer = packed.make_packed_train(space, config, F, C, groups=groups)
+    # `examples`: a full round's, so a capped epoch is planned as the full one it is scaled to
+    trainer = packed.make_packed_train(space, config, F, C, groups=groups, examples=examples)
     shuffle_key = jax.random.key(123)
     t0 = time.perf_counter()
     compiled, plan = trainer.compile(keys, pos, data, shuffle_key)
@@ -288,6 +289,7 @@ def bench_sequential(space, config, data, keys, pos, F, C, archs, sample):
 def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--dataset", default="fashion_mnist")
+    p.add_argument("--data-dir", default=None, help="where the dataset's files are (default: the usual places)")
     p.add_argument("--sizes", default="1,8,32,128")
     p.add_argument("--epochs", default="1", help="epochs per round: an int or a comma list (1,5,10)")
     p.add_argument("--batch", type=int, default=128)
@@ -313,7 +315,7 @@ def main(argv=None):
         raise SystemExit(f"unknown layout(s) {unknown}{' for --study-rounds' if study_mode else ''}; "
                          f"choose from {','.join(allowed)}")
 
-    ds = load_dataset(args.dataset)
+    ds = load_dataset(args.dataset, data_dir=args.data_dir)
     space = mlp_space(max_layers=3, units=(16, 256))
     if study_mode:
         rows = run_studies(args, ds, space, sizes, epochs_list[0], layouts)
@@ -373,7 +375,8 @@ def run_layouts(args, ds, space, sizes, epochs_list, layouts, peak) -> list[dict
                     if run_as == "masked":
                         r = bench_masked(space, config, data, keys, pos, F, C, archs)
                     elif run_as == "packed":
-                        r = bench_packed(space, config, data, keys, pos, F, C, archs, args.groups)
+                        r = bench_packed(space, config, data, keys, pos, F, C, archs, args.groups,
+                                         examples=full_steps * args.batch * E)
                     else:
                         r = bench_sequential(space, config, data, keys, pos, F, C, archs, args.seq_sample)
                 train_s = r["train_s"] * scale

@@ -129,8 +129,8 @@ def _add_run_parser(sub) -> None:
                    help="auto: picked once per study from the backend and a cost estimate (the choice and "
                         "its reason are logged); masked: one vmapped max-size program per study; packed: "
                         "MLP first layers packed into one matmul, deeper layers in width groups (far less "
-                        "arithmetic on image data; recompiles when the swarm leaves its plans; no warm "
-                        "mode); serial: members one after another in one program, each running only its "
+                        "arithmetic on image data; recompiles when the swarm leaves its plans; one "
+                        "device); serial: members one after another in one program, each running only its "
                         f"own blocks (the CNN's choice on CPU)  {_show(_STUDY.layout)}")
     g.add_argument("--init", choices=tuple(design.DESIGNS),
                    help=f"initial design (lhs: maximin Latin hypercube)  {_show(_STUDY.init)}")

@@ -258,14 +258,64 @@ def test_auto_picks_per_backend_and_workload():
     assert saved > cost > 0
     assert auto.choose(family_of(space), space, big, image, 54_000, backend="gpu")[0] == "masked"
     warm = StudyConfig(swarm_size=32, rounds=10, epochs=5, mode="warm")
-    name, why = auto.choose(family_of(space), space, warm, image, 54_000, backend="cpu")
-    assert name == "masked" and "fresh" in why
+    assert auto.choose(family_of(space), space, warm, image, 54_000, backend="cpu")[0] == "packed"
     extras = mlp_space(dropout=(0.0, 0.5), batch_norm=True)
     assert auto.choose(family_of(extras), extras, big, image, 54_000, backend="cpu")[0] == "packed"
     assert auto.choose(family_of(space), space, StudyConfig(swarm_size=32, rounds=10, epochs=5, folds=3), image,
                        36_000, backend="cpu")[0] == "packed"
     cnn = cnn_space()
     assert auto.choose(family_of(cnn), cnn, big, DataShape(784, 10, (28, 28, 1)), 54_000, backend="cpu")[0] == "serial"
+    name, why = auto.choose(family_of(cnn), cnn, small, DataShape(64, 10, (8, 8, 1)), 1_000, backend="cpu")
+    assert name == "masked" and "compile" in why  # digits, one short round: the serial compile would dominate
     layout, why = resolve("auto", family_of(space), space, big, image, 54_000)
     assert layout is LAYOUTS["packed"] and why.startswith("layout auto -> packed: ")
     assert resolve("serial", family_of(space), space, big, image, 54_000)[0] is LAYOUTS["serial"]
+
+
+def test_short_rounds_merge_groups_and_reuse_plans_long_rounds_keep_them_tight():
+    rng = np.random.default_rng(0)
+    archs = [(int(d), tuple(int(u) for u in rng.integers(16, 257, d))) for d in rng.integers(1, 4, 32)]
+    loose = packed.make_plan(archs, 256, 10, 784, groups=8, free_merge=1e12)  # compiling dominates
+    tight = packed.make_plan(archs, 256, 10, 784, groups=8, free_merge=0.0)  # training dominates
+    assert len(loose.shape.groups) == len({d for d, _ in archs})  # one group per depth is left
+    assert len(tight.shape.groups) == 8
+    assert packed.plan_flops(loose.shape, 784, 10) > packed.plan_flops(tight.shape, 784, 10)
+    wider = [(d, tuple(min(256, u + 8) for u in us)) for d, us in archs]
+    fresh = packed.make_plan(wider, 256, 10, 784, groups=8)
+    roomy = packed.make_plan(wider, 256, 10, 784, groups=8, headroom=1.0).shape  # fits, costs more than fresh
+    assert packed.plan_flops(roomy, 784, 10) > packed.plan_flops(fresh.shape, 784, 10)
+    assert packed.make_plan(wider, 256, 10, 784, groups=8, known=[roomy], switch_cost=1e12).shape == roomy
+    assert packed.make_plan(wider, 256, 10, 784, groups=8, known=[roomy], switch_cost=0.0).shape == fresh.shape
+
+
+@pytest.mark.parametrize("batch_norm", [False, True])
+def test_warm_members_continue_as_the_masked_warm_members_do(key, data, batch_norm):
+    space = _space(batch_norm=batch_norm, optimizers=("sgd",) if batch_norm else None)  # SGD: see above
+    S = 6
+    pos = jax.random.uniform(jax.random.fold_in(key, 7), (S, space.num_dims))
+    keys = jax.random.split(jax.random.fold_in(key, 8), S)
+    keys2 = jax.random.split(jax.random.fold_in(key, 9), S)
+    sk, sk2 = jax.random.fold_in(key, 10), jax.random.fold_in(key, 11)
+    trainer = packed.make_packed_train(space, CFG, F, C, groups=3)
+    masked = train.make_train(space, CFG, F, C)
+    warm = jax.jit(jax.vmap(masked.train_member_warm, in_axes=(0, 0, None, 0, 0, None)))
+    start = trainer.init_variables(keys, pos)
+    # nothing kept: the fresh members of train_swarm, and variables ready for the next round
+    fresh = trainer.train_swarm(keys, pos, data, sk)
+    m1, v1 = trainer.train_swarm(keys, pos, data, sk, start, np.zeros(S, bool))
+    np.testing.assert_array_equal(m1.fitness, fresh.fitness)
+    w1, wv1 = warm(keys, pos, data, start, jnp.zeros(S, bool), sk)
+    for leaf in ("kernel", "bias"):
+        for name in v1["params"]:
+            if name.startswith(("dense", "out")):
+                np.testing.assert_allclose(v1["params"][name][leaf], wv1["params"][name][leaf], rtol=2e-4, atol=2e-5,
+                                           err_msg=f"{name}/{leaf}")
+    # half kept: they continue from round 1's weights, the others start over
+    keep = np.array([True, False, True, False, True, False])
+    m2, v2 = trainer.train_swarm(keys2, pos, data, sk2, v1, keep)
+    w2, _ = warm(keys2, pos, data, wv1, jnp.asarray(keep), sk2)
+    for field in ("train_loss", "val_loss"):
+        np.testing.assert_allclose(getattr(m2, field), getattr(w2, field), rtol=5e-4, atol=1e-5, err_msg=field)
+    again = trainer.train_swarm(keys2, pos, data, sk2)  # a member not kept is a fresh member
+    np.testing.assert_array_equal(np.asarray(m2.fitness)[~keep], np.asarray(again.fitness)[~keep])
+

@@ -117,7 +117,7 @@ def test_packed_layout_study(digits):
     folds = tuner.tune(SPACE, digits, layout="packed", folds=2, **{**TINY, "rounds": 1})
     assert np.isfinite(folds.best_fitness)
     with pytest.raises(ValueError, match="packed"):
-        tuner.tune(SPACE, digits, layout="packed", mode="warm", **TINY)
+        tuner.tune(cnn_space(max_blocks=1, filters=(2, 4)), digits, layout="packed", **TINY)
 
 
 def test_cnn_space_study(digits):
@@ -176,7 +176,8 @@ def _kill_after(k):
     return on_round
 
 
-@pytest.mark.parametrize("kw", [dict(), dict(mode="warm"), dict(patience=1, pso=dict(inertia=0.0, c1=0.0, c2=0.0))])
+@pytest.mark.parametrize("kw", [dict(), dict(mode="warm"), dict(patience=1, pso=dict(inertia=0.0, c1=0.0, c2=0.0)),
+                                dict(mode="warm", layout="packed")])
 def test_a_killed_study_resumes_where_it_stopped(digits, tmp_path, kw):
     """Resumed after round k, a study trains only rounds k.. and ends as the uninterrupted one."""
     config = tuner.StudyConfig(**_settings(rounds=4, **kw))

@@ -5,9 +5,12 @@ The rule, in order (the first that applies decides; the reason is logged once):
 1. An accelerator backend (GPU/TPU) takes ``masked``: one wide vmapped
    program keeps the device busy, and no packed figure has been measured on
    a GPU yet (bench/results/).
-2. A study the ``packed`` layout cannot train (a CNN, warm mode, several
-   devices, ...) takes ``serial`` for a CNN on CPU (each member runs only its
-   own branches; bench/results/cnn_bench.md) and ``masked`` otherwise.
+2. A CNN on CPU takes ``serial`` (each member runs only its own blocks,
+   kernel window and filter bucket: 2.6x faster training than masked in
+   bench/results/cnn_bench.md) when the training that saves outweighs the
+   serial program's longer compile (`SERIAL_COMPILE_S`), else ``masked``.
+   Another study the ``packed`` layout cannot train (several devices) takes
+   ``masked``.
 3. An MLP study on CPU takes ``packed`` when the training it saves outweighs
    the programs it compiles: the masked layout computes every member at its
    family's maximum size, the packed one close to its real size, and on 2
@@ -31,15 +34,16 @@ import numpy as np
 
 from jaxswarm.layouts import packed, serial
 from jaxswarm.layouts.masked import DataShape
-from jaxswarm.models import ModelFamily, mlp
+from jaxswarm.models import ModelFamily, cnn, mlp
 from jaxswarm.space import SearchSpace
 
-__all__ = ["CPU_FLOPS", "PACKED_EFFICIENCY", "PACKED_COMPILE_S", "SAMPLE", "expected_programs",
-           "packed_saving", "choose"]
+__all__ = ["CPU_FLOPS", "PACKED_EFFICIENCY", "PACKED_COMPILE_S", "SERIAL_COMPILE_S", "SAMPLE",
+           "expected_programs", "packed_saving", "serial_saving", "choose"]
 
 CPU_FLOPS = packed.CPU_FLOPS  # a conservative training rate of the 2-core CPUs here
 PACKED_EFFICIENCY = 0.8  # useful / computed FLOPs of a packed plan (0.77-0.89 measured)
 PACKED_COMPILE_S = packed.COMPILE_S  # one packed program on XLA:CPU (masked: 2-5 s)
+SERIAL_COMPILE_S = 50.0  # what the serial CNN program takes longer to compile (60 s vs 9 s, default cnn_space)
 SAMPLE = 256  # positions drawn from the space for the expected real network size
 
 
@@ -57,6 +61,21 @@ def packed_saving(space: SearchSpace, data_shape: DataShape, config: Any, n_trai
     examples = config.rounds * config.epochs * config.folds * n_train
     saved = 3 * per_example * examples * config.swarm_size / CPU_FLOPS
     return saved, PACKED_COMPILE_S * expected_programs(config.rounds)
+
+
+def serial_saving(family: ModelFamily, space: SearchSpace, data_shape: DataShape, config: Any,
+                  n_train: int) -> tuple[float, float]:
+    """``(seconds the serial layout saves a CNN study in training, its extra compile seconds)`` on CPU."""
+    args = (space, data_shape.in_features, data_shape.num_classes, data_shape.input_shape)
+    masked_cfg, serial_cfg = family.config(*args, False), family.config(*args, True)
+    positions = np.random.default_rng(0).random((SAMPLE, space.num_dims), dtype=np.float32)
+    arch_S, _ = jax.jit(jax.vmap(family.decode(space, serial_cfg)))(positions)
+    arch_S = jax.tree.map(np.asarray, arch_S)
+    runs = np.mean([cnn.computed_flops_cnn(serial_cfg, family.arch_to_python(jax.tree.map(lambda a: a[i], arch_S)))
+                    for i in range(SAMPLE)])
+    examples = config.rounds * config.epochs * config.folds * n_train
+    saved = 3 * (cnn.computed_flops_cnn(masked_cfg) - runs) * examples * config.swarm_size / CPU_FLOPS
+    return saved, SERIAL_COMPILE_S
 
 
 def mlp_arch(space: SearchSpace, position_D) -> dict:
@@ -79,12 +98,17 @@ def choose(family: ModelFamily, space: SearchSpace, config: Any, data_shape: Dat
     backend = jax.default_backend() if backend is None else backend
     if backend != "cpu":
         return "masked", f"backend {backend}: one wide vmapped program keeps an accelerator busy"
+    if family.name == "cnn" and serial.supports(family, space, config) is None:
+        saved, cost = serial_saving(family, space, data_shape, config, n_train)
+        if saved > cost:
+            return "serial", (f"on CPU, CNN members running only their own blocks save an estimated {saved:.0f}s "
+                              f"of training for about {cost:.0f}s of longer compile")
+        return "masked", (f"on CPU, the serial CNN layout would save an estimated {saved:.0f}s of training "
+                          f"but compile about {cost:.0f}s longer")
     why_not = packed.supports_study(family, space, config)
     if why_not is None and len(jax.devices()) > 1:
         why_not = f"the packed layout runs on one device, and {len(jax.devices())} are present"
     if why_not is not None:
-        if family.name == "cnn" and serial.supports(family, space, config) is None:
-            return "serial", f"on CPU a CNN member runs only its own branches ({why_not.split(';')[0]})"
         return "masked", f"{why_not.split(';')[0]}"
     saved, cost = packed_saving(space, data_shape, config, n_train)
     if saved > cost:

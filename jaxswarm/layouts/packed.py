@@ -41,7 +41,7 @@ pre-activations. Dropout draws each member's masks from its own key exactly
 as its network does (`layers.dropout`'s units-first draw, of which a first
 layer column reads its unit's row). k-fold `FoldData` trains the folds one
 after another on the same plan (`train.combine_folds` averages them). Warm
-mode is not supported (use the masked layout).
+mode hands each member's max-size variables in and out (`_pack` / `_unpack`).
 
 Example:
     >>> import jax, numpy as np
@@ -88,6 +88,7 @@ __all__ = [
     "describe_plan",
     "make_packed_train",
     "COMPILE_S",
+    "GROUP_COMPILE_S",
     "CPU_FLOPS",
 ]
 
@@ -132,6 +133,7 @@ class Plan(NamedTuple):
 # program on XLA:CPU (6-13 s measured; bench/results/trainer_cpu*.md) and a conservative training
 # rate of the 2-core CPUs here (the masked layout computes 30-57 GFLOP/s busy, ~100 quiet).
 COMPILE_S = 10.0
+GROUP_COMPILE_S = 0.6  # what one more tail group adds to it (DESIGN.md: ~3 s + 0.6 s per group)
 CPU_FLOPS = 60e9
 
 
@@ -288,6 +290,7 @@ def make_plan(
     reuse_tolerance: float = 1.5,
     headroom: float = 0.25,
     switch_cost: float | None = None,
+    free_merge: float | None = None,
 ) -> Plan:
     """Places a swarm's architectures into a packed plan (host side, numpy).
 
@@ -303,6 +306,9 @@ def make_plan(
             reused when it costs at most this much more than a fresh plan (in
             `plan_flops`' units halved: multiply-adds per example), the price
             of compiling the fresh one.
+        free_merge: a fresh plan merges two groups (one fewer to compile)
+            while that costs at most this many multiply-adds per example; None:
+            1% of the first layer's.
         headroom: spare fraction of a fresh plan's columns and group slots, so
             that the swarm's next rounds fit it too.
 
@@ -322,7 +328,8 @@ def make_plan(
     need = sum(a[1][0] for a in archs)
     fresh = PlanShape(
         ladder_up(math.ceil(need * (1 + headroom / 2)), steps_per_octave=8),
-        tuple(_fresh_groups(archs, groups, max_units, num_classes, 0.01 * need * in_features, headroom)))
+        tuple(_fresh_groups(archs, groups, max_units, num_classes,
+                            0.01 * need * in_features if free_merge is None else free_merge, headroom)))
     fresh_cost = _shape_cost(fresh, in_features, num_classes)
     best = None
     for shape in known:
@@ -496,6 +503,47 @@ def _pack(variables_S: dict, tables: PlanTables, shape: PlanShape, bn: bool) -> 
     return {"first": first, "groups": groups}, stats
 
 
+def _unpack(base_S: dict, params: dict, stats: dict, tables: PlanTables, shape: PlanShape, bn: bool) -> dict:
+    """`_pack`'s inverse, traced: packed ``(params, stats)`` written into max-size variables `base_S`.
+
+    Entries outside the packed networks keep their value in `base_S` (the
+    members' variables as training started), so ``_unpack(v, *_pack(v, ...))``
+    is ``v``.
+    """
+    S = tables.member_slot_S.shape[0]
+    m_P = jnp.where(tables.col_member_P >= 0, tables.col_member_P, S)  # padding columns write nowhere
+    u_P = tables.col_unit_P
+    out = jax.tree.map(lambda a: a, base_S)  # a new tree; leaves are replaced below
+    pa, st = out["params"], out["batch_stats"]
+    first = params["first"]
+    pa["dense_0"] = {"kernel": pa["dense_0"]["kernel"].at[m_P, :, u_P].set(first["kernel"].T, mode="drop"),
+                     "bias": pa["dense_0"]["bias"].at[m_P, u_P].set(first["bias"], mode="drop")}
+    if bn:
+        pa["bn_0"] = {"scale": pa["bn_0"]["scale"].at[m_P, u_P].set(first["scale"], mode="drop"),
+                      "bias": pa["bn_0"]["bias"].at[m_P, u_P].set(first["shift"], mode="drop")}
+        st["bn_0"] = {k: st["bn_0"][k].at[m_P, u_P].set(stats["first"][k], mode="drop") for k in ("mean", "var")}
+    base = 0
+    for i, g in enumerate(shape.groups):
+        sm = tables.slot_member_T[base:base + g.capacity]
+        base += g.capacity
+        m_K = jnp.where(sm >= 0, sm, S)
+        p = params["groups"][i]
+        for l in range(1, g.depth):
+            w_in, w = g.widths[l - 1], g.widths[l]
+            lay = p["layers"][l - 1]
+            pa[f"dense_{l}"] = {
+                "kernel": pa[f"dense_{l}"]["kernel"].at[m_K, :w_in, :w].set(lay["kernel"], mode="drop"),
+                "bias": pa[f"dense_{l}"]["bias"].at[m_K, :w].set(lay["bias"], mode="drop")}
+            if bn:
+                pa[f"bn_{l}"] = {"scale": pa[f"bn_{l}"]["scale"].at[m_K, :w].set(lay["scale"], mode="drop"),
+                                 "bias": pa[f"bn_{l}"]["bias"].at[m_K, :w].set(lay["shift"], mode="drop")}
+                st[f"bn_{l}"] = {k: st[f"bn_{l}"][k].at[m_K, :w].set(stats["groups"][i][l - 1][k], mode="drop")
+                                 for k in ("mean", "var")}
+        pa["out"] = {"kernel": pa["out"]["kernel"].at[m_K, : g.widths[-1], :].set(p["out"]["kernel"], mode="drop"),
+                     "bias": pa["out"]["bias"].at[m_K].set(p["out"]["bias"], mode="drop")}
+    return out
+
+
 def _normalize(z, lay: dict, stats: dict, on, axis: int, train: bool):
     """Batch norm of packed pre-activations ``z`` over the batch `axis` where `on`; ``(z, new stats)``.
 
@@ -617,9 +665,12 @@ class PackedTrainer(NamedTuple):
     """The packed layout's entry points (see `make_packed_train`).
 
     Attributes:
-        train_swarm: ``(keys_S, positions_SxD, data, shuffle_key=None) -> Metrics[S]``,
-            the masked ``train_swarm``'s call shape (plus the shared shuffle key).
+        train_swarm: ``(keys_S, positions_SxD, data, shuffle_key=None) -> Metrics[S]``
+            (all members see the same minibatches, from the shared shuffle key).
             Host function: decodes the swarm, plans it, runs a cached program.
+            Warm: ``train_swarm(..., variables_S=v, keep_S=keep) -> (Metrics[S], variables_S)``
+            where ``v`` are max-size member variables (`init_variables`, or
+            the last round's) and members with ``keep`` continue from theirs.
         plan: ``(positions_SxD) -> Plan`` (cached shapes are reused).
         compile: ``(keys_S, positions_SxD, data, shuffle_key) -> (compiled, plan)``
             ahead of time; call ``compiled(keys_S, positions_SxD, data, shuffle_key, plan.tables)``.
@@ -630,6 +681,7 @@ class PackedTrainer(NamedTuple):
             the members' mean training losses.
         stats: dict with "traces" (programs traced so far) and "shapes" (known shapes).
         model_config: the max-size `mlp.MLPConfig` the masked layout would use.
+        init_variables: ``(keys_S, positions_SxD) -> max-size variables`` as training starts.
     """
 
     train_swarm: Callable
@@ -641,6 +693,7 @@ class PackedTrainer(NamedTuple):
     loss: Callable
     stats: dict
     model_config: mlp.MLPConfig
+    init_variables: Callable
 
 
 def make_packed_train(
@@ -650,6 +703,7 @@ def make_packed_train(
     num_classes: int,
     groups: int = 8,
     reuse_tolerance: float | None = None,
+    examples: int | None = None,
 ) -> PackedTrainer:
     """Builds the packed-layout trainer for `space` (same objective as `train.make_train`).
 
@@ -662,6 +716,9 @@ def make_packed_train(
             many times a fresh plan; None (the default) reuses one whenever
             its extra padding costs less training than a compile
             (`make_plan`'s ``switch_cost`` from the round's examples).
+        examples: training examples per member and round that the plan rules
+            weigh compiles against (default: the data's rows x epochs x folds;
+            a bench that times a cut epoch passes the full one's).
 
     Returns:
         `PackedTrainer`.
@@ -687,19 +744,24 @@ def make_packed_train(
         return [(int(n[i]), tuple(int(v) for v in u[i, : n[i]])) for i in range(len(n))]
 
     def plan(positions_SxD, examples: int | None = None) -> Plan:
-        switch = None
-        if reuse_tolerance is None and examples is not None:  # training a step costs 6 MACs' FLOPs per example
-            switch = COMPILE_S * CPU_FLOPS / (6 * examples)
+        switch = merge = None
+        if examples is not None:  # a multiply-add per example costs 6 FLOPs per trained example
+            merge = GROUP_COMPILE_S * CPU_FLOPS / (6 * examples)
+            if reuse_tolerance is None:
+                switch = COMPILE_S * CPU_FLOPS / (6 * examples)
         p = make_plan(archs_of(positions_SxD), mcfg.max_units, num_classes, in_features,
                       groups, stats["shapes"], 1.5 if reuse_tolerance is None else reuse_tolerance,
-                      switch_cost=switch)
+                      switch_cost=switch, free_merge=merge)
         return Plan(p.shape, jax.tree.map(jnp.asarray, p.tables))
 
-    def init(keys_S, positions_SxD, plan_: Plan):
+    def init_variables(keys_S, positions_SxD):
+        """Every member's max-size variables as its training starts (`train.fit`'s init key)."""
         arch_S, _ = jax.vmap(hparams)(positions_SxD)
-        k_init = jax.vmap(lambda k: jax.random.split(k, 3)[0])(keys_S)  # as train.fit
-        variables = jax.vmap(mlp.init_mlp, in_axes=(0, 0, None))(k_init, arch_S, mcfg)
-        return _pack(variables, plan_.tables, plan_.shape, bn)
+        k_init = jax.vmap(lambda k: jax.random.split(k, 3)[0])(keys_S)
+        return jax.vmap(mlp.init_mlp, in_axes=(0, 0, None))(k_init, arch_S, mcfg)
+
+    def init(keys_S, positions_SxD, plan_: Plan):
+        return _pack(init_variables(keys_S, positions_SxD), plan_.tables, plan_.shape, bn)
 
     def apply(variables, positions_SxD, x_BxF, plan_: Plan, train_mode: bool = False):
         """``(logits_SxBxC, new stats)`` of packed ``variables = (params, stats)``."""
@@ -724,9 +786,11 @@ def make_packed_train(
         return total_loss(*variables, ctx, x_BxF, y_B, plan_.tables, plan_.shape, drop_keys_S)[0]
 
     def build(shape: PlanShape):
-        def run(keys_S, positions_SxD, data, shuffle_key, tables: PlanTables):
+        def run(keys_S, positions_SxD, data, shuffle_key, tables: PlanTables, warm=None):
             stats["traces"] += 1
             if isinstance(data, train.FoldData):  # k folds, one after another, on the same plan
+                if warm is not None:
+                    raise ValueError("warm members train on one hold-out split, not on k folds")
                 keys_KxS = jnp.swapaxes(jax.vmap(lambda k: jax.random.split(k, data.train_idx.shape[0]))(keys_S), 0, 1)
 
                 def one_fold(args):
@@ -736,15 +800,20 @@ def make_packed_train(
 
                 folds = (keys_KxS, jnp.arange(data.train_idx.shape[0]), data.train_idx, data.val_idx)
                 return train.combine_folds(jax.lax.map(one_fold, folds))
-            return run_fold(keys_S, positions_SxD, data, shuffle_key, tables)
+            return run_fold(keys_S, positions_SxD, data, shuffle_key, tables, warm)
 
-        def run_fold(keys_S, positions_SxD, data: train.Data, shuffle_key, tables: PlanTables):
+        def run_fold(keys_S, positions_SxD, data: train.Data, shuffle_key, tables: PlanTables, warm=None):
             n = data.x_train.shape[0]
             batch = min(config.batch_size, n)
             steps = n // batch
             arch_S, hp_S = jax.vmap(hparams)(positions_SxD)
             ctx = _context(arch_S, hp_S, tables, shape)
-            params, bn_stats = init(keys_S, positions_SxD, Plan(shape, tables))
+            start_S = init_variables(keys_S, positions_SxD)
+            if warm is not None:  # kept members continue from their variables (optimizer state is new)
+                variables_S, keep_S = warm
+                start_S = jax.tree.map(
+                    lambda v, f: jnp.where(keep_S.reshape((-1,) + (1,) * (v.ndim - 1)), v, f), variables_S, start_S)
+            params, bn_stats = _pack(start_S, tables, shape, bn)
             opt = _multi_optimizer(opt_names, train.total_steps(config, n))
             opt_state = {
                 "first": opt.init(params["first"], ctx.col_hp),
@@ -795,11 +864,14 @@ def make_packed_train(
             # Each member's dropout keys, derived as `train.fit` derives them from its key.
             k_epochs_S = jax.vmap(lambda k: jax.random.split(k, 3)[1])(keys_S)
             epoch_keys_ExS = jnp.swapaxes(jax.vmap(lambda k: jax.random.split(k, config.epochs))(k_epochs_S), 0, 1)
-            _, (loss_ExT, acc_ExT, vloss_ExT) = jax.lax.scan(
+            (params, bn_stats, _), (loss_ExT, acc_ExT, vloss_ExT) = jax.lax.scan(
                 epoch, (params, bn_stats, opt_state), (shuffle_keys, epoch_keys_ExS))
             slot = tables.member_slot_S
             train_loss_SxE, acc_SxE, vloss_SxE = (a[:, slot].T for a in (loss_ExT, acc_ExT, vloss_ExT))
-            return train.metrics_of(train_loss_SxE, acc_SxE, vloss_SxE, config.fitness)
+            metrics = train.metrics_of(train_loss_SxE, acc_SxE, vloss_SxE, config.fitness)
+            if warm is None:
+                return metrics
+            return metrics, _unpack(start_S, params, bn_stats, tables, shape, bn)
 
         return jax.jit(run)
 
@@ -809,22 +881,27 @@ def make_packed_train(
             stats["shapes"].append(shape)
         return programs[shape]
 
+    given_examples = examples
+
     def examples(data) -> int:
         """Training examples one member sees in a round (every fold's, every epoch's)."""
+        if given_examples is not None:
+            return given_examples
         rows = data.train_idx.size if isinstance(data, train.FoldData) else data.x_train.shape[0]
         return rows * config.epochs
 
-    def train_swarm(keys_S, positions_SxD, data, shuffle_key=None) -> train.Metrics:
+    def train_swarm(keys_S, positions_SxD, data, shuffle_key=None, variables_S=None, keep_S=None):
         if shuffle_key is None:
             shuffle_key = jax.random.fold_in(keys_S[0], 0x5EED)
         p = plan(positions_SxD, examples(data))
-        return program(p.shape)(keys_S, positions_SxD, data, shuffle_key, p.tables)
+        warm = None if variables_S is None else (variables_S, jnp.asarray(keep_S, jnp.bool_))
+        return program(p.shape)(keys_S, positions_SxD, data, shuffle_key, p.tables, warm)
 
     def compile_(keys_S, positions_SxD, data, shuffle_key):
         p = plan(positions_SxD, examples(data))
         return program(p.shape).lower(keys_S, positions_SxD, data, shuffle_key, p.tables).compile(), p
 
-    return PackedTrainer(train_swarm, plan, compile_, program, init, apply, loss, stats, mcfg)
+    return PackedTrainer(train_swarm, plan, compile_, program, init, apply, loss, stats, mcfg, init_variables)
 
 
 # --------------------------------------------------------------------------
@@ -836,8 +913,6 @@ def supports_study(family: ModelFamily, space: SearchSpace, config: Any) -> str 
     """Why the packed layout cannot train this study, or None."""
     if family.name != "mlp":
         return f"layout 'packed' trains MLP spaces only, not {family.name!r}; use layout 'masked' or 'serial'"
-    if config.mode != "fresh":
-        return "layout 'packed' trains fresh members only: use mode 'fresh', or layout 'masked'"
     return None
 
 
@@ -848,10 +923,13 @@ def build(family: ModelFamily, space: SearchSpace, train_config: train.TrainConf
 
     def run(keys_S, positions_SxD, data, state=None, keep_S=None):
         # One shuffle key for the whole swarm: every member sees the same minibatches.
-        return trainer.train_swarm(keys_S, positions_SxD, data, jax.random.fold_in(keys_S[0], 1)), None
+        shuffle_key = jax.random.fold_in(keys_S[0], 1)
+        if state is None:
+            return trainer.train_swarm(keys_S, positions_SxD, data, shuffle_key), None
+        return trainer.train_swarm(keys_S, positions_SxD, data, shuffle_key, state, keep_S)
 
     def describe(num_particles: int) -> str:
         return f"packed layout: {num_particles} members; programs compile per plan shape during rounds"
 
-    return SwarmProgram(lambda *args: 0.0, run, lambda data: data, None, lambda state: state, describe,
-                        mlp.decode(space, trainer.model_config))
+    return SwarmProgram(lambda *args: 0.0, run, lambda data: data, jax.jit(trainer.init_variables),
+                        lambda state: state, describe, mlp.decode(space, trainer.model_config))
