@@ -116,6 +116,15 @@ def test_packed_layout_study(digits):
     assert np.isfinite(result.best_fitness) and 0 < result.test_accuracy <= 1
     folds = tuner.tune(SPACE, digits, layout="packed", folds=2, **{**TINY, "rounds": 1})
     assert np.isfinite(folds.best_fitness)
+    # chunks of members one after another (each planned apart) train the same members
+    one = tuner.Study(SPACE, digits, tuner.StudyConfig(**_settings(rounds=1, retrain=False, layout="packed")),
+                      progress=False)
+    chunked = tuner.Study(SPACE, digits, tuner.StudyConfig(**_settings(rounds=1, retrain=False, layout="packed",
+                                                                       chunk_size=3)), progress=False)
+    assert "2 chunk(s) of up to 3" in chunked.program.describe(4)
+    one.run(), chunked.run()
+    np.testing.assert_allclose([e["val_loss"] for e in chunked.evaluations], [e["val_loss"] for e in one.evaluations],
+                               rtol=1e-4)
     with pytest.raises(ValueError, match="packed"):
         tuner.tune(cnn_space(max_blocks=1, filters=(2, 4)), digits, layout="packed", **TINY)
 
@@ -125,14 +134,19 @@ def test_cnn_space_study(digits):
     result = tuner.tune(space, digits, layout="masked", **{**TINY, "rounds": 2, "epochs": 1})
     assert set(result.best_config) >= {"n_blocks", "filters_1", "kernel_1", "dense_units"}
     assert 0 < result.test_accuracy <= 1
-    # The serial layout searches the same swarm (members one at a time, own blocks only).
-    serial = tuner.tune(space, digits, layout="serial", **{**TINY, "rounds": 2, "epochs": 1})
-    assert serial.best_config == result.best_config
-    np.testing.assert_allclose(serial.best_fitness, result.best_fitness, atol=1e-6)
     with pytest.raises(ValueError, match="serial"):
         tuner.tune(space, digits, layout="serial", chunk_size=4, **TINY)
     with pytest.raises(ValueError, match="warm"):
         tuner.tune(space, digits, mode="warm", **TINY)
+
+
+@pytest.mark.slow  # the serial CNN program compiles for ~40 s; serial == masked members: test_train.py, fingerprint
+def test_the_serial_cnn_study_searches_the_same_swarm(digits):
+    space = cnn_space(max_blocks=2, filters=(2, 4), dense_units=(4, 8), activations=("relu",))
+    masked = tuner.tune(space, digits, layout="masked", **{**TINY, "rounds": 2, "epochs": 1})
+    serial = tuner.tune(space, digits, layout="serial", **{**TINY, "rounds": 2, "epochs": 1})
+    assert serial.best_config == masked.best_config
+    np.testing.assert_allclose(serial.best_fitness, masked.best_fitness, atol=1e-6)
 
 
 def test_retrain_reports_every_epoch(digits, capsys):

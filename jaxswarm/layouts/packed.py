@@ -68,7 +68,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
-from jaxswarm import optim, train
+from jaxswarm import execute, optim, train
 from jaxswarm.layouts.masked import DataShape, SwarmProgram
 from jaxswarm.models import ModelFamily, family_of, mlp
 from jaxswarm.models.layers import (ACTIVATION_NAMES, ACTIVATIONS, MAX_DROPOUT, batch_norm_eval,
@@ -918,18 +918,44 @@ def supports_study(family: ModelFamily, space: SearchSpace, config: Any) -> str 
 
 def build(family: ModelFamily, space: SearchSpace, train_config: train.TrainConfig, data_shape: DataShape,
           config: Any, estimate: dict, log: Callable) -> SwarmProgram:
-    """The packed layout's `SwarmProgram`: programs compile per plan shape during the rounds."""
+    """The packed layout's `SwarmProgram`: programs compile per plan shape during the rounds.
+
+    Members train in chunks of ``config.chunk_size`` one after another, or of
+    what the device's memory (``config.memory_cap_gb``) holds by `estimate`
+    (the masked layout's, an upper bound of the packed one's); each chunk is
+    planned on its own (known plan shapes are reused where they fit).
+    """
     trainer = make_packed_train(space, train_config, data_shape.in_features, data_shape.num_classes)
+    S = config.swarm_size
+    chunk = config.chunk_size
+    if chunk is None:
+        capacity = execute.device_memory_bytes()
+        if config.memory_cap_gb is not None:
+            capacity = min(capacity, int(config.memory_cap_gb * 2**30))
+        chunk = execute.plan_chunks(estimate, capacity, S, 1)
+    chunk = min(int(chunk), S)
 
     def run(keys_S, positions_SxD, data, state=None, keep_S=None):
         # One shuffle key for the whole swarm: every member sees the same minibatches.
         shuffle_key = jax.random.fold_in(keys_S[0], 1)
-        if state is None:
-            return trainer.train_swarm(keys_S, positions_SxD, data, shuffle_key), None
-        return trainer.train_swarm(keys_S, positions_SxD, data, shuffle_key, state, keep_S)
+        parts = []
+        for lo in range(0, S, chunk):
+            part = slice(lo, lo + chunk)
+            if state is None:
+                parts.append((trainer.train_swarm(keys_S[part], positions_SxD[part], data, shuffle_key), None))
+            else:
+                parts.append(trainer.train_swarm(keys_S[part], positions_SxD[part], data, shuffle_key,
+                                                 jax.tree.map(lambda a: a[part], state), keep_S[part]))
+        if len(parts) == 1:
+            return parts[0]
+        metrics = jax.tree.map(lambda *a: jnp.concatenate(a), *(m for m, _ in parts))
+        variables = None if state is None else jax.tree.map(lambda *a: jnp.concatenate(a), *(v for _, v in parts))
+        return metrics, variables
 
     def describe(num_particles: int) -> str:
-        return f"packed layout: {num_particles} members; programs compile per plan shape during rounds"
+        chunks = -(-num_particles // chunk)
+        return (f"packed layout: {num_particles} members in {chunks} chunk(s) of up to {chunk}; "
+                "programs compile per plan shape during rounds")
 
     return SwarmProgram(lambda *args: 0.0, run, lambda data: data, jax.jit(trainer.init_variables),
                         lambda state: state, describe, mlp.decode(space, trainer.model_config))
