@@ -9,7 +9,8 @@ from `LAYOUTS` by name, once, and only ever calls the program it got:
   serial   the members one after another in ONE program (a scan, no vmap), so
            each runs only its own branches (the CNN's layout on CPU).
   packed   MLP members share each minibatch; their first layers are one matmul
-           and the deeper layers run in a few width groups.
+           and the deeper layers run in a few width groups (every MLP option,
+           warm mode and memory chunks; one device).
 
 ``"auto"`` (the default) is not a layout but a choice among them, made once
 per study from the backend and a cost estimate (`auto.choose`); `resolve`
