@@ -85,12 +85,19 @@ def _study_cases() -> dict:
     }
 
 
-def compute(tmp_dir) -> dict:
-    """Runs every case with its outputs under `tmp_dir`; returns {case: results}."""
+def case_names() -> list[str]:
+    """Every case's name: the studies, then the baselines."""
+    return [*_study_cases(), *(f"baseline_{t}" for t in BASELINES)]
+
+
+def compute(tmp_dir, names=None) -> dict:
+    """Runs every case (or those in `names`) with its outputs under `tmp_dir`; returns {case: results}."""
     tmp_dir = Path(tmp_dir)
     digits = js.load_dataset("digits", seed=0)
     out = {}
     for name, (space_fn, kwargs) in _study_cases().items():
+        if names is not None and name not in names:
+            continue
         out_dir = tmp_dir / name
         res = js.tune(space_fn(), digits, progress=False, out_dir=out_dir, **kwargs)
         out[name] = _jsonable({
@@ -98,6 +105,8 @@ def compute(tmp_dir) -> dict:
             "best_fitness": float(res.best_fitness), "test_accuracy": float(res.test_accuracy),
             "rounds_run": res.rounds_run})
     for tuner in BASELINES:
+        if names is not None and f"baseline_{tuner}" not in names:
+            continue
         out_dir = tmp_dir / f"baseline_{tuner}"
         res = run_baseline(tuner, _mlp_space(), digits, budget=3, epochs=1, batch_size=64, seed=0,
                            out_dir=out_dir, progress=False)
