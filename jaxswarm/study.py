@@ -237,20 +237,22 @@ class Study:
                                       **{"num_iterations": config.rounds, **config.pso})
         self._tell = jax.jit(self.swarm.tell)  # compiled once per study (op by op, it compiles ~40 small programs)
         n_train, n_val = len(dataset.x_train), len(dataset.x_val)
-        if config.folds > 1:  # one pool, k (train, val) splits
-            x = np.concatenate([dataset.x_train, dataset.x_val])
-            y = np.concatenate([dataset.y_train, dataset.y_val])
-            tr, va = kfold_indices(len(x), config.folds, seed=config.seed)
-            data = train.fold_data(x, y, tr, va)
+        if config.folds > 1:  # one pool, k (train, val) splits of it
             n_val = (n_train + n_val) // config.folds
-            n_train = len(x) - n_val
-        else:
-            data = train.device_data(dataset.x_train, dataset.y_train, dataset.x_val, dataset.y_val)
+            n_train = len(dataset.x_train) + len(dataset.x_val) - n_val
+        # The layout before any data goes to the device: a refused study costs nothing.
         self.layout, self.layout_reason = resolve(config.layout, self.family, space, config, shape, n_train)
         reason = self.layout.supports(self.family, space, config)
         if reason is not None:
             raise ValueError(reason)
         self._log(self.layout_reason)
+        if config.folds > 1:
+            x = np.concatenate([dataset.x_train, dataset.x_val])
+            y = np.concatenate([dataset.y_train, dataset.y_val])
+            tr, va = kfold_indices(len(x), config.folds, seed=config.seed)
+            data = train.fold_data(x, y, tr, va)
+        else:
+            data = train.device_data(dataset.x_train, dataset.y_train, dataset.x_val, dataset.y_val)
         self.key = jax.random.key(config.seed)
         model_config = self.family.config(space, shape.in_features, shape.num_classes, shape.input_shape, False)
         self.memory_estimate = execute.estimate_memory(

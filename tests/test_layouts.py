@@ -253,7 +253,7 @@ def test_auto_picks_per_backend_and_workload():
     assert name == "packed" and "saves" in why  # masked would compute ~5x the FLOPs for 10 rounds
     small = StudyConfig(swarm_size=4, rounds=2, epochs=1)
     assert auto.choose(family_of(space), space, small, DataShape(64, 10, None), 1_000, backend="cpu")[0] == "masked"
-    saved, cost = auto.packed_saving(space, image, big, 54_000)
+    saved, cost = auto.packed_saving(family_of(space), space, image, big, 54_000)
     assert saved > cost > 0
     assert auto.choose(family_of(space), space, big, image, 54_000, backend="gpu")[0] == "masked"
     warm = StudyConfig(swarm_size=32, rounds=10, epochs=5, mode="warm")

@@ -52,14 +52,25 @@ def expected_programs(rounds: int) -> int:
     return 1 + rounds // 2
 
 
-def packed_saving(space: SearchSpace, data_shape: DataShape, config: Any, n_train: int) -> tuple[float, float]:
-    """``(seconds the packed layout saves in training, seconds its compiles cost)`` on CPU."""
-    cfg = mlp.config(space, data_shape.in_features, data_shape.num_classes)
-    positions = np.random.default_rng(0).random((SAMPLE, space.num_dims), dtype=np.float32)  # host: nothing to compile
-    real = np.mean([mlp.useful_flops(mlp_arch(space, p), cfg.in_features, cfg.num_classes) for p in positions])
-    per_example = mlp.computed_flops(cfg) - real / PACKED_EFFICIENCY
+def _sampled_archs(family: ModelFamily, space: SearchSpace, cfg) -> list[dict]:
+    """The architecture dicts of `SAMPLE` positions drawn from the space, decoded by the family (one small jit)."""
+    positions = np.random.default_rng(0).random((SAMPLE, space.num_dims), dtype=np.float32)
+    arch_S = jax.tree.map(np.asarray, jax.jit(jax.vmap(family.decode(space, cfg)))(positions)[0])
+    return [family.arch_to_python(jax.tree.map(lambda a: a[i], arch_S)) for i in range(SAMPLE)]
+
+
+def _training_seconds(flops_per_example: float, config: Any, n_train: int) -> float:
+    """Seconds a study's S members spend on `flops_per_example` (forward) in training, at `CPU_FLOPS`."""
     examples = config.rounds * config.epochs * config.folds * n_train
-    saved = 3 * per_example * examples * config.swarm_size / CPU_FLOPS
+    return 3 * flops_per_example * examples * config.swarm_size / CPU_FLOPS  # forward + backward: 3x
+
+
+def packed_saving(family: ModelFamily, space: SearchSpace, data_shape: DataShape, config: Any,
+                  n_train: int) -> tuple[float, float]:
+    """``(seconds the packed layout saves an MLP study in training, seconds its compiles cost)`` on CPU."""
+    cfg = family.config(space, data_shape.in_features, data_shape.num_classes, None, False)
+    real = np.mean([mlp.useful_flops(a, cfg.in_features, cfg.num_classes) for a in _sampled_archs(family, space, cfg)])
+    saved = _training_seconds(mlp.computed_flops(cfg) - real / PACKED_EFFICIENCY, config, n_train)
     return saved, PACKED_COMPILE_S * expected_programs(config.rounds)
 
 
@@ -68,21 +79,8 @@ def serial_saving(family: ModelFamily, space: SearchSpace, data_shape: DataShape
     """``(seconds the serial layout saves a CNN study in training, its extra compile seconds)`` on CPU."""
     args = (space, data_shape.in_features, data_shape.num_classes, data_shape.input_shape)
     masked_cfg, serial_cfg = family.config(*args, False), family.config(*args, True)
-    positions = np.random.default_rng(0).random((SAMPLE, space.num_dims), dtype=np.float32)
-    arch_S, _ = jax.jit(jax.vmap(family.decode(space, serial_cfg)))(positions)
-    arch_S = jax.tree.map(np.asarray, arch_S)
-    runs = np.mean([cnn.computed_flops_cnn(serial_cfg, family.arch_to_python(jax.tree.map(lambda a: a[i], arch_S)))
-                    for i in range(SAMPLE)])
-    examples = config.rounds * config.epochs * config.folds * n_train
-    saved = 3 * (cnn.computed_flops_cnn(masked_cfg) - runs) * examples * config.swarm_size / CPU_FLOPS
-    return saved, SERIAL_COMPILE_S
-
-
-def mlp_arch(space: SearchSpace, position_D) -> dict:
-    """The architecture dict (``n_layers``, ``units``) of a position, as `mlp.useful_flops` reads it."""
-    values = space.to_python(position_D)
-    n = int(values.get("n_layers", 1))
-    return {"n_layers": n, "units": [int(values[f"units_{k}"]) for k in range(1, n + 1)]}
+    runs = np.mean([cnn.computed_flops_cnn(serial_cfg, a) for a in _sampled_archs(family, space, serial_cfg)])
+    return _training_seconds(cnn.computed_flops_cnn(masked_cfg) - runs, config, n_train), SERIAL_COMPILE_S
 
 
 def choose(family: ModelFamily, space: SearchSpace, config: Any, data_shape: DataShape, n_train: int,
@@ -110,7 +108,7 @@ def choose(family: ModelFamily, space: SearchSpace, config: Any, data_shape: Dat
         why_not = f"the packed layout runs on one device, and {len(jax.devices())} are present"
     if why_not is not None:
         return "masked", f"{why_not.split(';')[0]}"
-    saved, cost = packed_saving(space, data_shape, config, n_train)
+    saved, cost = packed_saving(family, space, data_shape, config, n_train)
     if saved > cost:
         return "packed", (f"on CPU, packing members near their real size saves an estimated {saved:.0f}s of "
                           f"training for about {cost:.0f}s of compiles")

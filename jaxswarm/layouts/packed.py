@@ -26,8 +26,8 @@ objective (same decoding, initialization, minibatches, optimizers, loss and
   swarm that fits its shape. Programs are cached by shape and a new swarm is
   put into a known shape whenever its extra padding costs less training time
   than compiling a fresh plan would (`COMPILE_S` against `CPU_FLOPS`), or at
-  most `reuse_tolerance` times a fresh plan when no data size is known
-  a fresh plan, so recompiles stay few as particles move.
+  most `reuse_tolerance` times a fresh plan when no data size is known, so
+  recompiles stay few as particles move.
 
 Equivalence: a member trained here follows the masked member's trajectory
 (same init: `mlp.init_mlp` with the same key, then packed; same
@@ -594,11 +594,14 @@ def unpack_params(packed: dict, plan: Plan, cfg: mlp.MLPConfig) -> dict:
     return out
 
 
-def _drop(key_K, h_KxWxB, rate_K):
-    """Inverted dropout of each slot's units with its member's key: `layers.dropout`'s draw, units first."""
-    u_KxWxB = jax.vmap(lambda k: jax.random.uniform(k, h_KxWxB.shape[1:], h_KxWxB.dtype))(key_K)
-    rate = rate_K[:, None, None]
-    return jnp.where(u_KxWxB >= rate, h_KxWxB / (1.0 - rate), 0.0)
+def _drop(u, h, rate):
+    """Inverted dropout as `layers.dropout` applies it: keep where the uniform ``u >= rate`` (all broadcast)."""
+    return jnp.where(u >= rate, h / (1.0 - rate), 0.0)
+
+
+def _uniforms(keys, shape, dtype):
+    """One ``uniform(key, shape)`` draw per key (units first, as `layers.dropout` draws)."""
+    return jax.vmap(lambda k: jax.random.uniform(k, shape, dtype))(keys)
 
 
 def _forward(params, stats, x_BxF, ctx: _Context, tables: PlanTables, shape: PlanShape, act_names,
@@ -620,12 +623,10 @@ def _forward(params, stats, x_BxF, ctx: _Context, tables: PlanTables, shape: Pla
         new_stats = {"first": new_first, "groups": []}
     h_PxB = jnp.where(ctx.col_valid_P[:, None], _activate_columns(ctx.col_act_P[:, None], z_PxB, act_names), 0.0)
     if drop_keys_S is not None:
-        B = x_BxF.shape[0]
-        u_SxUxB = jax.vmap(lambda k: jax.random.uniform(jax.random.fold_in(k, 0), (max_units, B), h_PxB.dtype))(
-            drop_keys_S)
-        rate = ctx.col_rate_P[:, None]
-        keep = u_SxUxB[jnp.maximum(tables.col_member_P, 0), tables.col_unit_P] >= rate
-        h_PxB = jnp.where(keep, h_PxB / (1.0 - rate), 0.0)
+        keys_0 = jax.vmap(lambda k: jax.random.fold_in(k, 0))(drop_keys_S)
+        u_SxUxB = _uniforms(keys_0, (max_units, x_BxF.shape[0]), h_PxB.dtype)
+        u_PxB = u_SxUxB[jnp.maximum(tables.col_member_P, 0), tables.col_unit_P]
+        h_PxB = _drop(u_PxB, h_PxB, ctx.col_rate_P[:, None])
     rows_RxB = _gather_rows(h_PxB, tables.gather_R, tables.inverse_P)
     sizes = [g.capacity * g.widths[0] for g in shape.groups]
     splits = jax.lax.split(rows_RxB, sizes, axis=0) if len(sizes) > 1 else [rows_RxB]
@@ -643,7 +644,8 @@ def _forward(params, stats, x_BxF, ctx: _Context, tables: PlanTables, shape: Pla
                 layer_stats.append(new)
             h = jnp.where(masks[l][:, :, None], _activate_columns(act_K[:, None, None], z, act_names), 0.0)
             if drop_keys_S is not None:
-                h = _drop(jax.vmap(lambda k: jax.random.fold_in(k, l))(drop_keys_S[m_K]), h, rate_K)
+                keys_l = jax.vmap(lambda k: jax.random.fold_in(k, l))(drop_keys_S[m_K])
+                h = _drop(_uniforms(keys_l, h.shape[1:], h.dtype), h, rate_K[:, None, None])
         if stats:
             new_stats["groups"].append(layer_stats)
         logits.append(jnp.einsum("kic,kib->kcb", p["out"]["kernel"], h) + p["out"]["bias"][:, :, None])
@@ -743,12 +745,12 @@ def make_packed_train(
         n, u = np.asarray(arch_S.n_layers), np.asarray(arch_S.units)
         return [(int(n[i]), tuple(int(v) for v in u[i, : n[i]])) for i in range(len(n))]
 
-    def plan(positions_SxD, examples: int | None = None) -> Plan:
+    def plan(positions_SxD, round_examples: int | None = None) -> Plan:
         switch = merge = None
-        if examples is not None:  # a multiply-add per example costs 6 FLOPs per trained example
-            merge = GROUP_COMPILE_S * CPU_FLOPS / (6 * examples)
+        if round_examples is not None:  # a multiply-add per example costs 6 FLOPs per trained example
+            merge = GROUP_COMPILE_S * CPU_FLOPS / (6 * round_examples)
             if reuse_tolerance is None:
-                switch = COMPILE_S * CPU_FLOPS / (6 * examples)
+                switch = COMPILE_S * CPU_FLOPS / (6 * round_examples)
         p = make_plan(archs_of(positions_SxD), mcfg.max_units, num_classes, in_features,
                       groups, stats["shapes"], 1.5 if reuse_tolerance is None else reuse_tolerance,
                       switch_cost=switch, free_merge=merge)
@@ -881,24 +883,22 @@ def make_packed_train(
             stats["shapes"].append(shape)
         return programs[shape]
 
-    given_examples = examples
-
-    def examples(data) -> int:
-        """Training examples one member sees in a round (every fold's, every epoch's)."""
-        if given_examples is not None:
-            return given_examples
+    def examples_of(data) -> int:
+        """Training examples one member sees in a round (every fold's, every epoch's), or `examples`."""
+        if examples is not None:
+            return examples
         rows = data.train_idx.size if isinstance(data, train.FoldData) else data.x_train.shape[0]
         return rows * config.epochs
 
     def train_swarm(keys_S, positions_SxD, data, shuffle_key=None, variables_S=None, keep_S=None):
         if shuffle_key is None:
             shuffle_key = jax.random.fold_in(keys_S[0], 0x5EED)
-        p = plan(positions_SxD, examples(data))
+        p = plan(positions_SxD, examples_of(data))
         warm = None if variables_S is None else (variables_S, jnp.asarray(keep_S, jnp.bool_))
         return program(p.shape)(keys_S, positions_SxD, data, shuffle_key, p.tables, warm)
 
     def compile_(keys_S, positions_SxD, data, shuffle_key):
-        p = plan(positions_SxD, examples(data))
+        p = plan(positions_SxD, examples_of(data))
         return program(p.shape).lower(keys_S, positions_SxD, data, shuffle_key, p.tables).compile(), p
 
     return PackedTrainer(train_swarm, plan, compile_, program, init, apply, loss, stats, mcfg, init_variables)
