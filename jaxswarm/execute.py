@@ -78,6 +78,7 @@ __all__ = [
     "initialize_distributed",
     "is_primary",
     "particle_mesh",
+    "put",
 ]
 
 PARTICLE_AXIS = "particles"
@@ -384,6 +385,22 @@ def is_primary() -> bool:
     return jax.process_index() == 0
 
 
+def put(x, sharding):
+    """`x` (an array, or host values every process holds alike) laid out on `sharding`.
+
+    One process: `jax.device_put`. Several: each process fills its own
+    devices' shards from its host copy (`jax.make_array_from_callback`), so
+    the same call works on one host and on many. An array already on
+    `sharding` is returned as it is.
+    """
+    if isinstance(x, jax.Array) and x.sharding.is_equivalent_to(sharding, x.ndim):
+        return x
+    if jax.process_count() == 1:
+        return jax.device_put(x, sharding)
+    host = np.asarray(x)
+    return jax.make_array_from_callback(host.shape, sharding, lambda idx: host[idx])
+
+
 def particle_mesh(devices: Sequence | None = None) -> Mesh:
     """A 1-D mesh ``("particles",)`` over `devices` (default: all processes' devices).
 
@@ -500,18 +517,10 @@ class SwarmRunner:
         if plan is not None and x.shape[0] not in (plan.num_particles, plan.padded):
             raise ValueError(f"per-member argument has leading axis {x.shape[0]}, "
                              f"expected {plan.num_particles} (or padded {plan.padded})")
-        if (isinstance(x, jax.Array) and (plan is None or x.shape[0] == plan.padded)
-                and x.sharding.is_equivalent_to(sharding, x.ndim)):
-            return x
-        pad = plan is not None and x.shape[0] != plan.padded
-        if jax.process_count() == 1:
-            if pad:
-                x = jnp.take(jnp.asarray(x), np.arange(plan.padded) % plan.num_particles, axis=0)
-            return jax.device_put(x, sharding)
-        host = np.asarray(x)
-        if pad:
-            host = np.take(host, np.arange(plan.padded) % plan.num_particles, axis=0)
-        return jax.make_array_from_callback(host.shape, sharding, lambda idx: host[idx])
+        if plan is not None and x.shape[0] != plan.padded:
+            rows = np.arange(plan.padded) % plan.num_particles
+            x = jnp.take(jnp.asarray(x), rows, axis=0) if jax.process_count() == 1 else np.take(np.asarray(x), rows, 0)
+        return put(x, sharding)
 
     def _prepare(self, args):
         if len(args) != len(self.in_axes):

@@ -3,8 +3,9 @@
 Every process runs the same loop: PSO ask -> the sharded swarm runner over all
 processes' devices -> PSO tell, on the same keys. Each process trains the
 members on its own devices; the metrics come back replicated on every process,
-so all processes take the same PSO step. Only the primary process writes its
-result file. Usage (one line per process, same coordinator):
+so all processes take the same PSO step. The packed layout's trainer, dealt
+over every process's devices, is checked against itself on one device. Only
+the primary process writes its result file. Usage (one line per process, same coordinator):
 
     JAX_PLATFORMS=cpu XLA_FLAGS=--xla_force_host_platform_device_count=2 \\
         python tests/multihost_worker.py --coordinator localhost:PORT \\
@@ -44,10 +45,12 @@ def main() -> None:
 def study(swarm_size: int = 6, rounds: int = 2) -> dict:
     """The tiny study every process runs: PSO on digits, the runner over jax.devices()."""
     import jax
+    import numpy as np
 
     from jaxswarm import data as data_lib
     from jaxswarm import execute as scale
     from jaxswarm import pso, train
+    from jaxswarm.layouts import packed
     from jaxswarm.models import mlp_space
 
     ds = data_lib.load_dataset("digits")
@@ -66,7 +69,14 @@ def study(swarm_size: int = 6, rounds: int = 2) -> dict:
         metrics = runner(jax.random.split(k_train, swarm_size), swarm.ask(state), data)
         state = swarm.tell(k_tell, state, metrics.fitness)
         fitness_rounds.append([float(f) for f in metrics.fitness])
+    # The packed layout dealt over every process's devices, against the same trainer on this process's first device.
+    every = packed.make_packed_train(space, cfg, xtr.shape[1], ds.num_classes, devices=jax.devices())
+    one = packed.make_packed_train(space, cfg, xtr.shape[1], ds.num_classes)
+    keys, positions, shuffle = jax.random.split(jax.random.key(5), swarm_size), swarm.ask(state), jax.random.key(6)
+    dealt, alone = every.train_swarm(keys, positions, data, shuffle), one.train_swarm(keys, positions, data, shuffle)
     result = {
+        "packed_fitness": [float(f) for f in dealt.fitness],
+        "packed_vs_one_device": float(np.max(np.abs(np.asarray(dealt.train_loss) - np.asarray(alone.train_loss)))),
         "process_index": jax.process_index(), "process_count": jax.process_count(),
         "global_devices": jax.device_count(), "local_devices": jax.local_device_count(),
         "plan": list(runner.plan(swarm_size)),

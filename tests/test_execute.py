@@ -338,9 +338,29 @@ def test_two_process_study_on_localhost():
     assert outs[0]["best_fitness"] == outs[1]["best_fitness"]
     assert outs[0]["best_position"] == outs[1]["best_position"]
     assert files == ["result_0.json"]  # results written once, by the primary process
+    # The packed layout over both processes' 4 devices: the same members as on one device.
+    assert outs[0]["packed_fitness"] == outs[1]["packed_fitness"] and len(outs[0]["packed_fitness"]) == 6
+    assert outs[0]["packed_vs_one_device"] < 1e-5 and outs[1]["packed_vs_one_device"] < 1e-5
     # The 4-device, 2-process study trains what a single process trains.
     spec = importlib.util.spec_from_file_location("multihost_worker", HERE / "multihost_worker.py")
     worker = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(worker)
     local = worker.study()
     np.testing.assert_allclose(local["fitness_rounds"], outs[0]["fitness_rounds"], atol=1e-6)
+
+
+def test_packed_layout_dealt_over_4_fake_devices_equals_one_device(fake4):
+    assert fake4["packed_tables_devices"] == 4  # one table set per device, one plan shape
+    assert sorted(set(fake4["packed_order"])) == list(range(7)) and len(fake4["packed_order"]) == 8  # one pad place
+    assert fake4["packed_sharded_shape"] == [7] and fake4["packed_fitness_sharding"] == "P()"
+    assert fake4["packed_sharded_vs_one_device"] < 1e-5
+    assert fake4["packed_bn_dropout_train_loss_diff"] < 1e-5
+    assert fake4["packed_warm_metrics_diff"] < 1e-5 and fake4["packed_warm_variables_diff"] < 1e-5
+    assert fake4["packed_new_traces_after_moves"] == 0
+
+
+def test_packed_study_over_4_fake_devices_chunks_without_changing_results(fake4):
+    assert "over 4 device(s), 2 chunk(s) of up to 1 per device" in fake4["packed_study_describe"]
+    assert len(fake4["packed_study_fitness"]) == 6  # 6 members, one round
+    assert fake4["packed_study_chunked_fitness"] == fake4["packed_study_fitness"]
+    assert fake4["auto_on_4_devices"] == "packed"  # a Fashion-MNIST-sized MLP study packs on several CPU devices too

@@ -9,16 +9,16 @@ The rule, in order (the first that applies decides; the reason is logged once):
    kernel window and filter bucket: 2.6x faster training than masked in
    bench/results/cnn_bench.md) when the training that saves outweighs the
    serial program's longer compile (`SERIAL_COMPILE_S`), else ``masked``.
-   Another study the ``packed`` layout cannot train (several devices) takes
-   ``masked``.
 3. An MLP study on CPU takes ``packed`` when the training it saves outweighs
    the programs it compiles: the masked layout computes every member at its
    family's maximum size, the packed one close to its real size, and on 2
    CPU cores the arithmetic is the time (bench/results/trainer_cpu*.md).
    Saved seconds = rounds x epochs x examples x 3 x (max-size FLOPs - real
-   FLOPs / `PACKED_EFFICIENCY`) x S / `CPU_FLOPS`, the real FLOPs the mean
-   over `SAMPLE` positions drawn from the space; the price is
-   `PACKED_COMPILE_S` per program, `expected_programs(rounds)` of them.
+   FLOPs / `PACKED_EFFICIENCY`) x S / `CPU_FLOPS` / processes (hosts train
+   their shares side by side), the real FLOPs the mean over `SAMPLE`
+   positions drawn from the space; the price is `PACKED_COMPILE_S` per
+   program, `expected_programs(rounds)` of them (every host compiles them
+   at once). Both layouts deal the members to every device.
 
 Example:
     >>> expected_programs(1), expected_programs(10)
@@ -104,11 +104,10 @@ def choose(family: ModelFamily, space: SearchSpace, config: Any, data_shape: Dat
         return "masked", (f"on CPU, the serial CNN layout would save an estimated {saved:.0f}s of training "
                           f"but compile about {cost:.0f}s longer")
     why_not = packed.supports_study(family, space, config)
-    if why_not is None and len(jax.devices()) > 1:
-        why_not = f"the packed layout runs on one device, and {len(jax.devices())} are present"
     if why_not is not None:
         return "masked", f"{why_not.split(';')[0]}"
     saved, cost = packed_saving(family, space, data_shape, config, n_train)
+    saved /= jax.process_count()
     if saved > cost:
         return "packed", (f"on CPU, packing members near their real size saves an estimated {saved:.0f}s of "
                           f"training for about {cost:.0f}s of compiles")

@@ -42,6 +42,9 @@ as its network does (`layers.dropout`'s units-first draw, of which a first
 layer column reads its unit's row). k-fold `FoldData` trains the folds one
 after another on the same plan (`train.combine_folds` averages them). Warm
 mode hands each member's max-size variables in and out (`_pack` / `_unpack`).
+Over several devices (`make_packed_train`'s ``devices``) the members are dealt
+out by architecture, one plan shape fits every device's share
+(`make_plan`'s ``parts``) and one `jax.shard_map` program trains them all.
 
 Example:
     >>> import jax, numpy as np
@@ -67,6 +70,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
+from jax.sharding import NamedSharding
+from jax.sharding import PartitionSpec as P
 
 from jaxswarm import execute, optim, train
 from jaxswarm.layouts.masked import DataShape, SwarmProgram
@@ -127,6 +132,7 @@ class PlanTables(NamedTuple):
 class Plan(NamedTuple):
     shape: PlanShape
     tables: PlanTables
+    order: Any = None  # sharded plans: the member at each place, device after device (`make_plan`'s parts)
 
 
 # What a recompile costs against padding (the reuse rule; `layouts.auto` reads them too): one packed
@@ -280,6 +286,38 @@ def _tables(archs, shape: PlanShape, group_of: Sequence[int]) -> PlanTables:
     return PlanTables(col_member, col_unit, gather, inverse, slot_member, member_slot)
 
 
+def _deal(archs, parts: int, max_units: int) -> np.ndarray:
+    """Member indices dealt to `parts` devices, device after device (``len(archs) / parts`` each).
+
+    Members sorted by architecture (depth, then ladder-rounded widths) go to
+    the devices in turn, so every device holds nearly the same mix and one
+    plan shape fits them all with little padding.
+    """
+    key = lambda m: (archs[m][0], tuple(ladder_up(u, max_units) for u in archs[m][1]))
+    ranked = sorted(range(len(archs)), key=key)
+    return np.asarray([m for p in range(parts) for m in ranked[p::parts]], np.int32)
+
+
+def _shared_groups(archs, part_archs, max_groups: int, max_units: int, num_classes: int, free_merge: float,
+                   headroom: float) -> list[GroupShape]:
+    """Tail groups one shape of which every part's members fit: `_fresh_groups`' widths for the
+    whole swarm, each with the slots the part needing most of them needs (plus `headroom`).
+
+    A member needs its tightest fitting group, so `_assign` fills every part
+    without running out of slots.
+    """
+    shapes = _fresh_groups(archs, max_groups, max_units, num_classes, free_merge, 0.0)
+    cost = [_tail_cost(g.depth, g.widths, 1) for g in shapes]
+    most = [0] * len(shapes)
+    for part in part_archs:
+        count = [0] * len(shapes)
+        for depth, units in part:
+            fits = [i for i, g in enumerate(shapes) if g.depth == depth and all(u <= w for u, w in zip(units, g.widths))]
+            count[min(fits, key=lambda i: cost[i])] += 1
+        most = [max(a, b) for a, b in zip(most, count)]
+    return [g._replace(capacity=ladder_up(math.ceil(n * (1 + headroom)))) for g, n in zip(shapes, most) if n]
+
+
 def make_plan(
     archs: Sequence[tuple[int, Sequence[int]]],
     max_units: int,
@@ -291,6 +329,7 @@ def make_plan(
     headroom: float = 0.25,
     switch_cost: float | None = None,
     free_merge: float | None = None,
+    parts: int = 1,
 ) -> Plan:
     """Places a swarm's architectures into a packed plan (host side, numpy).
 
@@ -311,25 +350,44 @@ def make_plan(
             1% of the first layer's.
         headroom: spare fraction of a fresh plan's columns and group slots, so
             that the swarm's next rounds fit it too.
+        parts: devices the members are dealt to (`len(archs)` a multiple of
+            it): one shape that every device's members fit, each device its
+            own tables.
 
     Returns:
-        `Plan` (static shape + runtime tables).
+        `Plan` (static shape + runtime tables). With ``parts > 1`` every table
+        has a leading ``[parts]`` axis and ``order`` says which member sits
+        at each place (device after device, ``len(archs) / parts`` each).
 
     Example:
         >>> p = make_plan([(1, [20]), (2, [30, 10])], 256, 10, 64)
         >>> p.shape.columns >= 50, len(p.shape.groups)
         (True, 2)
+        >>> p = make_plan([(1, [20]), (2, [30, 10]), (1, [16]), (2, [24, 8])], 256, 10, 64, parts=2)
+        >>> p.tables.slot_member_T.shape[0], p.order.tolist()  # each device: one of each depth
+        (2, [2, 3, 0, 1])
     """
     if groups < 1:
         raise ValueError(f"groups must be >= 1, got {groups}")
     archs = [(int(d), tuple(int(u) for u in us[: int(d)])) for d, us in archs]
     if not archs:
         raise ValueError("make_plan needs at least one member, got 0")
-    need = sum(a[1][0] for a in archs)
-    fresh = PlanShape(
-        ladder_up(math.ceil(need * (1 + headroom / 2)), steps_per_octave=8),
-        tuple(_fresh_groups(archs, groups, max_units, num_classes,
-                            0.01 * need * in_features if free_merge is None else free_merge, headroom)))
+    if parts < 1 or len(archs) % parts:
+        raise ValueError(f"parts must be >= 1 and divide the {len(archs)} members, got {parts}")
+    order = _deal(archs, parts, max_units) if parts > 1 else np.arange(len(archs), dtype=np.int32)
+    n = len(archs) // parts
+    part_archs = [[archs[m] for m in order[p * n:(p + 1) * n]] for p in range(parts)]
+    need = max(sum(a[1][0] for a in part) for part in part_archs)
+    merge = 0.01 * need * in_features if free_merge is None else free_merge
+
+    def placed(shape):
+        wheres = [_assign(part, shape.groups) for part in part_archs]
+        return None if any(w is None for w in wheres) else wheres
+
+    columns = ladder_up(math.ceil(need * (1 + headroom / 2)), steps_per_octave=8)
+    fresh = PlanShape(columns, tuple(
+        _fresh_groups(archs, groups, max_units, num_classes, merge, headroom) if parts == 1
+        else _shared_groups(archs, part_archs, groups, max_units, num_classes, merge, headroom)))
     fresh_cost = _shape_cost(fresh, in_features, num_classes)
     best = None
     for shape in known:
@@ -339,15 +397,18 @@ def make_plan(
         limit = reuse_tolerance * fresh_cost if switch_cost is None else fresh_cost + switch_cost
         if c > limit or (best is not None and c >= best[0]):
             continue
-        where = _assign(archs, shape.groups)
-        if where is not None:
-            best = (c, shape, where)
+        wheres = placed(shape)
+        if wheres is not None:
+            best = (c, shape, wheres)
     if best is None:
-        where = _assign(archs, fresh.groups)
-        assert where is not None, "a fresh plan always fits"
-        best = (fresh_cost, fresh, where)
-    _, shape, where = best
-    return Plan(shape, _tables(archs, shape, where))
+        wheres = placed(fresh)
+        assert wheres is not None, "a fresh plan always fits"
+        best = (fresh_cost, fresh, wheres)
+    _, shape, wheres = best
+    tables = [_tables(part, shape, w) for part, w in zip(part_archs, wheres)]
+    if parts == 1:
+        return Plan(shape, tables[0])
+    return Plan(shape, PlanTables(*(np.stack(t) for t in zip(*tables))), order)
 
 
 # --------------------------------------------------------------------------
@@ -673,10 +734,11 @@ class PackedTrainer(NamedTuple):
             Warm: ``train_swarm(..., variables_S=v, keep_S=keep) -> (Metrics[S], variables_S)``
             where ``v`` are max-size member variables (`init_variables`, or
             the last round's) and members with ``keep`` continue from theirs.
-        plan: ``(positions_SxD) -> Plan`` (cached shapes are reused).
+        plan: ``(positions_SxD) -> Plan`` (cached shapes are reused; over several devices
+            its tables have a leading device axis and ``order`` holds the member at each place).
         compile: ``(keys_S, positions_SxD, data, shuffle_key) -> (compiled, plan)``
-            ahead of time; call ``compiled(keys_S, positions_SxD, data, shuffle_key, plan.tables)``.
-        program: ``(PlanShape) -> jitted fn`` with that same signature (cached).
+            ahead of time; on one device call ``compiled(keys_S, positions_SxD, data, shuffle_key, plan.tables)``.
+        program: ``(PlanShape) -> jitted fn`` with that same signature (cached; one device).
         init: ``(keys_S, positions_SxD, plan) -> (packed params, packed batch stats)`` as training starts.
         apply: ``((params, stats), positions_SxD, x_BxF, plan, train_mode=False) -> (logits_SxBxC, stats)``.
         loss: ``((params, stats), positions_SxD, x_BxF, y_B, plan, drop_keys_S=None)`` -> the sum of
@@ -684,6 +746,7 @@ class PackedTrainer(NamedTuple):
         stats: dict with "traces" (programs traced so far) and "shapes" (known shapes).
         model_config: the max-size `mlp.MLPConfig` the masked layout would use.
         init_variables: ``(keys_S, positions_SxD) -> max-size variables`` as training starts.
+        place: ``(data) -> data`` where the programs read it (replicated over the trainer's devices).
     """
 
     train_swarm: Callable
@@ -696,6 +759,7 @@ class PackedTrainer(NamedTuple):
     stats: dict
     model_config: mlp.MLPConfig
     init_variables: Callable
+    place: Callable
 
 
 def make_packed_train(
@@ -706,6 +770,7 @@ def make_packed_train(
     groups: int = 8,
     reuse_tolerance: float | None = None,
     examples: int | None = None,
+    devices: Sequence | None = None,
 ) -> PackedTrainer:
     """Builds the packed-layout trainer for `space` (same objective as `train.make_train`).
 
@@ -721,6 +786,13 @@ def make_packed_train(
         examples: training examples per member and round that the plan rules
             weigh compiles against (default: the data's rows x epochs x folds;
             a bench that times a cut epoch passes the full one's).
+        devices: devices to deal the members to (e.g. `jax.devices()`, every
+            process's); None: one device. With several, the swarm is padded
+            to a multiple of them (copies of its first members), members of
+            like architectures are dealt out in turn, every device trains its
+            share in one `jax.shard_map` program on one plan shape with its
+            own tables, and the metrics come back replicated in the members'
+            order.
 
     Returns:
         `PackedTrainer`.
@@ -739,6 +811,8 @@ def make_packed_train(
     decode = jax.jit(jax.vmap(hparams))
     stats = {"traces": 0, "shapes": []}
     programs: dict = {}
+    mesh = None if devices is None or len(devices) < 2 else execute.particle_mesh(devices)
+    parts = 1 if mesh is None else mesh.devices.size
 
     def archs_of(positions_SxD):
         arch_S, _ = decode(jnp.asarray(positions_SxD, jnp.float32))
@@ -751,10 +825,13 @@ def make_packed_train(
             merge = GROUP_COMPILE_S * CPU_FLOPS / (6 * round_examples)
             if reuse_tolerance is None:
                 switch = COMPILE_S * CPU_FLOPS / (6 * round_examples)
-        p = make_plan(archs_of(positions_SxD), mcfg.max_units, num_classes, in_features,
+        archs = archs_of(positions_SxD)
+        padded = [archs[i % len(archs)] for i in range(-(-len(archs) // parts) * parts)]
+        p = make_plan(padded, mcfg.max_units, num_classes, in_features,
                       groups, stats["shapes"], 1.5 if reuse_tolerance is None else reuse_tolerance,
-                      switch_cost=switch, free_merge=merge)
-        return Plan(p.shape, jax.tree.map(jnp.asarray, p.tables))
+                      switch_cost=switch, free_merge=merge, parts=parts)
+        order = None if p.order is None else p.order % len(archs)  # a pad place holds a copy of a member
+        return Plan(p.shape, jax.tree.map(jnp.asarray, p.tables), order)
 
     def init_variables(keys_S, positions_SxD):
         """Every member's max-size variables as its training starts (`train.fit`'s init key)."""
@@ -787,7 +864,7 @@ def make_packed_train(
         ctx = _context(arch_S, hp_S, plan_.tables, plan_.shape)
         return total_loss(*variables, ctx, x_BxF, y_B, plan_.tables, plan_.shape, drop_keys_S)[0]
 
-    def build(shape: PlanShape):
+    def build(shape: PlanShape, jit: bool = True):
         def run(keys_S, positions_SxD, data, shuffle_key, tables: PlanTables, warm=None):
             stats["traces"] += 1
             if isinstance(data, train.FoldData):  # k folds, one after another, on the same plan
@@ -875,13 +952,56 @@ def make_packed_train(
                 return metrics
             return metrics, _unpack(start_S, params, bn_stats, tables, shape, bn)
 
-        return jax.jit(run)
+        return jax.jit(run) if jit else run
 
-    def program(shape: PlanShape):
-        if shape not in programs:
-            programs[shape] = build(shape)
-            stats["shapes"].append(shape)
-        return programs[shape]
+    def sharded(shape: PlanShape, impl: str):
+        """`build(shape)` on every device of `mesh`, each on its dealt members and its own tables."""
+        run = build(shape, jit=False)
+        spread, whole = P(execute.PARTICLE_AXIS), P()
+        dealt, replicated = NamedSharding(mesh, spread), NamedSharding(mesh, whole)
+
+        def local(key_data, positions, data, shuffle_data, tables, *warm):
+            keys, shuffle_key = (jax.random.wrap_key_data(k, impl=impl) for k in (key_data, shuffle_data))
+            return run(keys, positions, data, shuffle_key, jax.tree.map(lambda t: t[0], tables), warm or None)
+
+        def swarm(key_data_S, positions_SxD, data, shuffle_data, tables, order, place_of, *warm):
+            deal = lambda x: jax.lax.with_sharding_constraint(x[order], dealt)
+            warm = tuple(jax.tree.map(deal, w) for w in warm)
+            specs = (spread, spread, whole, whole, spread) + (spread,) * len(warm)
+            out = jax.shard_map(local, mesh=mesh, in_specs=specs, out_specs=spread, check_vma=False)(
+                deal(key_data_S), deal(positions_SxD), data, shuffle_data, tables, *warm)
+            return jax.tree.map(lambda x: x[place_of], out)
+
+        return jax.jit(swarm, out_shardings=replicated)
+
+    def program(shape: PlanShape, impl: str | None = None):
+        if (shape, impl) not in programs:
+            programs[shape, impl] = build(shape) if mesh is None else sharded(shape, impl)
+            if shape not in stats["shapes"]:
+                stats["shapes"].append(shape)
+        return programs[shape, impl]
+
+    def place(data):
+        """The data where the programs read it: as it is on one device, replicated over `devices`."""
+        if mesh is None:
+            return data
+        return jax.tree.map(lambda x: execute.put(x, NamedSharding(mesh, P())), data)
+
+    def call(keys_S, positions_SxD, data, shuffle_key, warm):
+        """``(program, its arguments, plan)`` for this swarm, planned now."""
+        p = plan(positions_SxD, examples_of(data))
+        if mesh is None:
+            return program(p.shape), (keys_S, positions_SxD, data, shuffle_key, p.tables, warm), p
+        place_of = np.empty(positions_SxD.shape[0], np.int32)
+        place_of[p.order[::-1]] = np.arange(len(p.order) - 1, -1, -1)  # each member's first place
+        whole, dealt = NamedSharding(mesh, P()), NamedSharding(mesh, P(execute.PARTICLE_AXIS))
+        put = lambda x: execute.put(x, whole)
+        args = (put(jax.random.key_data(keys_S)), put(positions_SxD), place(data),
+                put(jax.random.key_data(shuffle_key)), jax.tree.map(lambda t: execute.put(t, dealt), p.tables),
+                put(p.order), put(place_of))
+        if warm is not None:
+            args += (jax.tree.map(put, warm[0]), put(warm[1]))
+        return program(p.shape, str(jax.random.key_impl(keys_S))), args, p
 
     def examples_of(data) -> int:
         """Training examples one member sees in a round (every fold's, every epoch's), or `examples`."""
@@ -893,15 +1013,16 @@ def make_packed_train(
     def train_swarm(keys_S, positions_SxD, data, shuffle_key=None, variables_S=None, keep_S=None):
         if shuffle_key is None:
             shuffle_key = jax.random.fold_in(keys_S[0], 0x5EED)
-        p = plan(positions_SxD, examples_of(data))
         warm = None if variables_S is None else (variables_S, jnp.asarray(keep_S, jnp.bool_))
-        return program(p.shape)(keys_S, positions_SxD, data, shuffle_key, p.tables, warm)
+        fn, args, _ = call(keys_S, positions_SxD, data, shuffle_key, warm)
+        return fn(*args)
 
     def compile_(keys_S, positions_SxD, data, shuffle_key):
-        p = plan(positions_SxD, examples_of(data))
-        return program(p.shape).lower(keys_S, positions_SxD, data, shuffle_key, p.tables).compile(), p
+        fn, args, p = call(keys_S, positions_SxD, data, shuffle_key, None)
+        return fn.lower(*args).compile(), p
 
-    return PackedTrainer(train_swarm, plan, compile_, program, init, apply, loss, stats, mcfg, init_variables)
+    return PackedTrainer(train_swarm, plan, compile_, program, init, apply, loss, stats, mcfg, init_variables,
+                         place)
 
 
 # --------------------------------------------------------------------------
@@ -920,27 +1041,31 @@ def build(family: ModelFamily, space: SearchSpace, train_config: train.TrainConf
           config: Any, estimate: dict, log: Callable) -> SwarmProgram:
     """The packed layout's `SwarmProgram`: programs compile per plan shape during the rounds.
 
-    Members train in chunks of ``config.chunk_size`` one after another, or of
-    what the device's memory (``config.memory_cap_gb``) holds by `estimate`
-    (the masked layout's, an upper bound of the packed one's); each chunk is
-    planned on its own (known plan shapes are reused where they fit).
+    The members are dealt to every device (`jax.devices()`, all processes').
+    Each device trains them in chunks of ``config.chunk_size`` one after
+    another, or of what its memory (``config.memory_cap_gb``) holds by
+    `estimate` (the masked layout's, an upper bound of the packed one's);
+    each chunk is planned on its own (known plan shapes are reused where
+    they fit).
     """
-    trainer = make_packed_train(space, train_config, data_shape.in_features, data_shape.num_classes)
-    S = config.swarm_size
+    devices = jax.devices()
+    trainer = make_packed_train(space, train_config, data_shape.in_features, data_shape.num_classes,
+                                devices=devices)
+    S, D = config.swarm_size, len(devices)
     chunk = config.chunk_size
     if chunk is None:
         capacity = execute.device_memory_bytes()
         if config.memory_cap_gb is not None:
             capacity = min(capacity, int(config.memory_cap_gb * 2**30))
-        chunk = execute.plan_chunks(estimate, capacity, S, 1)
-    chunk = min(int(chunk), S)
+        chunk = execute.plan_chunks(estimate, capacity, S, D)
+    step = min(int(chunk) * D, S)  # members of one call: a chunk on every device
 
     def run(keys_S, positions_SxD, data, state=None, keep_S=None):
         # One shuffle key for the whole swarm: every member sees the same minibatches.
         shuffle_key = jax.random.fold_in(keys_S[0], 1)
         parts = []
-        for lo in range(0, S, chunk):
-            part = slice(lo, lo + chunk)
+        for lo in range(0, S, step):
+            part = slice(lo, lo + step)
             if state is None:
                 parts.append((trainer.train_swarm(keys_S[part], positions_SxD[part], data, shuffle_key), None))
             else:
@@ -953,9 +1078,9 @@ def build(family: ModelFamily, space: SearchSpace, train_config: train.TrainConf
         return metrics, variables
 
     def describe(num_particles: int) -> str:
-        chunks = -(-num_particles // chunk)
-        return (f"packed layout: {num_particles} members in {chunks} chunk(s) of up to {chunk}; "
-                "programs compile per plan shape during rounds")
+        chunks = -(-num_particles // step)
+        return (f"packed layout: {num_particles} members over {D} device(s), {chunks} chunk(s) of up to "
+                f"{-(-step // D)} per device; programs compile per plan shape during rounds")
 
-    return SwarmProgram(lambda *args: 0.0, run, lambda data: data, jax.jit(trainer.init_variables),
+    return SwarmProgram(lambda *args: 0.0, run, trainer.place, jax.jit(trainer.init_variables),
                         lambda state: state, describe, mlp.decode(space, trainer.model_config))
