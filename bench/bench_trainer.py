@@ -264,7 +264,8 @@ def bench_sequential(space, config, data, keys, pos, F, C, archs, sample):
         arch, hp = hparams(pos[i])
         arch = mlp.arch_to_python(arch)
         hp = jax.tree.map(np.asarray, hp)
-        opt = optim.make_optimizer((optim.optimizer_names(space)[int(hp.optimizer)],), total_steps=steps_total)
+        opt = optim.make_optimizer((optim.optimizer_names(space)[int(hp.optimizer)],), steps_total,
+                                   optim.adam_hparams(space))
         hp = jax.tree.map(jnp.asarray, hp._replace(optimizer=np.int32(0)))
         init_fn = lambda k, a=arch: mlp.init_dense(k, a, F, C)
 

@@ -1,9 +1,10 @@
 """Per-member Optax optimizers whose hyperparameters are traced arrays.
 
 One swarm member's optimizer is described by ``OptHParams``: a categorical
-optimizer index and continuous learning rate, momentum, weight decay and
-learning-rate decay. ``make_optimizer`` wraps a single transformation in
-``optax.inject_hyperparams``, so all five live as arrays in
+optimizer index and continuous learning rate, momentum, weight decay,
+learning-rate decay and the Adam family's ``beta2`` and ``eps``.
+``make_optimizer`` wraps a single transformation in
+``optax.inject_hyperparams``, so all seven live as arrays in
 ``opt_state.hyperparams``: vmapping gives every member its own values, and
 changing them (a new PSO round) never recompiles (DESIGN.md decision 3).
 
@@ -13,7 +14,7 @@ same gradients, keeps all their states, and selects the update of the
 member's index with ``lax.select_n``. Under vmap a ``lax.switch`` would turn
 into the same select anyway; the work is elementwise (O(params) per
 optimizer), cheap next to the matmuls that made the gradients, but the
-*memory* of the states adds up (about 9x the params for all seven names):
+*memory* of the states adds up (about 13x the params for all nine names):
 build the optimizer with only the names your search space uses. Because all
 states see the same gradient history, switching a member's index mid-run
 continues with a state as if that optimizer had run all along.
@@ -26,8 +27,10 @@ name                  plain Optax equivalent
 ``nesterov``          ``chain(add_decayed_weights(wd), sgd(lr, momentum=m, nesterov=True))``
 ``rmsprop``           ``chain(add_decayed_weights(wd), rmsprop(lr, momentum=m))``
 ``adagrad``           ``chain(add_decayed_weights(wd), adagrad(lr))``
-``adam``              ``chain(add_decayed_weights(wd), adam(lr, b1=m))``
-``adamw``             ``adamw(lr, b1=m, weight_decay=wd)`` (decoupled)
+``adam``              ``chain(add_decayed_weights(wd), adam(lr, b1=m, b2=b2, eps=eps))``
+``adamw``             ``adamw(lr, b1=m, b2=b2, eps=eps, weight_decay=wd)`` (decoupled)
+``nadam``             ``chain(add_decayed_weights(wd), nadam(lr, b1=m, b2=b2, eps=eps))``
+``adadelta``          ``chain(add_decayed_weights(wd), adadelta(lr))`` (rho 0.9, eps 1e-6)
 ====================  ==================================================
 
 Weight decay is coupled L2 (``wd * params`` added to the gradients) for all
@@ -52,7 +55,7 @@ Example:
     >>> params_S = {"w": jnp.ones((2, 3))}
     >>> hp_S = OptHParams(optimizer=jnp.array([0, 1]), learning_rate=jnp.array([0.1, 0.01]),
     ...                   momentum=jnp.array([0.9, 0.9]), weight_decay=jnp.zeros(2),
-    ...                   lr_decay=jnp.ones(2))
+    ...                   lr_decay=jnp.ones(2), beta2=jnp.full(2, 0.999), eps=jnp.full(2, 1e-8))
     >>> state_S = jax.vmap(opt.init)(params_S, hp_S)
     >>> updates_S, state_S = jax.vmap(opt.update)(params_S, state_S, params_S)
     >>> [round(float(u), 6) for u in updates_S["w"][:, 0]]
@@ -88,12 +91,19 @@ __all__ = [
     "opt_hparams",
     "optimizer_params",
     "lr_decay_param",
+    "ADAM_HPARAMS",
+    "adam_hparams",
 ]
 
-OPTIMIZERS: tuple[str, ...] = ("sgd", "momentum", "nesterov", "rmsprop", "adagrad", "adam", "adamw")
+OPTIMIZERS: tuple[str, ...] = ("sgd", "momentum", "nesterov", "rmsprop", "adagrad", "adam", "adamw", "nadam",
+                                "adadelta")
 
-# A member whose space leaves a hyperparameter out trains with these values.
-DEFAULTS: dict[str, float] = {"learning_rate": 1e-3, "momentum": 0.9, "weight_decay": 0.0, "lr_decay": 1.0}
+# A member whose space leaves a hyperparameter out trains with these values (beta2 and eps: Optax's Adam's).
+DEFAULTS: dict[str, float] = {"learning_rate": 1e-3, "momentum": 0.9, "weight_decay": 0.0, "lr_decay": 1.0,
+                              "beta2": 0.999, "eps": 1e-8}
+# The Adam family's settings a space may tune. One it does not tune stays Optax's Python-float default, so
+# an untuned Adam rounds exactly as `optax.adam` does (a float32 b2 makes 1 - b2 differ by ~1e-5).
+ADAM_HPARAMS: tuple[str, ...] = ("beta2", "eps")
 LEARNING_RATE_RANGE: tuple[float, float] = (1e-4, 1e-1)  # the preset spaces' default range (log scale)
 
 
@@ -105,10 +115,12 @@ class OptHParams(NamedTuple):
             (clipped into range).
         learning_rate: f32[] base learning rate.
         momentum: f32[] momentum for momentum/nesterov/rmsprop, ``b1`` for
-            adam/adamw; ignored by sgd/adagrad.
+            adam/adamw/nadam; ignored by sgd/adagrad/adadelta.
         weight_decay: f32[] decoupled for adamw, coupled L2 for the others.
         lr_decay: f32[] final learning rate = ``learning_rate * lr_decay``
             (cosine decay over ``total_steps``); 1.0 = constant.
+        beta2: f32[] the second-moment decay ``b2`` of adam/adamw/nadam.
+        eps: f32[] the ``eps`` added to the root of the second moment (adam/adamw/nadam).
     """
 
     optimizer: jax.Array
@@ -116,6 +128,8 @@ class OptHParams(NamedTuple):
     momentum: jax.Array
     weight_decay: jax.Array
     lr_decay: jax.Array
+    beta2: jax.Array
+    eps: jax.Array
 
 
 class SwarmOptState(NamedTuple):
@@ -148,7 +162,7 @@ class SwarmOptimizer(NamedTuple):
 
 
 def plain_optimizer(
-    name: str, learning_rate, momentum, weight_decay
+    name: str, learning_rate, momentum, weight_decay, beta2=DEFAULTS["beta2"], eps=DEFAULTS["eps"]
 ) -> optax.GradientTransformation:
     """The plain Optax optimizer that index ``name`` stands for (table above).
 
@@ -157,6 +171,7 @@ def plain_optimizer(
         learning_rate: learning rate (float, array or Optax schedule).
         momentum: momentum / Adam ``b1``.
         weight_decay: L2 (coupled) weight, or decoupled for adamw.
+        beta2, eps: the Adam family's ``b2`` and ``eps``.
 
     Returns:
         An ``optax.GradientTransformation``.
@@ -166,14 +181,16 @@ def plain_optimizer(
         >>> state = tx.init({"w": jnp.zeros(2)})
     """
     if name == "adamw":
-        return optax.adamw(learning_rate, b1=momentum, weight_decay=weight_decay)
+        return optax.adamw(learning_rate, b1=momentum, b2=beta2, eps=eps, weight_decay=weight_decay)
     builders = {
         "sgd": lambda: optax.sgd(learning_rate),
         "momentum": lambda: optax.sgd(learning_rate, momentum=momentum),
         "nesterov": lambda: optax.sgd(learning_rate, momentum=momentum, nesterov=True),
         "rmsprop": lambda: optax.rmsprop(learning_rate, momentum=momentum),
         "adagrad": lambda: optax.adagrad(learning_rate),
-        "adam": lambda: optax.adam(learning_rate, b1=momentum),
+        "adam": lambda: optax.adam(learning_rate, b1=momentum, b2=beta2, eps=eps),
+        "nadam": lambda: optax.nadam(learning_rate, b1=momentum, b2=beta2, eps=eps),
+        "adadelta": lambda: optax.adadelta(learning_rate),
     }
     if name not in builders:
         raise ValueError(f"unknown optimizer {name!r}; expected one of {OPTIMIZERS}")
@@ -196,13 +213,17 @@ def _schedule(total_steps: int, learning_rate, lr_decay):
     return optax.cosine_decay_schedule(learning_rate, max(total_steps - 1, 1), alpha=lr_decay)
 
 
-def make_optimizer(names: Sequence[str] = OPTIMIZERS, total_steps: int = 1) -> SwarmOptimizer:
+def make_optimizer(names: Sequence[str] = OPTIMIZERS, total_steps: int = 1,
+                   traced: Sequence[str] = ADAM_HPARAMS) -> SwarmOptimizer:
     """Builds the per-member optimizer with hyperparameters as traced arrays.
 
     Args:
         names: the optimizers an index may choose (subset of ``OPTIMIZERS``,
             in the order the index refers to). Fewer names, less state memory.
         total_steps: number of updates the lr schedule spans (static).
+        traced: which of `ADAM_HPARAMS` the optimizer reads from the
+            hyperparameters; the others are `DEFAULTS` as Python floats
+            (a study passes `adam_hparams(space)`, what its space tunes).
 
     Returns:
         ``SwarmOptimizer``; vmap ``init``/``update`` over members.
@@ -218,11 +239,16 @@ def make_optimizer(names: Sequence[str] = OPTIMIZERS, total_steps: int = 1) -> S
     total_steps = int(total_steps)
     if total_steps < 1:
         raise ValueError(f"total_steps must be >= 1, got {total_steps}")
+    unknown = set(traced) - set(ADAM_HPARAMS)
+    if unknown:
+        raise ValueError(f"traced must name some of {ADAM_HPARAMS}, got {sorted(unknown)}")
 
-    def swarm_transform(optimizer, learning_rate, momentum, weight_decay, lr_decay):
+    def swarm_transform(optimizer, learning_rate, momentum, weight_decay, lr_decay, beta2, eps):
+        adam = {n: v if n in traced else DEFAULTS[n] for n, v in (("beta2", beta2), ("eps", eps))}
+
         def txs(count):
             lr = _schedule(total_steps, learning_rate, lr_decay)(count)
-            return [plain_optimizer(n, lr, momentum, weight_decay) for n in names]
+            return [plain_optimizer(n, lr, momentum, weight_decay, **adam) for n in names]
 
         def init_fn(params):
             count = jnp.zeros([], jnp.int32)
@@ -253,7 +279,7 @@ def make_optimizer(names: Sequence[str] = OPTIMIZERS, total_steps: int = 1) -> S
 
     # update_fn of inject_hyperparams reads every numeric value from the state;
     # the values given here are placeholders that are never used.
-    _update_tx = injected(0, 0.0, 0.0, 0.0, 1.0)
+    _update_tx = injected(0, 0.0, 0.0, 0.0, 1.0, 0.0, 0.0)
 
     def update(grads, opt_state, params):
         return _update_tx.update(grads, opt_state, params)
@@ -262,13 +288,7 @@ def make_optimizer(names: Sequence[str] = OPTIMIZERS, total_steps: int = 1) -> S
 
 
 def _as_arrays(hp: OptHParams) -> OptHParams:
-    return OptHParams(
-        optimizer=jnp.asarray(hp.optimizer, jnp.int32),
-        learning_rate=jnp.asarray(hp.learning_rate, jnp.float32),
-        momentum=jnp.asarray(hp.momentum, jnp.float32),
-        weight_decay=jnp.asarray(hp.weight_decay, jnp.float32),
-        lr_decay=jnp.asarray(hp.lr_decay, jnp.float32),
-    )
+    return OptHParams(jnp.asarray(hp.optimizer, jnp.int32), *(jnp.asarray(v, jnp.float32) for v in hp[1:]))
 
 
 def default_hparams(names: Sequence[str] = OPTIMIZERS, **overrides) -> OptHParams:
@@ -368,6 +388,17 @@ def optimizer_names(space: SearchSpace) -> tuple[str, ...]:
     return options
 
 
+def adam_hparams(space: SearchSpace) -> tuple[str, ...]:
+    """Which of `ADAM_HPARAMS` `space` tunes (`make_optimizer`'s ``traced``).
+
+    Example:
+        >>> from jaxswarm.space import SearchSpace
+        >>> adam_hparams(SearchSpace({"beta2": Float(0.9, 0.999)}))
+        ('beta2',)
+    """
+    return tuple(n for n in ADAM_HPARAMS if n in space.params)
+
+
 def opt_hparams(value: Callable, decoded: dict) -> OptHParams:
     """One decoded position's optimizer hyperparameters (`DEFAULTS` for names the space lacks).
 
@@ -382,8 +413,12 @@ def opt_hparams(value: Callable, decoded: dict) -> OptHParams:
 
 
 def optimizer_params(optimizers: Sequence[str] | None, momentum: tuple[float, float] | None,
-                     weight_decay: tuple[float, float] | None) -> dict[str, Param]:
-    """The preset spaces' optional ``optimizer``, ``momentum`` and ``weight_decay`` parameters.
+                     weight_decay: tuple[float, float] | None, beta2: tuple[float, float] | None = None,
+                     eps: tuple[float, float] | None = None) -> dict[str, Param]:
+    """The preset spaces' optional ``optimizer``, ``momentum``, ``weight_decay``, ``beta2`` and ``eps``.
+
+    ``beta2`` is linear in [0, 1) (a decay of 1 never forgets), ``eps`` on a
+    log scale (> 0); both only change adam, adamw and nadam.
 
     Example:
         >>> list(optimizer_params(("sgd", "adam"), None, (1e-5, 1e-2)))
@@ -421,6 +456,16 @@ def optimizer_params(optimizers: Sequence[str] | None, momentum: tuple[float, fl
             raise ValueError(f"weight_decay is tuned on a log scale: its range needs lo > 0, "
                              f"got ({p.lo:g}, {p.hi:g})")
         params["weight_decay"] = ranged("weight_decay", weight_decay, log=True)
+    if beta2 is not None:
+        p = ranged("beta2", beta2)
+        if not (0 <= p.lo and p.hi < 1):
+            raise ValueError(f"beta2 must lie in [0, 1), got ({p.lo:g}, {p.hi:g})")
+        params["beta2"] = p
+    if eps is not None:
+        p = ranged("eps", eps)
+        if not p.lo > 0:
+            raise ValueError(f"eps is tuned on a log scale: its range needs lo > 0, got ({p.lo:g}, {p.hi:g})")
+        params["eps"] = ranged("eps", eps, log=True)
     return params
 
 

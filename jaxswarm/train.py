@@ -264,7 +264,7 @@ def make_train(
     family = family_of(space) if family is None else family
     mcfg = family.config(space, in_features, num_classes, input_shape, branching)
     hparams = family.decode(space, mcfg)
-    optimizers = optim.optimizer_names(space)
+    optimizers, traced = optim.optimizer_names(space), optim.adam_hparams(space)
 
     def member(position_D):
         arch, hp = hparams(position_D)
@@ -274,7 +274,7 @@ def make_train(
 
     def train_member_warm(key, position_D, data: Data, variables, keep, shuffle_key=None):
         init_fn, apply_fn, hp = member(position_D)
-        opt = optim.make_optimizer(optimizers, total_steps=total_steps(config, data.x_train.shape[0]))
+        opt = optim.make_optimizer(optimizers, total_steps(config, data.x_train.shape[0]), traced)
         return fit(key, init_fn, apply_fn, opt, hp, data, config, variables, keep, shuffle_key)
 
     def train_member(key, position_D, data: Data | FoldData, shuffle_key=None) -> Metrics:
@@ -379,6 +379,7 @@ def make_dense_train(
     family = family_of(space) if family is None else family
     mcfg = family.config(space, in_features, num_classes, input_shape, False)
     hparams = family.decode(space, mcfg)
+    optimizers, traced = optim.optimizer_names(space), optim.adam_hparams(space)
 
     def describe(position_D):
         arch, hp = hparams(jnp.asarray(position_D, jnp.float32))
@@ -391,7 +392,7 @@ def make_dense_train(
         """
         arch, hp = describe(position_D)
         optimizer = optim.make_optimizer(
-            (optim.optimizer_names(space)[int(hp.optimizer)],), total_steps=total_steps(config, n_train)
+            (optimizers[int(hp.optimizer)],), total_steps=total_steps(config, n_train), traced=traced
         )
         hp = jax.tree.map(jnp.asarray, hp._replace(optimizer=np.int32(0)))
         init_fn = lambda k: family.init_dense(k, arch, mcfg)

@@ -332,7 +332,7 @@ def test_activation_subset_in_config(key):
 def test_arch_roundtrip_and_validation():
     arch_py = dict(n_layers=2, units=[3, 8], activation="gelu", dropout=0.25, batch_norm=True)
     back = arch_to_python(make_arch(arch_py, CFG))
-    assert back == {**arch_py, "units": (3, 8)}
+    assert back == {**arch_py, "units": (3, 8), "init": "auto"}
     bad = [
         dict(n_layers=0, units=[3]),
         dict(n_layers=4, units=[3, 3, 3, 3]),

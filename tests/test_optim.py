@@ -37,7 +37,7 @@ def _grad(params):
     return jax.grad(loss)(params)
 
 
-def _plain(name, lr, m, wd):
+def _plain(name, lr, m, wd, b2=0.999, eps=1e-8):
     """The plain Optax optimizer, written out independently of jaxswarm.optim."""
     l2 = optax.add_decayed_weights(wd)
     return {
@@ -46,8 +46,10 @@ def _plain(name, lr, m, wd):
         "nesterov": lambda: optax.chain(l2, optax.sgd(lr, momentum=m, nesterov=True)),
         "rmsprop": lambda: optax.chain(l2, optax.rmsprop(lr, momentum=m)),
         "adagrad": lambda: optax.chain(l2, optax.adagrad(lr)),
-        "adam": lambda: optax.chain(l2, optax.adam(lr, b1=m)),
-        "adamw": lambda: optax.adamw(lr, b1=m, weight_decay=wd),
+        "adam": lambda: optax.chain(l2, optax.adam(lr, b1=m, b2=b2, eps=eps)),
+        "adamw": lambda: optax.adamw(lr, b1=m, b2=b2, eps=eps, weight_decay=wd),
+        "nadam": lambda: optax.chain(l2, optax.nadam(lr, b1=m, b2=b2, eps=eps)),
+        "adadelta": lambda: optax.chain(l2, optax.adadelta(lr)),
     }[name]()
 
 
@@ -73,19 +75,22 @@ _update = jax.jit(_OPT.update)
 
 @pytest.mark.parametrize("name", OPTIMIZERS)
 def test_selected_update_equals_plain_optax(key, name):
-    """Like with like: the plain optimizer gets the same float32 hyperparameters."""
-    hp = default_hparams(optimizer=name, learning_rate=LR, momentum=MOM, weight_decay=WD)
+    """Like with like: the plain optimizer gets the same float32 hyperparameters (beta2 and eps
+    off their defaults, so an optimizer that ignored them would fail here)."""
+    hp = default_hparams(optimizer=name, learning_rate=LR, momentum=MOM, weight_decay=WD, beta2=0.95, eps=1e-3)
     ours = _run(lambda p: _OPT.init(p, hp), _update, _params(key))
-    plain_tx = _plain(name, hp.learning_rate, hp.momentum, hp.weight_decay)
+    plain_tx = _plain(name, hp.learning_rate, hp.momentum, hp.weight_decay, hp.beta2, hp.eps)
     plain = _run(plain_tx.init, jax.jit(plain_tx.update), _params(key))
     _assert_trajectories_close(ours, plain, rtol=1e-6)
 
 
 @pytest.mark.parametrize("name", ["adam", "momentum"])
 def test_plain_python_float_hyperparameters_agree_loosely(key, name):
-    """Against Python-float hyperparameters only float32 rounding differs."""
+    """Against Python-float hyperparameters only float32 rounding differs (beta2 and eps untuned:
+    Python floats too, as a space that does not tune them builds its optimizer)."""
+    opt = make_optimizer(OPTIMIZERS, total_steps=STEPS, traced=())
     hp = default_hparams(optimizer=name, learning_rate=LR, momentum=MOM, weight_decay=WD)
-    ours = _run(lambda p: _OPT.init(p, hp), _update, _params(key))
+    ours = _run(lambda p: opt.init(p, hp), jax.jit(opt.update), _params(key))
     plain_tx = _plain(name, LR, MOM, WD)
     _assert_trajectories_close(ours, _run(plain_tx.init, plain_tx.update, _params(key)), rtol=2e-5)
 
@@ -98,7 +103,7 @@ def test_lr_decay_equals_optax_cosine_schedule(key, name):
                          weight_decay=WD, lr_decay=decay)
     ours = _run(lambda p: opt.init(p, hp), jax.jit(opt.update), _params(key), steps=total + 2)
     sched = optax.cosine_decay_schedule(hp.learning_rate, total - 1, alpha=hp.lr_decay)
-    plain_tx = _plain(name, sched, hp.momentum, hp.weight_decay)
+    plain_tx = _plain(name, sched, hp.momentum, hp.weight_decay, hp.beta2, hp.eps)
     plain = _run(plain_tx.init, jax.jit(plain_tx.update), _params(key), steps=total + 2)
     _assert_trajectories_close(ours, plain, rtol=1e-6)
 
@@ -143,7 +148,8 @@ def test_no_recompiles_when_values_change(key):
     state = None
     for i, name in enumerate(OPTIMIZERS):
         hp = default_hparams(optimizer=name, learning_rate=0.1 / (i + 1), momentum=0.5 + 0.05 * i,
-                             weight_decay=0.01 * i, lr_decay=1.0 - 0.1 * i)
+                             weight_decay=0.01 * i, lr_decay=1.0 - 0.1 * i, beta2=0.9 + 0.01 * i,
+                             eps=10.0 ** -(i + 1))
         fresh = init_j(params, hp)
         # Also change values inside an existing state.
         state = fresh if state is None else with_hparams(state, hp)
@@ -163,6 +169,8 @@ def test_vmapped_members_equal_separate_runs(key):
         momentum=jnp.linspace(0.5, 0.95, S),
         weight_decay=jnp.linspace(0.0, 0.02, S),
         lr_decay=jnp.linspace(1.0, 0.1, S),
+        beta2=jnp.linspace(0.9, 0.999, S),
+        eps=jnp.logspace(-8, -3, S),
     )
     params_S = jax.vmap(_params)(jax.random.split(key, S))
     runs_S = _run(lambda p: jax.vmap(_OPT.init)(p, hp_S), jax.jit(jax.vmap(_OPT.update)), params_S,

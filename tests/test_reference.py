@@ -27,7 +27,7 @@ import pytest
 from jax import lax
 
 from jaxswarm.models import cnn as cnn_mod
-from jaxswarm.models import layers
+from jaxswarm.models import layers, mlp
 from jaxswarm.models.cnn import apply_dense_cnn, conv2d, init_dense_cnn
 from jaxswarm.models.layers import BN_EPS, BN_MOMENTUM
 from jaxswarm.models.mlp import MLPConfig, apply_dense, apply_mlp, dense_params, init_dense, init_mlp, make_arch
@@ -557,3 +557,54 @@ def test_cnn_dense_matches_flax_train_and_eval_with_gradients(x64, key, arch, sh
 
     out = run(v["params"], v["batch_stats"], x)
     _check_against_reference([o[1] for o in out], [o[0] for o in out], v["batch_stats"])
+
+
+_SCHEME_REFERENCE = {  # jax.nn.initializers.variance_scaling arguments of each named scheme
+    "he_normal": (2.0, "fan_in", "truncated_normal"), "he_uniform": (2.0, "fan_in", "uniform"),
+    "glorot_normal": (1.0, "fan_avg", "truncated_normal"), "glorot_uniform": (1.0, "fan_avg", "uniform"),
+    "lecun_normal": (1.0, "fan_in", "truncated_normal"), "lecun_uniform": (1.0, "fan_in", "uniform"),
+}
+
+
+@pytest.mark.parametrize("scheme", sorted(_SCHEME_REFERENCE))
+def test_init_schemes_match_variance_scaling_in_the_member_and_the_dense_network(scheme):
+    """Each scheme's kernels (every layer, output included) have the std, bound and kind of jax's
+    variance_scaling with the real fans, in the masked member's active entries and in the dense network."""
+    F, U1, U2, C = 256, 160, 96, 64
+    scale, mode, distribution = _SCHEME_REFERENCE[scheme]
+    arch = dict(n_layers=2, units=[U1, U2], activation="tanh", init=scheme)
+    cfg = mlp.MLPConfig(F, C, 3, 192, activations=("tanh",), inits=("auto", scheme))
+    masked = jax.jit(lambda k: mlp.init_mlp(k, mlp.make_arch(arch, cfg), cfg))(jax.random.key(5))["params"]
+    dense = jax.jit(lambda k: init_dense(k, arch, F, C))(jax.random.key(6))["params"]
+    for name, fan_in, fan_out in (("dense_0", F, U1), ("dense_1", U1, U2), ("out", U2, C)):
+        ref = np.asarray(jax.nn.initializers.variance_scaling(scale, mode, distribution)(
+            jax.random.key(7), (fan_in, fan_out)))
+        std = math.sqrt(scale / (fan_in if mode == "fan_in" else (fan_in + fan_out) / 2))
+        bound = std * (math.sqrt(3) if distribution == "uniform" else 2 / 0.87962566103423978)
+        for got in (ref, np.asarray(masked[name]["kernel"])[:fan_in, :fan_out], np.asarray(dense[name]["kernel"])):
+            assert got.shape == ref.shape
+            assert abs(got.std() / std - 1) < 0.04, (name, got.std(), std)
+            assert abs(got.mean()) < 0.04 * std
+            assert 0.97 < np.abs(got).max() / bound <= 1 + 1e-5, name  # the kind's bound: uniform or truncated
+            # A uniform draw fills its interval evenly (10% beyond 0.9 of its bound), a truncated normal 2.8%.
+            tail = np.mean(np.abs(got) > 0.9 * bound)
+            assert (0.08 < tail < 0.12) if distribution == "uniform" else 0.015 < tail < 0.04, (name, tail)
+    # Entries outside the member's real network stay zero.
+    assert not np.asarray(masked["dense_1"]["kernel"])[U1:].any() and not np.asarray(masked["out"]["kernel"])[U2:].any()
+
+
+def test_auto_init_is_the_same_draw_as_before_and_an_init_choice_changes_only_its_members():
+    """A space without an init choice draws exactly as "auto" always did (the normals alone); with a
+    uniform scheme in the space, an "auto" member still gets those same normals."""
+    arch = dict(n_layers=1, units=[8], activation="relu")
+    plain = mlp.MLPConfig(16, 4, 1, 8, activations=("relu",))
+    mixed = plain._replace(inits=("auto", "he_uniform"))
+    k = jax.random.key(2)
+    a = mlp.init_mlp(k, mlp.make_arch(arch, plain), plain)
+    expected = layers.unit_normal(k, (16 * 8 + 8 * 4,), jnp.float32)[:128].reshape(16, 8) * jnp.sqrt(
+        jnp.float32(2.0) / jnp.float32(16))  # He fan-in for relu, one truncated-normal draw for all kernels
+    np.testing.assert_array_equal(a["params"]["dense_0"]["kernel"], expected)
+    b = mlp.init_mlp(k, mlp.make_arch(arch, mixed), mixed)
+    jax.tree.map(np.testing.assert_array_equal, a, b)
+    c = mlp.init_mlp(k, mlp.make_arch({**arch, "init": "he_uniform"}, mixed), mixed)
+    assert not np.allclose(a["params"]["dense_0"]["kernel"], c["params"]["dense_0"]["kernel"])

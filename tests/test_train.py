@@ -7,6 +7,7 @@ from jaxswarm import execute, train
 from jaxswarm import space as sp
 from jaxswarm.data import kfold_indices
 from jaxswarm.models.cnn import cnn_space
+from jaxswarm.models.layers import INIT_SCHEMES
 
 
 @pytest.fixture
@@ -191,3 +192,57 @@ def test_dense_trainer_compiles_per_configuration_and_program_splits_compile_fro
     np.testing.assert_array_equal(m.train_loss, ref.train_loss)
     arch, _ = dense.describe(pos[1])
     assert m.train_loss.shape == (CONFIG.epochs,) and 1 <= arch["n_layers"] <= 2
+
+
+ADAM_FAMILY = sp.SearchSpace({
+    **{k: v for k, v in SPACE.params.items() if k != "optimizer"},
+    "optimizer": sp.Choice(["adam", "adamw", "nadam", "adadelta"]),
+    "beta2": sp.Float(0.9, 0.9999),
+    "eps": sp.Float(1e-8, 1e-3, log=True),
+    "init": sp.Choice(list(INIT_SCHEMES)),
+})
+
+
+def test_adam_family_members_train_alone_as_in_the_swarm_and_compile_once(key):
+    """beta2, eps, nadam, adadelta and the init scheme are traced: one member program for every
+    value, and each swarm member trains as it does alone (test_optim checks each update against
+    plain Optax, test_reference each scheme against variance_scaling)."""
+    trainer, data = _trainer(ADAM_FAMILY), _data()
+    traces = []
+
+    def counted_member(k, p, d):
+        traces.append(1)
+        return trainer.train_member(k, p, d)
+
+    runner = execute.make_swarm_runner(counted_member, log=None)
+    single = jax.jit(trainer.train_member)
+    keys = jax.random.split(key, 8)
+    seen, inits = set(), set()
+    for r in range(2):
+        pos = jax.random.uniform(jax.random.fold_in(key, r), (8, ADAM_FAMILY.num_dims))
+        swarm = runner(keys, pos, data)
+        for i in range(8):
+            seen.add(ADAM_FAMILY.to_python(pos[i])["optimizer"])
+            inits.add(ADAM_FAMILY.to_python(pos[i])["init"])
+            np.testing.assert_allclose(swarm.train_loss[i], single(keys[i], pos[i], data).train_loss,
+                                       rtol=2e-5, atol=1e-6)
+    assert len(traces) == 1
+    assert seen == {"adam", "adamw", "nadam", "adadelta"} and len(inits) >= 5
+
+
+def test_beta2_and_eps_change_the_training():
+    """Not ignored: the same member with another beta2 or eps trains differently (Adam), and
+    adadelta ignores both."""
+    data, k = _data(), jax.random.key(3)
+    space = sp.SearchSpace({**ADAM_FAMILY.params, "optimizer": sp.Choice(["adam", "adadelta"])})
+    trainer = jax.jit(_trainer(space).train_member)
+    base = {"n_layers": 1, "units_1": 4, "activation": "tanh", "learning_rate": 0.05, "beta2": 0.99, "eps": 1e-8,
+            "init": "auto"}
+
+    def loss(**kw):
+        return np.asarray(trainer(k, jnp.asarray(space.encode({**base, **kw})), data).train_loss)
+
+    adam = loss(optimizer="adam")
+    assert not np.allclose(adam, loss(optimizer="adam", beta2=0.9))
+    assert not np.allclose(adam, loss(optimizer="adam", eps=1e-3))
+    np.testing.assert_array_equal(loss(optimizer="adadelta"), loss(optimizer="adadelta", beta2=0.9, eps=1e-3))

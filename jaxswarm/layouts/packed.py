@@ -469,14 +469,14 @@ class _MultiOpt(NamedTuple):
     update: Callable
 
 
-def _multi_optimizer(names: tuple[str, ...], total_steps: int) -> _MultiOpt:
+def _multi_optimizer(names: tuple[str, ...], total_steps: int, traced: tuple[str, ...]) -> _MultiOpt:
     """All named optimizers run on the same gradients; the update of `index` (into `names`) is kept.
 
     The same rule as `optim.make_optimizer`, but the index (and every
     hyperparameter) may be an array broadcasting against the leaves, so a
     packed kernel's columns can each follow their own member.
     """
-    opts = [optim.make_optimizer((n,), total_steps) for n in names]
+    opts = [optim.make_optimizer((n,), total_steps, traced) for n in names]
     ids = list(range(len(names)))
 
     def init(params, hp: optim.OptHParams):
@@ -893,7 +893,7 @@ def make_packed_train(
                 start_S = jax.tree.map(
                     lambda v, f: jnp.where(keep_S.reshape((-1,) + (1,) * (v.ndim - 1)), v, f), variables_S, start_S)
             params, bn_stats = _pack(start_S, tables, shape, bn)
-            opt = _multi_optimizer(opt_names, train.total_steps(config, n))
+            opt = _multi_optimizer(opt_names, train.total_steps(config, n), optim.adam_hparams(space))
             opt_state = {
                 "first": opt.init(params["first"], ctx.col_hp),
                 "groups": [jax.vmap(opt.init)(p, c[3]) for p, c in zip(params["groups"], ctx.groups)],

@@ -969,6 +969,8 @@ def cnn_space(
     dropout: tuple[float, float] | None = None,
     batch_norm: bool = False,
     poolings: Sequence[str] | None = None,
+    beta2: tuple[float, float] | None = None,
+    eps: tuple[float, float] | None = None,
 ) -> SearchSpace:
     """The convolutional search space ("cnn"), names as ``cnn_hparams`` reads them.
 
@@ -978,7 +980,7 @@ def cnn_space(
     block ``k``'s active when ``n_blocks >= k``; ``dense_units``
     Int(log=True); ``activation`` Choice; ``learning_rate`` Float(log=True);
     then, only when given: ``optimizer`` Choice, ``momentum`` Float,
-    ``weight_decay`` Float(log=True), ``lr_decay`` Float(log=True) (final lr /
+    ``weight_decay`` Float(log=True), ``beta2`` Float, ``eps`` Float(log=True), ``lr_decay`` Float(log=True) (final lr /
     initial lr of the cosine schedule, as in ``mlp_space``), ``dropout`` Float, ``batch_norm``
     Choice([False, True]), ``pooling`` Choice(poolings) (of ``POOLINGS``).
 
@@ -992,6 +994,7 @@ def cnn_space(
         optimizers, momentum, weight_decay, lr_decay, dropout: optional extras.
         batch_norm: add a batch-norm on/off choice.
         poolings: e.g. ("max", "avg"); None keeps max pooling.
+        beta2, eps: the Adam family's ``b2`` and ``eps`` ranges, as in ``mlp_space``.
 
     Returns:
         The :class:`SearchSpace`.
@@ -1039,7 +1042,7 @@ def cnn_space(
     params["activation"] = named("activations", lambda: Choice(activations))
     params["learning_rate"] = named("learning_rate",
                                     lambda: Float(*range_arg(learning_rate, "learning_rate"), log=True))
-    params.update(optim.optimizer_params(optimizers, momentum, weight_decay))
+    params.update(optim.optimizer_params(optimizers, momentum, weight_decay, beta2, eps))
     if lr_decay is not None:
         decay = named("lr_decay", lambda: Float(*range_arg(lr_decay, "lr_decay")))
         if not (0 < decay.lo and decay.hi <= 1):  # final / initial learning rate, on a log scale
@@ -1139,7 +1142,7 @@ def cnn_hparams(space: SearchSpace, cfg: CNNConfig) -> Callable:
             every ``filters_j`` / ``kernel_j`` (j < k), or a space that does not fit `cfg`.
     """
     known = ("n_blocks", "dense_units", "activation", "learning_rate", "optimizer", "momentum", "weight_decay",
-             "lr_decay", "dropout", "batch_norm", "pooling")
+             "lr_decay", "dropout", "batch_norm", "pooling", *optim.ADAM_HPARAMS)
     blocks: dict[str, dict[int, str]] = {"filters": {}, "kernel": {}}  # prefix -> k -> name
     for name in space.names:
         prefix, _, k = name.partition("_")

@@ -28,6 +28,10 @@ __all__ = [
     "ACTIVATION_NAMES",
     "INIT_GAIN2",
     "OUT_GAIN2",
+    "INIT_SCHEMES",
+    "init_std",
+    "uses_uniform",
+    "unit_uniform",
     "BN_MOMENTUM",
     "BN_EPS",
     "MAX_DROPOUT",
@@ -72,6 +76,53 @@ MAX_DROPOUT = 0.999  # traced rates are clipped to [0, MAX_DROPOUT]
 # Unit-variance truncated normal on [-2, 2] (std of the truncated draw is
 # 0.87962566103423978; the same constant jax's variance_scaling uses).
 unit_normal = jax.nn.initializers.truncated_normal(stddev=1.0 / 0.87962566103423978)
+
+# Kernel initialization schemes a member may use (an index into this tuple; append new ones at the end).
+# "auto" is the per-activation default above (He for rectifiers, LeCun for saturating ones and the output
+# layer); the others are `jax.nn.initializers.variance_scaling` (scale, mode, distribution) applied to every
+# layer, output included, as Keras applies a Dense layer's kernel_initializer:
+#   he: (2, fan_in)   glorot: (1, fan_avg)   lecun: (1, fan_in);   normal: truncated normal, uniform: uniform.
+INIT_SCHEMES: tuple[str, ...] = ("auto", "he_normal", "he_uniform", "glorot_normal", "glorot_uniform",
+                                 "lecun_normal", "lecun_uniform")
+_SCHEME_GAIN2 = np.asarray([np.nan, 2, 2, 1, 1, 1, 1], np.float32)  # "auto": the activation's gain
+_SCHEME_FAN_AVG = np.asarray([False, False, False, True, True, False, False])
+_SCHEME_UNIFORM = np.asarray([False, False, True, False, True, False, True])
+
+
+def unit_uniform(key: jax.Array, shape, dtype=jnp.float32) -> jax.Array:
+    """Unit-variance uniform draws on [-sqrt(3), sqrt(3)]."""
+    return jax.random.uniform(key, shape, dtype, -np.sqrt(3.0), np.sqrt(3.0))
+
+
+def uses_uniform(schemes) -> bool:
+    """Whether any of `schemes` (names) draws uniforms (a member program then draws both kinds)."""
+    return any(_SCHEME_UNIFORM[INIT_SCHEMES.index(n)] for n in schemes)
+
+
+def init_std(scheme, auto_gain2, fan_in, fan_out):
+    """``(std, uniform)`` of a kernel under `scheme`: a name (host floats, in float64) or an
+    index into `INIT_SCHEMES` (traced arrays).
+
+    The kernel is ``std`` times a unit-variance draw: `unit_normal`, or
+    `unit_uniform` where ``uniform``. ``auto_gain2`` is the variance gain
+    "auto" uses (`INIT_GAIN2` of the activation, `OUT_GAIN2` for the output).
+
+    Example:
+        >>> init_std("glorot_uniform", 2.0, 3, 5)
+        (0.5, True)
+        >>> std, uniform = init_std(INIT_SCHEMES.index("he_normal"), 1.0, jnp.float32(8), jnp.float32(4))
+        >>> float(std), bool(uniform)
+        (0.5, False)
+    """
+    if isinstance(scheme, str):
+        i = INIT_SCHEMES.index(scheme)
+        gain2 = auto_gain2 if i == 0 else float(_SCHEME_GAIN2[i])
+        fan = (fan_in + fan_out) / 2 if _SCHEME_FAN_AVG[i] else fan_in
+        return float(np.sqrt(gain2 / fan)), bool(_SCHEME_UNIFORM[i])
+    i = jnp.clip(jnp.asarray(scheme, jnp.int32), 0, len(INIT_SCHEMES) - 1)
+    gain2 = jnp.where(i == 0, auto_gain2, jnp.asarray(_SCHEME_GAIN2)[i])
+    fan = jnp.where(jnp.asarray(_SCHEME_FAN_AVG)[i], (fan_in + fan_out) / 2, fan_in)
+    return jnp.sqrt(gain2 / fan), jnp.asarray(_SCHEME_UNIFORM)[i]
 
 
 def activate(index: jax.Array, z: jax.Array, names: tuple[str, ...] = ACTIVATION_NAMES) -> jax.Array:

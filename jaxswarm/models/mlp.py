@@ -81,13 +81,17 @@ from jaxswarm.models.layers import (
     MemoryTerms,
     ACTIVATIONS,
     INIT_GAIN2,
+    INIT_SCHEMES,
     MAX_DROPOUT,
     OUT_GAIN2,
     activate,
     batch_norm_eval,
     batch_norm_train,
     dropout,
+    init_std,
     unit_normal,
+    unit_uniform,
+    uses_uniform,
 )
 from jaxswarm.space import AtLeast, Choice, Fixed, Float, Int, SearchSpace, as_int, range_arg, value_reader
 
@@ -108,6 +112,7 @@ __all__ = [
     "limits",
     "config",
     "decode",
+    "init_names",
     "memory_terms",
     "signature",
 ]
@@ -126,6 +131,9 @@ class MLPConfig(NamedTuple):
             on every member's pre-activations). ``Arch.activation`` still
             indexes ``ACTIVATION_NAMES``; an index outside this set falls
             back to its first entry (``make_arch`` rejects it).
+        inits: the kernel initialization schemes members may use (names
+            from ``INIT_SCHEMES``; default "auto" only). Where one of them
+            is uniform, every member draws uniforms too (one more RNG op).
     """
 
     in_features: int
@@ -133,6 +141,7 @@ class MLPConfig(NamedTuple):
     max_layers: int
     max_units: int
     activations: tuple[str, ...] = ACTIVATION_NAMES
+    inits: tuple[str, ...] = ("auto",)
 
 
 class Arch(NamedTuple):
@@ -145,6 +154,7 @@ class Arch(NamedTuple):
         activation: i32[] index into ``ACTIVATION_NAMES``.
         dropout: f32[] dropout rate in [0, 1); 0 disables it.
         batch_norm: bool[] batch norm before each activation.
+        init: i32[] index into ``INIT_SCHEMES``: how the kernels start.
     """
 
     n_layers: jax.Array
@@ -152,6 +162,7 @@ class Arch(NamedTuple):
     activation: jax.Array
     dropout: jax.Array
     batch_norm: jax.Array
+    init: jax.Array
 
 
 # --------------------------------------------------------------------------
@@ -175,6 +186,11 @@ def _check_cfg(cfg: MLPConfig) -> None:
             f"MLPConfig.activations must be a non-empty tuple of distinct names from "
             f"{ACTIVATION_NAMES}, got {acts!r}"
         )
+    inits = cfg.inits
+    if not isinstance(inits, tuple) or not inits or len(set(inits)) != len(inits) or any(
+            i not in INIT_SCHEMES for i in inits):
+        raise ValueError(f"MLPConfig.inits must be a non-empty tuple of distinct names from {INIT_SCHEMES}, "
+                         f"got {inits!r}")
 
 
 def _activation_index(activation: Any) -> int:
@@ -198,11 +214,11 @@ def _normalize_arch(
     """Validates a host-side architecture dict and returns a canonical copy.
 
     Canonical form: ``n_layers`` int, ``units`` tuple of exactly ``n_layers``
-    ints, ``activation`` name, ``dropout`` float, ``batch_norm`` bool.
+    ints, ``activation`` name, ``dropout`` float, ``batch_norm`` bool, ``init`` name.
     """
     if "n_layers" not in arch or "units" not in arch:
         raise ValueError(f"architecture needs 'n_layers' and 'units', got keys {sorted(arch)}")
-    unknown = set(arch) - {"n_layers", "units", "activation", "dropout", "batch_norm"}
+    unknown = set(arch) - {"n_layers", "units", "activation", "dropout", "batch_norm", "init"}
     if unknown:
         raise ValueError(f"unknown architecture keys {sorted(unknown)}")
     n_layers = int(arch["n_layers"])
@@ -218,12 +234,18 @@ def _normalize_arch(
     dropout = float(arch.get("dropout", 0.0))
     if not 0.0 <= dropout < 1.0:
         raise ValueError(f"dropout={dropout} outside [0, 1)")
+    init = arch.get("init", "auto")
+    if not isinstance(init, str):  # an index, as `arch_to_python` reads it
+        init = INIT_SCHEMES[int(init)] if 0 <= int(init) < len(INIT_SCHEMES) else str(init)
+    if init not in INIT_SCHEMES:
+        raise ValueError(f"unknown init {init!r}; expected one of {INIT_SCHEMES}")
     return {
         "n_layers": n_layers,
         "units": tuple(units),
         "activation": ACTIVATION_NAMES[_activation_index(arch.get("activation", "relu"))],
         "dropout": dropout,
         "batch_norm": bool(arch.get("batch_norm", False)),
+        "init": init,
     }
 
 
@@ -234,7 +256,7 @@ def make_arch(arch_python: Mapping[str, Any], cfg: MLPConfig) -> Arch:
         arch_python: dict with ``n_layers`` (int), ``units`` (at least
             ``n_layers`` ints) and optionally ``activation`` (name or index,
             default "relu"), ``dropout`` (default 0.0), ``batch_norm``
-            (default False).
+            (default False), ``init`` (a name of ``INIT_SCHEMES``, default "auto").
         cfg: the max-size shape config.
 
     Returns:
@@ -251,6 +273,8 @@ def make_arch(arch_python: Mapping[str, Any], cfg: MLPConfig) -> Arch:
         raise ValueError(
             f"activation {a['activation']!r} not in MLPConfig.activations {cfg.activations}"
         )
+    if a["init"] not in cfg.inits:
+        raise ValueError(f"init {a['init']!r} not in MLPConfig.inits {cfg.inits}")
     units = list(a["units"]) + [1] * (cfg.max_layers - a["n_layers"])
     return Arch(
         n_layers=jnp.asarray(a["n_layers"], jnp.int32),
@@ -258,6 +282,7 @@ def make_arch(arch_python: Mapping[str, Any], cfg: MLPConfig) -> Arch:
         activation=jnp.asarray(ACTIVATION_NAMES.index(a["activation"]), jnp.int32),
         dropout=jnp.asarray(a["dropout"], jnp.float32),
         batch_norm=jnp.asarray(a["batch_norm"], jnp.bool_),
+        init=jnp.asarray(INIT_SCHEMES.index(a["init"]), jnp.int32),
     )
 
 
@@ -291,7 +316,7 @@ def arch_to_python(arch: Arch) -> dict[str, Any]:
 
     Returns:
         dict with ``n_layers``, ``units`` (tuple of the active widths),
-        ``activation`` (name), ``dropout`` and ``batch_norm``.
+        ``activation`` (name), ``dropout``, ``batch_norm`` and ``init`` (name).
 
     Example:
         >>> cfg = MLPConfig(4, 2, 3, 8)
@@ -306,6 +331,7 @@ def arch_to_python(arch: Arch) -> dict[str, Any]:
             "activation": int(arch.activation),
             "dropout": float(arch.dropout),
             "batch_norm": bool(arch.batch_norm),
+            "init": int(arch.init),
         }
     )
 
@@ -355,18 +381,28 @@ def init_mlp(key: jax.Array, arch: Arch, cfg: MLPConfig) -> dict:
     gain2 = jnp.asarray([INIT_GAIN2[n] for n in ACTIVATION_NAMES], jnp.float32)[
         jnp.clip(arch.activation, 0, len(ACTIVATIONS) - 1)
     ]
-    # One draw for all kernels (one RNG op to compile), split by slicing.
+    # One draw for all kernels (one RNG op to compile), split by slicing; a space with uniform
+    # schemes draws uniforms too and each member keeps the kind its scheme asks for.
     shapes = [(F, U)] + [(U, U)] * (L - 1) + [(U, C)]
     sizes = [r * c for r, c in shapes]
-    draws = jnp.split(unit_normal(key, (sum(sizes),), jnp.float32), np.cumsum(sizes)[:-1])
-    unit_kernels = [d.reshape(shape) for d, shape in zip(draws, shapes)]
+
+    def unit_draws(draw, k):
+        return [d.reshape(shape) for d, shape in
+                zip(jnp.split(draw(k, (sum(sizes),), jnp.float32), np.cumsum(sizes)[:-1]), shapes)]
+
+    normals = unit_draws(unit_normal, key)
+    uniforms = unit_draws(unit_uniform, jax.random.fold_in(key, 1)) if uses_uniform(cfg.inits) else normals
+
+    def kernel_of(l, auto_gain2, fan_in, fan_out):
+        std, uniform = init_std(arch.init, auto_gain2, fan_in, fan_out)
+        return (jnp.where(uniform, uniforms[l], normals[l]) if uniforms is not normals else normals[l]) * std
+
     unit_ids = jnp.arange(U)
     params, stats = {}, {}
     row_mask, in_dim, fan_in = jnp.ones((F,), jnp.bool_), F, jnp.asarray(F, jnp.float32)
     for l in range(L):
         col_mask_U = (unit_ids < units_L[l]) & (l < n_layers)
-        std = jnp.sqrt(gain2 / fan_in)
-        kernel = unit_kernels[l] * std
+        kernel = kernel_of(l, gain2, fan_in, units_L[l].astype(jnp.float32))
         kernel = jnp.where(row_mask[:, None] & col_mask_U[None, :], kernel, 0.0)
         params[f"dense_{l}"] = {"kernel": kernel, "bias": jnp.zeros((U,), jnp.float32)}
         bn_on_U = col_mask_U & jnp.asarray(arch.batch_norm, jnp.bool_)
@@ -380,8 +416,7 @@ def init_mlp(key: jax.Array, arch: Arch, cfg: MLPConfig) -> dict:
         }
         row_mask, in_dim, fan_in = col_mask_U, U, units_L[l].astype(jnp.float32)
     last_units = units_L[n_layers - 1]
-    std_out = jnp.sqrt(OUT_GAIN2 / last_units.astype(jnp.float32))
-    kernel_out = unit_kernels[L] * std_out
+    kernel_out = kernel_of(L, OUT_GAIN2, last_units.astype(jnp.float32), jnp.float32(C))
     kernel_out = jnp.where((unit_ids < last_units)[:, None], kernel_out, 0.0)
     params["out"] = {"kernel": kernel_out, "bias": jnp.zeros((C,), jnp.float32)}
     return {"params": params, "batch_stats": stats}
@@ -526,9 +561,9 @@ def init_dense(
 ) -> dict:
     """Initializes a dense network of the real size (for sequential baselines).
 
-    Same distribution as ``init_mlp``'s active entries: unit truncated
-    normal times ``sqrt(gain2 / fan_in)`` with the real fan-in, zero biases,
-    unit batch-norm scales.
+    Same distribution as ``init_mlp``'s active entries: a unit draw (truncated
+    normal, or uniform for the uniform schemes) times the scheme's std
+    (``layers.init_std``) with the real fans, zero biases, unit batch-norm scales.
 
     Args:
         key: PRNG key.
@@ -549,19 +584,21 @@ def init_dense(
         raise ValueError(f"in_features={in_features}, num_classes={num_classes} must be >= 1")
     dims = [in_features, *a["units"], num_classes]
     sizes = [i * o for i, o in zip(dims[:-1], dims[1:])]
-    draws = jnp.split(unit_normal(key, (sum(sizes),), jnp.float32), np.cumsum(sizes)[:-1])
+    uniform = init_std(a["init"], 1.0, 1, 1)[1]
+    draw, k = (unit_uniform, jax.random.fold_in(key, 1)) if uniform else (unit_normal, key)
+    draws = jnp.split(draw(k, (sum(sizes),), jnp.float32), np.cumsum(sizes)[:-1])
     gain2 = INIT_GAIN2[a["activation"]]
     params, stats = {}, {}
     in_dim = in_features
     for l, u in enumerate(a["units"]):
-        kernel = draws[l].reshape(in_dim, u) * np.sqrt(gain2 / in_dim)
+        kernel = draws[l].reshape(in_dim, u) * init_std(a["init"], gain2, in_dim, u)[0]
         params[f"dense_{l}"] = {"kernel": kernel, "bias": jnp.zeros((u,), jnp.float32)}
         if a["batch_norm"]:
             ones, zeros = jnp.ones((u,), jnp.float32), jnp.zeros((u,), jnp.float32)
             params[f"bn_{l}"] = {"scale": ones, "bias": zeros}
             stats[f"bn_{l}"] = {"mean": zeros, "var": ones}
         in_dim = u
-    kernel_out = draws[-1].reshape(in_dim, num_classes) * np.sqrt(OUT_GAIN2 / in_dim)
+    kernel_out = draws[-1].reshape(in_dim, num_classes) * init_std(a["init"], OUT_GAIN2, in_dim, num_classes)[0]
     params["out"] = {"kernel": kernel_out, "bias": jnp.zeros((num_classes,), jnp.float32)}
     return {"params": params, "batch_stats": stats}
 
@@ -683,7 +720,10 @@ def mlp_space(max_layers: int = 3,
               weight_decay: tuple[float, float] | None = None,
               dropout: tuple[float, float] | None = None,
               batch_norm: bool = False,
-              lr_decay: tuple[float, float] | None = None) -> SearchSpace:
+              lr_decay: tuple[float, float] | None = None,
+              beta2: tuple[float, float] | None = None,
+              eps: tuple[float, float] | None = None,
+              init_schemes: Sequence[str] | None = None) -> SearchSpace:
     """The MLP search space of the original study, with optional extras.
 
     Params, in order: ``n_layers`` Int(1, max_layers) (Fixed(1) if
@@ -691,9 +731,11 @@ def mlp_space(max_layers: int = 3,
     log=True), ``units_k`` active when ``n_layers >= k``; ``activation``
     Choice(activations); ``learning_rate`` Float(log=True); then, only when
     given: ``optimizer`` Choice(optimizers), ``momentum`` Float,
-    ``weight_decay`` Float(log=True), ``dropout`` Float, ``batch_norm``
+    ``weight_decay`` Float(log=True), ``beta2`` Float, ``eps``
+    Float(log=True), ``dropout`` Float, ``batch_norm``
     Choice([False, True]), ``lr_decay`` Float(log=True) (final learning rate
-    as a fraction of the initial one, cosine schedule).
+    as a fraction of the initial one, cosine schedule), ``init``
+    Choice(init_schemes) (how the kernels start, ``layers.INIT_SCHEMES``).
 
     Args:
         max_layers: maximum number of hidden layers (>= 1).
@@ -706,6 +748,11 @@ def mlp_space(max_layers: int = 3,
         dropout: (lo, hi) linear, or None.
         batch_norm: add a ``batch_norm`` on/off choice.
         lr_decay: (lo, hi) log scale (lo > 0, hi <= 1), or None for a constant rate.
+        beta2: (lo, hi) in [0, 1) linear, or None (Adam's 0.999): adam, adamw and nadam's ``b2``.
+        eps: (lo, hi) log scale (lo > 0), or None (1e-8): their ``eps``.
+        init_schemes: kernel initialization schemes to choose from (e.g.
+            ``("he_normal", "glorot_uniform")``), or None: "auto" (He for
+            rectifiers, LeCun for tanh/sigmoid and the output layer).
 
     Returns:
         The :class:`SearchSpace`.
@@ -737,7 +784,7 @@ def mlp_space(max_layers: int = 3,
         raise ValueError(f"activations {unknown} are not among the supported {list(ACTIVATION_NAMES)}")
     params["learning_rate"] = named("learning_rate",
                                     lambda: Float(*range_arg(learning_rate, "learning_rate"), log=True))
-    params.update(optim.optimizer_params(optimizers, momentum, weight_decay))
+    params.update(optim.optimizer_params(optimizers, momentum, weight_decay, beta2, eps))
     if dropout is not None:
         params["dropout"] = named("dropout", lambda: Float(*range_arg(dropout, "dropout")))
         if not (0 <= params["dropout"].lo and params["dropout"].hi < 1):  # a rate of 1 drops every unit
@@ -751,6 +798,13 @@ def mlp_space(max_layers: int = 3,
         if not (0 < decay.lo and decay.hi <= 1):  # final / initial learning rate, on a log scale
             raise ValueError(f"lr_decay must lie in (0, 1], got ({decay.lo:g}, {decay.hi:g})")
     params.update(optim.lr_decay_param(lr_decay))
+    if init_schemes is not None:
+        if isinstance(init_schemes, str):  # Choice("he_normal") would offer its letters
+            raise ValueError(f"init_schemes must be a list of names from {list(INIT_SCHEMES)}, got {init_schemes!r}")
+        unknown = [i for i in init_schemes if i not in INIT_SCHEMES]
+        if unknown:
+            raise ValueError(f"init_schemes {unknown} are not among the supported {list(INIT_SCHEMES)}")
+        params["init"] = named("init_schemes", lambda: Choice(init_schemes))
     return SearchSpace(params)
 
 
@@ -780,11 +834,20 @@ def activation_names(space: SearchSpace) -> tuple[str, ...]:
     return tuple(p.options) if isinstance(p, Choice) else (p.value,)
 
 
+def init_names(space: SearchSpace) -> tuple[str, ...]:
+    """The initialization schemes members of `space` may use (``("auto",)`` without an ``init`` choice)."""
+    p = space.params.get("init")
+    if p is None:
+        return ("auto",)
+    return tuple(p.options) if isinstance(p, Choice) else (p.value,)
+
+
 def config(space: SearchSpace, in_features: int, num_classes: int, input_shape=None,
            branching: bool = False) -> MLPConfig:
     """The max-size `MLPConfig` of `space` (``input_shape`` and ``branching`` are not used)."""
     max_layers, max_units = limits(space)
-    return MLPConfig(in_features, num_classes, max_layers, max_units, activations=activation_names(space))
+    return MLPConfig(in_features, num_classes, max_layers, max_units, activations=activation_names(space),
+                     inits=init_names(space))
 
 
 def decode(space: SearchSpace, cfg: MLPConfig) -> Callable:
@@ -806,7 +869,7 @@ def decode(space: SearchSpace, cfg: MLPConfig) -> Callable:
         (2,)
     """
     known = ("n_layers", "activation", "learning_rate", "optimizer", "momentum", "weight_decay", "dropout",
-             "batch_norm", "lr_decay")
+             "batch_norm", "lr_decay", "init", *optim.ADAM_HPARAMS)
     layers = {}  # k -> the name units_k
     for name, p in space.params.items():
         k = name[len("units_"):] if name.startswith("units_") else ""
@@ -821,7 +884,7 @@ def decode(space: SearchSpace, cfg: MLPConfig) -> Callable:
             if isinstance(p, Float) or not all(isinstance(o, (int, np.integer)) and not isinstance(o, bool)
                                                for o in values):
                 raise ValueError(f"{name} must be an Int, or a Choice or Fixed of integers, got {p!r}")
-        elif name in ("learning_rate", "momentum", "weight_decay", "dropout", "lr_decay"):
+        elif name in ("learning_rate", "momentum", "weight_decay", "dropout", "lr_decay", *optim.ADAM_HPARAMS):
             if not all(isinstance(o, (int, float, np.integer, np.floating)) and not isinstance(o, bool)
                        for o in values):
                 raise ValueError(f"{name} must be a Float, or a Choice or Fixed of numbers, got {p!r}")
@@ -836,11 +899,12 @@ def decode(space: SearchSpace, cfg: MLPConfig) -> Callable:
         missing = [f"units_{j}" for j in range(1, k) if j not in layers]
         if missing:
             raise ValueError(f"{name} needs the layers before it too; the space lacks {', '.join(missing)}")
-    for name in ("activation", "optimizer", "batch_norm"):
+    for name in ("activation", "optimizer", "batch_norm", "init"):
         if name in space.names and not isinstance(space.params[name], Choice):
             raise ValueError(f"{name} must be a Choice, got {space.params[name]!r}")
     L, H = cfg.max_layers, cfg.max_units
-    value = value_reader(space, {"activation": ACTIVATION_NAMES, "optimizer": optim.optimizer_names(space)})
+    value = value_reader(space, {"activation": ACTIVATION_NAMES, "optimizer": optim.optimizer_names(space),
+                                 "init": INIT_SCHEMES})
 
     def hparams(position_D):
         v = space.decode(position_D)
@@ -852,6 +916,7 @@ def decode(space: SearchSpace, cfg: MLPConfig) -> Callable:
             activation=jnp.asarray(value(v, "activation", ACTIVATION_NAMES.index("relu")), jnp.int32),
             dropout=jnp.asarray(value(v, "dropout", 0.0), jnp.float32),
             batch_norm=jnp.asarray(value(v, "batch_norm", False), bool),
+            init=jnp.asarray(value(v, "init", 0), jnp.int32),
         )
         return arch, optim.opt_hparams(value, v)
 
@@ -890,7 +955,8 @@ def memory_terms(cfg: MLPConfig, batch: int, eval_batch: int) -> MemoryTerms:
     """
     _check_cfg(cfg)
     F, C, L, U = cfg.in_features, cfg.num_classes, cfg.max_layers, cfg.max_units
-    arch = Arch(jnp.int32(L), jnp.full((L,), U, jnp.int32), jnp.int32(0), jnp.float32(0), jnp.bool_(False))
+    arch = Arch(jnp.int32(L), jnp.full((L,), U, jnp.int32), jnp.int32(0), jnp.float32(0), jnp.bool_(False),
+                jnp.int32(0))
     variables = jax.eval_shape(lambda k: init_mlp(k, arch, cfg), jax.random.key(0))
     activations = _F32 * (batch * F + L * batch * U * _TRAIN_FLOATS_PER_UNIT_LAYER + 4 * batch * C)
     eval_chunk = int(_F32 * (eval_batch * U * _EVAL_FLOATS_PER_UNIT[L > 1] + 4 * eval_batch * C))
