@@ -155,10 +155,12 @@ def test_forward_and_gradients_equal_the_masked_members(key, data, seed, batch_n
     (5, ("adam", "adamw", "nadam", "adadelta"), False, None)])
 def test_training_matches_the_masked_trainer_with_a_shared_shuffle_key(key, data, seed, optimizers, batch_norm,
                                                                        dropout):
-    adam = optimizers is not None and "nadam" in optimizers  # the Adam family's beta2 and eps, and init, tuned too
+    # The Adam family's beta2 and eps, the init scheme and an activation per layer, tuned too.
+    adam = optimizers is not None and "nadam" in optimizers
     space = _space(optimizers=optimizers, weight_decay=(1e-5, 1e-2) if optimizers else None, batch_norm=batch_norm,
                    dropout=dropout, beta2=(0.9, 0.9999) if adam else None, eps=(1e-8, 1e-3) if adam else None,
-                   init_schemes=("auto", "he_uniform", "glorot_normal", "lecun_uniform") if adam else None)
+                   init_schemes=("auto", "he_uniform", "glorot_normal", "lecun_uniform") if adam else None,
+                   per_layer_activation=adam)
     S = 6
     pos = jax.random.uniform(jax.random.fold_in(key, seed), (S, space.num_dims))
     keys = jax.random.split(jax.random.fold_in(key, 10 + seed), S)

@@ -8,6 +8,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
+from jaxswarm import space as sp
 from jaxswarm.models.layers import BN_EPS, BN_MOMENTUM
 from jaxswarm.models.mlp import (
     ACTIVATION_NAMES,
@@ -16,10 +17,13 @@ from jaxswarm.models.mlp import (
     apply_mlp,
     arch_to_python,
     computed_flops,
+    config,
+    decode,
     dense_params,
     init_dense,
     init_mlp,
     make_arch,
+    mlp_space,
     stack_archs,
     useful_flops,
 )
@@ -35,8 +39,9 @@ ARCHS = [
     dict(n_layers=2, units=[8, 8], activation="gelu", batch_norm=True, dropout=0.3),
     dict(n_layers=3, units=[5, 3, 7], activation="swish", dropout=0.5),
     dict(n_layers=2, units=[2, 8], activation="leaky_relu", batch_norm=True),
+    dict(n_layers=3, units=[6, 4, 5], activation=("tanh", "relu", "swish"), batch_norm=True),  # per layer
 ]
-ARCH_IDS = [f"{a['activation']}-{a['units']}-bn{a.get('batch_norm', False)}" for a in ARCHS]
+ARCH_IDS = [f"{'+'.join(np.atleast_1d(a['activation']))}-{a['units']}-bn{a.get('batch_norm', False)}" for a in ARCHS]
 
 
 @pytest.fixture
@@ -315,7 +320,7 @@ def test_activation_subset_in_config(key):
     x, _ = _data(key)
     archs_py = [dict(n_layers=2, units=[3, 6], activation=a) for a in ("tanh", "swish")]
     archs = stack_archs(archs_py, cfg)
-    assert archs.activation.tolist() == [ACTIVATION_NAMES.index("tanh"), ACTIVATION_NAMES.index("swish")]
+    assert archs.activation[:, 0].tolist() == [ACTIVATION_NAMES.index("tanh"), ACTIVATION_NAMES.index("swish")]
     v_S = jax.jit(jax.vmap(init_mlp, in_axes=(0, 0, None)), static_argnums=2)(
         jax.random.split(key, 2), archs, cfg
     )
@@ -360,3 +365,28 @@ def test_flops():
     assert useful_flops(dict(n_layers=2, units=[3, 5]), F, C) == 2 * (F * 3 + 3 * 5 + 5 * C)
     for a in ARCHS:
         assert 0 < useful_flops(a, F, C) < computed_flops(CFG)
+
+
+def test_per_layer_activations_decode_round_trip_and_are_validated():
+    space = mlp_space(max_layers=3, units=(2, 8), activations=("relu", "tanh", "elu"), per_layer_activation=True)
+    assert "activation" not in space.params and [n for n in space.names if n.startswith("activation_")] == [
+        "activation_1", "activation_2", "activation_3"]
+    hparams = jax.jit(decode(space, config(space, 5, 3)))
+    values = {"n_layers": 2, "units_1": 4, "units_2": 6, "units_3": 2, "activation_1": "tanh",
+              "activation_2": "elu", "activation_3": "relu", "learning_rate": 1e-3}
+    arch = hparams(jnp.asarray(space.encode(values)))[0]
+    assert arch_to_python(arch)["activation"] == ("tanh", "elu")  # the inactive third layer's is not the arch's
+    same = hparams(jnp.asarray(space.encode({**values, "activation_2": "tanh"})))[0]
+    assert arch_to_python(same)["activation"] == "tanh"  # one name when every layer shares it
+    assert config(space, 5, 3).activations == ("relu", "tanh", "elu")
+    cfg3 = MLPConfig(5, 3, 3, 8, activations=("relu", "tanh", "elu"))
+    back = arch_to_python(make_arch(dict(n_layers=3, units=[2, 3, 4], activation=["elu", "relu", "tanh"]), cfg3))
+    assert back["activation"] == ("elu", "relu", "tanh")
+    with pytest.raises(ValueError, match="fewer than n_layers"):
+        make_arch(dict(n_layers=3, units=[2, 3, 4], activation=["elu", "relu"]), cfg3)
+    both = sp.SearchSpace({**space.params, "activation": sp.Choice(["relu"])})
+    with pytest.raises(ValueError, match="either one activation"):
+        decode(both, config(both, 5, 3))
+    gap = sp.SearchSpace({k: v for k, v in space.params.items() if k != "activation_1"})
+    with pytest.raises(ValueError, match="activation_2 needs the layers before it"):
+        decode(gap, config(gap, 5, 3))

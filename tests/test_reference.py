@@ -194,22 +194,24 @@ MLP_ARCHS = [
     dict(n_layers=2, units=[5, 3], activation="tanh", batch_norm=True),
     dict(n_layers=3, units=[6, 2, 8], activation="gelu", batch_norm=True, dropout=0.3),
     dict(n_layers=2, units=[3, 7], activation="elu", dropout=0.5),
+    dict(n_layers=3, units=[4, 6, 3], activation=("gelu", "tanh", "relu"), batch_norm=True),  # per layer
 ]
-MLP_IDS = [f"{a['activation']}-n{a['n_layers']}-bn{int(a.get('batch_norm', False))}-do{a.get('dropout', 0)}"
+MLP_IDS = [f"{'+'.join(np.atleast_1d(a['activation']))}-n{a['n_layers']}-bn{int(a.get('batch_norm', False))}-do{a.get('dropout', 0)}"
            for a in MLP_ARCHS]
 
 
 class FlaxMLP(nn.Module):
     units: tuple
-    activation: str
+    activation: str | tuple  # one for every layer, or one per layer
     batch_norm: bool
     rate: float
     num_classes: int
 
     @nn.compact
     def __call__(self, x, train: bool, dropout_key=None):
-        act = REF_ACTIVATIONS[self.activation]
+        acts = [self.activation] * len(self.units) if isinstance(self.activation, str) else self.activation
         for l, u in enumerate(self.units):
+            act = REF_ACTIVATIONS[acts[l]]
             x = nn.Dense(u, name=f"dense_{l}")(x)
             if self.batch_norm:
                 x = nn.BatchNorm(use_running_average=not train, momentum=BN_MOMENTUM, epsilon=BN_EPS,

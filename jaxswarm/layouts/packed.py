@@ -499,7 +499,7 @@ class _Context(NamedTuple):
     col_valid_P: jax.Array
     col_act_P: jax.Array
     col_hp: optim.OptHParams  # fields [P]
-    groups: tuple  # per group: (valid_K, act_K, unit masks per layer [K, w_l], OptHParams [K], bn_K, rate_K, m_K)
+    groups: tuple  # per group: (valid_K, act_KxL, unit masks per layer [K, w_l], OptHParams [K], bn_K, rate_K, m_K)
     col_bn_P: jax.Array  # bool: the column's member has batch norm on
     col_rate_P: jax.Array  # the column's member's dropout rate
 
@@ -508,6 +508,7 @@ def _context(arch_S: mlp.Arch, hp_S: optim.OptHParams, tables: PlanTables, shape
     cm = jnp.maximum(tables.col_member_P, 0)
     col_hp = jax.tree.map(lambda a: a[cm], hp_S)
     rate_S = jnp.clip(jnp.asarray(arch_S.dropout, jnp.float32), 0.0, MAX_DROPOUT)
+    act_SxL = jnp.broadcast_to(arch_S.activation.reshape(arch_S.units.shape[0], -1), arch_S.units.shape)  # per layer
     groups, base = [], 0
     for g in shape.groups:
         sm = tables.slot_member_T[base:base + g.capacity]
@@ -515,9 +516,9 @@ def _context(arch_S: mlp.Arch, hp_S: optim.OptHParams, tables: PlanTables, shape
         m = jnp.maximum(sm, 0)
         units = arch_S.units[m]  # [K, L]
         masks = tuple(jnp.arange(g.widths[l])[None, :] < units[:, l:l + 1] for l in range(g.depth))
-        groups.append((sm >= 0, arch_S.activation[m], masks, jax.tree.map(lambda a: a[m], hp_S),
+        groups.append((sm >= 0, act_SxL[m], masks, jax.tree.map(lambda a: a[m], hp_S),
                        arch_S.batch_norm[m], rate_S[m], m))
-    return _Context(tables.col_member_P >= 0, arch_S.activation[cm], col_hp, tuple(groups),
+    return _Context(tables.col_member_P >= 0, act_SxL[cm, 0], col_hp, tuple(groups),
                     arch_S.batch_norm[cm], rate_S[cm])
 
 
@@ -693,7 +694,7 @@ def _forward(params, stats, x_BxF, ctx: _Context, tables: PlanTables, shape: Pla
     splits = jax.lax.split(rows_RxB, sizes, axis=0) if len(sizes) > 1 else [rows_RxB]
     B = x_BxF.shape[0]
     logits = []
-    for i, (rows, g, p, (_, act_K, masks, _, bn_K, rate_K, m_K)) in enumerate(
+    for i, (rows, g, p, (_, act_KxL, masks, _, bn_K, rate_K, m_K)) in enumerate(
             zip(splits, shape.groups, params["groups"], ctx.groups)):
         h = rows.reshape(g.capacity, g.widths[0], B)
         layer_stats = []
@@ -703,7 +704,7 @@ def _forward(params, stats, x_BxF, ctx: _Context, tables: PlanTables, shape: Pla
             if stats:
                 z, new = _normalize(z, lay, stats["groups"][i][l - 1], bn_K[:, None], 2, train)
                 layer_stats.append(new)
-            h = jnp.where(masks[l][:, :, None], _activate_columns(act_K[:, None, None], z, act_names), 0.0)
+            h = jnp.where(masks[l][:, :, None], _activate_columns(act_KxL[:, l, None, None], z, act_names), 0.0)
             if drop_keys_S is not None:
                 keys_l = jax.vmap(lambda k: jax.random.fold_in(k, l))(drop_keys_S[m_K])
                 h = _drop(_uniforms(keys_l, h.shape[1:], h.dtype), h, rate_K[:, None, None])
@@ -803,7 +804,7 @@ def make_packed_train(
     train.check_config(config)
     mcfg = mlp.config(space, in_features, num_classes)
     hparams = mlp.decode(space, mcfg)
-    act_names = _names_in(space, "activation", "relu")
+    act_names = mlp.activation_names(space)
     bn = True in _names_in(space, "batch_norm", False)  # static: carry batch norm only where a member may use it
     rate = space.params.get("dropout")
     drops = rate is not None and not (isinstance(rate, Fixed) and rate.value == 0)  # static, as `bn`

@@ -113,6 +113,7 @@ __all__ = [
     "config",
     "decode",
     "init_names",
+    "layer_activations",
     "memory_terms",
     "signature",
 ]
@@ -130,7 +131,8 @@ class MLPConfig(NamedTuple):
             vmap, so a smaller set is cheaper (every listed activation runs
             on every member's pre-activations). ``Arch.activation`` still
             indexes ``ACTIVATION_NAMES``; an index outside this set falls
-            back to its first entry (``make_arch`` rejects it).
+            back to its first entry (``make_arch`` rejects it). A per-layer
+            space lists the activations of all its layers here.
         inits: the kernel initialization schemes members may use (names
             from ``INIT_SCHEMES``; default "auto" only). Where one of them
             is uniform, every member draws uniforms too (one more RNG op).
@@ -151,7 +153,8 @@ class Arch(NamedTuple):
         n_layers: i32[] active hidden layers, 1..max_layers (clipped).
         units: i32[L] active units per hidden layer, 1..max_units (clipped);
             entries of inactive layers are ignored.
-        activation: i32[] index into ``ACTIVATION_NAMES``.
+        activation: i32[L] index into ``ACTIVATION_NAMES`` per hidden layer
+            (the same in every layer unless the space tunes ``activation_k``).
         dropout: f32[] dropout rate in [0, 1); 0 disables it.
         batch_norm: bool[] batch norm before each activation.
         init: i32[] index into ``INIT_SCHEMES``: how the kernels start.
@@ -214,7 +217,8 @@ def _normalize_arch(
     """Validates a host-side architecture dict and returns a canonical copy.
 
     Canonical form: ``n_layers`` int, ``units`` tuple of exactly ``n_layers``
-    ints, ``activation`` name, ``dropout`` float, ``batch_norm`` bool, ``init`` name.
+    ints, ``activation`` a name (every layer's) or a tuple of ``n_layers``
+    names when the layers differ, ``dropout`` float, ``batch_norm`` bool, ``init`` name.
     """
     if "n_layers" not in arch or "units" not in arch:
         raise ValueError(f"architecture needs 'n_layers' and 'units', got keys {sorted(arch)}")
@@ -234,6 +238,13 @@ def _normalize_arch(
     dropout = float(arch.get("dropout", 0.0))
     if not 0.0 <= dropout < 1.0:
         raise ValueError(f"dropout={dropout} outside [0, 1)")
+    activation = arch.get("activation", "relu")
+    if isinstance(activation, (str, int, np.integer)) or np.ndim(activation) == 0:
+        activation = [activation]
+    names = [ACTIVATION_NAMES[_activation_index(a)] for a in activation]
+    if len(names) > 1 and len(names) < n_layers:
+        raise ValueError(f"activation={list(activation)} has fewer than n_layers={n_layers} entries")
+    names = names[:n_layers] if len(names) > 1 else names
     init = arch.get("init", "auto")
     if not isinstance(init, str):  # an index, as `arch_to_python` reads it
         init = INIT_SCHEMES[int(init)] if 0 <= int(init) < len(INIT_SCHEMES) else str(init)
@@ -242,11 +253,23 @@ def _normalize_arch(
     return {
         "n_layers": n_layers,
         "units": tuple(units),
-        "activation": ACTIVATION_NAMES[_activation_index(arch.get("activation", "relu"))],
+        "activation": names[0] if len(set(names)) == 1 else tuple(names),
         "dropout": dropout,
         "batch_norm": bool(arch.get("batch_norm", False)),
         "init": init,
     }
+
+
+def layer_activations(arch_python: Mapping[str, Any]) -> tuple[str, ...]:
+    """The activation of each hidden layer of a (canonical) architecture dict.
+
+    Example:
+        >>> layer_activations(dict(n_layers=2, units=[3, 4], activation="tanh"))
+        ('tanh', 'tanh')
+    """
+    a = arch_python
+    act = a["activation"]
+    return (act,) * a["n_layers"] if isinstance(act, str) else tuple(act)
 
 
 def make_arch(arch_python: Mapping[str, Any], cfg: MLPConfig) -> Arch:
@@ -255,7 +278,7 @@ def make_arch(arch_python: Mapping[str, Any], cfg: MLPConfig) -> Arch:
     Args:
         arch_python: dict with ``n_layers`` (int), ``units`` (at least
             ``n_layers`` ints) and optionally ``activation`` (name or index,
-            default "relu"), ``dropout`` (default 0.0), ``batch_norm``
+            or one per layer, default "relu"), ``dropout`` (default 0.0), ``batch_norm``
             (default False), ``init`` (a name of ``INIT_SCHEMES``, default "auto").
         cfg: the max-size shape config.
 
@@ -269,17 +292,18 @@ def make_arch(arch_python: Mapping[str, Any], cfg: MLPConfig) -> Arch:
     """
     _check_cfg(cfg)
     a = _normalize_arch(arch_python, cfg.max_layers, cfg.max_units)
-    if a["activation"] not in cfg.activations:
-        raise ValueError(
-            f"activation {a['activation']!r} not in MLPConfig.activations {cfg.activations}"
-        )
+    acts = layer_activations(a)
+    for act in acts:
+        if act not in cfg.activations:
+            raise ValueError(f"activation {act!r} not in MLPConfig.activations {cfg.activations}")
     if a["init"] not in cfg.inits:
         raise ValueError(f"init {a['init']!r} not in MLPConfig.inits {cfg.inits}")
     units = list(a["units"]) + [1] * (cfg.max_layers - a["n_layers"])
     return Arch(
         n_layers=jnp.asarray(a["n_layers"], jnp.int32),
         units=jnp.asarray(units, jnp.int32),
-        activation=jnp.asarray(ACTIVATION_NAMES.index(a["activation"]), jnp.int32),
+        activation=jnp.asarray([ACTIVATION_NAMES.index(n) for n in acts + (acts[-1],) * (cfg.max_layers - len(acts))],
+                               jnp.int32),
         dropout=jnp.asarray(a["dropout"], jnp.float32),
         batch_norm=jnp.asarray(a["batch_norm"], jnp.bool_),
         init=jnp.asarray(INIT_SCHEMES.index(a["init"]), jnp.int32),
@@ -316,7 +340,8 @@ def arch_to_python(arch: Arch) -> dict[str, Any]:
 
     Returns:
         dict with ``n_layers``, ``units`` (tuple of the active widths),
-        ``activation`` (name), ``dropout``, ``batch_norm`` and ``init`` (name).
+        ``activation`` (a name, or one per layer where they differ), ``dropout``, ``batch_norm``
+        and ``init`` (name).
 
     Example:
         >>> cfg = MLPConfig(4, 2, 3, 8)
@@ -328,7 +353,7 @@ def arch_to_python(arch: Arch) -> dict[str, Any]:
         {
             "n_layers": n_layers,
             "units": np.asarray(arch.units).tolist(),
-            "activation": int(arch.activation),
+            "activation": np.asarray(arch.activation).reshape(-1)[:n_layers].tolist(),
             "dropout": float(arch.dropout),
             "batch_norm": bool(arch.batch_norm),
             "init": int(arch.init),
@@ -378,8 +403,8 @@ def init_mlp(key: jax.Array, arch: Arch, cfg: MLPConfig) -> dict:
     _check_cfg(cfg)
     n_layers, units_L = _clipped(arch, cfg)
     F, C, L, U = cfg.in_features, cfg.num_classes, cfg.max_layers, cfg.max_units
-    gain2 = jnp.asarray([INIT_GAIN2[n] for n in ACTIVATION_NAMES], jnp.float32)[
-        jnp.clip(arch.activation, 0, len(ACTIVATIONS) - 1)
+    gain2_L = jnp.asarray([INIT_GAIN2[n] for n in ACTIVATION_NAMES], jnp.float32)[
+        jnp.clip(jnp.broadcast_to(arch.activation, (L,)), 0, len(ACTIVATIONS) - 1)
     ]
     # One draw for all kernels (one RNG op to compile), split by slicing; a space with uniform
     # schemes draws uniforms too and each member keeps the kind its scheme asks for.
@@ -402,7 +427,7 @@ def init_mlp(key: jax.Array, arch: Arch, cfg: MLPConfig) -> dict:
     row_mask, in_dim, fan_in = jnp.ones((F,), jnp.bool_), F, jnp.asarray(F, jnp.float32)
     for l in range(L):
         col_mask_U = (unit_ids < units_L[l]) & (l < n_layers)
-        kernel = kernel_of(l, gain2, fan_in, units_L[l].astype(jnp.float32))
+        kernel = kernel_of(l, gain2_L[l], fan_in, units_L[l].astype(jnp.float32))
         kernel = jnp.where(row_mask[:, None] & col_mask_U[None, :], kernel, 0.0)
         params[f"dense_{l}"] = {"kernel": kernel, "bias": jnp.zeros((U,), jnp.float32)}
         bn_on_U = col_mask_U & jnp.asarray(arch.batch_norm, jnp.bool_)
@@ -463,6 +488,7 @@ def apply_mlp(
         raise ValueError(f"x_BxF has shape {x_BxF.shape}, expected (B, {cfg.in_features})")
     params, stats = variables["params"], variables["batch_stats"]
     n_layers, units_L = _clipped(arch, cfg)
+    act_L = jnp.broadcast_to(arch.activation, (cfg.max_layers,))
     batch_norm = jnp.asarray(arch.batch_norm, jnp.bool_)
     rate = jnp.clip(jnp.asarray(arch.dropout, jnp.float32), 0.0, MAX_DROPOUT)
     unit_ids = jnp.arange(cfg.max_units)
@@ -487,7 +513,7 @@ def apply_mlp(
             )
             new_stats[f"bn_{l}"] = bn_stats
         z_BxU = jnp.where(batch_norm, z_bn, z_BxU)
-        a_BxU = activate(arch.activation, z_BxU, cfg.activations)
+        a_BxU = activate(act_L[l], z_BxU, cfg.activations)
         a_BxU = jnp.where(unit_ids < units_L[l], a_BxU, 0.0)
         if train:
             a_BxU = dropout(jax.random.fold_in(key, l), a_BxU, rate)
@@ -587,11 +613,11 @@ def init_dense(
     uniform = init_std(a["init"], 1.0, 1, 1)[1]
     draw, k = (unit_uniform, jax.random.fold_in(key, 1)) if uniform else (unit_normal, key)
     draws = jnp.split(draw(k, (sum(sizes),), jnp.float32), np.cumsum(sizes)[:-1])
-    gain2 = INIT_GAIN2[a["activation"]]
+    acts = layer_activations(a)
     params, stats = {}, {}
     in_dim = in_features
     for l, u in enumerate(a["units"]):
-        kernel = draws[l].reshape(in_dim, u) * init_std(a["init"], gain2, in_dim, u)[0]
+        kernel = draws[l].reshape(in_dim, u) * init_std(a["init"], INIT_GAIN2[acts[l]], in_dim, u)[0]
         params[f"dense_{l}"] = {"kernel": kernel, "bias": jnp.zeros((u,), jnp.float32)}
         if a["batch_norm"]:
             ones, zeros = jnp.ones((u,), jnp.float32), jnp.zeros((u,), jnp.float32)
@@ -637,7 +663,7 @@ def apply_dense(
     if train and a["dropout"] > 0 and key is None:
         raise ValueError(f"apply_dense(train=True) with dropout={a['dropout']} needs a PRNG `key`")
     params, stats = variables["params"], variables["batch_stats"]
-    act = ACTIVATIONS[a["activation"]]
+    acts = layer_activations(a)
     h = x_BxF
     new_stats = {}
     for l in range(a["n_layers"]):
@@ -650,7 +676,7 @@ def apply_dense(
             else:
                 z = batch_norm_eval(z, bn["scale"], bn["bias"], s["mean"], s["var"])
                 new_stats[f"bn_{l}"] = s
-        h = act(z)
+        h = ACTIVATIONS[acts[l]](z)
         if train and a["dropout"] > 0:
             h = dropout(jax.random.fold_in(key, l), h, jnp.asarray(a["dropout"], h.dtype))
     logits = h @ params["out"]["kernel"] + params["out"]["bias"]
@@ -723,13 +749,15 @@ def mlp_space(max_layers: int = 3,
               lr_decay: tuple[float, float] | None = None,
               beta2: tuple[float, float] | None = None,
               eps: tuple[float, float] | None = None,
-              init_schemes: Sequence[str] | None = None) -> SearchSpace:
+              init_schemes: Sequence[str] | None = None,
+              per_layer_activation: bool = False) -> SearchSpace:
     """The MLP search space of the original study, with optional extras.
 
     Params, in order: ``n_layers`` Int(1, max_layers) (Fixed(1) if
     max_layers == 1); ``units_1`` .. ``units_{max_layers}`` Int(units,
     log=True), ``units_k`` active when ``n_layers >= k``; ``activation``
-    Choice(activations); ``learning_rate`` Float(log=True); then, only when
+    Choice(activations) (or, per layer, ``activation_1`` ..
+    ``activation_{max_layers}``); ``learning_rate`` Float(log=True); then, only when
     given: ``optimizer`` Choice(optimizers), ``momentum`` Float,
     ``weight_decay`` Float(log=True), ``beta2`` Float, ``eps``
     Float(log=True), ``dropout`` Float, ``batch_norm``
@@ -750,6 +778,9 @@ def mlp_space(max_layers: int = 3,
         lr_decay: (lo, hi) log scale (lo > 0, hi <= 1), or None for a constant rate.
         beta2: (lo, hi) in [0, 1) linear, or None (Adam's 0.999): adam, adamw and nadam's ``b2``.
         eps: (lo, hi) log scale (lo > 0), or None (1e-8): their ``eps``.
+        per_layer_activation: tune ``activation_1`` .. ``activation_{max_layers}``
+            (``activation_k`` active when ``n_layers >= k``, each a
+            Choice(activations)) instead of one ``activation`` for every layer.
         init_schemes: kernel initialization schemes to choose from (e.g.
             ``("he_normal", "glorot_uniform")``), or None: "auto" (He for
             rectifiers, LeCun for tanh/sigmoid and the output layer).
@@ -778,7 +809,14 @@ def mlp_space(max_layers: int = 3,
                                                              when=None if k == 1 else AtLeast("n_layers", k)))
     if isinstance(activations, str):  # Choice("relu") would offer "r", "e", "l", "u"
         raise ValueError(f"activations must be a list of names from {list(ACTIVATION_NAMES)}, got {activations!r}")
-    params["activation"] = named("activations", lambda: Choice(activations))
+    if not isinstance(per_layer_activation, (bool, np.bool_)):
+        raise ValueError(f"per_layer_activation must be True or False, got {per_layer_activation!r}")
+    if per_layer_activation:
+        for k in range(1, max_layers + 1):
+            params[f"activation_{k}"] = named("activations", lambda k=k: Choice(
+                activations, when=None if k == 1 else AtLeast("n_layers", k)))
+    else:
+        params["activation"] = named("activations", lambda: Choice(activations))
     unknown = [a for a in activations if a not in ACTIVATIONS]
     if unknown:
         raise ValueError(f"activations {unknown} are not among the supported {list(ACTIVATION_NAMES)}")
@@ -826,12 +864,23 @@ def limits(space: SearchSpace) -> tuple[int, int]:
     return layers, units
 
 
+def _activation_params(space: SearchSpace) -> list:
+    """The space's ``activation`` and ``activation_k`` parameters."""
+    return [p for name, p in space.params.items() if name == "activation" or _layer_of(name, "activation_")]
+
+
+def _layer_of(name: str, prefix: str) -> int | None:
+    """k of a name ``{prefix}{k}`` (k >= 1, no leading zeros), else None."""
+    k = name[len(prefix):] if name.startswith(prefix) else ""
+    return int(k) if k.isdigit() and k == str(int(k)) and int(k) >= 1 else None
+
+
 def activation_names(space: SearchSpace) -> tuple[str, ...]:
-    """The activations members of `space` may use: only these are computed under vmap."""
-    p = space.params.get("activation")
-    if p is None:
-        return ("relu",)
-    return tuple(p.options) if isinstance(p, Choice) else (p.value,)
+    """The activations members of `space` may use (every layer's): only these are computed under vmap."""
+    names: dict = {}
+    for p in _activation_params(space):
+        names.update(dict.fromkeys(p.options if isinstance(p, Choice) else (p.value,)))
+    return tuple(names) or ("relu",)
 
 
 def init_names(space: SearchSpace) -> tuple[str, ...]:
@@ -855,7 +904,9 @@ def decode(space: SearchSpace, cfg: MLPConfig) -> Callable:
 
     Names follow :func:`mlp_space`. A name the space lacks takes its default
     (max depth and width, relu, the optimizer defaults of `optim`, no dropout,
-    no batch norm).
+    no batch norm). Per-layer ``activation_k`` (with ``activation_1``, and not
+    with ``activation``) gives layer k its own; a layer past the last
+    ``activation_k`` takes the one before it.
 
     Raises:
         ValueError: a name the family does not read (e.g. ``learnin_rate``), a
@@ -871,14 +922,16 @@ def decode(space: SearchSpace, cfg: MLPConfig) -> Callable:
     known = ("n_layers", "activation", "learning_rate", "optimizer", "momentum", "weight_decay", "dropout",
              "batch_norm", "lr_decay", "init", *optim.ADAM_HPARAMS)
     layers = {}  # k -> the name units_k
+    acts = {}  # k -> the name activation_k
     for name, p in space.params.items():
-        k = name[len("units_"):] if name.startswith("units_") else ""
-        if k.isdigit() and k == str(int(k)) and int(k) >= 1:
-            layers[int(k)] = name
+        if _layer_of(name, "units_"):
+            layers[_layer_of(name, "units_")] = name
+        elif _layer_of(name, "activation_"):
+            acts[_layer_of(name, "activation_")] = name
         elif name not in known:
             # A misspelt name would otherwise be tuned for nothing while its default trains.
             raise ValueError(f"unknown parameter {name!r} for the MLP family; it reads n_layers, units_1, "
-                             f"units_2, ..., {', '.join(known[1:])}")
+                             f"units_2, ..., activation_1, activation_2, ..., {', '.join(known[1:])}")
         values = p.options if isinstance(p, Choice) else [p.value] if isinstance(p, Fixed) else []
         if name == "n_layers" or name in layers.values():
             if isinstance(p, Float) or not all(isinstance(o, (int, np.integer)) and not isinstance(o, bool)
@@ -899,12 +952,23 @@ def decode(space: SearchSpace, cfg: MLPConfig) -> Callable:
         missing = [f"units_{j}" for j in range(1, k) if j not in layers]
         if missing:
             raise ValueError(f"{name} needs the layers before it too; the space lacks {', '.join(missing)}")
-    for name in ("activation", "optimizer", "batch_norm", "init"):
+    if acts and "activation" in space.params:
+        raise ValueError("a space has either one activation for every layer or activation_1, activation_2, ...; "
+                         "this one has both")
+    for k, name in sorted(acts.items()):
+        if k > min(reach, cfg.max_layers):
+            raise ValueError(f"{name} is never used: n_layers reaches at most {min(reach, cfg.max_layers)}")
+        missing = [f"activation_{j}" for j in range(1, k) if j not in acts]
+        if missing:
+            raise ValueError(f"{name} needs the layers before it too; the space lacks {', '.join(missing)}")
+    for name in ("activation", "optimizer", "batch_norm", "init", *acts.values()):
         if name in space.names and not isinstance(space.params[name], Choice):
             raise ValueError(f"{name} must be a Choice, got {space.params[name]!r}")
     L, H = cfg.max_layers, cfg.max_units
     value = value_reader(space, {"activation": ACTIVATION_NAMES, "optimizer": optim.optimizer_names(space),
-                                 "init": INIT_SCHEMES})
+                                 "init": INIT_SCHEMES, **{name: ACTIVATION_NAMES for name in acts.values()}})
+    last_act = {k: acts[max(j for j in acts if j <= k)] for k in range(1, L + 1)} if acts else {}
+    relu = ACTIVATION_NAMES.index("relu")
 
     def hparams(position_D):
         v = space.decode(position_D)
@@ -913,7 +977,8 @@ def decode(space: SearchSpace, cfg: MLPConfig) -> Callable:
         arch = Arch(
             n_layers=n_layers,
             units=jnp.clip(units, 1, H).astype(jnp.int32),
-            activation=jnp.asarray(value(v, "activation", ACTIVATION_NAMES.index("relu")), jnp.int32),
+            activation=(jnp.stack([jnp.asarray(value(v, last_act[k], relu), jnp.int32) for k in range(1, L + 1)])
+                        if acts else jnp.full((L,), value(v, "activation", relu), jnp.int32)),
             dropout=jnp.asarray(value(v, "dropout", 0.0), jnp.float32),
             batch_norm=jnp.asarray(value(v, "batch_norm", False), bool),
             init=jnp.asarray(value(v, "init", 0), jnp.int32),
