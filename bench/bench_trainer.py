@@ -107,6 +107,7 @@ from jaxswarm.layouts import LAYOUT_NAMES
 from jaxswarm.layouts import auto as auto_layout
 from jaxswarm.layouts.masked import DataShape
 from jaxswarm.models import family_of, mlp, mlp_space
+from jaxswarm.models.layers import INIT_SCHEMES
 from jaxswarm.study import Study, StudyConfig
 
 BENCH_LAYOUTS = ("masked", "packed", "auto", "sequential")  # the layout rows' names
@@ -287,6 +288,14 @@ def bench_sequential(space, config, data, keys, pos, F, C, archs, sample):
                 computed_fwd=useful, fitness=np.asarray(fitness), sampled=int(len(idx)))
 
 
+SPACES = {  # --space
+    "plain": lambda: mlp_space(max_layers=3, units=(16, 256)),
+    "all": lambda: mlp_space(max_layers=3, units=(16, 256), optimizers=("sgd", "adam", "adamw", "nadam", "adadelta"),
+                             beta2=(0.9, 0.9999), eps=(1e-8, 1e-4), init_schemes=INIT_SCHEMES,
+                             per_layer_activation=True),
+}
+
+
 def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--dataset", default="fashion_mnist")
@@ -304,6 +313,9 @@ def main(argv=None):
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--study-rounds", type=int, default=0,
                    help="R > 0: run R-round Studies per --layout instead of the layout rows")
+    p.add_argument("--space", choices=tuple(SPACES), default="plain",
+                   help="plain: the default MLP space; all: plus every per-member dimension of issue 16 "
+                        "(nadam/adadelta/adamw/sgd, beta2, eps, init schemes, per-layer activations)")
     p.add_argument("--out", default=None, help="markdown results file (+ .json next to it)")
     args = p.parse_args(argv)
     sizes = parse_ints(args.sizes, "sizes")
@@ -317,7 +329,7 @@ def main(argv=None):
                          f"choose from {','.join(allowed)}")
 
     ds = load_dataset(args.dataset, data_dir=args.data_dir)
-    space = mlp_space(max_layers=3, units=(16, 256))
+    space = SPACES[args.space]()
     if study_mode:
         rows = run_studies(args, ds, space, sizes, epochs_list[0], layouts)
         peak = None

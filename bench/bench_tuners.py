@@ -3,10 +3,10 @@
 For each seed (the seed fixes the validation split, every tuner's proposals and
 the training keys; all tuners of a seed share the same `Dataset` object):
 
-  1. the swarm study (`study.Study`, S particles x R rounds, fresh mode,
-     retrain off) is timed from before its construction to the end of its
-     last round: set-up, its one compile and R rounds. Best-so-far validation
-     accuracy is recorded after every round (an instrumented `tell`).
+  1. the swarm study (`study.Study`, S particles x R rounds, fresh mode)
+     is timed from before its construction to the end of its last round:
+     set-up, its one compile and R rounds (its own retrain follows, untimed). Best-so-far validation
+     accuracy is recorded after every round (the study's `on_round` callback).
   2. every sequential tuner (`tuners.run_baseline`) runs with the budget
      S x R trained configurations, compile per configuration included.
      -> EQUAL BUDGET: its search time / the swarm's = the swarm's speedup.
@@ -53,29 +53,21 @@ from jaxswarm.tuners import TUNERS, run_baseline
 DEFAULT_TUNERS = ("grid", "random", "tpe", "gp", "optunity", "pso")
 
 
-def run_swarm(space, ds, S, R, E, B, seed) -> dict:
-    """Times one swarm study; returns its numbers and best-so-far curve."""
+def run_swarm(space, ds, S, R, E, B, seed, strategy: str = "pso") -> dict:
+    """Times one swarm study under `strategy`; returns its numbers and best-so-far curve.
+
+    The search time runs from before the study's construction to the end of its last round
+    (set-up, compile, every round with its proposals); the study's own retrain of its best
+    configuration follows, untimed in the search.
+    """
     curve: list[tuple[float, float]] = []
-    last = {}
     t0 = time.perf_counter()
     study = Study(space, ds, StudyConfig(swarm_size=S, rounds=R, epochs=E, batch_size=B, seed=seed,
-                                         retrain=False), out_dir=None, progress=False)
-    tell = study.swarm.tell
-
-    def timed_tell(key, state, fitness):
-        new = tell(key, state, fitness)
-        best = float(new.global_best_fitness)  # syncs: the round is done
-        curve.append((time.perf_counter() - t0, best))
-        last["position"] = np.asarray(new.global_best_position)
-        return new
-
-    study.swarm = study.swarm._replace(tell=timed_tell)
-    res = study.run()
-    search = time.perf_counter() - t0
-    t1 = time.perf_counter()
-    test = study.retrain(last["position"])
-    return {"best_fitness": res.best_fitness, "test_accuracy": test, "evaluations": S * res.rounds_run,
-            "search_time": search, "retrain_time": time.perf_counter() - t1,
+                                         strategy=strategy), out_dir=None, progress=False)
+    res = study.run(on_round=lambda summary: curve.append((time.perf_counter() - t0, summary["best_fitness"])))
+    search = curve[-1][0]
+    return {"best_fitness": res.best_fitness, "test_accuracy": res.test_accuracy, "evaluations": S * res.rounds_run,
+            "search_time": search, "retrain_time": time.perf_counter() - t0 - search,
             "curve": curve, "best_config": res.best_config}
 
 
@@ -305,6 +297,13 @@ def merge(paths, out: Path, stem: str | None, note: str = "") -> dict:
     return results
 
 
+def warm_up(dataset: str, data_dir, space) -> None:
+    """What a first study would pay once, outside every timing: JAX's backend start, the dataset cache, decode's jit."""
+    load_dataset(dataset, data_dir=data_dir, seed=0)
+    jnp.ones(3).block_until_ready()
+    space.to_python(np.full(space.num_dims, 0.5, np.float32))
+
+
 def main(argv=None) -> dict:
     args = parse_args(argv)
     if args.merge:
@@ -316,10 +315,7 @@ def main(argv=None) -> dict:
         (skipped.__setitem__(t, why) if why else tuners.append(t))
     stem = args.name or f"tuners_{args.dataset}"
     args.out.mkdir(parents=True, exist_ok=True)
-    # Warm-up outside every timing: JAX backend start, dataset cache, decode jit.
-    load_dataset(args.dataset, data_dir=args.data_dir, seed=0)
-    jnp.ones(3).block_until_ready()
-    space.to_python(np.full(space.num_dims, 0.5, np.float32))
+    warm_up(args.dataset, args.data_dir, space)
     results = {"meta": {
         "dataset": args.dataset, "seeds": args.seeds, "swarm_size": args.swarm_size, "rounds": args.rounds,
         "epochs": args.epochs, "batch_size": args.batch_size, "max_layers": args.max_layers,

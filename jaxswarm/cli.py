@@ -4,8 +4,10 @@ Settings come from (later wins): built-in defaults (`study.StudyConfig`, the
 family's preset space, `pso.make_pso`), a study file (`--config study.toml`,
 `.yaml`/`.yml` or `.json`), then flags. A study file holds the same names as the
 flags (with underscores) plus `[space]` (`space = "mlp"` or another family of
-`models.FAMILIES`, and the arguments of its preset space) and `[pso]`
-(arguments of `pso.make_pso`) tables; an unknown name is an error, e.g.::
+`models.FAMILIES`, and the arguments of its preset space), `[pso]`
+(arguments of `pso.make_pso`, for strategy "pso") and `[strategy_options]`
+(another strategy's settings, e.g. an Optuna sampler's keyword arguments) tables;
+an unknown name is an error, e.g.::
 
     dataset = "fashion_mnist"
     swarm_size = 32
@@ -44,8 +46,10 @@ from jaxswarm import pso as pso_lib
 from jaxswarm.data import DATASETS, DatasetError, load_dataset
 from jaxswarm.layouts import LAYOUT_NAMES
 from jaxswarm.models import DEFAULT_FAMILY, FAMILIES
+from jaxswarm.models.layers import INIT_SCHEMES
 from jaxswarm.optim import OPTIMIZERS
 from jaxswarm.saved import MODEL_DIR, ModelError, load_model
+from jaxswarm.strategies import OPTUNA_DB, STRATEGIES
 from jaxswarm.study import MODES, Study, StudyConfig, StudyError
 from jaxswarm.train import FITNESS_KINDS
 from jaxswarm.tuners import TUNERS, BaselineError, run_baseline
@@ -54,12 +58,14 @@ __all__ = ["build_parser", "settings_from_args", "build_space", "main"]
 
 STUDY_KEYS = ("swarm_size", "rounds", "epochs", "batch_size", "folds", "mode", "init",
               "fitness", "patience", "seed", "retrain", "retrain_epochs", "layout", "chunk_size", "memory_cap_gb",
-              "allow_huge")
+              "allow_huge", "strategy")
 SPACE_KEYS = ("space", "max_layers", "units", "activations", "learning_rate", "optimizers", "momentum",
-              "weight_decay", "dropout", "batch_norm", "lr_decay")
+              "weight_decay", "dropout", "batch_norm", "lr_decay", "beta2", "eps", "init_schemes",
+              "per_layer_activation")
 PSO_KEYS = ("topology", "neighbors", "inertia", "c1", "c2", "constriction", "vmax", "boundary")
 DATA_KEYS = ("dataset", "data_dir", "val_fraction")
 CONFIG_SUFFIXES = (".toml", ".yaml", ".yml", ".json")
+TABLES = ("space", "pso", "strategy_options")  # a study file's tables of settings
 # What `jaxswarm baseline` reads from a study file besides data, out, [space] and [pso]; swarm_size and
 # init only for the tuners that take them (any other `jaxswarm run` setting would be ignored, so it is refused).
 BASELINE_KEYS = ("epochs", "batch_size", "fitness", "seed", "retrain", "swarm_size", "init")
@@ -102,6 +108,15 @@ def add_space_arguments(s) -> None:
     s.add_argument("--batch-norm", action="store_const", const=True, help="let the swarm switch batch norm on/off")
     s.add_argument("--lr-decay", type=float, nargs=2, metavar=("LO", "HI"),
                    help="tune the final/initial learning-rate ratio of a cosine schedule, log scale  [off: constant]")
+    s.add_argument("--beta2", type=float, nargs=2, metavar=("LO", "HI"),
+                   help="tune adam/adamw/nadam's second-moment decay b2 in [0, 1)  [off: 0.999]")
+    s.add_argument("--eps", type=float, nargs=2, metavar=("LO", "HI"),
+                   help="tune adam/adamw/nadam's eps, log scale  [off: 1e-8]")
+    s.add_argument("--init-schemes", nargs="+", choices=INIT_SCHEMES, metavar="NAME",
+                   help=f"kernel initialization choices ({' '.join(INIT_SCHEMES)}; mlp)  "
+                        "[off: auto, He for rectifiers and LeCun otherwise]")
+    s.add_argument("--per-layer-activation", action="store_const", const=True,
+                   help="tune one activation per hidden layer (activation_1, activation_2, ...; mlp)  [off: one]")
 
 
 def _add_data_arguments(g) -> None:
@@ -111,15 +126,19 @@ def _add_data_arguments(g) -> None:
 
 
 def _add_run_parser(sub) -> None:
-    run = sub.add_parser("run", help="run a PSO study (default: digits, MLP space)",
-                         description="Run a PSO study; writes results to --out (see README: results).")
+    run = sub.add_parser("run", help="run a study (default: PSO, digits, MLP space)",
+                         description="Run a study; writes results to --out (see README: results).")
     g = run.add_argument_group("study")
     g.add_argument("--config", type=Path, help="study file (.toml, .yaml/.yml, .json) with any of these settings")
     _add_data_arguments(g)
     g.add_argument("--out", type=Path, help="results directory  [runs/<dataset>-<time>]")
     g.add_argument("--resume", type=Path, metavar="DIR", help="continue the killed study in DIR")
     g.add_argument("--swarm-size", type=int, help=f"particles (networks trained at once)  {_show(_STUDY.swarm_size)}")
-    g.add_argument("--rounds", type=int, help=f"PSO iterations  {_show(_STUDY.rounds)}")
+    g.add_argument("--rounds", type=int, help=f"rounds (PSO iterations)  {_show(_STUDY.rounds)}")
+    g.add_argument("--strategy", choices=tuple(STRATEGIES),
+                   help="what the swarm trains next: " + "; ".join(f"{k}: {v.help}" for k, v in STRATEGIES.items())
+                        + f" (Optuna's keep their study in --out/{OPTUNA_DB}; a study file's [strategy_options] "
+                        f"are their settings)  {_show(_STUDY.strategy)}")
     g.add_argument("--epochs", type=int, help=f"training epochs per evaluation  {_show(_STUDY.epochs)}")
     g.add_argument("--batch-size", type=int, help=f"minibatch size  {_show(_STUDY.batch_size)}")
     g.add_argument("--folds", type=int,
@@ -133,7 +152,8 @@ def _add_run_parser(sub) -> None:
                         "device); serial: members one after another in one program, each running only its "
                         f"own blocks (the CNN's choice on CPU)  {_show(_STUDY.layout)}")
     g.add_argument("--init", choices=tuple(design.DESIGNS),
-                   help=f"initial design (lhs: maximin Latin hypercube)  {_show(_STUDY.init)}")
+                   help="initial design where pso and evosax_de/evosax_pso start (lhs: maximin Latin hypercube)  "
+                        f"{_show(_STUDY.init)}")
     g.add_argument("--fitness", choices=FITNESS_KINDS,
                    help=f"validation accuracy or minus loss  {_show(_STUDY.fitness)}")
     g.add_argument("--patience", type=int, help="stop after this many rounds without improvement  [off]")
@@ -150,7 +170,7 @@ def _add_run_parser(sub) -> None:
                    help="multi-host: call jax.distributed.initialize first (JAXSWARM_COORDINATOR, "
                         "JAXSWARM_NUM_PROCESSES, JAXSWARM_PROCESS_ID, or SLURM/Open MPI auto-detection)")
     add_space_arguments(run.add_argument_group("search space"))
-    q = run.add_argument_group("PSO")
+    q = run.add_argument_group("PSO (strategy pso)")
     q.add_argument("--topology", choices=pso_lib.TOPOLOGIES, help=f"neighbourhood  {_show(_PSO['topology'])}")
     q.add_argument("--neighbors", type=int, help=f"ring neighbourhood size  {_show(_PSO['neighbors'])}")
     q.add_argument("--inertia", type=float, nargs="+", metavar="W",
@@ -215,7 +235,7 @@ def _read_config(path: Path) -> dict:
       path: a .toml, .yaml/.yml or .json file.
 
     Returns:
-      The file's settings; ``space`` and ``pso``, when present, are tables (dicts).
+      The file's settings; ``space``, ``pso`` and ``strategy_options``, when present, are tables (dicts).
 
     Raises:
       InputError: the file is missing, empty, unreadable or not parsable, or holds
@@ -255,11 +275,11 @@ def _read_config(path: Path) -> dict:
         raise InputError(f"study file {path} must hold a table of settings, got {type(data).__name__}")
     if not data:
         raise InputError(f"study file {path} holds no settings")
-    known = set(STUDY_KEYS) | set(DATA_KEYS) | {"out", "space", "pso"}
+    known = set(STUDY_KEYS) | set(DATA_KEYS) | {"out", *TABLES}
     unknown = sorted(set(data) - known, key=str)
     if unknown:
         raise InputError(f"unknown setting(s) {unknown} in {path}; known: {sorted(known)}")
-    for table in ("space", "pso"):
+    for table in TABLES:
         if table in data and not isinstance(data[table], dict):
             raise InputError(f"study file {path}: [{table}] must be a table of settings, got {data[table]!r}")
     for name in ("dataset", "data_dir", "out"):
@@ -272,13 +292,13 @@ def _read_config(path: Path) -> dict:
 
 
 def settings_from_args(args: argparse.Namespace) -> dict:
-    """Merges defaults < study file < flags into one dict with `space` and `pso` tables."""
-    cfg: dict = {"dataset": "digits", "space": {}, "pso": {}}
+    """Merges defaults < study file < flags into one dict with `space`, `pso` and `strategy_options` tables."""
+    cfg: dict = {"dataset": "digits", **{table: {} for table in TABLES}}
     if args.config is not None:
         file_cfg = _read_config(args.config)
-        cfg.update({k: v for k, v in file_cfg.items() if k not in ("space", "pso")})
-        cfg["space"].update(file_cfg.get("space", {}))
-        cfg["pso"].update(file_cfg.get("pso", {}))
+        cfg.update({k: v for k, v in file_cfg.items() if k not in TABLES})
+        for table in TABLES:
+            cfg[table].update(file_cfg.get(table, {}))
     flags = vars(args)
     for k in STUDY_KEYS + ("dataset", "data_dir", "out", "val_fraction"):
         if flags.get(k) is not None:
@@ -294,7 +314,7 @@ def settings_from_args(args: argparse.Namespace) -> dict:
         if len(inertia) not in (1, 2):
             raise InputError(f"--inertia takes one value or START END, got {inertia!r}")
         cfg["pso"]["inertia"] = inertia[0] if len(inertia) == 1 else tuple(inertia)
-    for k in ("units", "learning_rate", "momentum", "weight_decay", "dropout", "lr_decay"):
+    for k in ("units", "learning_rate", "momentum", "weight_decay", "dropout", "lr_decay", "beta2", "eps"):
         if isinstance(cfg["space"].get(k), list):
             cfg["space"][k] = tuple(cfg["space"][k])
     return cfg
@@ -361,7 +381,9 @@ def run(args: argparse.Namespace) -> int:
         execute.initialize_distributed()  # before any computation touches a device
     try:
         space = build_space(cfg["space"])
-        study_cfg = StudyConfig(**{k: cfg[k] for k in STUDY_KEYS if k in cfg}, pso=dict(cfg["pso"]))
+        # A study saved before strategies existed has no strategy_options table.
+        study_cfg = StudyConfig(**{k: cfg[k] for k in STUDY_KEYS if k in cfg}, pso=dict(cfg["pso"]),
+                                strategy_options=dict(cfg.get("strategy_options", {})))
         study_cfg.validate()  # before the data: a bad setting fails in a second
         if args.resume is not None:
             print(f"resuming {out}")
@@ -403,6 +425,8 @@ def baseline(args: argparse.Namespace) -> int:
         raise InputError(f"{where} applies to {takers}, not {args.tuner}")
     if cfg["pso"] and "pso" not in tuner.options:
         raise InputError(f"[pso] in {args.config} applies to the pso tuner, not {args.tuner}")
+    if cfg["strategy_options"]:
+        raise InputError(f"[strategy_options] in {args.config} applies to `jaxswarm run`, not to a baseline")
     if args.budget is None and args.time_limit is None:
         raise InputError("give --budget N (configurations to train) or --time-limit SECONDS, or both")
     if args.budget is not None and args.budget < 1:

@@ -79,8 +79,8 @@ def uniform(key: jax.Array, n: int, d: int) -> jax.Array:
     return jax.random.uniform(key, (n, d), jnp.float32)
 
 
-def sobol(key: jax.Array, n: int, d: int) -> jax.Array:
-    """The first ``n`` points of a scrambled Sobol' sequence (Owen scrambling).
+def sobol(key: jax.Array, n: int, d: int, skip: int = 0) -> jax.Array:
+    """``n`` points of a scrambled Sobol' sequence (Owen scrambling), from point ``skip`` on.
 
     Uses ``scipy.stats.qmc.Sobol(d, scramble=True)`` seeded from ``key``. For
     ``n`` a power of two the points form a fully balanced (t, m, d)-net; for
@@ -93,6 +93,8 @@ def sobol(key: jax.Array, n: int, d: int) -> jax.Array:
         key: PRNG key (drives the scrambling).
         n: number of points (>= 1).
         d: dimension (0 <= d <= 21201).
+        skip: points of the sequence to pass over first (>= 0): batches ``skip = 0, n, 2n, ...``
+            with one key are consecutive parts of one sequence.
 
     Returns:
         f32[n, d] in ``[0, 1)``.
@@ -100,11 +102,17 @@ def sobol(key: jax.Array, n: int, d: int) -> jax.Array:
     Example:
         >>> sobol(jax.random.key(0), 6, 3).shape
         (6, 3)
+        >>> bool(np.all(sobol(jax.random.key(0), 4, 2, skip=4) == sobol(jax.random.key(0), 8, 2)[4:]))
+        True
     """
     n, d = _check_sizes(n, d)
+    if isinstance(skip, bool) or not isinstance(skip, numbers.Integral) or skip < 0:
+        raise ValueError(f"skip must be an integer >= 0, got {skip!r}")
     if d == 0:
         return jnp.zeros((n, 0), jnp.float32)
     engine = qmc.Sobol(d, scramble=True, rng=_rng_from_key(key))
+    if skip:  # scipy's fast_forward(0) fails
+        engine.fast_forward(int(skip))
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", message=r".*balance properties of Sobol", category=UserWarning)
         x = engine.random(n)

@@ -442,30 +442,25 @@ def optimizer_params(optimizers: Sequence[str] | None, momentum: tuple[float, fl
         unknown = [o for o in optimizers if o not in OPTIMIZERS]
         if unknown:
             raise ValueError(f"optimizers {unknown} are not among the supported {list(OPTIMIZERS)}")
-    if momentum is not None:
-        p = ranged("momentum", momentum)
-        # Momentum (Adam's b1) of 1 or more never forgets a gradient: the update grows without bound.
+    def decay(name, arg) -> Float:
+        # A decay (momentum, Adam's b1 or b2) of 1 or more never forgets: the update grows without bound.
+        p = ranged(name, arg)
         if not (0 <= p.lo and p.hi < 1):
-            raise ValueError(f"momentum must lie in [0, 1), got ({p.lo:g}, {p.hi:g})")
-        params["momentum"] = p
-    if weight_decay is not None:
-        p = ranged("weight_decay", weight_decay)
+            raise ValueError(f"{name} must lie in [0, 1), got ({p.lo:g}, {p.hi:g})")
+        return p
+
+    def positive_log(name, arg) -> Float:
+        p = ranged(name, arg)
         if p.lo < 0:
-            raise ValueError(f"weight_decay must be >= 0, got ({p.lo:g}, {p.hi:g})")
+            raise ValueError(f"{name} must be >= 0, got ({p.lo:g}, {p.hi:g})")
         if p.lo == 0:  # tuned on a log scale, so the range cannot start at 0
-            raise ValueError(f"weight_decay is tuned on a log scale: its range needs lo > 0, "
-                             f"got ({p.lo:g}, {p.hi:g})")
-        params["weight_decay"] = ranged("weight_decay", weight_decay, log=True)
-    if beta2 is not None:
-        p = ranged("beta2", beta2)
-        if not (0 <= p.lo and p.hi < 1):
-            raise ValueError(f"beta2 must lie in [0, 1), got ({p.lo:g}, {p.hi:g})")
-        params["beta2"] = p
-    if eps is not None:
-        p = ranged("eps", eps)
-        if not p.lo > 0:
-            raise ValueError(f"eps is tuned on a log scale: its range needs lo > 0, got ({p.lo:g}, {p.hi:g})")
-        params["eps"] = ranged("eps", eps, log=True)
+            raise ValueError(f"{name} is tuned on a log scale: its range needs lo > 0, got ({p.lo:g}, {p.hi:g})")
+        return ranged(name, arg, log=True)
+
+    for name, arg, make in (("momentum", momentum, decay), ("weight_decay", weight_decay, positive_log),
+                            ("beta2", beta2, decay), ("eps", eps, positive_log)):
+        if arg is not None:
+            params[name] = make(name, arg)
     return params
 
 

@@ -1,11 +1,13 @@
-"""A PSO study: initial design -> decode -> train the swarm -> fitness -> PSO tell -> report -> checkpoint.
+"""A study: initial design -> decode -> train the swarm -> fitness -> strategy tell -> report -> checkpoint.
 
 `Study` reads its choices once: the model family from the space
 (`models.family_of`), the layout from `layouts.LAYOUTS` (which builds the
-round's `SwarmProgram`) and the PSO from `pso.make_pso`. One round
-(`Study.round`) is a pure function of its inputs: keys from the seed and the
-round number, the PSO state, the data and (warm mode) the members' weights in,
-the next PSO state and the members' `Metrics` out. `Study.run` only does host
+round's `SwarmProgram`) and the population strategy from
+`strategies.STRATEGIES` (PSO by default). One round (`Study.round`) is a pure
+function of its inputs: keys from the seed and the round number, the
+strategy's state, the data and (warm mode) the members' weights in, the next
+state and the members' `Metrics` out (an Optuna strategy also keeps its
+Optuna study, idempotently: see `strategies`). `Study.run` only does host
 work around it: result files, checkpoints, progress.
 
 Two modes:
@@ -18,6 +20,8 @@ Two modes:
 Determinism: round r's keys are `round_keys(key(seed), r, S)`, so a study
 resumed from the checkpoint of round r draws the same numbers as the
 uninterrupted one and ends with the same result (bit for bit on CPU).
+`Study.evaluate` trains given positions without a strategy (e.g. a batch of
+Optuna trials, `strategies.optimize_batches`).
 
 Example (a research script):
     >>> import numpy as np, jaxswarm as js
@@ -46,7 +50,7 @@ import jax.numpy as jnp
 import numpy as np
 from tqdm import tqdm
 
-from jaxswarm import design, execute, results, train
+from jaxswarm import design, execute, results, strategies, train
 from jaxswarm import pso as pso_lib
 from jaxswarm.data import Dataset, kfold_indices
 from jaxswarm.layouts import DEFAULT_LAYOUT, LAYOUT_NAMES, resolve
@@ -54,7 +58,7 @@ from jaxswarm.layouts.masked import DataShape
 from jaxswarm.models import family_of, mlp_space
 from jaxswarm.optim import optimizer_names
 from jaxswarm.saved import SavedModel
-from jaxswarm.space import SearchSpace
+from jaxswarm.space import Float, SearchSpace
 
 __all__ = ["MODES", "StudyConfig", "StudyResult", "StudyError", "Study", "tune", "load_result",
            "round_keys", "initial_state", "retrain_model", "retrain_metrics"]
@@ -78,14 +82,17 @@ class StudyConfig:
     batch_size: int = 64
     folds: int = 1  # 1: hold-out validation split; k > 1: k-fold CV on train+val
     mode: str = "fresh"  # fresh | warm
-    init: str = "lhs"  # initial design (design.DESIGNS): lhs (maximin Latin hypercube), sobol, uniform
+    init: str = "lhs"  # initial design (design.DESIGNS): lhs (maximin Latin hypercube), sobol, uniform; where
+    #                    pso and evosax's de / pso start (the samplers draw their own rounds)
     fitness: str = "accuracy"  # accuracy | loss
     patience: int | None = None  # stop after this many rounds without improvement
     seed: int = 0
     retrain: bool = True  # retrain the best config on train+val and report test accuracy
     retrain_epochs: int | None = None  # epochs of that final retrain (None: the search's epochs)
     layout: str = DEFAULT_LAYOUT  # "auto" (picked per backend and study) or a key of layouts.LAYOUTS
-    pso: dict = dataclasses.field(default_factory=dict)  # keyword arguments of pso.make_pso
+    strategy: str = strategies.DEFAULT_STRATEGY  # what the swarm trains next: a key of strategies.STRATEGIES
+    pso: dict = dataclasses.field(default_factory=dict)  # keyword arguments of pso.make_pso (strategy "pso")
+    strategy_options: dict = dataclasses.field(default_factory=dict)  # another strategy's settings (make_strategy)
     chunk_size: int | None = None  # members per device trained at once (None: planned from memory)
     memory_cap_gb: float | None = None  # per-device memory cap for that plan (None: the device's own)
     allow_huge: bool = False  # run a swarm even when it needs over HUGE_FACTOR times a device's memory
@@ -121,17 +128,32 @@ class StudyConfig:
             raise ValueError(f"fitness must be one of {train.FITNESS_KINDS}, got {self.fitness!r}")
         if not isinstance(self.layout, str) or self.layout not in LAYOUT_NAMES:
             raise ValueError(f"layout must be one of {LAYOUT_NAMES}, got {self.layout!r}")
+        if not isinstance(self.strategy, str) or self.strategy not in strategies.STRATEGIES:
+            raise ValueError(f"strategy must be one of {list(strategies.STRATEGIES)}, got {self.strategy!r}")
         if not isinstance(self.pso, dict):
             raise ValueError(f"pso must be a dict of pso.make_pso keyword arguments, got {self.pso!r}")
-        known = sorted(set(pso_lib.make_pso.__kwdefaults__) - {"maximize"})  # the study maximizes
-        unknown = sorted(set(self.pso) - set(known), key=str)
-        if unknown:
-            raise ValueError(f"pso has unknown setting(s) {unknown}; known: {known}")
-        try:  # the coefficients now, not after the data is loaded (the box's size D does not matter here)
-            pso_lib.make_pso(self.swarm_size, 1, maximize=True, **{
-                "num_iterations": self.rounds, **{k: v for k, v in self.pso.items() if k not in ("lower", "upper")}})
-        except ValueError as e:
-            raise ValueError(f"pso: {e}") from None
+        if not isinstance(self.strategy_options, dict):
+            raise ValueError(f"strategy_options must be a dict, got {self.strategy_options!r}")
+        if self.strategy == "pso":
+            if self.strategy_options:
+                raise ValueError(f"strategy_options {sorted(self.strategy_options)} do not apply to strategy 'pso'; "
+                                 "its settings are pso (pso.make_pso's keyword arguments)")
+            known = sorted(set(pso_lib.make_pso.__kwdefaults__) - {"maximize"})  # the study maximizes
+            unknown = sorted(set(self.pso) - set(known), key=str)
+            if unknown:
+                raise ValueError(f"pso has unknown setting(s) {unknown}; known: {known}")
+            try:  # the coefficients now, not after the data is loaded (the box's size D does not matter here)
+                pso_lib.make_pso(self.swarm_size, 1, maximize=True, **{
+                    "num_iterations": self.rounds, **{k: v for k, v in self.pso.items() if k not in ("lower", "upper")}})
+            except ValueError as e:
+                raise ValueError(f"pso: {e}") from None
+        else:
+            if self.pso:
+                raise ValueError(f"pso settings {sorted(self.pso)} apply only to strategy 'pso', "
+                                 f"not {self.strategy!r}")
+            # Its options and packages now, not after the data is loaded (in memory: nothing written).
+            strategies.make_strategy(self.strategy, SearchSpace({"x": Float(0.0, 1.0)}), self.swarm_size,
+                                     rounds=self.rounds, seed=self.seed, options=self.strategy_options)
         if self.mode == "warm" and self.folds > 1:
             raise ValueError("mode 'warm' keeps one network per particle; it cannot be combined with folds > 1")
 
@@ -169,11 +191,12 @@ def _round_keys(key, r, swarm_size):
     return jax.random.split(k_train, swarm_size), k_tell
 
 
-def initial_state(key: jax.Array, swarm: pso_lib.PSO, init: str, swarm_size: int, num_dims: int):
-    """The PSO state before round 0: the initial design `init` from the study's key."""
+def initial_state(key: jax.Array, strategy, init: str, swarm_size: int, num_dims: int):
+    """The state before round 0 of `strategy` (a `strategies.Strategy` or a `pso.PSO`): the initial design
+    `init` from the study's key is its start."""
     init_key = jax.random.fold_in(key, _INIT_FOLD)
     start = design.initial_design(init_key, init, swarm_size, num_dims)
-    return swarm.init(jax.random.fold_in(init_key, 1), start)
+    return strategy.init(jax.random.fold_in(init_key, 1), start)
 
 
 def retrain_model(space: SearchSpace, dataset: Dataset, position_D, *, seed: int, epochs: int,
@@ -210,7 +233,7 @@ def retrain_metrics(space: SearchSpace, dataset: Dataset, position_D, **kwargs) 
 
 
 class Study:
-    """A PSO study over `space` on `dataset`; `run()` drives it round by round.
+    """A study over `space` on `dataset` driven by `config.strategy` (PSO by default); `run()` drives it round by round.
 
     Args:
       space: the search space (its family comes from `models.family_of`).
@@ -233,9 +256,12 @@ class Study:
         self.train_config = train.TrainConfig(epochs=config.epochs, batch_size=config.batch_size,
                                               fitness=config.fitness)
         shape = DataShape(int(np.prod(dataset.x_train.shape[1:])), dataset.num_classes, dataset.input_shape)
-        self.swarm = pso_lib.make_pso(config.swarm_size, space.num_dims, maximize=True,
-                                      **{"num_iterations": config.rounds, **config.pso})
-        self._tell = jax.jit(self.swarm.tell)  # compiled once per study (op by op, it compiles ~40 small programs)
+        # One of pso and strategy_options is empty (validate): the strategy's own settings.
+        self.strategy = strategies.make_strategy(config.strategy, space, config.swarm_size, rounds=config.rounds,
+                                                 seed=config.seed, out_dir=self.out_dir,
+                                                 options={**config.pso, **config.strategy_options})
+        # Compiled once per study (op by op, PSO's tell compiles ~40 small programs); a host strategy runs as it is.
+        self._tell = jax.jit(self.strategy.tell) if self.strategy.jittable else self.strategy.tell
         n_train, n_val = len(dataset.x_train), len(dataset.x_val)
         if config.folds > 1:  # one pool, k (train, val) splits of it
             n_val = (n_train + n_val) // config.folds
@@ -267,15 +293,15 @@ class Study:
 
     # -- one round: a pure function of its inputs ----------------------------
 
-    def round(self, r: int, state: pso_lib.PSOState, warm: Warm | None):
+    def round(self, r: int, state, warm: Warm | None):
         """Trains round r's members and moves the swarm: ``(state, warm) -> (state, warm, metrics)``.
 
-        ``warm`` is None in fresh mode; its variables are donated to the round (updated in
-        place), so keep a host copy to reuse them. Nothing is written; the same inputs give the
-        same outputs.
+        ``state`` is the strategy's. ``warm`` is None in fresh mode; its variables are donated to
+        the round (updated in place), so keep a host copy to reuse them. Nothing is written (an
+        Optuna strategy records its trials in its own study); the same inputs give the same outputs.
         """
         keys, k_tell = round_keys(self.key, r, self.config.swarm_size)
-        positions = self.swarm.ask(state)
+        positions = self.strategy.ask(state)
         if warm is None:
             metrics, _ = self.program.run(keys, positions, self.data)
         else:
@@ -285,18 +311,33 @@ class Study:
             variables = self.program.init_state(keys, positions) if warm.variables is None else warm.variables
             metrics, variables = self.program.run(keys, positions, self.data, variables, jnp.asarray(keep))
             warm = Warm(variables, signature)
-        # The fitness comes to the host (S floats): every round then hands the PSO arrays of the same
-        # kind, so its steps compile once, whatever device layout the swarm program used.
+        # The fitness comes to the host (S floats): every round then hands the strategy arrays of the
+        # same kind, so its steps compile once, whatever device layout the swarm program used.
         return self._tell(k_tell, state, np.asarray(metrics.fitness)), warm, metrics
 
-    def compile(self, state: pso_lib.PSOState, warm: Warm | None) -> float:
+    def evaluate(self, positions_SxD, r: int = 0) -> train.Metrics:
+        """Trains the S members at `positions_SxD` from fresh weights with round r's keys; returns their `Metrics`.
+
+        No strategy moves and nothing is written: the engine alone, e.g. for a batch of Optuna
+        trials (`strategies.optimize_batches`). `r` picks the keys (any integer, e.g. the batch's
+        first trial number); the same positions and `r` train the same members.
+        """
+        positions = jnp.asarray(positions_SxD, jnp.float32)
+        want = (self.config.swarm_size, self.space.num_dims)
+        if positions.shape != want:
+            raise ValueError(f"evaluate trains the study's swarm: positions of shape {want}, got {positions.shape}")
+        keys, _ = round_keys(self.key, r, self.config.swarm_size)
+        metrics, _ = self.program.run(keys, positions, self.data)
+        return jax.tree.map(np.asarray, metrics)
+
+    def compile(self, state, warm: Warm | None) -> float:
         """Compiles the round's program ahead of the first round; returns the seconds it took."""
         keys, _ = round_keys(self.key, 0, self.config.swarm_size)
+        positions = self.strategy.ask(state)
         if warm is None:
-            return self.program.compile(keys, state.position, self.data, None)
-        variables = self.program.init_state(keys, state.position)
-        return self.program.compile(keys, state.position, self.data, variables,
-                                    jnp.zeros(self.config.swarm_size, bool))
+            return self.program.compile(keys, positions, self.data, None)
+        variables = self.program.init_state(keys, positions)
+        return self.program.compile(keys, positions, self.data, variables, jnp.zeros(self.config.swarm_size, bool))
 
     # -- the loop: host work around the rounds -------------------------------
 
@@ -312,7 +353,7 @@ class Study:
           A `StudyResult`.
         """
         cfg, t_start = self.config, time.perf_counter()
-        state = initial_state(self.key, self.swarm, cfg.init, cfg.swarm_size, self.space.num_dims)
+        state = initial_state(self.key, self.strategy, cfg.init, cfg.swarm_size, self.space.num_dims)
         warm = Warm(None, None) if cfg.mode == "warm" else None
         start, stale, best_seen = 0, 0, -np.inf
         ckpt = lock = None
@@ -335,11 +376,11 @@ class Study:
             r = start
             for r in range(start, cfg.rounds):
                 t0 = time.perf_counter()
-                positions = self.swarm.ask(state)
+                positions = self.strategy.ask(state)
                 state, warm, metrics = self.round(r, state, warm)
                 metrics = jax.tree.map(np.asarray, metrics)
                 seconds = time.perf_counter() - t0
-                best_fitness = float(state.global_best_fitness)
+                best_fitness = float(self.strategy.best(state)[1])
                 stale = 0 if best_fitness > best_seen else stale + 1
                 best_seen = max(best_seen, best_fitness)
                 summary = self._summary(r, state, metrics, seconds)
@@ -359,9 +400,9 @@ class Study:
             if bar is not None:
                 bar.close()
             rounds_run = (r + 1) if cfg.rounds > start else start
-            best_position = np.asarray(state.global_best_position)
+            best_position, best_fitness = (np.asarray(b) for b in self.strategy.best(state))
             best_config = self.space.to_python(best_position)
-            best_fitness = float(state.global_best_fitness)
+            best_fitness = float(best_fitness)
             status = "ok" if np.isfinite(best_fitness) else "all_diverged"
             test_acc = model = None
             if cfg.retrain and status == "ok":
@@ -409,7 +450,7 @@ class Study:
     # -- helpers -----------------------------------------------------------
 
     def _restore(self, ckpt: results.Checkpointer, state, warm: Warm | None):
-        """The newest checkpoint's ``(rounds done, PSO state, warm, stale, best_seen)``; results cut to it."""
+        """The newest checkpoint's ``(rounds done, strategy state, warm, stale, best_seen)``; results cut to it."""
         restored = ckpt.restore_latest(self._checkpoint_tree(state, warm))
         if restored is None:  # killed before its first checkpoint: rows of round 0 may be there already
             for name in (results.EVALUATIONS, results.ROUNDS):
@@ -421,7 +462,8 @@ class Study:
         for name in (results.EVALUATIONS, results.ROUNDS):
             results.truncate_rounds(self.out_dir / name, start)
         self.evaluations = results.read_jsonl(self.out_dir / results.EVALUATIONS)
-        return start, pso_lib.PSOState(**tree["pso"]), warm, int(tree["stale"]), float(tree["best_seen"])
+        state = strategies.from_checkpoint(state, tree[self.strategy.name])
+        return start, state, warm, int(tree["stale"]), float(tree["best_seen"])
 
     def _write_best(self, position, config, fitness, test_accuracy, rounds_run, compile_seconds,
                     status) -> None:
@@ -466,9 +508,10 @@ class Study:
 
     def _summary(self, r, state, metrics, seconds) -> dict:
         finite = metrics.fitness[~metrics.diverged & np.isfinite(metrics.fitness)]  # diverged members left out
+        best_position, best_fitness = self.strategy.best(state)
         return {
-            "round": r, "best_fitness": float(state.global_best_fitness),
-            "best_config": self.space.to_python(np.asarray(state.global_best_position)),
+            "round": r, "best_fitness": float(best_fitness),
+            "best_config": self.space.to_python(np.asarray(best_position)),
             "median_fitness": float(np.median(finite)) if finite.size else None,
             "round_best_fitness": float(np.max(finite)) if finite.size else None,
             "diverged": int(metrics.diverged.sum()), "seconds": seconds,
@@ -476,15 +519,16 @@ class Study:
 
     def _checkpoint_tree(self, state, warm: Warm | None, stale=0, best_seen=-np.inf):
         tree: dict[str, Any] = {
-            "pso": state._asdict(),
+            self.strategy.name: strategies.to_checkpoint(state),  # "pso": the PSOState's fields, as always
             "stale": np.asarray(stale, np.int32),
             "best_seen": np.asarray(best_seen, np.float32),
         }
         if warm is not None:
             if warm.variables is None:  # a template for restore: shapes only matter
                 keys, _ = round_keys(self.key, 0, self.config.swarm_size)
-                tree["variables"] = self.program.init_state(keys, state.position)
-                tree["arch"] = np.zeros_like(self._signature(state.position), np.int64)
+                positions = self.strategy.ask(state)
+                tree["variables"] = self.program.init_state(keys, positions)
+                tree["arch"] = np.zeros_like(self._signature(positions), np.int64)
             else:
                 tree["variables"] = self.program.unpad(warm.variables)
                 tree["arch"] = np.asarray(warm.signature)

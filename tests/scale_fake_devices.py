@@ -122,15 +122,6 @@ def packed_checks(data, in_features: int, num_classes: int) -> dict:
     s = 7  # not a multiple of 4: one pad place
     keys = jax.random.split(jax.random.key(0), s)
     shuffle = jax.random.key(2)
-    # Batch norm and dropout: the training curves. (Under Adam the bias before a batch norm, whose
-    # gradient is rounding noise, walks apart in float32 and moves the running mean a little.)
-    space = mlp_space(max_layers=2, units=(4, 16), optimizers=("sgd", "adam"), dropout=(0.0, 0.3),
-                      batch_norm=True)
-    pos = jax.random.uniform(jax.random.key(1), (s, space.num_dims))
-    one, every = (packed.make_packed_train(space, cfg, in_features, num_classes, devices=d)
-                  for d in (None, jax.devices()))
-    out["packed_bn_dropout_train_loss_diff"] = max_diff(one.train_swarm(keys, pos, data, shuffle).train_loss,
-                                                        every.train_swarm(keys, pos, data, shuffle).train_loss)
     space = mlp_space(max_layers=2, units=(4, 16), optimizers=("sgd", "adam"))
     pos = jax.random.uniform(jax.random.key(1), (s, space.num_dims))
     one, every = (packed.make_packed_train(space, cfg, in_features, num_classes, devices=d)

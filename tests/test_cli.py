@@ -28,7 +28,7 @@ def test_help_lists_every_flag():
                          text=True).stdout
     for flag in ("--dataset", "--data-dir", "--config", "--resume", "--swarm-size", "--rounds", "--epochs",
                  "--folds", "--mode", "--init", "--seed", "--out", "--topology", "--inertia", "--c1",
-                 "--c2", "--vmax", "--boundary", "--optimizers", "--patience"):
+                 "--c2", "--vmax", "--boundary", "--optimizers", "--patience", "--strategy"):
         assert flag in out
 
 
@@ -56,6 +56,27 @@ def test_study_file_and_flags_merge(tmp_path):
     assert settings["pso"] == {"topology": "ring"} and settings["rounds"] == 1
 
 
+def test_the_strategy_comes_from_a_study_file_and_survives_resume(tmp_path, monkeypatch):
+    pytest.importorskip("optuna")
+    cfg = tmp_path / "study.toml"
+    cfg.write_text('strategy = "tpe"\nswarm_size = 2\nrounds = 1\nepochs = 1\nretrain = false\n'
+                   '[space]\nmax_layers = 1\nunits = [4, 8]\n[strategy_options]\nn_startup_trials = 3\n')
+    out = tmp_path / "run"
+    assert cli.main(["run", "--config", str(cfg), "--out", str(out), "--quiet"]) == 0
+    assert (out / "optuna.db").exists() and len(results.read_jsonl(out / results.EVALUATIONS)) == 2
+    built = []
+    real = cli.Study
+
+    def study(space, dataset, config, *args, **kwargs):
+        built.append(config)
+        return real(space, dataset, config, *args, **kwargs)
+
+    monkeypatch.setattr(cli, "Study", study)
+    assert cli.main(["run", "--resume", str(out), "--quiet"]) == 0
+    assert (built[0].strategy, built[0].strategy_options) == ("tpe", {"n_startup_trials": 3})
+
+
+@pytest.mark.slow  # ~43 s; a SIGKILLed study process resuming: tests/test_results.py, equality: tests/test_study.py
 def test_killed_study_resumes_to_the_uninterrupted_result(tmp_path):
     args = ["--swarm-size", "4", "--rounds", "8", "--epochs", "3", "--max-layers", "2", "--units", "4", "32",
             "--quiet", "--seed", "5"]
@@ -149,6 +170,23 @@ def test_cnn_space_from_the_command_line(tmp_path):
     assert cli.main(["run", "--space", "cnn", "--units", "4", "8", "--out", str(tmp_path / "x"), "--quiet"]) == 2
 
 
+def test_every_hyperparameter_flag_reaches_the_study(tmp_path):
+    """beta2, eps, nadam/adadelta, init schemes and per-layer activations: tuned, recorded, retrained."""
+    out = tmp_path / "all"
+    assert cli.main(["run", "--swarm-size", "4", "--rounds", "1", "--epochs", "1", "--max-layers", "2",
+                     "--units", "4", "8", "--optimizers", "nadam", "adadelta", "--beta2", "0.9", "0.99",
+                     "--eps", "1e-8", "1e-4", "--init-schemes", "he_uniform", "glorot_normal",
+                     "--per-layer-activation", "--out", str(out), "--quiet"]) == 0
+    rows = results.read_jsonl(out / results.EVALUATIONS)
+    assert len(rows) == 4
+    for row in rows:
+        assert {"activation_1", "beta2", "eps", "init", "optimizer"} <= set(row["config"])
+        assert row["config"]["optimizer"] in ("nadam", "adadelta") and 0.9 <= row["config"]["beta2"] <= 0.99
+    best = json.loads((out / results.BEST).read_text())
+    assert best["hyperparameters"]["init"] in ("he_uniform", "glorot_normal")
+    assert load_model(out).predict(load_dataset("digits").x_test[:3]).shape == (3,)
+
+
 def test_baseline_subcommand_writes_results(tmp_path, capsys):
     out = tmp_path / "cli"
     assert cli.main(["baseline", "--tuner", "random", "--budget", "2", "--epochs", "1", "--max-layers", "1",
@@ -168,7 +206,8 @@ def _help(command: str, capsys) -> str:
 def test_baseline_takes_every_space_flag_of_run(capsys):
     run_help, baseline_help = _help("run", capsys), _help("baseline", capsys)
     for flag in ("--space", "--max-layers", "--units", "--activations", "--learning-rate", "--optimizers",
-                 "--momentum", "--weight-decay", "--dropout", "--batch-norm", "--lr-decay"):
+                 "--momentum", "--weight-decay", "--dropout", "--batch-norm", "--lr-decay", "--beta2", "--eps",
+                 "--init-schemes", "--per-layer-activation"):
         assert flag in run_help and flag in baseline_help, flag
 
 
@@ -176,9 +215,9 @@ def test_help_prints_each_default_once_and_reads_it_from_the_config(capsys):
     text = " ".join(_help("run", capsys).split())  # argparse wraps lines
     assert "(default:" not in text
     assert "(networks trained at once) [16]" in text and text.count("[16]") == 1
-    assert "PSO iterations [8]" in text and "minibatch size [64]" in text
+    assert "rounds (PSO iterations) [8]" in text and "minibatch size [64]" in text
     assert "units per layer, log scale [16 256]" in text and "log scale [0.0001 0.1]" in text
-    for name in ("masked", "packed", "serial", "mlp", "cnn", "lhs", "sobol"):
+    for name in ("masked", "packed", "serial", "mlp", "cnn", "lhs", "sobol", "tpe", "evosax_de"):
         assert name in text  # the choices come from the registries
 
 
@@ -222,10 +261,14 @@ def _refused(argv, match, capsys, out=None) -> str:
     (["--weight-decay", "-1", "1"], "weight_decay must be >= 0"),
     (["--weight-decay", "0", "1"], "weight_decay is tuned on a log scale"),
     (["--lr-decay", "0.5", "2"], "lr_decay must lie in (0, 1], got (0.5, 2)"),
+    (["--beta2", "0.9", "1"], "beta2 must lie in [0, 1), got (0.9, 1)"),
+    (["--eps", "0", "1e-3"], "eps is tuned on a log scale"),
+    (["--space", "cnn", "--per-layer-activation"], "['per_layer_activation'] do not apply to space 'cnn'"),
     (["--units", "0", "8"], "units: "),
     (["--learning-rate", "0", "0.1"], "learning_rate: "),
     (["--activations", "mish"], "activations ['mish']"),
     (["--optimizers", "adamx"], "optimizers ['adamx']"),
+    (["--strategy", "tpe", "--topology", "ring"], "pso settings ['topology'] apply only to strategy 'pso', not 'tpe'"),
 ])
 def test_bad_flag_is_refused_before_the_data_in_one_line(flags, match, tmp_path, capsys, monkeypatch):
     _no_data(monkeypatch)
@@ -254,6 +297,11 @@ def test_integer_settings_refuse_floats_strings_and_bools(name, value, tmp_path,
     ("s.toml", '[space]\nspace = ["cnn"]\n', "space must be one of ['mlp', 'cnn'], got ['cnn']"),
     ("s.toml", '[pso]\ntopolgy = "ring"\n', "pso has unknown setting(s) ['topolgy']"),
     ("s.toml", "[pso]\nc1 = -0.5\n", "pso: c1 must be a finite number >= 0, got -0.5"),
+    ("s.toml", 'strategy = "anneal"\n', "strategy must be one of ['pso', 'random'"),
+    ("s.toml", 'strategy = "sobol"\n[strategy_options]\nscramble = false\n',
+     "strategy 'sobol' takes no strategy_options, got ['scramble']"),
+    ("s.toml", "[strategy_options]\nseed = 1\n", "strategy_options ['seed'] do not apply to strategy 'pso'"),
+    ("s.toml", 'strategy_options = "x"\n', "[strategy_options] must be a table of settings, got 'x'"),
     ("s.toml", "roundz = 3\n", "unknown setting(s) ['roundz']"),
     ("s.toml", "dataset = 5\n", "dataset must be a string, got 5"),
     ("s.toml", 'val_fraction = "a tenth"\n', "val_fraction must be a number"),
@@ -292,6 +340,7 @@ def test_json_study_file_merges_like_toml(tmp_path):
     (["--c1", "1.0", "--topology", "ring"], "cannot take --topology --c1"),
     (["--no-retrain", "--layout", "packed"], "cannot take --no-retrain --layout"),
     (["--out", "elsewhere"], "cannot take --out"),
+    (["--strategy", "tpe"], "cannot take --strategy"),
 ])
 def test_resume_refuses_flags_that_would_change_the_study(flags, match, tmp_path, capsys, monkeypatch):
     _no_data(monkeypatch)

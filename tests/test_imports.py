@@ -14,6 +14,7 @@ FLOORS = [
     ("data", "results"),
     ("space",),
     ("design", "pso", "optim"),
+    ("strategies",),
     ("models",),
     ("train", "saved"),
     ("execute",),

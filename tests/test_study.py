@@ -27,6 +27,7 @@ def test_study_in_memory_finds_a_config_and_retrains(digits):
     assert result.out_dir is None
 
 
+@pytest.mark.slow  # ~15 s; fixed-seed studies are pinned value for value by tests/test_fingerprint.py
 def test_same_seed_same_study(digits, tmp_path):
     a = tuner.tune(SPACE, digits, out_dir=tmp_path / "a", seed=3, **TINY)
     b = tuner.tune(SPACE, digits, out_dir=tmp_path / "b", seed=3, **TINY)
@@ -50,6 +51,7 @@ def test_results_directory_is_complete(digits, tmp_path):
     assert (out / results.STUDY).exists() and (out / "checkpoints").is_dir()
 
 
+@pytest.mark.slow  # ~22 s; the same property, killed from on_round: test_a_killed_study_resumes_where_it_stopped
 def test_resume_in_process_equals_uninterrupted(digits, tmp_path):
     full = tuner.tune(SPACE, digits, out_dir=tmp_path / "full", **{**TINY, "rounds": 4})
     tuner.tune(SPACE, digits, out_dir=tmp_path / "part", **{**TINY, "rounds": 2, "retrain": False})
@@ -112,10 +114,9 @@ def test_architecture_limits():
 
 
 def test_packed_layout_study(digits):
-    result = tuner.tune(SPACE, digits, layout="packed", **TINY)
-    assert np.isfinite(result.best_fitness) and 0 < result.test_accuracy <= 1
+    # (a packed study with a retrain: the fingerprint's "packed" case)
     folds = tuner.tune(SPACE, digits, layout="packed", folds=2, **{**TINY, "rounds": 1})
-    assert np.isfinite(folds.best_fitness)
+    assert np.isfinite(folds.best_fitness) and 0 < folds.test_accuracy <= 1
     # chunks of members one after another (each planned apart) train the same members
     one = tuner.Study(SPACE, digits, tuner.StudyConfig(**_settings(rounds=1, retrain=False, layout="packed")),
                       progress=False)
@@ -215,7 +216,7 @@ def test_warm_members_keep_their_weights_only_while_their_architecture_stays(dig
     still = dict(inertia=0.0, c1=0.0, c2=0.0)  # the PSO leaves every particle where it is
     study = tuner.Study(SPACE, digits, tuner.StudyConfig(**_settings(mode="warm", pso=still)), progress=False)
     S = study.config.swarm_size
-    state0 = tuner.initial_state(study.key, study.swarm, "lhs", S, SPACE.num_dims)
+    state0 = tuner.initial_state(study.key, study.strategy, "lhs", S, SPACE.num_dims)
     state1, warm1, _ = study.round(0, state0, tuner.Warm(None, None))
     np.testing.assert_array_equal(state1.position, state0.position)
     before = jax.tree.map(np.asarray, study.program.unpad(warm1.variables))  # the round donates them
@@ -256,7 +257,7 @@ def test_a_diverging_member_is_isolated_through_the_chunked_runner(digits, famil
     study = tuner.Study(space, digits, tuner.StudyConfig(**_settings(chunk_size=2)), progress=False)
     S = study.config.swarm_size
     sane, wild = _diverging(space, space.dim_names.index("learning_rate"), S)
-    state = tuner.initial_state(study.key, study.swarm, "lhs", S, space.num_dims)
+    state = tuner.initial_state(study.key, study.strategy, "lhs", S, space.num_dims)
     _, _, base = study.round(0, state._replace(position=jnp.asarray(sane)), None)
     after, _, m = study.round(0, state._replace(position=jnp.asarray(wild)), None)
     assert bool(m.diverged[0]) and m.fitness[0] == -np.inf
@@ -290,7 +291,7 @@ def test_round_statistics_leave_diverged_members_out(digits):
     study = tuner.Study(space, digits, tuner.StudyConfig(**_settings()), progress=False)
     S = study.config.swarm_size
     _, wild = _diverging(space, space.dim_names.index("learning_rate"), S)
-    state = tuner.initial_state(study.key, study.swarm, "lhs", S, space.num_dims)
+    state = tuner.initial_state(study.key, study.strategy, "lhs", S, space.num_dims)
     after, _, m = study.round(0, state._replace(position=jnp.asarray(wild)), None)
     summary = study._summary(0, after, jax.tree.map(np.asarray, m), 1.0)
     others = np.asarray(m.fitness)[1:]
