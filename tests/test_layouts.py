@@ -323,3 +323,16 @@ def test_warm_members_continue_as_the_masked_warm_members_do(key, data):
     again = trainer.train_swarm(keys2, pos, data, sk2)  # a member not kept is a fresh member
     np.testing.assert_array_equal(np.asarray(m2.fitness)[~keep], np.asarray(again.fitness)[~keep])
 
+
+
+def test_compiled_ahead_of_time_trains_as_train_swarm(key, data):
+    """`compile` (the benches' split of compile and training time) gives the program train_swarm runs."""
+    space = _space(max_layers=2)
+    trainer = packed.make_packed_train(space, CFG, F, C, groups=3)
+    pos = jax.random.uniform(key, (4, space.num_dims))
+    keys, shuffle_key = jax.random.split(jax.random.fold_in(key, 1), 4), jax.random.fold_in(key, 2)
+    compiled, plan = trainer.compile(keys, pos, data, shuffle_key)
+    got = compiled(keys, pos, data, shuffle_key, plan.tables)
+    want = trainer.train_swarm(keys, pos, data, shuffle_key)
+    np.testing.assert_array_equal(got.train_loss, want.train_loss)
+    assert trainer.stats["traces"] == 1  # one program: train_swarm ran the compiled shape

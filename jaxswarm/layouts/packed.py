@@ -991,8 +991,9 @@ def make_packed_train(
     def call(keys_S, positions_SxD, data, shuffle_key, warm):
         """``(program, its arguments, plan)`` for this swarm, planned now."""
         p = plan(positions_SxD, examples_of(data))
-        if mesh is None:
-            return program(p.shape), (keys_S, positions_SxD, data, shuffle_key, p.tables, warm), p
+        if mesh is None:  # warm left out when None: the signature `compile`'s callers call
+            return program(p.shape), (keys_S, positions_SxD, data, shuffle_key, p.tables) + (
+                () if warm is None else (warm,)), p
         place_of = np.empty(positions_SxD.shape[0], np.int32)
         place_of[p.order[::-1]] = np.arange(len(p.order) - 1, -1, -1)  # each member's first place
         whole, dealt = NamedSharding(mesh, P()), NamedSharding(mesh, P(execute.PARTICLE_AXIS))
