@@ -71,7 +71,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 from jax.sharding import NamedSharding
-from jax.sharding import PartitionSpec as P
+from jax.sharding import PartitionSpec
 
 from jaxswarm import execute, optim, train
 from jaxswarm.layouts.masked import DataShape, SwarmProgram
@@ -233,19 +233,23 @@ def _fresh_groups(archs, max_groups: int, max_units: int, num_classes: int, free
     return sorted(GroupShape(d, w, ladder_up(math.ceil(n * (1 + headroom)))) for d, w, n in cl)
 
 
+def _tightest(arch, groups: Sequence[GroupShape], free: Sequence[int] | None = None) -> int | None:
+    """The group of `groups` with the cheapest slot that `arch` fits (with a free slot, given `free`), or None."""
+    depth, units = arch
+    fits = [i for i, g in enumerate(groups)
+            if g.depth == depth and (free is None or free[i] > 0) and all(u <= w for u, w in zip(units, g.widths))]
+    return min(fits, key=lambda i: _tail_cost(groups[i].depth, groups[i].widths, 1)) if fits else None
+
+
 def _assign(archs, groups: Sequence[GroupShape]) -> list[int] | None:
     """Puts each member into a slot of `groups` (tightest fitting group first); None if impossible."""
     free = [g.capacity for g in groups]
-    slot_cost = [_tail_cost(g.depth, g.widths, 1) for g in groups]
     order = sorted(range(len(archs)), key=lambda m: -_tail_cost(archs[m][0], archs[m][1], 1))
     where = [None] * len(archs)
     for m in order:
-        depth, units = archs[m]
-        fits = [i for i, g in enumerate(groups)
-                if g.depth == depth and free[i] > 0 and all(u <= w for u, w in zip(units, g.widths))]
-        if not fits:
+        i = _tightest(archs[m], groups, free)
+        if i is None:
             return None
-        i = min(fits, key=lambda i: slot_cost[i])
         free[i] -= 1
         where[m] = i
     return where
@@ -307,13 +311,11 @@ def _shared_groups(archs, part_archs, max_groups: int, max_units: int, num_class
     without running out of slots.
     """
     shapes = _fresh_groups(archs, max_groups, max_units, num_classes, free_merge, 0.0)
-    cost = [_tail_cost(g.depth, g.widths, 1) for g in shapes]
     most = [0] * len(shapes)
     for part in part_archs:
         count = [0] * len(shapes)
-        for depth, units in part:
-            fits = [i for i, g in enumerate(shapes) if g.depth == depth and all(u <= w for u, w in zip(units, g.widths))]
-            count[min(fits, key=lambda i: cost[i])] += 1
+        for arch in part:
+            count[_tightest(arch, shapes)] += 1
         most = [max(a, b) for a, b in zip(most, count)]
     return [g._replace(capacity=ladder_up(math.ceil(n * (1 + headroom)))) for g, n in zip(shapes, most) if n]
 
@@ -814,6 +816,8 @@ def make_packed_train(
     programs: dict = {}
     mesh = None if devices is None or len(devices) < 2 else execute.particle_mesh(devices)
     parts = 1 if mesh is None else mesh.devices.size
+    spread, whole = PartitionSpec(execute.PARTICLE_AXIS), PartitionSpec()  # per-member (dealt), shared (replicated)
+    dealt, replicated = (None, None) if mesh is None else (NamedSharding(mesh, spread), NamedSharding(mesh, whole))
 
     def archs_of(positions_SxD):
         arch_S, _ = decode(jnp.asarray(positions_SxD, jnp.float32))
@@ -958,8 +962,6 @@ def make_packed_train(
     def sharded(shape: PlanShape, impl: str):
         """`build(shape)` on every device of `mesh`, each on its dealt members and its own tables."""
         run = build(shape, jit=False)
-        spread, whole = P(execute.PARTICLE_AXIS), P()
-        dealt, replicated = NamedSharding(mesh, spread), NamedSharding(mesh, whole)
 
         def local(key_data, positions, data, shuffle_data, tables, *warm):
             keys, shuffle_key = (jax.random.wrap_key_data(k, impl=impl) for k in (key_data, shuffle_data))
@@ -986,7 +988,7 @@ def make_packed_train(
         """The data where the programs read it: as it is on one device, replicated over `devices`."""
         if mesh is None:
             return data
-        return jax.tree.map(lambda x: execute.put(x, NamedSharding(mesh, P())), data)
+        return jax.tree.map(lambda x: execute.put(x, replicated), data)
 
     def call(keys_S, positions_SxD, data, shuffle_key, warm):
         """``(program, its arguments, plan)`` for this swarm, planned now."""
@@ -996,8 +998,7 @@ def make_packed_train(
                 () if warm is None else (warm,)), p
         place_of = np.empty(positions_SxD.shape[0], np.int32)
         place_of[p.order[::-1]] = np.arange(len(p.order) - 1, -1, -1)  # each member's first place
-        whole, dealt = NamedSharding(mesh, P()), NamedSharding(mesh, P(execute.PARTICLE_AXIS))
-        put = lambda x: execute.put(x, whole)
+        put = lambda x: execute.put(x, replicated)
         args = (put(jax.random.key_data(keys_S)), put(positions_SxD), place(data),
                 put(jax.random.key_data(shuffle_key)), jax.tree.map(lambda t: execute.put(t, dealt), p.tables),
                 put(p.order), put(place_of))

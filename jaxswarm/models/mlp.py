@@ -416,11 +416,12 @@ def init_mlp(key: jax.Array, arch: Arch, cfg: MLPConfig) -> dict:
                 zip(jnp.split(draw(k, (sum(sizes),), jnp.float32), np.cumsum(sizes)[:-1]), shapes)]
 
     normals = unit_draws(unit_normal, key)
-    uniforms = unit_draws(unit_uniform, jax.random.fold_in(key, 1)) if uses_uniform(cfg.inits) else normals
+    mixed = uses_uniform(cfg.inits)
+    uniforms = unit_draws(unit_uniform, jax.random.fold_in(key, 1)) if mixed else None
 
     def kernel_of(l, auto_gain2, fan_in, fan_out):
         std, uniform = init_std(arch.init, auto_gain2, fan_in, fan_out)
-        return (jnp.where(uniform, uniforms[l], normals[l]) if uniforms is not normals else normals[l]) * std
+        return (jnp.where(uniform, uniforms[l], normals[l]) if mixed else normals[l]) * std
 
     unit_ids = jnp.arange(U)
     params, stats = {}, {}
@@ -610,8 +611,7 @@ def init_dense(
         raise ValueError(f"in_features={in_features}, num_classes={num_classes} must be >= 1")
     dims = [in_features, *a["units"], num_classes]
     sizes = [i * o for i, o in zip(dims[:-1], dims[1:])]
-    uniform = init_std(a["init"], 1.0, 1, 1)[1]
-    draw, k = (unit_uniform, jax.random.fold_in(key, 1)) if uniform else (unit_normal, key)
+    draw, k = (unit_uniform, jax.random.fold_in(key, 1)) if uses_uniform((a["init"],)) else (unit_normal, key)
     draws = jnp.split(draw(k, (sum(sizes),), jnp.float32), np.cumsum(sizes)[:-1])
     acts = layer_activations(a)
     params, stats = {}, {}
@@ -864,6 +864,11 @@ def limits(space: SearchSpace) -> tuple[int, int]:
     return layers, units
 
 
+def _options(p) -> tuple:
+    """The values a `Choice` offers, or a `Fixed` one's value."""
+    return tuple(p.options) if isinstance(p, Choice) else (p.value,)
+
+
 def _activation_params(space: SearchSpace) -> list:
     """The space's ``activation`` and ``activation_k`` parameters."""
     return [p for name, p in space.params.items() if name == "activation" or _layer_of(name, "activation_")]
@@ -879,16 +884,14 @@ def activation_names(space: SearchSpace) -> tuple[str, ...]:
     """The activations members of `space` may use (every layer's): only these are computed under vmap."""
     names: dict = {}
     for p in _activation_params(space):
-        names.update(dict.fromkeys(p.options if isinstance(p, Choice) else (p.value,)))
+        names.update(dict.fromkeys(_options(p)))
     return tuple(names) or ("relu",)
 
 
 def init_names(space: SearchSpace) -> tuple[str, ...]:
     """The initialization schemes members of `space` may use (``("auto",)`` without an ``init`` choice)."""
     p = space.params.get("init")
-    if p is None:
-        return ("auto",)
-    return tuple(p.options) if isinstance(p, Choice) else (p.value,)
+    return ("auto",) if p is None else _options(p)
 
 
 def config(space: SearchSpace, in_features: int, num_classes: int, input_shape=None,
