@@ -10,14 +10,21 @@ changing them (a new PSO round) never recompiles (DESIGN.md decision 3).
 
 Inside, each named optimizer is the plain Optax one built from the member's
 hyperparameters (table below). Every step runs *all* named optimizers on the
-same gradients, keeps all their states, and selects the update of the
-member's index with ``lax.select_n``. Under vmap a ``lax.switch`` would turn
-into the same select anyway; the work is elementwise (O(params) per
-optimizer), cheap next to the matmuls that made the gradients, but the
-*memory* of the states adds up (about 13x the params for all nine names):
-build the optimizer with only the names your search space uses. Because all
-states see the same gradient history, switching a member's index mid-run
-continues with a state as if that optimizer had run all along.
+same gradients and selects the update of the member's index (``lax.select_n``;
+under vmap a ``lax.switch`` would turn into the same select anyway). Their
+states share memory: a member follows one optimizer, so only that one's
+state is worth keeping, and the param-shaped buffers of the states (Adam's
+``mu`` and ``nu``, a momentum trace, AdaGrad's sums, ...) live in two shared
+slots (`SwarmOptState.slots`) that hold the chosen optimizer's buffers. Each
+optimizer reads the slots as its own state and only the chosen one's writes
+are kept, so the chosen optimizer sees exactly its own state: the member is
+bitwise the plain Optax optimizer, and the state costs 2x the params for any
+number of names (not the sum of all their states). The elementwise work still
+grows with the names (every formula runs on every element), cheap next to
+the matmuls that made the gradients. The index may be an array broadcasting
+against the leaves (a packed layout's columns, each its own member's). A
+member's index is fixed for a run: another optimizer would start from the
+chosen one's buffers, not from its own history.
 
 ====================  ==================================================
 name                  plain Optax equivalent
@@ -137,11 +144,15 @@ class SwarmOptState(NamedTuple):
 
     Attributes:
         count: i32[] updates applied so far (drives the lr schedule).
-        states: one plain Optax state per name, in ``names`` order.
+        slots: param-shaped trees shared by the names: the chosen optimizer's
+            state buffers, in the order its Optax state holds them.
+        rest: per name, in ``names`` order, the other leaves of its Optax
+            state (step counts: scalars).
     """
 
     count: jax.Array
-    states: tuple
+    slots: tuple
+    rest: tuple
 
 
 class SwarmOptimizer(NamedTuple):
@@ -252,22 +263,28 @@ def make_optimizer(names: Sequence[str] = OPTIMIZERS, total_steps: int = 1,
 
         def init_fn(params):
             count = jnp.zeros([], jnp.int32)
-            return SwarmOptState(count, tuple(tx.init(params) for tx in txs(count)))
+            parts = [_split_state(tx.init(params), params) for tx in txs(count)]
+            index = _index(optimizer, len(names))
+            slots = tuple(
+                _choose(index, [p[0][j] if j < len(p[0]) else jax.tree.map(jnp.zeros_like, params) for p in parts])
+                for j in range(max(len(p[0]) for p in parts)))
+            return SwarmOptState(count, slots, tuple(p[1] for p in parts))
 
         def update_fn(grads, state, params=None):
-            outs = [
-                tx.update(grads, s, params) for tx, s in zip(txs(state.count), state.states)
-            ]
-            updates = [u for u, _ in outs]
-            if len(names) == 1:
-                chosen = updates[0]
-            else:
-                index = jnp.clip(jnp.asarray(optimizer, jnp.int32), 0, len(names) - 1)
-                chosen = jax.tree.map(lambda *us: lax.select_n(index, *us), *updates)
-            new_state = SwarmOptState(
-                optax.safe_increment(state.count), tuple(s for _, s in outs)
-            )
-            return chosen, new_state
+            index = _index(optimizer, len(names))
+            updates, slots, rest = [], [[s] for s in state.slots], []
+            for tx, small in zip(txs(state.count), state.rest):
+                spec = _split_state(jax.eval_shape(tx.init, grads), grads)[2]
+                u, new = tx.update(grads, _join_state(state.slots, small, spec), params)
+                bufs, small, _ = _split_state(new, grads)
+                updates.append(u)
+                rest.append(small)
+                for j, old in enumerate(state.slots):
+                    slots[j].append(bufs[j] if j < len(bufs) else old)
+            # slots[j] = [current, then each name's proposal]: skip the current one, choose the member's.
+            new_state = SwarmOptState(optax.safe_increment(state.count),
+                                      tuple(_choose(index, s[1:]) for s in slots), tuple(rest))
+            return _choose(index, updates), new_state
 
         return optax.GradientTransformation(init_fn, update_fn)
 
@@ -285,6 +302,45 @@ def make_optimizer(names: Sequence[str] = OPTIMIZERS, total_steps: int = 1,
         return _update_tx.update(grads, opt_state, params)
 
     return SwarmOptimizer(init, update, names, total_steps)
+
+
+def _index(optimizer, n: int) -> jax.Array:
+    return jnp.clip(jnp.asarray(optimizer, jnp.int32), 0, n - 1)
+
+
+def _choose(index: jax.Array, trees: Sequence[Any]) -> Any:
+    """Leafwise ``trees[index]``: `index` a scalar, or an array broadcasting against every leaf.
+
+    Example:
+        >>> _choose(jnp.array([1, 0]), [jnp.zeros((3, 2)), jnp.ones((3, 2))])[0].tolist()
+        [1.0, 0.0]
+    """
+    if len(trees) == 1:
+        return trees[0]
+    if jnp.ndim(index) == 0:
+        return jax.tree.map(lambda *vs: lax.select_n(index, *vs), *trees)
+    return jax.tree.map(lambda *vs: lax.select_n(jnp.broadcast_to(index, jnp.shape(vs[0])), *vs), *trees)
+
+
+def _split_state(state, params) -> tuple[list, list, Any]:
+    """An Optax state -> ``(its param-shaped subtrees, its other leaves, how to join them again)``."""
+    sig = lambda tree: [(tuple(jnp.shape(l)), jnp.result_type(l)) for l in jax.tree.leaves(tree)]
+    ref, shapes = jax.tree.structure(params), sig(params)
+
+    def is_buffer(x):
+        return jax.tree.structure(x) == ref and sig(x) == shapes
+
+    leaves, treedef = jax.tree.flatten(state, is_leaf=is_buffer)
+    kinds = tuple(is_buffer(leaf) for leaf in leaves)
+    return ([l for l, k in zip(leaves, kinds) if k], [l for l, k in zip(leaves, kinds) if not k],
+            (treedef, kinds))
+
+
+def _join_state(buffers, small, spec):
+    """`_split_state`'s inverse: the state of `spec` from its buffers (the first ones of `buffers`) and leaves."""
+    treedef, kinds = spec
+    bufs, rest = iter(buffers), iter(small)
+    return jax.tree.unflatten(treedef, [next(bufs) if k else next(rest) for k in kinds])
 
 
 def _as_arrays(hp: OptHParams) -> OptHParams:

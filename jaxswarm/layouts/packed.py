@@ -466,35 +466,6 @@ def _activate_columns(index, z, names: tuple[str, ...]):
     return out
 
 
-class _MultiOpt(NamedTuple):
-    init: Callable
-    update: Callable
-
-
-def _multi_optimizer(names: tuple[str, ...], total_steps: int, traced: tuple[str, ...]) -> _MultiOpt:
-    """All named optimizers run on the same gradients; the update of `index` (into `names`) is kept.
-
-    The same rule as `optim.make_optimizer`, but the index (and every
-    hyperparameter) may be an array broadcasting against the leaves, so a
-    packed kernel's columns can each follow their own member.
-    """
-    opts = [optim.make_optimizer((n,), total_steps, traced) for n in names]
-    ids = list(range(len(names)))
-
-    def init(params, hp: optim.OptHParams):
-        hp = hp._replace(optimizer=jnp.zeros_like(hp.optimizer))
-        return tuple(o.init(params, hp) for o in opts)
-
-    def update(grads, states, params, index):
-        outs = [o.update(grads, s, params) for o, s in zip(opts, states)]
-        chosen = outs[0][0]
-        for (u, _), i in zip(outs[1:], ids[1:]):
-            chosen = jax.tree.map(lambda c, v, i=i: jnp.where(index == i, v, c), chosen, u)
-        return chosen, tuple(s for _, s in outs)
-
-    return _MultiOpt(init, update)
-
-
 class _Context(NamedTuple):
     """Per-column and per-slot data derived inside the program from positions and tables."""
 
@@ -898,17 +869,18 @@ def make_packed_train(
                 start_S = jax.tree.map(
                     lambda v, f: jnp.where(keep_S.reshape((-1,) + (1,) * (v.ndim - 1)), v, f), variables_S, start_S)
             params, bn_stats = _pack(start_S, tables, shape, bn)
-            opt = _multi_optimizer(opt_names, train.total_steps(config, n), optim.adam_hparams(space))
+            # Every column follows its own member's optimizer: the index broadcasts against the columns.
+            opt = optim.make_optimizer(opt_names, train.total_steps(config, n), optim.adam_hparams(space))
             opt_state = {
                 "first": opt.init(params["first"], ctx.col_hp),
                 "groups": [jax.vmap(opt.init)(p, c[3]) for p, c in zip(params["groups"], ctx.groups)],
             }
 
             def update(grads, opt_state, params):
-                u1, s1 = opt.update(grads["first"], opt_state["first"], params["first"], ctx.col_hp.optimizer)
+                u1, s1 = opt.update(grads["first"], opt_state["first"], params["first"])
                 ug, sg = [], []
                 for g, s, p, c in zip(grads["groups"], opt_state["groups"], params["groups"], ctx.groups):
-                    u, s = jax.vmap(opt.update)(g, s, p, c[3].optimizer)
+                    u, s = jax.vmap(opt.update)(g, s, p)
                     ug.append(u)
                     sg.append(s)
                 return {"first": u1, "groups": ug}, {"first": s1, "groups": sg}
@@ -1037,6 +1009,9 @@ def supports_study(family: ModelFamily, space: SearchSpace, config: Any) -> str 
     """Why the packed layout cannot train this study, or None."""
     if family.name != "mlp":
         return f"layout 'packed' trains MLP spaces only, not {family.name!r}; use layout 'masked' or 'serial'"
+    if getattr(config, "schedule", "none") != "none":
+        return (f"layout 'packed' does not train in rungs yet (schedule {config.schedule!r}); "
+                "use layout 'masked' or 'serial'")
     return None
 
 
