@@ -48,6 +48,7 @@ from jaxswarm.layouts import LAYOUT_NAMES
 from jaxswarm.models import DEFAULT_FAMILY, FAMILIES
 from jaxswarm.models.layers import INIT_SCHEMES
 from jaxswarm.optim import OPTIMIZERS
+from jaxswarm.schedules import SCHEDULES
 from jaxswarm.saved import MODEL_DIR, ModelError, load_model
 from jaxswarm.strategies import OPTUNA_DB, STRATEGIES
 from jaxswarm.study import MODES, Study, StudyConfig, StudyError
@@ -58,7 +59,7 @@ __all__ = ["build_parser", "settings_from_args", "build_space", "main"]
 
 STUDY_KEYS = ("swarm_size", "rounds", "epochs", "batch_size", "folds", "mode", "init",
               "fitness", "patience", "seed", "retrain", "retrain_epochs", "layout", "chunk_size", "memory_cap_gb",
-              "allow_huge", "strategy")
+              "allow_huge", "strategy", "schedule", "eta", "min_epochs")
 SPACE_KEYS = ("space", "max_layers", "units", "activations", "learning_rate", "optimizers", "momentum",
               "weight_decay", "dropout", "batch_norm", "lr_decay", "beta2", "eps", "init_schemes",
               "per_layer_activation")
@@ -144,6 +145,13 @@ def _add_run_parser(sub) -> None:
     g.add_argument("--folds", type=int,
                    help=f"1: hold-out validation; k>1: k-fold CV on train+val  {_show(_STUDY.folds)}")
     g.add_argument("--mode", choices=MODES, help=f"fresh weights each round, or keep them  {_show(_STUDY.mode)}")
+    g.add_argument("--schedule", choices=SCHEDULES,
+                   help="rungs inside each round: sha (successive halving: every member trains --min-epochs, the "
+                        "best 1/eta go on from their own weights, ... up to --epochs) or hyperband (sha with "
+                        f"another --min-epochs bracket each round)  {_show(_STUDY.schedule)}")
+    g.add_argument("--eta", type=int, help=f"a rung keeps the best 1/eta of the one before  {_show(_STUDY.eta)}")
+    g.add_argument("--min-epochs", type=int,
+                   help="the first rung's epochs (hyperband: the lowest bracket's)  [epochs // eta**2, at least 1]")
     g.add_argument("--layout", choices=LAYOUT_NAMES,
                    help="auto: picked once per study from the backend and a cost estimate (the choice and "
                         "its reason are logged); masked: one vmapped max-size program per study; packed: "

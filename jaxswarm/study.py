@@ -50,7 +50,7 @@ import jax.numpy as jnp
 import numpy as np
 from tqdm import tqdm
 
-from jaxswarm import design, execute, results, strategies, train
+from jaxswarm import design, execute, results, schedules, strategies, train
 from jaxswarm import pso as pso_lib
 from jaxswarm.data import Dataset, kfold_indices
 from jaxswarm.layouts import DEFAULT_LAYOUT, LAYOUT_NAMES, resolve
@@ -96,6 +96,9 @@ class StudyConfig:
     chunk_size: int | None = None  # members per device trained at once (None: planned from memory)
     memory_cap_gb: float | None = None  # per-device memory cap for that plan (None: the device's own)
     allow_huge: bool = False  # run a swarm even when it needs over HUGE_FACTOR times a device's memory
+    schedule: str = "none"  # none | sha | hyperband: rungs inside each round (schedules); epochs is the top rung
+    eta: int = 3  # a rung keeps the best 1/eta of the one before
+    min_epochs: int | None = None  # the first rung (None: epochs // eta**2, at least 1); hyperband's lowest
 
     def validate(self) -> None:
         """Raises ValueError naming the first bad setting (wrong kind or out of range)."""
@@ -154,6 +157,10 @@ class StudyConfig:
             # Its options and packages now, not after the data is loaded (in memory: nothing written).
             strategies.make_strategy(self.strategy, SearchSpace({"x": Float(0.0, 1.0)}), self.swarm_size,
                                      rounds=self.rounds, seed=self.seed, options=self.strategy_options)
+        schedules.check(self.schedule, self.eta, self.min_epochs, self.epochs)
+        if self.schedule != "none" and (self.mode != "fresh" or self.folds > 1):
+            raise ValueError(f"schedule {self.schedule!r} trains fresh members on one hold-out split: "
+                             f"it cannot be combined with mode {self.mode!r} / folds {self.folds}")
         if self.mode == "warm" and self.folds > 1:
             raise ValueError("mode 'warm' keeps one network per particle; it cannot be combined with folds > 1")
 
@@ -287,6 +294,9 @@ class Study:
         self._refuse_huge()
         self.program = self.layout.build(self.family, space, self.train_config, shape, config,
                                          self.memory_estimate, self._log)
+        if config.schedule != "none" and self.program.span is None:
+            raise ValueError(f"layout {self.layout.name!r} cannot train in rungs (schedule {config.schedule!r})")
+        self.last_rungs: dict | None = None  # the last round's rungs: each member's rung and epochs, survivors
         self.data = self.program.place(data)  # on every device once, not every round
         self._decode_swarm = jax.jit(jax.vmap(self.program.hparams))  # warm mode's signatures, compiled once
         self.evaluations: list[dict] = []  # every evaluation row of the study, as evaluations.jsonl holds them
@@ -302,6 +312,9 @@ class Study:
         """
         keys, k_tell = round_keys(self.key, r, self.config.swarm_size)
         positions = self.strategy.ask(state)
+        if self.config.schedule != "none":
+            metrics, told = self._train_rungs(r, keys, positions)
+            return self._tell(k_tell, state, told), warm, metrics
         if warm is None:
             metrics, _ = self.program.run(keys, positions, self.data)
         else:
@@ -314,6 +327,44 @@ class Study:
         # The fitness comes to the host (S floats): every round then hands the strategy arrays of the
         # same kind, so its steps compile once, whatever device layout the swarm program used.
         return self._tell(k_tell, state, np.asarray(metrics.fitness)), warm, metrics
+
+    def _train_rungs(self, r: int, keys, positions):
+        """Round r's rungs (`schedules`): ``(Metrics of every member at its last rung, the fitness to tell)``.
+
+        Each rung trains only the members still in it, gathered into a smaller swarm, from their own
+        `train.TrainState`; a member's keys are its round keys at every rung, so it trains as it would
+        have straight through. The metrics' curves hold NaN after the epochs a member trained.
+        """
+        cfg = self.config
+        plan = schedules.round_rungs(cfg.schedule, r, cfg.swarm_size, cfg.min_epochs, cfg.epochs, cfg.eta)
+        S, E = cfg.swarm_size, cfg.epochs
+        alive = np.arange(S)
+        states = self.program.start_span(keys, positions, self.data)
+        rung_of, epochs_of = np.zeros(S, np.int32), np.zeros(S, np.int32)
+        last: dict[str, np.ndarray] = {}
+        curves = {f: np.full((S, E), np.nan, np.float32) for f in ("train_loss", "val_accuracy_curve")}
+        survivors, start = [], 0
+        for i, rung in enumerate(plan):
+            if i > 0:
+                keep = schedules.survivors(last["fitness"][alive], rung.members)
+                alive = alive[np.sort(keep)]
+                states = jax.tree.map(lambda x: x[np.searchsorted(previous, alive)], states)
+                survivors.append(alive.tolist())
+            m, states = self.program.span(keys[alive], positions[alive], self.data, states, start, rung.epochs - start)
+            m = jax.tree.map(np.asarray, m)
+            for f in train.Metrics._fields:
+                if f in curves:
+                    curves[f][alive, start:rung.epochs] = getattr(m, f)
+                else:
+                    last.setdefault(f, np.zeros((S,) + getattr(m, f).shape[1:], getattr(m, f).dtype))[alive] =                         getattr(m, f)
+            rung_of[alive], epochs_of[alive] = i, rung.epochs
+            previous, start = alive, rung.epochs
+        last["best_val_accuracy"] = np.where(last["diverged"], 0.0,
+                                             np.nanmax(curves["val_accuracy_curve"], axis=1)).astype(np.float32)
+        metrics = train.Metrics(**{f: curves[f] if f in curves else last[f] for f in train.Metrics._fields})
+        self.last_rungs = {"rung": rung_of, "epochs": epochs_of, "survivors": survivors,
+                           "rungs": [list(x) for x in plan]}
+        return metrics, schedules.scores(metrics.fitness, rung_of, len(plan) - 1, cfg.fitness)
 
     def evaluate(self, positions_SxD, r: int = 0) -> train.Metrics:
         """Trains the S members at `positions_SxD` from fresh weights with round r's keys; returns their `Metrics`.
@@ -332,6 +383,8 @@ class Study:
 
     def compile(self, state, warm: Warm | None) -> float:
         """Compiles the round's program ahead of the first round; returns the seconds it took."""
+        if self.config.schedule != "none":  # the rungs' programs compile during the first round
+            return 0.0
         keys, _ = round_keys(self.key, 0, self.config.swarm_size)
         positions = self.strategy.ask(state)
         if warm is None:
@@ -515,6 +568,8 @@ class Study:
             "median_fitness": float(np.median(finite)) if finite.size else None,
             "round_best_fitness": float(np.max(finite)) if finite.size else None,
             "diverged": int(metrics.diverged.sum()), "seconds": seconds,
+            **({} if self.config.schedule == "none" else
+               {"rungs": self.last_rungs["rungs"], "survivors": self.last_rungs["survivors"]}),
         }
 
     def _checkpoint_tree(self, state, warm: Warm | None, stale=0, best_seen=-np.inf):
@@ -547,6 +602,8 @@ class Study:
                 "seconds": seconds / self.config.swarm_size,
                 "position": dict(zip(self.space.dim_names, pos[i].tolist())),
             })
+            if self.config.schedule != "none":  # the epochs this member trained, and the rung it stopped at
+                rows[-1].update(epochs=int(self.last_rungs["epochs"][i]), rung=int(self.last_rungs["rung"][i]))
         return rows
 
     def _prepare_out_dir(self, resume: bool) -> results.FolderLock | None:

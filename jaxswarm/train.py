@@ -81,11 +81,25 @@ class Metrics(NamedTuple):
     fold_fitness: jax.Array  # f32[K]  fitness of each fold (K = 1 for a hold-out split)
 
 
+class TrainState(NamedTuple):
+    """Where one member's training stands between two spans of epochs (`fit_span`).
+
+    Its weights, batch statistics and optimizer state (step count included):
+    continuing from it with the same key trains exactly as one longer run.
+    """
+
+    params: Any
+    batch_stats: Any
+    opt_state: Any
+
+
 class Trainer(NamedTuple):
     """One member's training, for a layout to run over the swarm (see `make_train`)."""
 
     train_member: Callable  # (key, position_D, data, shuffle_key=None) -> Metrics
     train_member_warm: Callable  # (key, position_D, data, variables, keep) -> (Metrics, variables)
+    train_member_span: Callable  # (key, position_D, data, state, start, num_epochs) -> (Metrics, TrainState)
+    start_member: Callable  # (key, position_D, n_train) -> the TrainState train_member_span starts from
     init_member: Callable  # (key, position_D) -> variables that train_member starts from
     hparams: Callable  # (position_D) -> (arch, optim.OptHParams), traceable
     model_config: Any  # the family's static max-size config
@@ -136,15 +150,60 @@ def fit(
     Returns:
       (`Metrics` for this member, its final variables).
     """
+    metrics, state = fit_span(key, init_fn, apply_fn, optimizer, opt_hparams, data, config, None, 0,
+                              config.epochs, variables, keep, shuffle_key, on_epoch)
+    return metrics, {"params": state.params, "batch_stats": state.batch_stats}
+
+
+def start_state(key: jax.Array, init_fn: Callable, optimizer: Any, opt_hparams: Any) -> TrainState:
+    """The `TrainState` a run from `key` starts from: fresh weights (`fit`'s key derivation), a new optimizer state."""
+    variables = init_fn(jax.random.split(key, 3)[0])
+    return TrainState(variables["params"], variables["batch_stats"], optimizer.init(variables["params"], opt_hparams))
+
+
+def fit_span(
+    key: jax.Array,
+    init_fn: Callable,
+    apply_fn: Callable,
+    optimizer: Any,
+    opt_hparams: Any,
+    data: Data,
+    config: TrainConfig,
+    state: TrainState | None,
+    start: int | jax.Array,
+    num_epochs: int,
+    variables: Any = None,
+    keep: jax.Array | None = None,
+    shuffle_key: jax.Array | None = None,
+    on_epoch: Callable | None = None,
+) -> tuple[Metrics, TrainState]:
+    """`fit`'s `num_epochs` epochs from epoch `start` of a run of ``config.epochs``, from `state`.
+
+    Every epoch's keys and the learning-rate schedule are those of the whole
+    ``config.epochs`` run, so training epochs ``0 .. k-1`` and then ``k ..
+    k+m-1`` from the returned state is training ``0 .. k+m-1`` at once (the
+    multi-fidelity schedules' rungs, `schedules`): bitwise on CPU when both
+    start from the same explicit `state` (`start_state`); a fresh start
+    (`state` None, initialised inside the program) may round differently in
+    the last bit, as XLA fuses the initialisation into the first steps.
+    `start` may be traced (one program for every start); `num_epochs` is
+    static. The `Metrics` curves cover the span's epochs; fitness is the
+    last one's.
+    """
+    if num_epochs < 1 or (isinstance(start, int) and not 0 <= start <= config.epochs - num_epochs):
+        raise ValueError(f"a span of epochs needs 0 <= start and start + num_epochs <= {config.epochs}, "
+                         f"got start {start}, num_epochs {num_epochs}")
+    if state is None and not (isinstance(start, int) and start == 0):
+        raise ValueError(f"a span from epoch {start} continues a state; got none")
     n = data.x_train.shape[0]
     batch = min(config.batch_size, n)
     steps = n // batch
-    k_init, k_epochs, _ = jax.random.split(key, 3)  # 3 kept: init_member derives k_init the same way
-    fresh = init_fn(k_init)
-    if variables is not None:
-        fresh = jax.tree.map(lambda v, f: jnp.where(keep, v, f), variables, fresh)
-    variables = fresh
-    opt_state = optimizer.init(variables["params"], opt_hparams)
+    k_init, k_epochs, _ = jax.random.split(key, 3)  # 3 kept: init_member and start_state derive k_init the same way
+    if state is None:
+        fresh = init_fn(k_init)
+        if variables is not None:
+            fresh = jax.tree.map(lambda v, f: jnp.where(keep, v, f), variables, fresh)
+        state = TrainState(fresh["params"], fresh["batch_stats"], optimizer.init(fresh["params"], opt_hparams))
 
     def loss_fn(params, stats, x, y, k):
         logits, new_stats = apply_fn({"params": params, "batch_stats": stats}, x, True, k)
@@ -170,15 +229,15 @@ def fit(
             jax.debug.callback(on_epoch, e, loss_T.mean(), acc, ordered=True)
         return carry, (loss_T.mean(), acc, vloss)
 
-    carry = (variables["params"], variables["batch_stats"], opt_state)
     epoch_keys = jax.random.split(k_epochs, config.epochs)  # dropout of each epoch
     if shuffle_key is None:
         shuffle_keys = jax.vmap(lambda k: jax.random.fold_in(k, 1))(epoch_keys)
     else:
         shuffle_keys = jax.random.split(shuffle_key, config.epochs)
-    (params, stats, _), (train_loss_E, acc_E, vloss_E) = jax.lax.scan(
-        epoch, carry, (epoch_keys, shuffle_keys, jnp.arange(config.epochs)))
-    return metrics_of(train_loss_E, acc_E, vloss_E, config.fitness), {"params": params, "batch_stats": stats}
+    span = lambda keys: jax.lax.dynamic_slice_in_dim(keys, start, num_epochs)
+    carry, (train_loss_E, acc_E, vloss_E) = jax.lax.scan(
+        epoch, tuple(state), (span(epoch_keys), span(shuffle_keys), start + jnp.arange(num_epochs)))
+    return metrics_of(train_loss_E, acc_E, vloss_E, config.fitness), TrainState(*carry)
 
 
 def metrics_of(train_loss_E, acc_E, vloss_E, fitness: str) -> Metrics:
@@ -277,6 +336,19 @@ def make_train(
         opt = optim.make_optimizer(optimizers, total_steps(config, data.x_train.shape[0]), traced)
         return fit(key, init_fn, apply_fn, opt, hp, data, config, variables, keep, shuffle_key)
 
+    def optimizer(n_train: int):
+        return optim.make_optimizer(optimizers, total_steps(config, n_train), traced)
+
+    def train_member_span(key, position_D, data: Data, state, start, num_epochs: int, shuffle_key=None):
+        init_fn, apply_fn, hp = member(position_D)
+        return fit_span(key, init_fn, apply_fn, optimizer(data.x_train.shape[0]), hp, data, config, state, start,
+                        num_epochs, shuffle_key=shuffle_key)
+
+    def start_member(key, position_D, n_train: int) -> TrainState:
+        """The `TrainState` `train_member_span(key, ...)` starts from (same key derivation as `fit`)."""
+        init_fn, _, hp = member(position_D)
+        return start_state(key, init_fn, optimizer(n_train), hp)
+
     def train_member(key, position_D, data: Data | FoldData, shuffle_key=None) -> Metrics:
         if isinstance(data, FoldData):
             return cross_validate(train_member, key, position_D, data, serial=branching)
@@ -286,7 +358,8 @@ def make_train(
         """The variables `train_member(key, ...)` starts from (same key derivation as `fit`)."""
         return member(position_D)[0](jax.random.split(key, 3)[0])
 
-    return Trainer(train_member, train_member_warm, init_member, hparams, mcfg, family)
+    return Trainer(train_member, train_member_warm, train_member_span, start_member, init_member, hparams, mcfg,
+                   family)
 
 
 def total_steps(config: TrainConfig, n_train: int) -> int:
@@ -359,6 +432,7 @@ class DenseTrainer(NamedTuple):
     program: Callable  # (position_D, n_train) -> (jitted (key, hp, data) -> Metrics, hp): what train_position runs
     fit_position: Callable  # (key, position_D, data) -> (Metrics, variables): the trained network too
     model_config: Any  # the family's static config the dense network reads (its input shape, classes)
+    span_program: Callable  # (position_D, n_train) -> (jitted (key, hp, data, state, start, num_epochs), hp)
 
 
 def make_dense_train(
@@ -385,11 +459,7 @@ def make_dense_train(
         arch, hp = hparams(jnp.asarray(position_D, jnp.float32))
         return family.arch_to_python(arch), jax.tree.map(np.asarray, hp)
 
-    def program(position_D, n_train: int, with_variables: bool = False):
-        """(jitted `(key, hp, data) -> Metrics`, hp) for one configuration on `n_train` rows (benches time its compile).
-
-        `with_variables`: the jitted function returns ``(Metrics, variables)``.
-        """
+    def parts(position_D, n_train: int):
         arch, hp = describe(position_D)
         optimizer = optim.make_optimizer(
             (optimizers[int(hp.optimizer)],), total_steps=total_steps(config, n_train), traced=traced
@@ -397,11 +467,34 @@ def make_dense_train(
         hp = jax.tree.map(jnp.asarray, hp._replace(optimizer=np.int32(0)))
         init_fn = lambda k: family.init_dense(k, arch, mcfg)
         apply_fn = lambda v, x, train, k: family.apply_dense(v, x, arch, mcfg, train=train, key=k)
+        return init_fn, apply_fn, optimizer, hp
+
+    def program(position_D, n_train: int, with_variables: bool = False):
+        """(jitted `(key, hp, data) -> Metrics`, hp) for one configuration on `n_train` rows (benches time its compile).
+
+        `with_variables`: the jitted function returns ``(Metrics, variables)``.
+        """
+        init_fn, apply_fn, optimizer, hp = parts(position_D, n_train)
+
         def run(k, h, d):
             metrics, variables = fit(k, init_fn, apply_fn, optimizer, h, d, config, on_epoch=on_epoch)
             return (metrics, variables) if with_variables else metrics
 
         return jax.jit(run), hp
+
+    def span_program(position_D, n_train: int):
+        """(jitted `(key, hp, data, state, start, num_epochs) -> (Metrics, TrainState)`, hp): `fit_span` for one
+        configuration (`state` None: `start_state`'s, in the program; `start` traced, `num_epochs` static: one
+        compile per span length). A tuner that decides between epochs whether to go on (Optuna's pruners)
+        trains a span at a time and stops where it likes."""
+        init_fn, apply_fn, optimizer, hp = parts(position_D, n_train)
+
+        def run(k, h, d, state, start, num_epochs):
+            if state is None:
+                state = start_state(k, init_fn, optimizer, h)
+            return fit_span(k, init_fn, apply_fn, optimizer, h, d, config, state, start, num_epochs)
+
+        return jax.jit(run, static_argnums=5), hp
 
     def train_position(key, position_D, data: Data) -> Metrics:
         run, hp = program(position_D, data.x_train.shape[0])
@@ -411,4 +504,4 @@ def make_dense_train(
         run, hp = program(position_D, data.x_train.shape[0], with_variables=True)
         return run(key, hp, data)
 
-    return DenseTrainer(train_position, describe, program, fit_position, mcfg)
+    return DenseTrainer(train_position, describe, program, fit_position, mcfg, span_program)

@@ -13,7 +13,7 @@ PACKAGE = Path(__file__).resolve().parent.parent / "jaxswarm"
 FLOORS = [
     ("data", "results"),
     ("space",),
-    ("design", "pso", "optim"),
+    ("design", "pso", "optim", "schedules"),
     ("strategies",),
     ("models",),
     ("train", "saved"),

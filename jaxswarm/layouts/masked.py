@@ -12,6 +12,7 @@ from collections.abc import Callable
 from typing import Any, NamedTuple
 
 import jax
+import jax.numpy as jnp
 
 from jaxswarm import execute
 from jaxswarm.models import ModelFamily
@@ -44,6 +45,12 @@ class SwarmProgram(NamedTuple):
         unpad: ``(state) -> state`` with exactly S rows (for a checkpoint).
         describe: ``(S) -> str``, one log line about the layout of S members.
         hparams: ``(position_D) -> (arch, OptHParams)`` the members decode with.
+        start_span: ``(keys_S, positions_SxD, data) -> states`` the members'
+            `train.TrainState` before their first epoch; None where the
+            layout cannot train in spans (then no schedule but "none").
+        span: ``(keys_S, positions_SxD, data, states, start, num_epochs) ->
+            (Metrics[S], states)``: epochs ``start ..`` of the members (a
+            schedule's rung, `train.fit_span`); one state row per member.
     """
 
     compile: Callable
@@ -53,6 +60,8 @@ class SwarmProgram(NamedTuple):
     unpad: Callable
     describe: Callable
     hparams: Callable
+    start_span: Callable | None = None
+    span: Callable | None = None
 
 
 def supports(family: ModelFamily, space: SearchSpace, config: Any) -> str | None:
@@ -91,8 +100,24 @@ def build_runners(family: ModelFamily, space: SearchSpace, train_config: TrainCo
     def describe(num_particles: int) -> str:
         return fresh.plan(num_particles).describe()
 
+    # A schedule's rungs: one runner per span length, each compiling once per rung size.
+    spans: dict[int, execute.SwarmRunner] = {}
+    start_members = jax.jit(jax.vmap(trainer.start_member, in_axes=(0, 0, None)), static_argnums=2)
+
+    def start_span(keys_S, positions_SxD, data):
+        return start_members(keys_S, positions_SxD, int(data.x_train.shape[0]))
+
+    def span(keys_S, positions_SxD, data, states, start, num_epochs: int):
+        if num_epochs not in spans:
+            member = lambda k, p, d, s, e: trainer.train_member_span(k, p, d, s, e, num_epochs)
+            spans[num_epochs] = execute.make_swarm_runner(member, in_axes=(0, 0, None, 0, None), state_argnum=3,
+                                                          **{**runner_kw, "log": None})
+        metrics, states = spans[num_epochs](keys_S, positions_SxD, data, states, jnp.int32(start))
+        return metrics, spans[num_epochs].unpad(states, keys_S.shape[0])
+
     return SwarmProgram(compile_, run, fresh.replicate, init_state,
-                        lambda state: warm.unpad(state, config.swarm_size), describe, trainer.hparams)
+                        lambda state: warm.unpad(state, config.swarm_size), describe, trainer.hparams,
+                        start_span, span)
 
 
 def build(family: ModelFamily, space: SearchSpace, train_config: TrainConfig, data_shape: DataShape,
