@@ -340,6 +340,7 @@ class Study:
         S, E = cfg.swarm_size, cfg.epochs
         alive = np.arange(S)
         states = self.program.start_span(keys, positions, self.data)
+        shuffle_key = jax.random.fold_in(keys[0], 1)  # where members share minibatches: the same at every rung
         rung_of, epochs_of = np.zeros(S, np.int32), np.zeros(S, np.int32)
         last: dict[str, np.ndarray] = {}
         curves = {f: np.full((S, E), np.nan, np.float32) for f in ("train_loss", "val_accuracy_curve")}
@@ -350,7 +351,8 @@ class Study:
                 alive = alive[np.sort(keep)]
                 states = jax.tree.map(lambda x: x[np.searchsorted(previous, alive)], states)
                 survivors.append(alive.tolist())
-            m, states = self.program.span(keys[alive], positions[alive], self.data, states, start, rung.epochs - start)
+            m, states = self.program.span(keys[alive], positions[alive], self.data, states, start, rung.epochs - start,
+                                          shuffle_key=shuffle_key)
             m = jax.tree.map(np.asarray, m)
             for f in train.Metrics._fields:
                 if f in curves:

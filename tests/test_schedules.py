@@ -98,19 +98,41 @@ def test_bad_schedule_settings_are_one_clear_error(bad, message):
         tuner.StudyConfig(**{**SHA, **bad}).validate()
 
 
-def test_packed_layout_refuses_rungs_and_auto_picks_another(digits):
-    with pytest.raises(ValueError, match="does not train in rungs"):
-        tuner.Study(SPACE, digits, tuner.StudyConfig(**SHA, layout="packed"), progress=False)
-    assert tuner.Study(SPACE, digits, tuner.StudyConfig(**SHA), progress=False).layout.name != "packed"
+def test_packed_spans_equal_its_straight_run_and_its_survivors_the_whole_swarm():
+    """The packed layout's rungs: from the members' (max-size) states, packed and unpacked with theirs."""
+    from jaxswarm.layouts import packed
+
+    space = mlp_space(max_layers=3, units=(4, 16), dropout=(0.0, 0.3), batch_norm=True,
+                      optimizers=("sgd", "adam", "adagrad", "rmsprop"))
+    rng = np.random.default_rng(0)
+    x = rng.random((96, 8)).astype(np.float32)
+    y = (x[:, 0] > .5).astype(np.int32)
+    data = train.device_data(x[:64], y[:64], x[64:], y[64:])
+    trainer = packed.make_packed_train(space, train.TrainConfig(epochs=4, batch_size=16), 8, 2)
+    keys = jax.random.split(jax.random.key(1), 5)
+    positions = jax.random.uniform(jax.random.key(0), (5, space.num_dims))
+    shuffle = jax.random.key(7)
+    start = trainer.start_states(keys, positions, 64)
+    straight, s_full = trainer.train_span(keys, positions, data, shuffle, start, 0, 4)
+    fresh = trainer.train_swarm(keys, positions, data, shuffle)
+    np.testing.assert_array_equal(straight.val_loss, fresh.val_loss)  # a span of every epoch is the plain run
+    first, s1 = trainer.train_span(keys, positions, data, shuffle, start, 0, 1)
+    rest, s_rest = trainer.train_span(keys, positions, data, shuffle, s1, 1, 3)
+    assert _same(s_full, s_rest)
+    np.testing.assert_array_equal(rest.val_loss, straight.val_loss)
+    keep = np.array([0, 3])
+    part, _ = trainer.train_span(keys[keep], positions[keep], data, shuffle, jax.tree.map(lambda a: a[keep], s1), 1, 3)
+    np.testing.assert_array_equal(part.val_loss, rest.val_loss[keep])  # its own plan, the same members
 
 
-def test_successive_halving_trains_only_the_survivors(digits, tmp_path):
-    study = tuner.Study(SPACE, digits, tuner.StudyConfig(**SHA), tmp_path, progress=False)
+@pytest.mark.parametrize("layout", ["masked", "packed"])
+def test_successive_halving_trains_only_the_survivors(digits, tmp_path, layout):
+    study = tuner.Study(SPACE, digits, tuner.StudyConfig(**SHA, layout=layout), tmp_path, progress=False)
     trained = []  # (members, epochs, fitness) of every rung the program ran
     span = study.program.span
 
-    def counted(k, p, d, s, e, n):
-        metrics, states = span(k, p, d, s, e, n)
+    def counted(k, p, d, s, e, n, shuffle_key=None):
+        metrics, states = span(k, p, d, s, e, n, shuffle_key=shuffle_key)
         trained.append((len(k), n, np.asarray(metrics.fitness)))
         return metrics, states
 

@@ -7,9 +7,10 @@ import jax
 import numpy as np
 import pytest
 
-from jaxswarm import results, tuners as baselines
+from jaxswarm import results, train, tuners as baselines
 from jaxswarm.data import load_dataset
 from jaxswarm.models import mlp_space
+from jaxswarm.tuners.base import EVAL_FOLD
 
 BUDGET = 3
 
@@ -30,12 +31,8 @@ def space():
 
 
 def _needs(name):
-    if name in ("tpe", "gp"):
-        pytest.importorskip("optuna")
-    if name == "gp":
-        pytest.importorskip("torch")
-    if name == "optunity":
-        pytest.importorskip("optunity")
+    for package in baselines.TUNERS[name].packages:
+        pytest.importorskip(package)
 
 
 def _kwargs(name):
@@ -65,6 +62,7 @@ def test_tiny_study_end_to_end_respects_budget(name, space, digits, tmp_path):
     # the same results files as a swarm study
     rows = results.read_jsonl(out / results.EVALUATIONS)
     assert len(rows) == BUDGET and [r["fitness"] for r in rows] == pytest.approx(fits)
+    assert all(r["epochs"] == 1 and r["pruned"] is False for r in rows)  # one epoch: nothing to prune
     assert len(results.read_jsonl(out / results.ROUNDS)) == BUDGET
     best = json.loads((out / results.BEST).read_text())
     assert best["best_config"] == res.best_config and best["evaluations"] == BUDGET
@@ -136,3 +134,74 @@ def test_bad_settings_raise(bad, match, space, digits):
     name = bad.pop("name")
     with pytest.raises(baselines.BaselineError, match=match):
         baselines.run_baseline(name, space, digits, progress=False, **bad)
+
+
+PRUNE_EPOCHS, PRUNE_BUDGET = 4, 12
+
+
+def _pruned_study(name, space, digits, out):
+    """(result, evaluation rows) of a pruning tuner's study: budget 12, 4 epochs."""
+    pytest.importorskip("optuna")
+    res = baselines.run_baseline(name, space, digits, budget=PRUNE_BUDGET, epochs=PRUNE_EPOCHS,
+                                 out_dir=out, retrain=False, progress=False)
+    return res, results.read_jsonl(out / results.EVALUATIONS)
+
+
+@pytest.fixture(scope="module")
+def sha_study(space, digits, tmp_path_factory):
+    return _pruned_study("tpe_sha", space, digits, tmp_path_factory.mktemp("tpe_sha"))
+
+
+@pytest.fixture(scope="module")
+def hyperband_study(space, digits, tmp_path_factory):
+    return _pruned_study("tpe_hyperband", space, digits, tmp_path_factory.mktemp("tpe_hyperband"))
+
+
+@pytest.mark.parametrize("study", ["sha_study", "hyperband_study"])
+def test_pruners_stop_training_early(study, request):
+    res, rows = request.getfixturevalue(study)
+    assert res.evaluations == len(rows) == PRUNE_BUDGET  # a pruned trial counts as one evaluation
+    pruned = [r for r in rows if r["pruned"]]
+    assert pruned and all(r["epochs"] < PRUNE_EPOCHS for r in pruned)
+    assert all(r["epochs"] == PRUNE_EPOCHS for r in rows if not r["pruned"])
+    assert sum(r["epochs"] for r in rows) < PRUNE_BUDGET * PRUNE_EPOCHS  # training really stopped
+    assert [(t.epochs, t.pruned) for t in res.trials] == [(r["epochs"], r["pruned"]) for r in rows]
+    # the best is a configuration trained for all its epochs
+    best = max((t for t in res.trials if not t.pruned), key=lambda t: t.fitness)
+    assert res.best_fitness == best.fitness and res.best_config == best.config
+
+
+def test_unpruned_trial_equals_one_shot_dense_training(sha_study, space, digits):
+    """The epoch-at-a-time training of a trial that is never pruned gives the one-shot run's fitness."""
+    res, rows = sha_study
+    trial = res.trials[0]  # successive halving promotes the first trial at every rung
+    assert not trial.pruned and trial.epochs == PRUNE_EPOCHS
+    cfg = train.TrainConfig(epochs=PRUNE_EPOCHS, batch_size=64)
+    dense = train.make_dense_train(space, cfg, int(np.prod(digits.x_train.shape[1:])), digits.num_classes,
+                                   input_shape=digits.input_shape)
+    data = train.device_data(digits.x_train, digits.y_train, digits.x_val, digits.y_val)
+    key = jax.random.fold_in(jax.random.fold_in(jax.random.key(0), EVAL_FOLD), trial.index)
+    m = dense.train_position(key, trial.position, data)
+    assert trial.fitness == pytest.approx(float(m.fitness), abs=1e-6)
+    assert trial.val_accuracy == pytest.approx(float(m.val_accuracy), abs=1e-6)
+    assert rows[0]["val_loss"] == pytest.approx(float(m.val_loss), abs=1e-6)
+
+
+@pytest.mark.parametrize("name", ["tpe_sha", "tpe_hyperband"])
+@pytest.mark.parametrize("bad, match", [
+    (dict(eta=1), "eta"), (dict(eta=2.5), "eta"), (dict(min_epochs=0), "min_epochs"),
+    (dict(min_epochs=3), "min_epochs"), (dict(max_epochs=2), "max_epochs"),
+])
+def test_pruner_bad_options_raise(name, bad, match, space, digits):
+    pytest.importorskip("optuna")
+    with pytest.raises(baselines.BaselineError, match=match):
+        baselines.run_baseline(name, space, digits, budget=1, epochs=2, retrain=False, progress=False, **bad)
+
+
+def test_epoch_at_a_time_compiles_two_programs_per_configuration(space, digits, compiles):
+    """Start is traced: the first epoch's program (it initialises the state) and one for every later epoch."""
+    pytest.importorskip("optuna")
+    with compiles() as c:
+        res = baselines.run_baseline("tpe_sha", space, digits, budget=1, epochs=3, retrain=False, progress=False)
+    assert res.trials[0].epochs == 3 and not res.trials[0].pruned  # the first trial is always promoted
+    assert c.names.count("jit(run)") == 2, c.names

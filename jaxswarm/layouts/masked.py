@@ -48,9 +48,11 @@ class SwarmProgram(NamedTuple):
         start_span: ``(keys_S, positions_SxD, data) -> states`` the members'
             `train.TrainState` before their first epoch; None where the
             layout cannot train in spans (then no schedule but "none").
-        span: ``(keys_S, positions_SxD, data, states, start, num_epochs) ->
-            (Metrics[S], states)``: epochs ``start ..`` of the members (a
-            schedule's rung, `train.fit_span`); one state row per member.
+        span: ``(keys_S, positions_SxD, data, states, start, num_epochs,
+            shuffle_key=None) -> (Metrics[S], states)``: epochs ``start ..``
+            of the members (a schedule's rung, `train.fit_span`); one state
+            row per member; a layout whose members share minibatches draws
+            them from `shuffle_key` (the round's, the same at every rung).
     """
 
     compile: Callable
@@ -107,7 +109,7 @@ def build_runners(family: ModelFamily, space: SearchSpace, train_config: TrainCo
     def start_span(keys_S, positions_SxD, data):
         return start_members(keys_S, positions_SxD, int(data.x_train.shape[0]))
 
-    def span(keys_S, positions_SxD, data, states, start, num_epochs: int):
+    def span(keys_S, positions_SxD, data, states, start, num_epochs: int, shuffle_key=None):  # own shuffles
         if num_epochs not in spans:
             member = lambda k, p, d, s, e: trainer.train_member_span(k, p, d, s, e, num_epochs)
             spans[num_epochs] = execute.make_swarm_runner(member, in_axes=(0, 0, None, 0, None), state_argnum=3,

@@ -579,6 +579,40 @@ def _unpack(base_S: dict, params: dict, stats: dict, tables: PlanTables, shape: 
     return out
 
 
+def _pack_opt(opt_S, fresh: dict, stats_S: dict, tables: PlanTables, shape: PlanShape, bn: bool) -> dict:
+    """Members' optimizer states (`optim.make_optimizer`'s, on max-size params, leading S) -> the packed ones.
+
+    `fresh` is the packed state as a new run starts (its hyperparameters per
+    column and slot); the members' shared state buffers are packed as their
+    params are, and every step count is the members' (one rung's members
+    have all made the same number of steps).
+    """
+    slots = [_pack({"params": b, "batch_stats": stats_S}, tables, shape, bn)[0] for b in opt_S.inner_state.slots]
+    count = opt_S.count[0]
+
+    def fill(state, part):
+        counts = lambda tree: jax.tree.map(lambda c: jnp.full_like(c, count), tree)
+        inner = state.inner_state._replace(count=counts(state.inner_state.count),
+                                           slots=tuple(part(b) for b in slots), rest=counts(state.inner_state.rest))
+        return state._replace(count=counts(state.count), inner_state=inner)
+
+    return {"first": fill(fresh["first"], lambda b: b["first"]),
+            "groups": [fill(g, lambda b, i=i: b["groups"][i]) for i, g in enumerate(fresh["groups"])]}
+
+
+def _unpack_opt(opt_S, packed: dict, start_S: dict, stats: dict, tables: PlanTables, shape: PlanShape, bn: bool):
+    """`_pack_opt`'s inverse: the packed optimizer state written back into the members' `opt_S`."""
+    count = packed["first"].count
+    slots = tuple(_unpack({"params": b_S, "batch_stats": start_S["batch_stats"]},
+                          {"first": f, "groups": list(g)}, stats, tables, shape, bn)["params"]
+                  for b_S, f, *g in zip(opt_S.inner_state.slots, packed["first"].inner_state.slots,
+                                        *(p.inner_state.slots for p in packed["groups"])))
+    counts = lambda tree: jax.tree.map(lambda c: jnp.full_like(c, count), tree)
+    inner = opt_S.inner_state._replace(count=counts(opt_S.inner_state.count), slots=slots,
+                                       rest=counts(opt_S.inner_state.rest))
+    return opt_S._replace(count=counts(opt_S.count), inner_state=inner)
+
+
 def _normalize(z, lay: dict, stats: dict, on, axis: int, train: bool):
     """Batch norm of packed pre-activations ``z`` over the batch `axis` where `on`; ``(z, new stats)``.
 
@@ -721,6 +755,10 @@ class PackedTrainer(NamedTuple):
         model_config: the max-size `mlp.MLPConfig` the masked layout would use.
         init_variables: ``(keys_S, positions_SxD) -> max-size variables`` as training starts.
         place: ``(data) -> data`` where the programs read it (replicated over the trainer's devices).
+        start_states: ``(keys_S, positions_SxD, n_train) -> TrainState[S]`` before the first epoch
+            (max-size member networks and their optimizer states, as the masked layout's).
+        train_span: ``(keys_S, positions_SxD, data, shuffle_key, states_S, start, num_epochs) ->
+            (Metrics[S], states_S)``: epochs ``start ..`` of a schedule's rung (`train.fit_span`), one device.
     """
 
     train_swarm: Callable
@@ -734,6 +772,8 @@ class PackedTrainer(NamedTuple):
     model_config: mlp.MLPConfig
     init_variables: Callable
     place: Callable
+    start_states: Callable
+    train_span: Callable
 
 
 def make_packed_train(
@@ -840,7 +880,9 @@ def make_packed_train(
         ctx = _context(arch_S, hp_S, plan_.tables, plan_.shape)
         return total_loss(*variables, ctx, x_BxF, y_B, plan_.tables, plan_.shape, drop_keys_S)[0]
 
-    def build(shape: PlanShape, jit: bool = True):
+    def build(shape: PlanShape, jit: bool = True, span: int | None = None):
+        """The program of `shape`; with `span`, ``(keys, positions, data, shuffle_key, tables, states, start)
+        -> (Metrics, states)`` trains `span` epochs from the members' `train.TrainState`s."""
         def run(keys_S, positions_SxD, data, shuffle_key, tables: PlanTables, warm=None):
             stats["traces"] += 1
             if isinstance(data, train.FoldData):  # k folds, one after another, on the same plan
@@ -857,13 +899,16 @@ def make_packed_train(
                 return train.combine_folds(jax.lax.map(one_fold, folds))
             return run_fold(keys_S, positions_SxD, data, shuffle_key, tables, warm)
 
-        def run_fold(keys_S, positions_SxD, data: train.Data, shuffle_key, tables: PlanTables, warm=None):
+        def run_fold(keys_S, positions_SxD, data: train.Data, shuffle_key, tables: PlanTables, warm=None,
+                     resume=None):
+            """One split's training; `resume` ``(member TrainStates, start epoch)`` trains `span` epochs from them."""
             n = data.x_train.shape[0]
             batch = min(config.batch_size, n)
             steps = n // batch
             arch_S, hp_S = jax.vmap(hparams)(positions_SxD)
             ctx = _context(arch_S, hp_S, tables, shape)
-            start_S = init_variables(keys_S, positions_SxD)
+            start_S = init_variables(keys_S, positions_SxD) if resume is None else \
+                {"params": resume[0].params, "batch_stats": resume[0].batch_stats}
             if warm is not None:  # kept members continue from their variables (optimizer state is new)
                 variables_S, keep_S = warm
                 start_S = jax.tree.map(
@@ -875,6 +920,8 @@ def make_packed_train(
                 "first": opt.init(params["first"], ctx.col_hp),
                 "groups": [jax.vmap(opt.init)(p, c[3]) for p, c in zip(params["groups"], ctx.groups)],
             }
+            if resume is not None:  # the members' optimizer states, packed like their params
+                opt_state = _pack_opt(resume[0].opt_state, opt_state, start_S["batch_stats"], tables, shape, bn)
 
             def update(grads, opt_state, params):
                 u1, s1 = opt.update(grads["first"], opt_state["first"], params["first"])
@@ -920,15 +967,28 @@ def make_packed_train(
             # Each member's dropout keys, derived as `train.fit` derives them from its key.
             k_epochs_S = jax.vmap(lambda k: jax.random.split(k, 3)[1])(keys_S)
             epoch_keys_ExS = jnp.swapaxes(jax.vmap(lambda k: jax.random.split(k, config.epochs))(k_epochs_S), 0, 1)
-            (params, bn_stats, _), (loss_ExT, acc_ExT, vloss_ExT) = jax.lax.scan(
+            if resume is not None:  # the span's epochs of the whole run's keys (`train.fit_span`)
+                cut = lambda a: jax.lax.dynamic_slice_in_dim(a, resume[1], span)
+                shuffle_keys, epoch_keys_ExS = cut(shuffle_keys), cut(epoch_keys_ExS)
+            (params, bn_stats, opt_state), (loss_ExT, acc_ExT, vloss_ExT) = jax.lax.scan(
                 epoch, (params, bn_stats, opt_state), (shuffle_keys, epoch_keys_ExS))
             slot = tables.member_slot_S
             train_loss_SxE, acc_SxE, vloss_SxE = (a[:, slot].T for a in (loss_ExT, acc_ExT, vloss_ExT))
             metrics = train.metrics_of(train_loss_SxE, acc_SxE, vloss_SxE, config.fitness)
+            if resume is not None:
+                variables = _unpack(start_S, params, bn_stats, tables, shape, bn)
+                return metrics, train.TrainState(variables["params"], variables["batch_stats"], _unpack_opt(
+                    resume[0].opt_state, opt_state, start_S, bn_stats, tables, shape, bn))
             if warm is None:
                 return metrics
             return metrics, _unpack(start_S, params, bn_stats, tables, shape, bn)
 
+        def run_span(keys_S, positions_SxD, data, shuffle_key, tables, states_S, start):
+            stats["traces"] += 1
+            return run_fold(keys_S, positions_SxD, data, shuffle_key, tables, resume=(states_S, start))
+
+        if span is not None:
+            return jax.jit(run_span)
         return jax.jit(run) if jit else run
 
     def sharded(shape: PlanShape, impl: str):
@@ -996,8 +1056,29 @@ def make_packed_train(
         fn, args, p = call(keys_S, positions_SxD, data, shuffle_key, None)
         return fn.lower(*args).compile(), p
 
+    start_members = jax.jit(jax.vmap(lambda k, p, n: train.start_state(
+        k, lambda key: mlp.init_mlp(key, hparams(p)[0], mcfg),
+        optim.make_optimizer(opt_names, train.total_steps(config, n), optim.adam_hparams(space)), hparams(p)[1]),
+        in_axes=(0, 0, None)), static_argnums=2)
+
+    def start_states(keys_S, positions_SxD, n_train: int):
+        """Every member's `train.TrainState` before its first epoch (the masked layout's, max-size)."""
+        return start_members(keys_S, positions_SxD, int(n_train))
+
+    def train_span(keys_S, positions_SxD, data, shuffle_key, states_S, start, num_epochs: int):
+        """`num_epochs` epochs from epoch `start` of the members' states: ``(Metrics[S], states_S)`` (one device)."""
+        if mesh is not None:
+            raise ValueError("the packed layout trains spans of epochs (a schedule's rungs) on one device only")
+        p = plan(positions_SxD, examples_of(data) * num_epochs // config.epochs)
+        key = (p.shape, "span", int(num_epochs))
+        if key not in programs:
+            programs[key] = build(p.shape, span=int(num_epochs))
+            if p.shape not in stats["shapes"]:
+                stats["shapes"].append(p.shape)
+        return programs[key](keys_S, positions_SxD, data, shuffle_key, p.tables, states_S, jnp.int32(start))
+
     return PackedTrainer(train_swarm, plan, compile_, program, init, apply, loss, stats, mcfg, init_variables,
-                         place)
+                         place, start_states, train_span)
 
 
 # --------------------------------------------------------------------------
@@ -1009,9 +1090,9 @@ def supports_study(family: ModelFamily, space: SearchSpace, config: Any) -> str 
     """Why the packed layout cannot train this study, or None."""
     if family.name != "mlp":
         return f"layout 'packed' trains MLP spaces only, not {family.name!r}; use layout 'masked' or 'serial'"
-    if getattr(config, "schedule", "none") != "none":
-        return (f"layout 'packed' does not train in rungs yet (schedule {config.schedule!r}); "
-                "use layout 'masked' or 'serial'")
+    if getattr(config, "schedule", "none") != "none" and len(jax.devices()) > 1:
+        return (f"layout 'packed' trains a schedule's rungs (schedule {config.schedule!r}) on one device only, "
+                f"not {len(jax.devices())}; use layout 'masked'")
     return None
 
 
@@ -1055,10 +1136,21 @@ def build(family: ModelFamily, space: SearchSpace, train_config: train.TrainConf
         variables = None if state is None else jax.tree.map(lambda *a: jnp.concatenate(a), *(v for _, v in parts))
         return metrics, variables
 
+    def start_span(keys_S, positions_SxD, data):
+        return trainer.start_states(keys_S, positions_SxD, data.x_train.shape[0])
+
+    def span(keys_S, positions_SxD, data, states, start, num_epochs: int, shuffle_key=None):
+        # The round's shuffle key, the same for every rung (every member sees the same minibatches).
+        shuffle_key = jax.random.fold_in(keys_S[0], 1) if shuffle_key is None else shuffle_key
+        parts = [trainer.train_span(keys_S[lo:lo + step], positions_SxD[lo:lo + step], data, shuffle_key,
+                                    jax.tree.map(lambda a: a[lo:lo + step], states), start, num_epochs)
+                 for lo in range(0, keys_S.shape[0], step)]
+        return jax.tree.map(lambda *a: jnp.concatenate(a), *parts) if len(parts) > 1 else parts[0]
+
     def describe(num_particles: int) -> str:
         chunks = -(-num_particles // step)
         return (f"packed layout: {num_particles} members over {D} device(s), {chunks} chunk(s) of up to "
                 f"{-(-step // D)} per device; programs compile per plan shape during rounds")
 
     return SwarmProgram(lambda *args: 0.0, run, trainer.place, jax.jit(trainer.init_variables),
-                        lambda state: state, describe, mlp.decode(space, trainer.model_config))
+                        lambda state: state, describe, mlp.decode(space, trainer.model_config), start_span, span)

@@ -8,6 +8,9 @@ comparison with the swarm is like for like.
   grid      a shuffled grid over the unit box (`grid.py`)
   random    independent uniform points (`random.py`)
   tpe, gp   Optuna's TPESampler / GPSampler, define-by-run (`optuna.py`)
+  tpe_sha, tpe_hyperband
+            TPE with Optuna's SuccessiveHalvingPruner / HyperbandPruner, trained
+            an epoch at a time and stopped where pruned (`halving.py`)
   optunity  Optunity's particle swarm as shipped (`optunity.py`)
   pso       jaxswarm's PSO, one member at a time (`pso.py`)
 
@@ -24,14 +27,14 @@ Example:
 
 from __future__ import annotations
 
-from jaxswarm.tuners import grid, optuna, optunity, pso, random
+from jaxswarm.tuners import grid, halving, optuna, optunity, pso, random
 from jaxswarm.tuners.base import BaselineError, BaselineResult, Trial, Tuner, run_tuner
 from jaxswarm.tuners.grid import grid_positions
 
 __all__ = ["TUNERS", "BaselineError", "BaselineResult", "Trial", "Tuner", "run_baseline", "grid_positions"]
 
 TUNERS: dict[str, Tuner] = {t.name: t for t in (grid.TUNER, random.TUNER, optuna.TPE, optuna.GP,
-                                                   optunity.TUNER, pso.TUNER)}
+                                                   halving.SHA, halving.HYPERBAND, optunity.TUNER, pso.TUNER)}
 
 
 def run_baseline(name: str, space, dataset, **kwargs) -> BaselineResult:

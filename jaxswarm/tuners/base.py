@@ -8,15 +8,28 @@ decoding, training loop, optimizer code, epochs and fitness as a swarm study
 (`study.Study`), but dense at the configuration's real size and compiled once
 per configuration, which is what a tuner that builds each trial's model pays.
 
+A tuner that prunes (`halving`: Optuna's successive halving and Hyperband)
+passes ``ev(position_D, prune=...)``: the evaluator then trains one epoch at a
+time (`train.DenseTrainer.span_program`, the same keys and schedule as the
+one-shot run, so an unpruned configuration gets the same fitness; two
+compiles per configuration, the first epoch's program and the later ones') and asks
+``prune(epochs_trained, fitness_so_far)`` after every epoch but the last; True
+stops the training there. A pruned evaluation records the fitness after its
+last trained epoch and never becomes the best (the best is a configuration
+trained for all its epochs, as Optuna's best trial is a complete one).
+
 Budget and time: `budget` counts trained configurations (exactly; a tuner may
-stop earlier only when it has nothing left to propose, e.g. a finished grid).
+stop earlier only when it has nothing left to propose, e.g. a finished grid);
+a pruned configuration counts as one.
 `time_limit` (seconds since the start of `run_tuner`, set-up and compiles
 included) is checked BEFORE each evaluation: an evaluation that has started
 always finishes, so the search may overrun the limit by at most one
 evaluation (`BaselineResult.search_time` is what it really took).
 
 Results are written like a swarm study's (`results`): evaluations.jsonl (one
-row per evaluation), rounds.jsonl (one row per evaluation: best so far, time),
+row per evaluation; besides the swarm's fields, ``epochs``: the epochs it
+trained, and ``pruned``: whether a pruner stopped it before the study's
+epochs), rounds.jsonl (one row per evaluation: best so far, time),
 best.json, evaluations.csv, study.json, progress.png. Test accuracy comes from
 `study.retrain_metrics`, the swarm study's own retrain.
 """
@@ -54,7 +67,8 @@ class Tuner(NamedTuple):
     Attributes:
         name: registry key (``jaxswarm baseline --tuner``).
         run: ``run(ev, space, seed, budget, **options)``: calls ``ev(position_D)``
-            (`Evaluator`) for each configuration it proposes.
+            (`Evaluator`; ``ev(position_D, prune=...)`` to stop a training
+            between epochs) for each configuration it proposes.
         options: the keyword options ``run`` takes.
         packages: optional packages it needs (a clear error when one is missing).
         help: one line for the command line.
@@ -80,6 +94,8 @@ class Trial(NamedTuple):
     val_accuracy: float
     position: np.ndarray  # f32[D] in the unit box
     config: dict
+    epochs: int  # epochs trained: the study's, or fewer when pruned
+    pruned: bool  # a pruner stopped it before the study's epochs (its fitness is the last epoch's)
 
 
 class BaselineResult(NamedTuple):
@@ -111,6 +127,7 @@ class Evaluator:
 
     def __init__(self, space, dataset, cfg, seed, budget, time_limit, out_dir, t_start, bar):
         self.space, self.budget, self.time_limit = space, budget, time_limit
+        self.epochs, self.fitness_kind = cfg.epochs, cfg.fitness  # epochs: a pruner's maximum resource
         self.out_dir, self.t_start, self.bar = out_dir, t_start, bar
         in_features = int(np.prod(dataset.x_train.shape[1:]))
         self.dense = train.make_dense_train(space, cfg, in_features, dataset.num_classes,
@@ -135,19 +152,38 @@ class Evaluator:
             self.stop_reason = "time_limit"
             raise Stop
 
-    def __call__(self, position_D, key=None, round_=None, particle=0) -> float:
+    def __call__(self, position_D, key=None, round_=None, particle=0,
+                 prune: Callable[[int, float], bool] | None = None) -> float:
+        """Trains `position_D` (clipped to the unit box) and returns its fitness.
+
+        Args:
+          position_D: f32[D] configuration in the unit box.
+          key: its training key (default: the i-th evaluation's, `EVAL_FOLD`).
+          round_, particle: where the row says it came from (default: round i, particle 0).
+          prune: None trains all epochs in one program; else the training goes one
+            epoch at a time and ``prune(epochs_trained, fitness_so_far)`` is asked after
+            each epoch but the last: True stops it (a pruned evaluation, its fitness the
+            last trained epoch's).
+
+        Raises:
+          Stop: the budget or the time limit is reached (checked before training).
+        """
         self.check()
         i = len(self.trials)
         u = np.clip(np.asarray(position_D, np.float32), 0.0, 1.0)
         if key is None:
             key = jax.random.fold_in(self.eval_key, i)
         t0 = time.perf_counter()
-        m = jax.tree.map(np.asarray, self.dense.train_position(key, jnp.asarray(u), self.data))
+        if prune is None:
+            m, epochs = self.dense.train_position(key, jnp.asarray(u), self.data), self.epochs
+        else:
+            m, epochs = self._train_epochs(key, u, prune)
+        m = jax.tree.map(np.asarray, m)
         seconds = time.perf_counter() - t0
-        fitness = float(m.fitness)
-        trial = Trial(i, self.elapsed(), fitness, float(m.val_accuracy), u, self.space.to_python(u))
+        fitness, pruned = float(m.fitness), epochs < self.epochs
+        trial = Trial(i, self.elapsed(), fitness, float(m.val_accuracy), u, self.space.to_python(u), epochs, pruned)
         self.trials.append(trial)
-        if np.isfinite(fitness) and (self.best is None or fitness > self.best.fitness):
+        if not pruned and np.isfinite(fitness) and (self.best is None or fitness > self.best.fitness):
             self.best = trial
         best_f = self.best.fitness if self.best is not None else -math.inf
         self.history.append((trial.seconds, best_f, i + 1))
@@ -157,8 +193,8 @@ class Evaluator:
                 "round": r, "particle": particle, "evaluation": i, "config": trial.config,
                 "fitness": fitness, "val_accuracy": float(m.val_accuracy),
                 "best_val_accuracy": float(m.best_val_accuracy), "val_loss": float(m.val_loss),
-                "diverged": bool(m.diverged), "seconds": seconds, "time": trial.seconds,
-                "position": dict(zip(self.space.dim_names, u.tolist()))}])
+                "diverged": bool(m.diverged), "epochs": epochs, "pruned": pruned, "seconds": seconds,
+                "time": trial.seconds, "position": dict(zip(self.space.dim_names, u.tolist()))}])
             results.append_jsonl(self.out_dir / results.ROUNDS, [{
                 "round": i, "evaluation": i, "best_fitness": best_f,
                 "best_config": self.best.config if self.best is not None else None,
@@ -169,6 +205,24 @@ class Evaluator:
             self.bar.update(1)
             self.bar.set_postfix(best=f"{best_f:.4f}", last=f"{fitness:.4f}")
         return fitness
+
+    def _train_epochs(self, key, u, prune) -> tuple[train.Metrics, int]:
+        """Trains `u` one epoch at a time until `prune` says stop; (its `Metrics` so far, epochs trained)."""
+        # start is traced and the span length static: one program per configuration for the first
+        # epoch (it initialises the state) and one for every later epoch.
+        run, hp = self.dense.span_program(jnp.asarray(u), self.data.x_train.shape[0])
+        state, loss_E, acc_E, vloss_E = None, [], [], []
+        for e in range(self.epochs):
+            m, state = run(key, hp, self.data, state, e, 1)
+            loss_E.append(m.train_loss)
+            acc_E.append(m.val_accuracy_curve)
+            vloss_E.append(m.val_loss[None])
+            # The curves so far, as the one-shot run's Metrics of these epochs (divergence over all of them).
+            so_far = train.metrics_of(jnp.concatenate(loss_E), jnp.concatenate(acc_E), jnp.concatenate(vloss_E),
+                                      self.fitness_kind)
+            if e + 1 < self.epochs and prune(e + 1, float(so_far.fitness)):
+                break
+        return so_far, e + 1
 
 
 def run_tuner(tuner: Tuner, space: SearchSpace, dataset: Dataset, *, budget: int | None = None,
@@ -193,7 +247,8 @@ def run_tuner(tuner: Tuner, space: SearchSpace, dataset: Dataset, *, budget: int
       **tuner_kwargs: tuner options: grid `grid_points` (target grid size when no budget,
         default 256); pso `swarm_size` (16), `init` ("lhs"), `pso` (dict of `make_pso`
         arguments), `plan_evals`; optunity `swarm_size` (None: Optunity's own suggestion),
-        `plan_evals` (default: budget, else 10 x swarm size); tpe/gp `sampler_kwargs`.
+        `plan_evals` (default: budget, else 10 x swarm size); tpe/gp `sampler_kwargs`;
+        tpe_sha/tpe_hyperband `eta` (3), `min_epochs` (1), `sampler_kwargs` (see `halving`).
 
     Returns:
       A `BaselineResult`.
