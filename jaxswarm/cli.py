@@ -69,7 +69,8 @@ CONFIG_SUFFIXES = (".toml", ".yaml", ".yml", ".json")
 TABLES = ("space", "pso", "strategy_options")  # a study file's tables of settings
 # What `jaxswarm baseline` reads from a study file besides data, out, [space] and [pso]; swarm_size and
 # init only for the tuners that take them (any other `jaxswarm run` setting would be ignored, so it is refused).
-BASELINE_KEYS = ("epochs", "batch_size", "fitness", "seed", "retrain", "swarm_size", "init")
+BASELINE_KEYS = ("epochs", "batch_size", "fitness", "seed", "retrain", "swarm_size", "init", "eta", "min_epochs")
+TUNER_OPTION_KEYS = ("init", "eta", "min_epochs")  # read only by the tuners whose options name them
 
 
 class InputError(Exception):
@@ -209,6 +210,8 @@ def _add_baseline_parser(sub) -> None:
                    help=f"validation accuracy or minus loss  {_show(_STUDY.fitness)}")
     g.add_argument("--seed", type=int, help=f"random seed  {_show(_STUDY.seed)}")
     g.add_argument("--swarm-size", type=int, help="pso / optunity: particles  [pso 16, optunity its own]")
+    g.add_argument("--eta", type=int, help="tpe_sha / tpe_hyperband: the pruner's reduction factor  [3]")
+    g.add_argument("--min-epochs", type=int, help="tpe_sha / tpe_hyperband: the first rung's epochs  [1]")
     g.add_argument("--no-retrain", dest="retrain", action="store_const", const=False,
                    help="skip the final retrain of the best config on train+val")
     g.add_argument("--quiet", action="store_true", help="no progress bar")
@@ -423,10 +426,10 @@ def baseline(args: argparse.Namespace) -> int:
     cfg = settings_from_args(args)
     tuner = TUNERS[args.tuner]
     unused = [k for k in STUDY_KEYS if k in cfg and k not in BASELINE_KEYS]
-    unused += [k for k in ("init",) if k in cfg and k not in tuner.options]
+    unused += [k for k in TUNER_OPTION_KEYS if k in cfg and k not in tuner.options]
     if unused:  # they would be ignored
-        raise InputError(f"{args.config} sets {', '.join(unused)}, which `jaxswarm baseline --tuner {args.tuner}` "
-                         f"does not use")
+        raise InputError(f"{args.config or 'the command line'} sets {', '.join(unused)}, which "
+                         f"`jaxswarm baseline --tuner {args.tuner}` does not use")
     if "swarm_size" in cfg and "swarm_size" not in tuner.options:
         takers = " and ".join(name for name, t in TUNERS.items() if "swarm_size" in t.options)
         where = "--swarm-size" if args.swarm_size is not None else f"swarm_size in {args.config}"
@@ -441,7 +444,7 @@ def baseline(args: argparse.Namespace) -> int:
         raise InputError(f"--budget must be an integer >= 1, got {args.budget}")
     if args.time_limit is not None and not args.time_limit > 0:
         raise InputError(f"--time-limit must be > 0 seconds, got {args.time_limit}")
-    kwargs = {k: cfg[k] for k in ("swarm_size", "init") if k in cfg}
+    kwargs = {k: cfg[k] for k in ("swarm_size", *TUNER_OPTION_KEYS) if k in cfg}
     if cfg["pso"]:
         kwargs["pso"] = dict(cfg["pso"])
     seed = cfg.get("seed", _STUDY.seed)

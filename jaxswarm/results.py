@@ -11,7 +11,7 @@ Layout of a results directory::
     rounds.jsonl        one line per round: best so far, its config, median fitness, time
     best.json           best configuration and, after the final retrain, its test accuracy
     evaluations.csv     evaluations.jsonl flattened to CSV (written at the end)
-    progress.png        best / median fitness per round        (with the `plot` extra)
+    progress.png        best / median fitness per round (a schedule: each rung's best too)  (with the `plot` extra)
     positions.png       particle positions per dimension        (with the `plot` extra)
     checkpoints/        orbax checkpoints of the 2 newest rounds (`Checkpointer`)
     .lock               the running study's PID; one writer per folder (`lock_folder`)
@@ -223,6 +223,13 @@ def plot(out_dir: Path) -> list[Path]:
     r = [x["round"] for x in rounds]
     ax.plot(r, [x["best_fitness"] for x in rounds], marker="o", label="best so far")
     ax.plot(r, [x["median_fitness"] for x in rounds], marker=".", label="round median")
+    for rung in sorted({e["rung"] for e in evals if "rung" in e}):  # a schedule's rungs: each one's best
+        best_at = {}
+        for e in evals:
+            if e.get("rung") == rung and e.get("fitness") is not None and not e.get("diverged"):
+                best_at[e["round"]] = max(best_at.get(e["round"], -float("inf")), e["fitness"])
+        ax.plot(sorted(best_at), [best_at[k] for k in sorted(best_at)], linestyle=":", marker="x", markersize=4,
+                label=f"best of those stopped at rung {rung}")
     ax.set_xlabel("round")
     ax.set_ylabel("fitness (higher is better)")
     ax.legend()
@@ -305,3 +312,35 @@ class Checkpointer:
 
     def close(self) -> None:
         self.manager.close()
+
+
+# --------------------------------------------------------------------------
+# Equal wall clock: crediting a recorded history at a time T
+# --------------------------------------------------------------------------
+
+
+def best_by(events: Iterable[tuple[float, float]], T: float) -> float | None:
+    """The best value among the evaluations that FINISHED by `T` seconds (None: none did, or none is finite).
+
+    `events` are ``(finish seconds, value)`` pairs, higher values better: a
+    sequential tuner's trials, or every member of a swarm round at the end of
+    its round (its members finish together). An evaluation still running at
+    `T` does not count, however close it was.
+
+    Example:
+        >>> best_by([(1.0, 0.5), (2.0, 0.9), (3.5, 0.95)], T=3.0)
+        0.9
+    """
+    done = [v for t, v in events if t <= T and np.isfinite(v)]
+    return max(done) if done else None
+
+
+def first_reaching(events: Iterable[tuple[float, float]], threshold: float) -> float | None:
+    """The earliest finish time of an evaluation whose value is at least `threshold` (None: never).
+
+    Example:
+        >>> first_reaching([(1.0, 0.5), (2.0, 0.9), (3.5, 0.95)], 0.9)
+        2.0
+    """
+    hits = [t for t, v in events if np.isfinite(v) and v >= threshold]
+    return min(hits) if hits else None

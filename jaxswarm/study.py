@@ -17,6 +17,10 @@ Two modes:
          its weights and trains on; a member whose architecture changed starts
          from new weights.
 
+A schedule (`StudyConfig.schedule`, `schedules`: successive halving or
+Hyperband) cuts a fresh round into rungs: the best members of each go on
+training from their own state, the others stop (`Study._train_rungs`).
+
 Determinism: round r's keys are `round_keys(key(seed), r, S)`, so a study
 resumed from the checkpoint of round r draws the same numbers as the
 uninterrupted one and ends with the same result (bit for bit on CPU).
@@ -354,11 +358,11 @@ class Study:
             m, states = self.program.span(keys[alive], positions[alive], self.data, states, start, rung.epochs - start,
                                           shuffle_key=shuffle_key)
             m = jax.tree.map(np.asarray, m)
-            for f in train.Metrics._fields:
-                if f in curves:
-                    curves[f][alive, start:rung.epochs] = getattr(m, f)
-                else:
-                    last.setdefault(f, np.zeros((S,) + getattr(m, f).shape[1:], getattr(m, f).dtype))[alive] =                         getattr(m, f)
+            for f, value in m._asdict().items():
+                if f in curves:  # the span's epochs of each member's curve
+                    curves[f][alive, start:rung.epochs] = value
+                else:  # the member's last rung so far
+                    last.setdefault(f, np.zeros((S,) + value.shape[1:], value.dtype))[alive] = value
             rung_of[alive], epochs_of[alive] = i, rung.epochs
             previous, start = alive, rung.epochs
         last["best_val_accuracy"] = np.where(last["diverged"], 0.0,

@@ -377,6 +377,8 @@ def test_resume_says_which_directory_it_continues(tmp_path, capsys):
     (["--tuner", "grid", "--time-limit", "-1"], "--time-limit must be > 0 seconds"),
     (["--tuner", "pso", "--budget", "2", "--epochs", "0"], "epochs must be an integer >= 1, got 0"),
     (["--tuner", "grid", "--budget", "2", "--swarm-size", "4"], "--swarm-size applies to optunity and pso, not grid"),
+    (["--tuner", "random", "--budget", "2", "--eta", "2"], "the command line sets eta, which"),
+    (["--tuner", "tpe_sha", "--budget", "2", "--eta", "1"], "eta must be an integer >= 2"),
 ])
 def test_bad_baseline_flag_is_refused_before_the_data(argv, match, tmp_path, capsys, monkeypatch):
     _no_data(monkeypatch)

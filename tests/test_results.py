@@ -9,6 +9,7 @@ import sys
 import time
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 import jaxswarm
@@ -257,3 +258,16 @@ def test_positions_png_draws_values_in_their_units_with_the_best_marked(tmp_path
     assert tmp_path / "p" / "positions.png" in written and (tmp_path / "p" / "positions.png").stat().st_size > 0
     study = json.loads((tmp_path / "p" / results.STUDY).read_text())
     assert study["data_source"] == "sklearn"
+
+
+def test_equal_wall_clock_credits_only_what_finished_by_T():
+    """A recorded history with known finish times: a check BEFORE an evaluation let it start at 2.9 s
+    under a 3 s limit, but it finished at 3.4 s, after T: it is not credited."""
+    from jaxswarm.results import best_by, first_reaching
+
+    history = [(0.5, 0.60), (1.2, -np.inf), (2.0, 0.80), (2.9, 0.79), (3.4, 0.95)]  # (finish s, val acc)
+    assert best_by(history, 3.0) == 0.80  # the 0.95 evaluation was still running at T
+    assert best_by(history, 3.4) == 0.95  # finishing exactly at T counts
+    assert best_by(history, 0.4) is None and best_by([(1.0, -np.inf)], 2.0) is None
+    assert first_reaching(history, 0.79) == 2.0 and first_reaching(history, 0.9) == 3.4
+    assert first_reaching(history, 0.99) is None

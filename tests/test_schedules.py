@@ -125,7 +125,8 @@ def test_packed_spans_equal_its_straight_run_and_its_survivors_the_whole_swarm()
     np.testing.assert_array_equal(part.val_loss, rest.val_loss[keep])  # its own plan, the same members
 
 
-@pytest.mark.parametrize("layout", ["masked", "packed"])
+@pytest.mark.parametrize("layout", ["masked", pytest.param("packed", marks=pytest.mark.slow)])  # ~20 s; packed
+# rungs' exactness and compaction: test_packed_spans_equal_its_straight_run_and_its_survivors_the_whole_swarm
 def test_successive_halving_trains_only_the_survivors(digits, tmp_path, layout):
     study = tuner.Study(SPACE, digits, tuner.StudyConfig(**SHA, layout=layout), tmp_path, progress=False)
     trained = []  # (members, epochs, fitness) of every rung the program ran

@@ -39,7 +39,8 @@ def _kwargs(name):
     return {"swarm_size": 2} if name in ("pso", "optunity") else {}
 
 
-@pytest.mark.parametrize("name", baselines.TUNERS)
+@pytest.mark.parametrize("name", [  # the pruning tuners' budgets and rows: test_pruners_stop_training_early
+    pytest.param(n, marks=pytest.mark.slow) if n in ("tpe_sha", "tpe_hyperband") else n for n in baselines.TUNERS])
 def test_tiny_study_end_to_end_respects_budget(name, space, digits, tmp_path):
     _needs(name)
     out = tmp_path / name
@@ -136,11 +137,11 @@ def test_bad_settings_raise(bad, match, space, digits):
         baselines.run_baseline(name, space, digits, progress=False, **bad)
 
 
-PRUNE_EPOCHS, PRUNE_BUDGET = 4, 12
+PRUNE_EPOCHS, PRUNE_BUDGET = 4, 8
 
 
 def _pruned_study(name, space, digits, out):
-    """(result, evaluation rows) of a pruning tuner's study: budget 12, 4 epochs."""
+    """(result, evaluation rows) of a pruning tuner's study: budget 8, 4 epochs."""
     pytest.importorskip("optuna")
     res = baselines.run_baseline(name, space, digits, budget=PRUNE_BUDGET, epochs=PRUNE_EPOCHS,
                                  out_dir=out, retrain=False, progress=False)

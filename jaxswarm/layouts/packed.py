@@ -41,7 +41,10 @@ pre-activations. Dropout draws each member's masks from its own key exactly
 as its network does (`layers.dropout`'s units-first draw, of which a first
 layer column reads its unit's row). k-fold `FoldData` trains the folds one
 after another on the same plan (`train.combine_folds` averages them). Warm
-mode hands each member's max-size variables in and out (`_pack` / `_unpack`).
+mode hands each member's max-size variables in and out (`_pack` / `_unpack`);
+a schedule's rung (`train_span`) hands in and out each member's whole
+`train.TrainState`, its optimizer state packed with its params
+(`_pack_opt` / `_unpack_opt`), so survivors are planned on their own.
 Over several devices (`make_packed_train`'s ``devices``) the members are dealt
 out by architecture, one plan shape fits every device's share
 (`make_plan`'s ``parts``) and one `jax.shard_map` program trains them all.
@@ -591,10 +594,7 @@ def _pack_opt(opt_S, fresh: dict, stats_S: dict, tables: PlanTables, shape: Plan
     count = opt_S.count[0]
 
     def fill(state, part):
-        counts = lambda tree: jax.tree.map(lambda c: jnp.full_like(c, count), tree)
-        inner = state.inner_state._replace(count=counts(state.inner_state.count),
-                                           slots=tuple(part(b) for b in slots), rest=counts(state.inner_state.rest))
-        return state._replace(count=counts(state.count), inner_state=inner)
+        return _with_slots(state, tuple(part(b) for b in slots), count)
 
     return {"first": fill(fresh["first"], lambda b: b["first"]),
             "groups": [fill(g, lambda b, i=i: b["groups"][i]) for i, g in enumerate(fresh["groups"])]}
@@ -607,10 +607,15 @@ def _unpack_opt(opt_S, packed: dict, start_S: dict, stats: dict, tables: PlanTab
                           {"first": f, "groups": list(g)}, stats, tables, shape, bn)["params"]
                   for b_S, f, *g in zip(opt_S.inner_state.slots, packed["first"].inner_state.slots,
                                         *(p.inner_state.slots for p in packed["groups"])))
+    return _with_slots(opt_S, slots, count)
+
+
+def _with_slots(state, slots: tuple, count):
+    """An `optim.make_optimizer` state with these shared buffers and every step count set to `count`."""
     counts = lambda tree: jax.tree.map(lambda c: jnp.full_like(c, count), tree)
-    inner = opt_S.inner_state._replace(count=counts(opt_S.inner_state.count), slots=slots,
-                                       rest=counts(opt_S.inner_state.rest))
-    return opt_S._replace(count=counts(opt_S.count), inner_state=inner)
+    inner = state.inner_state._replace(count=counts(state.inner_state.count), slots=slots,
+                                       rest=counts(state.inner_state.rest))
+    return state._replace(count=counts(state.count), inner_state=inner)
 
 
 def _normalize(z, lay: dict, stats: dict, on, axis: int, train: bool):
