@@ -175,7 +175,6 @@ def main(argv=None) -> dict:
             f"{n} {c['best_val'] or 0:.4f} reach {c['reach_s']}" for n, c in credited.items()), flush=True)
         args.out.mkdir(parents=True, exist_ok=True)
         write_json(args.out / f"{stem}.json", results)  # after every seed: a killed run keeps what it measured
-    write_json(args.out / f"{stem}.json", results)
     text = summarize(results)
     write_text(args.out / f"{stem}.md", text)
     print(text)

@@ -155,10 +155,16 @@ def fit(
     return metrics, {"params": state.params, "batch_stats": state.batch_stats}
 
 
-def start_state(key: jax.Array, init_fn: Callable, optimizer: Any, opt_hparams: Any) -> TrainState:
-    """The `TrainState` a run from `key` starts from: fresh weights (`fit`'s key derivation), a new optimizer state."""
-    variables = init_fn(jax.random.split(key, 3)[0])
-    return TrainState(variables["params"], variables["batch_stats"], optimizer.init(variables["params"], opt_hparams))
+def start_state(key: jax.Array, init_fn: Callable, optimizer: Any, opt_hparams: Any, variables: Any = None,
+                keep: jax.Array | None = None) -> TrainState:
+    """The `TrainState` a run from `key` starts from: fresh weights (`fit`'s key derivation), a new optimizer state.
+
+    With `variables` and `keep` true (warm start), the weights are `variables` instead of fresh ones.
+    """
+    fresh = init_fn(jax.random.split(key, 3)[0])  # 3: fit_span splits the same key the same way
+    if variables is not None:
+        fresh = jax.tree.map(lambda v, f: jnp.where(keep, v, f), variables, fresh)
+    return TrainState(fresh["params"], fresh["batch_stats"], optimizer.init(fresh["params"], opt_hparams))
 
 
 def fit_span(
@@ -198,12 +204,9 @@ def fit_span(
     n = data.x_train.shape[0]
     batch = min(config.batch_size, n)
     steps = n // batch
-    k_init, k_epochs, _ = jax.random.split(key, 3)  # 3 kept: init_member and start_state derive k_init the same way
+    _, k_epochs, _ = jax.random.split(key, 3)  # the first: start_state's (and init_member's) init key
     if state is None:
-        fresh = init_fn(k_init)
-        if variables is not None:
-            fresh = jax.tree.map(lambda v, f: jnp.where(keep, v, f), variables, fresh)
-        state = TrainState(fresh["params"], fresh["batch_stats"], optimizer.init(fresh["params"], opt_hparams))
+        state = start_state(key, init_fn, optimizer, opt_hparams, variables, keep)
 
     def loss_fn(params, stats, x, y, k):
         logits, new_stats = apply_fn({"params": params, "batch_stats": stats}, x, True, k)

@@ -1014,12 +1014,14 @@ def make_packed_train(
 
         return jax.jit(swarm, out_shardings=replicated)
 
-    def program(shape: PlanShape, impl: str | None = None):
-        if (shape, impl) not in programs:
-            programs[shape, impl] = build(shape) if mesh is None else sharded(shape, impl)
+    def program(shape: PlanShape, impl: str | None = None, span: int | None = None):
+        """The cached program of `shape` (over `mesh`: for keys of `impl`); `span`: `build`'s rung program."""
+        if (shape, impl, span) not in programs:
+            programs[shape, impl, span] = (build(shape, span=span) if span is not None
+                                           else build(shape) if mesh is None else sharded(shape, impl))
             if shape not in stats["shapes"]:
                 stats["shapes"].append(shape)
-        return programs[shape, impl]
+        return programs[shape, impl, span]
 
     def place(data):
         """The data where the programs read it: as it is on one device, replicated over `devices`."""
@@ -1075,12 +1077,8 @@ def make_packed_train(
         if mesh is not None:
             raise ValueError("the packed layout trains spans of epochs (a schedule's rungs) on one device only")
         p = plan(positions_SxD, examples_of(data) * num_epochs // config.epochs)
-        key = (p.shape, "span", int(num_epochs))
-        if key not in programs:
-            programs[key] = build(p.shape, span=int(num_epochs))
-            if p.shape not in stats["shapes"]:
-                stats["shapes"].append(p.shape)
-        return programs[key](keys_S, positions_SxD, data, shuffle_key, p.tables, states_S, jnp.int32(start))
+        return program(p.shape, span=int(num_epochs))(keys_S, positions_SxD, data, shuffle_key, p.tables, states_S,
+                                                       jnp.int32(start))
 
     return PackedTrainer(train_swarm, plan, compile_, program, init, apply, loss, stats, mcfg, init_variables,
                          place, start_states, train_span)
