@@ -191,7 +191,9 @@ def _kill_after(k):
     return on_round
 
 
-@pytest.mark.parametrize("kw", [dict(), dict(mode="warm"), dict(patience=1, pso=dict(inertia=0.0, c1=0.0, c2=0.0)),
+@pytest.mark.parametrize("kw", [dict(), dict(mode="warm"),
+                                pytest.param(dict(patience=1, pso=dict(inertia=0.0, c1=0.0, c2=0.0)),
+                                             marks=pytest.mark.slow),  # ~20 s: the patience counter's resume
                                 pytest.param(dict(mode="warm", layout="packed"), marks=pytest.mark.slow)])  # ~40 s
 def test_a_killed_study_resumes_where_it_stopped(digits, tmp_path, kw):
     """Resumed after round k, a study trains only rounds k.. and ends as the uninterrupted one."""

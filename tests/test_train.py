@@ -66,6 +66,7 @@ def test_members_one_at_a_time_equal_the_vmapped_swarm(key):
     np.testing.assert_allclose(serial.fitness, vmapped.fitness, atol=1e-6)
 
 
+@pytest.mark.slow  # ~40 s; tests/test_fingerprint.py pins the serial and masked CNN to recorded values
 def test_serial_cnn_members_branch_and_equal_masked(key):
     """The serial CNN runs only each member's own blocks (cnn.CNNConfig.branching), same metrics."""
     space = cnn_space(max_blocks=2, filters=(2, 4), dense_units=(4, 8), activations=("relu", "tanh"),

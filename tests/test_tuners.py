@@ -70,7 +70,9 @@ def test_tiny_study_end_to_end_respects_budget(name, space, digits, tmp_path):
     assert (out / results.CSV).read_text().count("\n") == BUDGET + 1
 
 
-@pytest.mark.parametrize("name", ["grid", "random", "tpe", "optunity", "pso"])
+# One tuner by default (~9 s each); tests/test_fingerprint.py pins every baseline's trials to recorded values.
+@pytest.mark.parametrize("name", ["random", *(pytest.param(n, marks=pytest.mark.slow)
+                                              for n in ("grid", "tpe", "optunity", "pso"))])
 def test_same_seed_same_result(name, space, digits):
     a = baselines.run_baseline(name, space, digits, budget=2, epochs=1, seed=3, retrain=False,
                                progress=False, **_kwargs(name))
@@ -158,7 +160,7 @@ def hyperband_study(space, digits, tmp_path_factory):
     return _pruned_study("tpe_hyperband", space, digits, tmp_path_factory.mktemp("tpe_hyperband"))
 
 
-@pytest.mark.parametrize("study", ["sha_study", "hyperband_study"])
+@pytest.mark.parametrize("study", ["sha_study", pytest.param("hyperband_study", marks=pytest.mark.slow)])  # ~20 s each
 def test_pruners_stop_training_early(study, request):
     res, rows = request.getfixturevalue(study)
     assert res.evaluations == len(rows) == PRUNE_BUDGET  # a pruned trial counts as one evaluation
