@@ -59,7 +59,8 @@ __all__ = ["build_parser", "settings_from_args", "build_space", "main"]
 
 STUDY_KEYS = ("swarm_size", "rounds", "epochs", "batch_size", "folds", "mode", "init",
               "fitness", "patience", "seed", "retrain", "retrain_epochs", "layout", "chunk_size", "memory_cap_gb",
-              "allow_huge", "strategy", "schedule", "eta", "min_epochs")
+              "allow_huge", "strategy", "schedule", "eta", "min_epochs", "pbt_interval", "pbt_fraction",
+              "pbt_perturb", "pbt_architecture")
 SPACE_KEYS = ("space", "max_layers", "units", "activations", "learning_rate", "optimizers", "momentum",
               "weight_decay", "dropout", "batch_norm", "lr_decay", "beta2", "eps", "init_schemes",
               "per_layer_activation")
@@ -147,12 +148,23 @@ def _add_run_parser(sub) -> None:
                    help=f"1: hold-out validation; k>1: k-fold CV on train+val  {_show(_STUDY.folds)}")
     g.add_argument("--mode", choices=MODES, help=f"fresh weights each round, or keep them  {_show(_STUDY.mode)}")
     g.add_argument("--schedule", choices=SCHEDULES,
-                   help="rungs inside each round: sha (successive halving: every member trains --min-epochs, the "
-                        "best 1/eta go on from their own weights, ... up to --epochs) or hyperband (sha with "
-                        f"another --min-epochs bracket each round)  {_show(_STUDY.schedule)}")
+                   help="inside each round: sha (successive halving: every member trains --min-epochs, the "
+                        "best 1/eta go on from their own weights, ... up to --epochs), hyperband (sha with "
+                        "another --min-epochs bracket each round) or pbt (every --pbt-interval epochs the worst "
+                        "members continue from a copy of a better one, its hyperparameters perturbed)  "
+                        f"{_show(_STUDY.schedule)}")
     g.add_argument("--eta", type=int, help=f"a rung keeps the best 1/eta of the one before  {_show(_STUDY.eta)}")
     g.add_argument("--min-epochs", type=int,
                    help="the first rung's epochs (hyperband: the lowest bracket's)  [epochs // eta**2, at least 1]")
+    g.add_argument("--pbt-interval", type=int, help="pbt: epochs between exploits  [epochs // 4, at least 1]")
+    g.add_argument("--pbt-fraction", type=float,
+                   help=f"pbt: the bottom fraction copies a member of the top fraction  {_show(_STUDY.pbt_fraction)}")
+    g.add_argument("--pbt-perturb", type=float,
+                   help="pbt: a copied position moves up to this much per dimension of the unit box  "
+                        f"{_show(_STUDY.pbt_perturb)}")
+    g.add_argument("--pbt-architecture", dest="pbt_architecture", action="store_const", const=True,
+                   help="pbt: the perturbation may change the architecture (such a copy starts from new weights; "
+                        "by default the copy keeps its source's architecture and weights)")
     g.add_argument("--layout", choices=LAYOUT_NAMES,
                    help="auto: picked once per study from the backend and a cost estimate (the choice and "
                         "its reason are logged); masked: one vmapped max-size program per study; packed: "

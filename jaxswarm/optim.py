@@ -90,6 +90,7 @@ __all__ = [
     "default_hparams",
     "hparams_of",
     "with_hparams",
+    "with_count",
     "current_learning_rate",
     "plain_optimizer",
     "DEFAULTS",
@@ -401,6 +402,25 @@ def with_hparams(opt_state, hp: OptHParams):
     hyperparams = dict(opt_state.hyperparams)
     hyperparams.update(_as_arrays(hp)._asdict())
     return opt_state._replace(hyperparams=hyperparams)
+
+
+def with_count(opt_state, count):
+    """Returns ``opt_state`` (`make_optimizer`'s) with every step count set to `count`.
+
+    `count` broadcasts against each count leaf: a scalar, or one count per
+    member of a stacked state (``i32[S]``).
+
+    Example:
+        >>> opt = make_optimizer(("adam",))
+        >>> s = with_count(opt.init(jnp.zeros(2), default_hparams(names=("adam",))), 5)
+        >>> int(s.count), int(s.inner_state.count)
+        (5, 5)
+    """
+    # A new array per leaf (never `count` itself): a state whose leaves share a buffer cannot be donated.
+    counts = lambda tree: jax.tree.map(lambda c: jnp.zeros_like(c) + jnp.asarray(count, c.dtype), tree)
+    inner = opt_state.inner_state._replace(count=counts(opt_state.inner_state.count),
+                                           rest=counts(opt_state.inner_state.rest))
+    return opt_state._replace(count=counts(opt_state.count), inner_state=inner)
 
 
 def current_learning_rate(opt: SwarmOptimizer, opt_state) -> jax.Array:

@@ -14,6 +14,13 @@ each rung as its own program: one per rung size, compiled once per study).
              cycling over Hyperband's brackets from the most aggressive
              (``epochs / eta**s_max``) to plain training (``epochs``). The
              swarm size stays S in every bracket (classic Hyperband varies it).
+  pbt        population-based training: every member trains all the epochs,
+             ``pbt_interval`` at a time; between spans the bottom
+             ``pbt_fraction`` each continue from a copy of a random top
+             member (weights, batch statistics, optimizer state: exploit) at
+             its position moved by up to ``pbt_perturb`` per dimension
+             (explore, `exploit`). The moved positions are the round's: the
+             strategy is told their fitness (PSO's particles move there).
 
 The fitness the strategy is told compares like with like (`scores`): a member
 stopped at a lower rung ranks below every member that went further, by
@@ -21,6 +28,10 @@ stopped at a lower rung ranks below every member that went further, by
 `train.DIVERGED_LOSS` for minus the loss), and the members of the top rung are
 told their own fitness. With ``S >= eta ** (rungs - 1)`` some member reaches
 the top rung every round, so the study's best is a fully trained member's.
+Under PBT every member trains every epoch, and its fitness is told as it is;
+a member's fitness then belongs to a schedule of hyperparameters (its
+ancestors' before the last copy), and the study's retrain trains its last
+position from scratch.
 
 Example:
     >>> [tuple(r) for r in rungs(27, min_epochs=1, max_epochs=9, eta=3)]
@@ -36,9 +47,10 @@ from typing import NamedTuple
 
 import numpy as np
 
-__all__ = ["SCHEDULES", "Rung", "rungs", "brackets", "round_rungs", "survivors", "scores", "check"]
+__all__ = ["SCHEDULES", "Rung", "Exploit", "rungs", "brackets", "round_rungs", "survivors", "scores", "check",
+           "check_pbt", "pbt_interval", "exploit"]
 
-SCHEDULES: tuple[str, ...] = ("none", "sha", "hyperband")
+SCHEDULES: tuple[str, ...] = ("none", "sha", "hyperband", "pbt")
 LOSS_SPAN = 1e3  # train.DIVERGED_LOSS: minus a finite (not diverged) loss lies in [-LOSS_SPAN, 0]
 
 
@@ -107,3 +119,62 @@ def scores(fitness: np.ndarray, rung: np.ndarray, top: int, kind: str) -> np.nda
     span = 1.0 if kind == "accuracy" else LOSS_SPAN
     fitness = np.asarray(fitness, np.float32)
     return (fitness - (top - np.asarray(rung)) * span).astype(np.float32)
+
+
+class Exploit(NamedTuple):
+    """One PBT exploit/explore step: where each member goes on from."""
+
+    source: np.ndarray  # int[S]: the member whose state each member continues from (itself when it stays)
+    positions: np.ndarray  # f32[S, D]: each member's position from now on
+
+
+def check_pbt(interval: int | None, fraction: float, perturb: float, max_epochs: int) -> None:
+    """Raises ValueError naming the first bad PBT setting."""
+    if interval is not None and (isinstance(interval, bool) or not isinstance(interval, (int, np.integer))
+                                 or not 1 <= interval < max_epochs):
+        raise ValueError(f"pbt_interval must be an integer from 1 to epochs - 1 ({max_epochs - 1}): PBT acts "
+                         f"between spans of a round's epochs; got {interval!r}")
+    for name, value, hi in (("pbt_fraction", fraction, 0.5), ("pbt_perturb", perturb, 1.0)):
+        if isinstance(value, bool) or not isinstance(value, (int, float, np.number)) or not 0 < value <= hi:
+            raise ValueError(f"{name} must be a number in (0, {hi}], got {value!r}")
+
+
+def pbt_interval(interval: int | None, max_epochs: int) -> int:
+    """The epochs between exploits (None: a quarter of the round's, at least 1)."""
+    return max(1, max_epochs // 4) if interval is None else int(interval)
+
+
+def exploit(fitness: np.ndarray, positions: np.ndarray, fraction: float, perturb: float,
+            rng: np.random.Generator, same_architecture=None) -> Exploit:
+    """PBT's exploit and explore: the bottom `fraction` each continue from a random member of the top `fraction`.
+
+    The copied position moves by ``U(-perturb, perturb)`` in every dimension,
+    clipped to the unit box. With `same_architecture` (``(a_NxD, b_NxD) ->
+    bool[N]``: do rows a and b decode to networks of the same shapes), a
+    dimension whose move would change the copied network's architecture
+    stays where the source had it, tried one dimension at a time in order, so
+    the copied weights carry over; without it, every dimension moves and a
+    member whose architecture changed starts from new weights (the caller's
+    part).
+    """
+    fitness = np.nan_to_num(np.asarray(fitness, np.float64), nan=-np.inf)
+    positions = np.asarray(positions, np.float32)
+    S, D = positions.shape
+    n = max(1, int(S * fraction))
+    order = np.argsort(-fitness, kind="stable")
+    top, bottom = order[:n], order[S - n:]
+    source = np.arange(S)
+    source[bottom] = rng.choice(top, size=n)
+    base = positions[source[bottom]]
+    target = np.clip(base + rng.uniform(-perturb, perturb, size=(n, D)), 0.0, 1.0).astype(np.float32)
+    if same_architecture is not None:
+        moved = base.copy()
+        for d in range(D):
+            trial = moved.copy()
+            trial[:, d] = target[:, d]
+            keep = np.asarray(same_architecture(trial, base), bool)
+            moved[keep] = trial[keep]
+        target = moved
+    out = positions.copy()
+    out[bottom] = target
+    return Exploit(source, out)

@@ -103,6 +103,8 @@ class Strategy(NamedTuple):
         (-inf while nothing finite has been told).
       jittable: whether ``tell`` may go under ``jax.jit`` (``ask`` and ``best`` only index the state).
       record: what keeps the strategy's history besides its state (the Optuna study), or None.
+      relocate: ``relocate(state, positions_SxD) -> state`` whose `ask` returns those positions (the
+        members moved inside a round, PBT's schedule), or None where the strategy cannot take them.
     """
 
     name: str
@@ -112,6 +114,7 @@ class Strategy(NamedTuple):
     best: Callable[[Any], tuple]
     jittable: bool
     record: Any = None
+    relocate: Callable | None = None
 
 
 class StrategyKind(NamedTuple):
@@ -164,7 +167,12 @@ def _pso_best(state: pso_lib.PSOState):
 
 def _make_pso(space, swarm_size, *, rounds, seed, out_dir, options) -> Strategy:
     swarm = pso_lib.make_pso(swarm_size, space.num_dims, maximize=True, **{"num_iterations": rounds, **options})
-    return Strategy("pso", swarm.init, swarm.ask, swarm.tell, _pso_best, jittable=True)
+    return Strategy("pso", swarm.init, swarm.ask, swarm.tell, _pso_best, jittable=True, relocate=_pso_relocate)
+
+
+def _pso_relocate(state: pso_lib.PSOState, positions_SxD) -> pso_lib.PSOState:
+    """The particles moved to `positions_SxD` (their velocities kept): the next tell credits those positions."""
+    return state._replace(position=jnp.asarray(positions_SxD, state.position.dtype))
 
 
 # -- resampling: uniform, Sobol, LHS every round -----------------------------------------------

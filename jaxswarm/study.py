@@ -100,9 +100,13 @@ class StudyConfig:
     chunk_size: int | None = None  # members per device trained at once (None: planned from memory)
     memory_cap_gb: float | None = None  # per-device memory cap for that plan (None: the device's own)
     allow_huge: bool = False  # run a swarm even when it needs over HUGE_FACTOR times a device's memory
-    schedule: str = "none"  # none | sha | hyperband: rungs inside each round (schedules); epochs is the top rung
+    schedule: str = "none"  # none | sha | hyperband | pbt: inside each round (schedules); epochs is the top rung
     eta: int = 3  # a rung keeps the best 1/eta of the one before
     min_epochs: int | None = None  # the first rung (None: epochs // eta**2, at least 1); hyperband's lowest
+    pbt_interval: int | None = None  # pbt: epochs between exploits (None: epochs // 4, at least 1)
+    pbt_fraction: float = 0.25  # pbt: the bottom fraction copies a member of the top fraction
+    pbt_perturb: float = 0.2  # pbt: a copied position moves up to this much per dimension (unit box)
+    pbt_architecture: bool = False  # pbt: explore may change the architecture (that copy starts from new weights)
 
     def validate(self) -> None:
         """Raises ValueError naming the first bad setting (wrong kind or out of range)."""
@@ -162,9 +166,19 @@ class StudyConfig:
             strategies.make_strategy(self.strategy, SearchSpace({"x": Float(0.0, 1.0)}), self.swarm_size,
                                      rounds=self.rounds, seed=self.seed, options=self.strategy_options)
         schedules.check(self.schedule, self.eta, self.min_epochs, self.epochs)
-        if self.schedule != "none" and (self.mode != "fresh" or self.folds > 1):
+        if self.schedule in ("sha", "hyperband") and (self.mode != "fresh" or self.folds > 1):
             raise ValueError(f"schedule {self.schedule!r} trains fresh members on one hold-out split: "
                              f"it cannot be combined with mode {self.mode!r} / folds {self.folds}")
+        if self.schedule == "pbt":
+            if self.epochs < 2:
+                raise ValueError("schedule 'pbt' copies members between spans of a round's epochs: epochs must be >= 2")
+            schedules.check_pbt(self.pbt_interval, self.pbt_fraction, self.pbt_perturb, self.epochs)
+            if self.folds > 1:
+                raise ValueError(f"schedule 'pbt' trains on one hold-out split: it cannot be combined with "
+                                 f"folds {self.folds}")
+            if self.strategy != "pso":
+                raise ValueError(f"schedule 'pbt' moves members inside a round; strategy {self.strategy!r} "
+                                 "cannot take the moved positions (strategy 'pso' can: its particles move there)")
         if self.mode == "warm" and self.folds > 1:
             raise ValueError("mode 'warm' keeps one network per particle; it cannot be combined with folds > 1")
 
@@ -301,6 +315,7 @@ class Study:
         if config.schedule != "none" and self.program.span is None:
             raise ValueError(f"layout {self.layout.name!r} cannot train in rungs (schedule {config.schedule!r})")
         self.last_rungs: dict | None = None  # the last round's rungs: each member's rung and epochs, survivors
+        self.last_pbt: dict | None = None  # the last PBT round's exploits and the members' last positions
         self.data = self.program.place(data)  # on every device once, not every round
         self._decode_swarm = jax.jit(jax.vmap(self.program.hparams))  # warm mode's signatures, compiled once
         self.evaluations: list[dict] = []  # every evaluation row of the study, as evaluations.jsonl holds them
@@ -316,6 +331,9 @@ class Study:
         """
         keys, k_tell = round_keys(self.key, r, self.config.swarm_size)
         positions = self.strategy.ask(state)
+        if self.config.schedule == "pbt":  # the members move inside the round: the strategy is told where to
+            metrics, moved, warm = self._train_pbt(r, keys, positions, warm)
+            return self._tell(k_tell, self.strategy.relocate(state, moved), np.asarray(metrics.fitness)), warm, metrics
         if self.config.schedule != "none":
             metrics, told = self._train_rungs(r, keys, positions)
             return self._tell(k_tell, state, told), warm, metrics
@@ -371,6 +389,76 @@ class Study:
         self.last_rungs = {"rung": rung_of, "epochs": epochs_of, "survivors": survivors,
                            "rungs": [list(x) for x in plan]}
         return metrics, schedules.scores(metrics.fitness, rung_of, len(plan) - 1, cfg.fitness)
+
+    def _train_pbt(self, r: int, keys, positions, warm: Warm | None):
+        """Round r under PBT (`schedules.exploit`): ``(Metrics, the members' last positions, warm)``.
+
+        The members train ``pbt_interval`` epochs at a time, all of them. Between two spans the bottom
+        ``pbt_fraction`` each continue from a copy of a top member's `train.TrainState` (weights, batch
+        statistics, optimizer state and step count) at its position moved by `schedules.exploit`. A
+        copy whose architecture changed (``pbt_architecture``) starts from new weights, and one whose
+        optimizer changed from a new optimizer state; both keep the round's step count. A copy takes
+        its source's curves so far, so a member's curves are its network's history. Every member keeps
+        its own keys (its data order and dropout). The exploits are drawn from (seed, round).
+        """
+        cfg = self.config
+        S, E = cfg.swarm_size, cfg.epochs
+        interval = schedules.pbt_interval(cfg.pbt_interval, E)
+        positions = np.asarray(positions, np.float32)
+        signature = self._signature(positions)
+        if warm is None or warm.variables is None:
+            states = self.program.start_span(keys, positions, self.data)
+        else:
+            keep = np.all(np.asarray(warm.signature) == signature, axis=1)
+            states = self.program.start_span(keys, positions, self.data, warm.variables, jnp.asarray(keep))
+        shuffle_key = jax.random.fold_in(keys[0], 1)  # where members share minibatches: the round's, every span
+        rng = np.random.default_rng([cfg.seed, r])
+        same = None if cfg.pbt_architecture else self._same_architecture
+        curves = {f: np.full((S, E), np.nan, np.float32) for f in ("train_loss", "val_accuracy_curve")}
+        exploits = []
+        for start in range(0, E, interval):
+            end = min(start + interval, E)
+            m, states = self.program.span(keys, positions, self.data, states, start, end - start,
+                                          shuffle_key=shuffle_key)
+            m = jax.tree.map(np.asarray, m)
+            for f in curves:
+                curves[f][:, start:end] = getattr(m, f)
+            if end == E:
+                break
+            ex = schedules.exploit(m.fitness, positions, cfg.pbt_fraction, cfg.pbt_perturb, rng, same)
+            states, new_weights, new_optimizer = self._exploited(keys, states, positions, ex)
+            moved = np.flatnonzero(ex.source != np.arange(S))
+            for f in curves:
+                curves[f][moved, :end] = curves[f][ex.source[moved], :end]
+            exploits.append({"epoch": end, "members": moved.tolist(), "sources": ex.source[moved].tolist(),
+                             "new_weights": new_weights[moved].tolist(),
+                             "new_optimizer_state": new_optimizer[moved].tolist()})
+            positions = ex.positions
+        best = np.where(m.diverged, 0.0, np.nanmax(curves["val_accuracy_curve"], axis=1)).astype(np.float32)
+        metrics = m._replace(train_loss=curves["train_loss"], val_accuracy_curve=curves["val_accuracy_curve"],
+                             best_val_accuracy=best)
+        self.last_pbt = {"positions": positions, "exploits": exploits,
+                         "copied_from": [[[e["epoch"], s] for e in exploits for i, s in zip(e["members"], e["sources"])
+                                          if i == member] for member in range(S)]}
+        if warm is not None:
+            warm = Warm({"params": states.params, "batch_stats": states.batch_stats}, self._signature(positions))
+        return metrics, positions, warm
+
+    def _exploited(self, keys, states, positions, ex: schedules.Exploit):
+        """The states after `ex`: ``(states, new weights [S], new optimizer state [S])`` (see `_train_pbt`)."""
+        source = ex.source
+        moved = source != np.arange(len(source))
+        arch_before, hp_before = self._decode_swarm(positions[source])
+        arch_after, hp_after = self._decode_swarm(ex.positions)
+        new_weights = moved & np.any(self.family.signature(arch_before) != self.family.signature(arch_after), axis=1)
+        new_optimizer = new_weights | (moved & (np.asarray(hp_before.optimizer) != np.asarray(hp_after.optimizer)))
+        copied = jax.tree.map(lambda x: x[jnp.asarray(source)], states)
+        fresh = self.program.start_span(keys, ex.positions, self.data)
+        return train.restart_rows(copied, fresh, new_weights, new_optimizer), new_weights, new_optimizer
+
+    def _same_architecture(self, a_NxD, b_NxD) -> np.ndarray:
+        """bool[N]: rows of `a_NxD` and `b_NxD` decode to networks of the same shapes."""
+        return np.all(self._signature(a_NxD) == self._signature(b_NxD), axis=1)
 
     def evaluate(self, positions_SxD, r: int = 0) -> train.Metrics:
         """Trains the S members at `positions_SxD` from fresh weights with round r's keys; returns their `Metrics`.
@@ -574,8 +662,9 @@ class Study:
             "median_fitness": float(np.median(finite)) if finite.size else None,
             "round_best_fitness": float(np.max(finite)) if finite.size else None,
             "diverged": int(metrics.diverged.sum()), "seconds": seconds,
-            **({} if self.config.schedule == "none" else
+            **({} if self.config.schedule in ("none", "pbt") else
                {"rungs": self.last_rungs["rungs"], "survivors": self.last_rungs["survivors"]}),
+            **({"exploits": self.last_pbt["exploits"]} if self.config.schedule == "pbt" else {}),
         }
 
     def _checkpoint_tree(self, state, warm: Warm | None, stale=0, best_seen=-np.inf):
@@ -597,7 +686,8 @@ class Study:
 
     def _evaluation_rows(self, r, positions, metrics, seconds):
         rows = []
-        pos = np.asarray(positions)
+        pbt = self.config.schedule == "pbt"
+        pos = np.asarray(self.last_pbt["positions"] if pbt else positions)  # PBT: where each member ended
         for i in range(self.config.swarm_size):
             rows.append({
                 "round": r, "particle": i, "config": self.space.to_python(pos[i]),
@@ -608,7 +698,9 @@ class Study:
                 "seconds": seconds / self.config.swarm_size,
                 "position": dict(zip(self.space.dim_names, pos[i].tolist())),
             })
-            if self.config.schedule != "none":  # the epochs this member trained, and the rung it stopped at
+            if pbt:  # every epoch; [epoch, member] for each copy this member took
+                rows[-1].update(epochs=self.config.epochs, copied_from=self.last_pbt["copied_from"][i])
+            elif self.config.schedule != "none":  # the epochs this member trained, and the rung it stopped at
                 rows[-1].update(epochs=int(self.last_rungs["epochs"][i]), rung=int(self.last_rungs["rung"][i]))
         return rows
 

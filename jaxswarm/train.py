@@ -167,6 +167,27 @@ def start_state(key: jax.Array, init_fn: Callable, optimizer: Any, opt_hparams: 
     return TrainState(fresh["params"], fresh["batch_stats"], optimizer.init(fresh["params"], opt_hparams))
 
 
+def restart_rows(copied: TrainState, fresh: TrainState, new_weights, new_optimizer) -> TrainState:
+    """Stacked members' states (leading S): `copied`, with `fresh`'s weights or optimizer state in some rows.
+
+    PBT's exploit (`study.Study`): `copied` holds each member's copy of its
+    source's state, `fresh` the states its new position starts from
+    (`start_state`). Rows with ``new_weights`` take fresh weights and batch
+    statistics (their architecture changed), rows with ``new_optimizer`` a
+    fresh optimizer state (their optimizer changed). Every row keeps its
+    copied step count (the learning-rate schedule's place in the round) and
+    takes `fresh`'s hyperparameters, its new position's.
+    """
+    def rows(mask):
+        mask = jnp.asarray(mask, bool)
+        return lambda c, f: jnp.where(mask.reshape(mask.shape + (1,) * (c.ndim - 1)), f, c)
+
+    weights = jax.tree.map(rows(new_weights), (copied.params, copied.batch_stats), (fresh.params, fresh.batch_stats))
+    opt = jax.tree.map(rows(new_optimizer), copied.opt_state, fresh.opt_state)
+    opt = optim.with_count(opt, copied.opt_state.count)
+    return TrainState(*weights, opt._replace(hyperparams=fresh.opt_state.hyperparams))
+
+
 def fit_span(
     key: jax.Array,
     init_fn: Callable,
@@ -347,10 +368,13 @@ def make_train(
         return fit_span(key, init_fn, apply_fn, optimizer(data.x_train.shape[0]), hp, data, config, state, start,
                         num_epochs, shuffle_key=shuffle_key)
 
-    def start_member(key, position_D, n_train: int) -> TrainState:
-        """The `TrainState` `train_member_span(key, ...)` starts from (same key derivation as `fit`)."""
+    def start_member(key, position_D, n_train: int, variables=None, keep=None) -> TrainState:
+        """The `TrainState` `train_member_span(key, ...)` starts from (same key derivation as `fit`).
+
+        With `variables` and `keep` true, the member's weights are `variables` (warm mode).
+        """
         init_fn, _, hp = member(position_D)
-        return start_state(key, init_fn, optimizer(n_train), hp)
+        return start_state(key, init_fn, optimizer(n_train), hp, variables, keep)
 
     def train_member(key, position_D, data: Data | FoldData, shuffle_key=None) -> Metrics:
         if isinstance(data, FoldData):

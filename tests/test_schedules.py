@@ -1,4 +1,5 @@
-"""Multi-fidelity schedules (jaxswarm.schedules) and the study's rungs: successive halving and Hyperband."""
+"""Multi-fidelity schedules (jaxswarm.schedules) and the study's rungs: successive halving and Hyperband
+(PBT: tests/test_pbt.py; its resume is here, with Hyperband's)."""
 
 import jax
 import jax.numpy as jnp
@@ -98,6 +99,7 @@ def test_bad_schedule_settings_are_one_clear_error(bad, message):
         tuner.StudyConfig(**{**SHA, **bad}).validate()
 
 
+@pytest.mark.slow  # ~65 s (five packed programs); the masked spans' bitwise tests above run by default
 def test_packed_spans_equal_its_straight_run_and_its_survivors_the_whole_swarm():
     """The packed layout's rungs: from the members' (max-size) states, packed and unpacked with theirs."""
     from jaxswarm.layouts import packed
@@ -159,8 +161,12 @@ def test_successive_halving_trains_only_the_survivors(digits, tmp_path, layout):
     assert result.best_fitness in [e["fitness"] for e in rows if e["epochs"] == 9]
 
 
-def test_a_study_killed_mid_bracket_resumes_as_the_uninterrupted_one(digits, tmp_path):
-    config = tuner.StudyConfig(**{**SHA, "schedule": "hyperband", "swarm_size": 4, "rounds": 2, "epochs": 2, "eta": 2})
+@pytest.mark.parametrize("schedule", [
+    pytest.param(dict(schedule="hyperband", eta=2), marks=pytest.mark.slow),  # ~35 s
+    dict(schedule="pbt", mode="warm", pbt_interval=1, min_epochs=None, layout="masked"),  # the PBT round's exploits and warm weights
+])
+def test_a_study_killed_mid_bracket_resumes_as_the_uninterrupted_one(digits, tmp_path, schedule):
+    config = tuner.StudyConfig(**{**SHA, "swarm_size": 4, "rounds": 2, "epochs": 2, **schedule})
     full = tuner.Study(SPACE, digits, config, tmp_path / "full", progress=False).run()
 
     def kill(summary):

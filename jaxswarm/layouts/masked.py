@@ -45,9 +45,11 @@ class SwarmProgram(NamedTuple):
         unpad: ``(state) -> state`` with exactly S rows (for a checkpoint).
         describe: ``(S) -> str``, one log line about the layout of S members.
         hparams: ``(position_D) -> (arch, OptHParams)`` the members decode with.
-        start_span: ``(keys_S, positions_SxD, data) -> states`` the members'
-            `train.TrainState` before their first epoch; None where the
-            layout cannot train in spans (then no schedule but "none").
+        start_span: ``(keys_S, positions_SxD, data, variables=None, keep_S=None)
+            -> states``: the members' `train.TrainState` before their first
+            epoch (warm: members with ``keep_S`` true start from their
+            `variables`, one row each); None where the layout cannot train
+            in spans (then no schedule but "none").
         span: ``(keys_S, positions_SxD, data, states, start, num_epochs,
             shuffle_key=None) -> (Metrics[S], states)``: epochs ``start ..``
             of the members (a schedule's rung, `train.fit_span`); one state
@@ -105,9 +107,13 @@ def build_runners(family: ModelFamily, space: SearchSpace, train_config: TrainCo
     # A schedule's rungs: one runner per span length, each compiling once per rung size.
     spans: dict[int, execute.SwarmRunner] = {}
     start_members = jax.jit(jax.vmap(trainer.start_member, in_axes=(0, 0, None)), static_argnums=2)
+    start_warm = jax.jit(jax.vmap(trainer.start_member, in_axes=(0, 0, None, 0, 0)), static_argnums=2)
 
-    def start_span(keys_S, positions_SxD, data):
-        return start_members(keys_S, positions_SxD, int(data.x_train.shape[0]))
+    def start_span(keys_S, positions_SxD, data, variables=None, keep_S=None):
+        n_train = int(data.x_train.shape[0])
+        if variables is None:
+            return start_members(keys_S, positions_SxD, n_train)
+        return start_warm(keys_S, positions_SxD, n_train, variables, keep_S)
 
     def span(keys_S, positions_SxD, data, states, start, num_epochs: int, shuffle_key=None):  # own shuffles
         if num_epochs not in spans:

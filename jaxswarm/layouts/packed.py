@@ -612,10 +612,8 @@ def _unpack_opt(opt_S, packed: dict, start_S: dict, stats: dict, tables: PlanTab
 
 def _with_slots(state, slots: tuple, count):
     """An `optim.make_optimizer` state with these shared buffers and every step count set to `count`."""
-    counts = lambda tree: jax.tree.map(lambda c: jnp.full_like(c, count), tree)
-    inner = state.inner_state._replace(count=counts(state.inner_state.count), slots=slots,
-                                       rest=counts(state.inner_state.rest))
-    return state._replace(count=counts(state.count), inner_state=inner)
+    state = optim.with_count(state, count)
+    return state._replace(inner_state=state.inner_state._replace(slots=slots))
 
 
 def _normalize(z, lay: dict, stats: dict, on, axis: int, train: bool):
@@ -760,8 +758,9 @@ class PackedTrainer(NamedTuple):
         model_config: the max-size `mlp.MLPConfig` the masked layout would use.
         init_variables: ``(keys_S, positions_SxD) -> max-size variables`` as training starts.
         place: ``(data) -> data`` where the programs read it (replicated over the trainer's devices).
-        start_states: ``(keys_S, positions_SxD, n_train) -> TrainState[S]`` before the first epoch
-            (max-size member networks and their optimizer states, as the masked layout's).
+        start_states: ``(keys_S, positions_SxD, n_train, variables=None, keep_S=None) -> TrainState[S]``
+            before the first epoch (max-size member networks and their optimizer states, as the masked
+            layout's; warm members with ``keep_S`` start from their `variables`).
         train_span: ``(keys_S, positions_SxD, data, shuffle_key, states_S, start, num_epochs) ->
             (Metrics[S], states_S)``: epochs ``start ..`` of a schedule's rung (`train.fit_span`), one device.
     """
@@ -1063,14 +1062,23 @@ def make_packed_train(
         fn, args, p = call(keys_S, positions_SxD, data, shuffle_key, None)
         return fn.lower(*args).compile(), p
 
-    start_members = jax.jit(jax.vmap(lambda k, p, n: train.start_state(
-        k, lambda key: mlp.init_mlp(key, hparams(p)[0], mcfg),
-        optim.make_optimizer(opt_names, train.total_steps(config, n), optim.adam_hparams(space)), hparams(p)[1]),
-        in_axes=(0, 0, None)), static_argnums=2)
+    def start_member(k, p, n, variables=None, keep=None):
+        return train.start_state(
+            k, lambda key: mlp.init_mlp(key, hparams(p)[0], mcfg),
+            optim.make_optimizer(opt_names, train.total_steps(config, n), optim.adam_hparams(space)), hparams(p)[1],
+            variables, keep)
 
-    def start_states(keys_S, positions_SxD, n_train: int):
-        """Every member's `train.TrainState` before its first epoch (the masked layout's, max-size)."""
-        return start_members(keys_S, positions_SxD, int(n_train))
+    start_members = jax.jit(jax.vmap(start_member, in_axes=(0, 0, None)), static_argnums=2)
+    start_warm = jax.jit(jax.vmap(start_member, in_axes=(0, 0, None, 0, 0)), static_argnums=2)
+
+    def start_states(keys_S, positions_SxD, n_train: int, variables=None, keep_S=None):
+        """Every member's `train.TrainState` before its first epoch (the masked layout's, max-size).
+
+        Warm: members with `keep_S` true start from their `variables` (member order, as `init_variables`).
+        """
+        if variables is None:
+            return start_members(keys_S, positions_SxD, int(n_train))
+        return start_warm(keys_S, positions_SxD, int(n_train), variables, keep_S)
 
     def train_span(keys_S, positions_SxD, data, shuffle_key, states_S, start, num_epochs: int):
         """`num_epochs` epochs from epoch `start` of the members' states: ``(Metrics[S], states_S)`` (one device)."""
@@ -1139,8 +1147,8 @@ def build(family: ModelFamily, space: SearchSpace, train_config: train.TrainConf
         variables = None if state is None else jax.tree.map(lambda *a: jnp.concatenate(a), *(v for _, v in parts))
         return metrics, variables
 
-    def start_span(keys_S, positions_SxD, data):
-        return trainer.start_states(keys_S, positions_SxD, data.x_train.shape[0])
+    def start_span(keys_S, positions_SxD, data, variables=None, keep_S=None):
+        return trainer.start_states(keys_S, positions_SxD, data.x_train.shape[0], variables, keep_S)
 
     def span(keys_S, positions_SxD, data, states, start, num_epochs: int, shuffle_key=None):
         # The round's shuffle key, the same for every rung (every member sees the same minibatches).
