@@ -28,6 +28,11 @@ stopped at a lower rung ranks below every member that went further, by
 `train.DIVERGED_LOSS` for minus the loss), and the members of the top rung are
 told their own fitness. With ``S >= eta ** (rungs - 1)`` some member reaches
 the top rung every round, so the study's best is a fully trained member's.
+There is no asynchronous variant (ASHA, asynchronous PBT): they exist so that
+a worker need not wait for stragglers, and a rung's members here finish
+together, in one program, so promoting as soon as a rung is full is already
+what `sha` does.
+
 Under PBT every member trains every epoch, and its fitness is told as it is;
 a member's fitness then belongs to a schedule of hyperparameters (its
 ancestors' before the last copy), and the study's retrain trains its last

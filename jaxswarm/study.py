@@ -19,7 +19,10 @@ Two modes:
 
 A schedule (`StudyConfig.schedule`, `schedules`: successive halving or
 Hyperband) cuts a fresh round into rungs: the best members of each go on
-training from their own state, the others stop (`Study._train_rungs`).
+training from their own state, the others stop (`Study._train_rungs`). PBT
+(`Study._train_pbt`, fresh or warm) cuts it into spans of every member, the
+worst continuing from copies of the best at moved positions; the strategy
+is told where they ended (`strategies.Strategy.relocate`).
 
 Determinism: round r's keys are `round_keys(key(seed), r, S)`, so a study
 resumed from the checkpoint of round r draws the same numbers as the
