@@ -142,7 +142,8 @@ def _add_run_parser(sub) -> None:
                    help="what the swarm trains next: " + "; ".join(f"{k}: {v.help}" for k, v in STRATEGIES.items())
                         + f" (Optuna's keep their study in --out/{OPTUNA_DB}; a study file's [strategy_options] "
                         f"are their settings)  {_show(_STUDY.strategy)}")
-    g.add_argument("--epochs", type=int, help=f"training epochs per evaluation  {_show(_STUDY.epochs)}")
+    g.add_argument("--epochs", "--max-epochs", dest="epochs", type=int,
+                   help=f"training epochs per evaluation (with a schedule: the top rung's)  {_show(_STUDY.epochs)}")
     g.add_argument("--batch-size", type=int, help=f"minibatch size  {_show(_STUDY.batch_size)}")
     g.add_argument("--folds", type=int,
                    help=f"1: hold-out validation; k>1: k-fold CV on train+val  {_show(_STUDY.folds)}")
@@ -216,7 +217,8 @@ def _add_baseline_parser(sub) -> None:
     g.add_argument("--config", type=Path, help="study file (.toml, .yaml/.yml, .json) as for `jaxswarm run`")
     _add_data_arguments(g)
     g.add_argument("--out", type=Path, help="results directory  [runs/<tuner>-<dataset>-<time>]")
-    g.add_argument("--epochs", type=int, help=f"training epochs per evaluation  {_show(_STUDY.epochs)}")
+    g.add_argument("--epochs", "--max-epochs", dest="epochs", type=int,
+                   help=f"training epochs per evaluation (with a schedule: the top rung's)  {_show(_STUDY.epochs)}")
     g.add_argument("--batch-size", type=int, help=f"minibatch size  {_show(_STUDY.batch_size)}")
     g.add_argument("--fitness", choices=FITNESS_KINDS,
                    help=f"validation accuracy or minus loss  {_show(_STUDY.fitness)}")

@@ -5,7 +5,8 @@ rung's epochs; the best ``1/eta`` of them (by validation fitness) continue from
 their own weights and optimizer state to the next rung, and so on until the
 study's ``epochs`` (the top rung). The members that go on are gathered into a
 smaller swarm, so a stopped member costs nothing more (`study.Study` trains
-each rung as its own program: one per rung size, compiled once per study).
+each rung as its own program: on masked and serial one per rung size,
+compiled once per study; on packed one per plan shape of the survivors).
 
   none       every member trains all the epochs (one rung).
   sha        successive halving: rungs at ``epochs // eta**i`` epochs down to

@@ -273,6 +273,11 @@ def test_chunked_equals_unchunked_and_compiles_once(tiny, key):
 # -- fake devices and multi-host (subprocesses) -------------------------------
 
 
+# The 4-fake-device subprocess takes ~75 s: its checks run with `-m slow`. By default the two-process
+# study below covers sharding (4 devices over 2 processes, sharded and packed equal one device).
+FAKE4 = pytest.mark.slow
+
+
 @pytest.fixture(scope="module")
 def fake4():
     proc = subprocess.run([sys.executable, str(HERE / "scale_fake_devices.py")], env=_env(4),
@@ -281,6 +286,7 @@ def fake4():
     return _result(proc.stdout)
 
 
+@FAKE4
 def test_sharded_equals_unsharded_on_4_fake_devices_uneven_swarm(fake4):
     assert fake4["num_devices"] == 4
     assert fake4["sharded_plan_S6"] == [6, 4, 2, 1]  # 6 members over 4 devices: 2 pad rows
@@ -289,17 +295,20 @@ def test_sharded_equals_unsharded_on_4_fake_devices_uneven_swarm(fake4):
     assert fake4["sharded_vs_unsharded_S6"] < 1e-5
 
 
+@FAKE4
 def test_chunked_equals_unchunked_on_4_fake_devices(fake4):
     assert fake4["chunked_plan_S6"] == [6, 4, 1, 2]  # the memory cap forced chunks of one ...
     assert fake4["chunked_vs_unchunked_S6"] < 1e-5  # ... and the results did not change
     assert any("chunked because estimated" in line for line in fake4["logs"])
 
 
+@FAKE4
 def test_sharded_runner_compiles_once(fake4):
     assert fake4["traces_after_first_round"] == 1
     assert fake4["traces_after_four_rounds"] == 1
 
 
+@FAKE4
 def test_warm_state_is_donated_and_updated_in_place(fake4):
     assert fake4["warm_metrics_diff"] < 1e-5 and fake4["warm_variables_diff"] < 1e-5
     assert fake4["warm_state_rows"] == 8  # kept padded and sharded for the next round
@@ -308,6 +317,7 @@ def test_warm_state_is_donated_and_updated_in_place(fake4):
     assert fake4["warm_alias_bytes"] >= fake4["warm_state_bytes_per_device"]
 
 
+@FAKE4
 def test_estimate_matches_xla_for_sharded_program(fake4):
     assert 0.5 <= fake4["estimate_over_xla"] <= 3.0
 
@@ -350,6 +360,7 @@ def test_two_process_study_on_localhost():
     np.testing.assert_allclose(local["fitness_rounds"], outs[0]["fitness_rounds"], atol=1e-6)
 
 
+@FAKE4
 def test_packed_layout_dealt_over_4_fake_devices_equals_one_device(fake4):
     assert fake4["packed_tables_devices"] == 4  # one table set per device, one plan shape
     assert sorted(set(fake4["packed_order"])) == list(range(7)) and len(fake4["packed_order"]) == 8  # one pad place
@@ -359,6 +370,7 @@ def test_packed_layout_dealt_over_4_fake_devices_equals_one_device(fake4):
     assert fake4["packed_new_traces_after_moves"] == 0
 
 
+@FAKE4
 def test_packed_study_over_4_fake_devices_chunks_without_changing_results(fake4):
     assert "over 4 device(s), 2 chunk(s) of up to 1 per device" in fake4["packed_study_describe"]
     assert len(fake4["packed_study_fitness"]) == 6  # 6 members, one round

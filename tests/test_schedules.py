@@ -185,8 +185,9 @@ def test_a_study_killed_mid_bracket_resumes_as_the_uninterrupted_one(digits, tmp
 def test_the_schedule_flags_reach_the_study_config():
     from jaxswarm import cli
 
-    args = cli.build_parser().parse_args(["run", "--schedule", "hyperband", "--eta", "2", "--min-epochs", "2"])
+    args = cli.build_parser().parse_args(["run", "--schedule", "hyperband", "--eta", "2", "--min-epochs", "2",
+                                          "--max-epochs", "6"])
     cfg = cli.settings_from_args(args)
-    assert (cfg["schedule"], cfg["eta"], cfg["min_epochs"]) == ("hyperband", 2, 2)
+    assert (cfg["schedule"], cfg["eta"], cfg["min_epochs"], cfg["epochs"]) == ("hyperband", 2, 2, 6)
     config = tuner.StudyConfig(**{k: cfg[k] for k in ("schedule", "eta", "min_epochs")})
     config.validate()

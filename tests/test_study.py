@@ -130,6 +130,7 @@ def test_packed_layout_study(digits):
         tuner.tune(cnn_space(max_blocks=1, filters=(2, 4)), digits, layout="packed", **TINY)
 
 
+@pytest.mark.slow  # ~17 s; tests/test_cli.py::test_cnn_space_from_the_command_line runs a CNN study by default
 def test_cnn_space_study(digits):
     space = cnn_space(max_blocks=2, filters=(2, 4), dense_units=(4, 8), activations=("relu",))
     result = tuner.tune(space, digits, layout="masked", **{**TINY, "rounds": 2, "epochs": 1})
