@@ -344,8 +344,7 @@ class Study:
             metrics, _ = self.program.run(keys, positions, self.data)
         else:
             signature = self._signature(positions)
-            keep = (np.zeros(self.config.swarm_size, bool) if warm.signature is None
-                    else np.all(np.asarray(warm.signature) == signature, axis=1))
+            keep = _kept(warm, signature)
             variables = self.program.init_state(keys, positions) if warm.variables is None else warm.variables
             metrics, variables = self.program.run(keys, positions, self.data, variables, jnp.asarray(keep))
             warm = Warm(variables, signature)
@@ -368,7 +367,7 @@ class Study:
         shuffle_key = jax.random.fold_in(keys[0], 1)  # where members share minibatches: the same at every rung
         rung_of, epochs_of = np.zeros(S, np.int32), np.zeros(S, np.int32)
         last: dict[str, np.ndarray] = {}
-        curves = {f: np.full((S, E), np.nan, np.float32) for f in ("train_loss", "val_accuracy_curve")}
+        curves = _empty_curves(S, E)
         survivors, start = [], 0
         for i, rung in enumerate(plan):
             if i > 0:
@@ -386,8 +385,7 @@ class Study:
                     last.setdefault(f, np.zeros((S,) + value.shape[1:], value.dtype))[alive] = value
             rung_of[alive], epochs_of[alive] = i, rung.epochs
             previous, start = alive, rung.epochs
-        last["best_val_accuracy"] = np.where(last["diverged"], 0.0,
-                                             np.nanmax(curves["val_accuracy_curve"], axis=1)).astype(np.float32)
+        last["best_val_accuracy"] = _best_of(curves, last["diverged"])
         metrics = train.Metrics(**{f: curves[f] if f in curves else last[f] for f in train.Metrics._fields})
         self.last_rungs = {"rung": rung_of, "epochs": epochs_of, "survivors": survivors,
                            "rungs": [list(x) for x in plan]}
@@ -408,17 +406,16 @@ class Study:
         S, E = cfg.swarm_size, cfg.epochs
         interval = schedules.pbt_interval(cfg.pbt_interval, E)
         positions = np.asarray(positions, np.float32)
-        signature = self._signature(positions)
         if warm is None or warm.variables is None:
             states = self.program.start_span(keys, positions, self.data)
         else:
-            keep = np.all(np.asarray(warm.signature) == signature, axis=1)
+            keep = _kept(warm, self._signature(positions))
             states = self.program.start_span(keys, positions, self.data, warm.variables, jnp.asarray(keep))
         shuffle_key = jax.random.fold_in(keys[0], 1)  # where members share minibatches: the round's, every span
         rng = np.random.default_rng([cfg.seed, r])
         same = None if cfg.pbt_architecture else self._same_architecture
-        curves = {f: np.full((S, E), np.nan, np.float32) for f in ("train_loss", "val_accuracy_curve")}
-        exploits = []
+        curves = _empty_curves(S, E)
+        exploits, copied_from = [], [[] for _ in range(S)]
         for start in range(0, E, interval):
             end = min(start + interval, E)
             m, states = self.program.span(keys, positions, self.data, states, start, end - start,
@@ -436,13 +433,11 @@ class Study:
             exploits.append({"epoch": end, "members": moved.tolist(), "sources": ex.source[moved].tolist(),
                              "new_weights": new_weights[moved].tolist(),
                              "new_optimizer_state": new_optimizer[moved].tolist()})
+            for i in moved:
+                copied_from[i].append([end, int(ex.source[i])])
             positions = ex.positions
-        best = np.where(m.diverged, 0.0, np.nanmax(curves["val_accuracy_curve"], axis=1)).astype(np.float32)
-        metrics = m._replace(train_loss=curves["train_loss"], val_accuracy_curve=curves["val_accuracy_curve"],
-                             best_val_accuracy=best)
-        self.last_pbt = {"positions": positions, "exploits": exploits,
-                         "copied_from": [[[e["epoch"], s] for e in exploits for i, s in zip(e["members"], e["sources"])
-                                          if i == member] for member in range(S)]}
+        metrics = m._replace(**curves, best_val_accuracy=_best_of(curves, m.diverged))
+        self.last_pbt = {"positions": positions, "exploits": exploits, "copied_from": copied_from}
         if warm is not None:
             warm = Warm({"params": states.params, "batch_stats": states.batch_stats}, self._signature(positions))
         return metrics, positions, warm
@@ -761,6 +756,23 @@ class Study:
         round_max = "-" if s["round_best_fitness"] is None else f"{s['round_best_fitness']:.4f}"
         bar.write(f"round {s['round']} ({s['round'] + 1}/{self.config.rounds} done)  best {s['best_fitness']:.4f}  "
                   f"round max {round_max}  diverged {s['diverged']}  {s['seconds']:.1f}s  | {cfg}")
+
+
+def _kept(warm: Warm, signature: np.ndarray) -> np.ndarray:
+    """bool[S]: the members whose warm weights belong to the architecture they now decode to (`signature`)."""
+    if warm.signature is None:
+        return np.zeros(len(signature), bool)
+    return np.all(np.asarray(warm.signature) == signature, axis=1)
+
+
+def _empty_curves(S: int, E: int) -> dict[str, np.ndarray]:
+    """A schedule's per-epoch `Metrics` curves of S members over E epochs, NaN where a member did not train."""
+    return {f: np.full((S, E), np.nan, np.float32) for f in ("train_loss", "val_accuracy_curve")}
+
+
+def _best_of(curves: dict[str, np.ndarray], diverged) -> np.ndarray:
+    """``Metrics.best_val_accuracy`` from a schedule's curves: the best epoch's, 0 for a diverged member."""
+    return np.where(diverged, 0.0, np.nanmax(curves["val_accuracy_curve"], axis=1)).astype(np.float32)
 
 
 def _retrain_progress(epochs: int, log: Callable[[str], None]) -> Callable:

@@ -106,14 +106,11 @@ def build_runners(family: ModelFamily, space: SearchSpace, train_config: TrainCo
 
     # A schedule's rungs: one runner per span length, each compiling once per rung size.
     spans: dict[int, execute.SwarmRunner] = {}
-    start_members = jax.jit(jax.vmap(trainer.start_member, in_axes=(0, 0, None)), static_argnums=2)
-    start_warm = jax.jit(jax.vmap(trainer.start_member, in_axes=(0, 0, None, 0, 0)), static_argnums=2)
+    # variables and keep None (fresh members) are empty pytrees to vmap: one function, a trace for each case.
+    start_members = jax.jit(jax.vmap(trainer.start_member, in_axes=(0, 0, None, 0, 0)), static_argnums=2)
 
     def start_span(keys_S, positions_SxD, data, variables=None, keep_S=None):
-        n_train = int(data.x_train.shape[0])
-        if variables is None:
-            return start_members(keys_S, positions_SxD, n_train)
-        return start_warm(keys_S, positions_SxD, n_train, variables, keep_S)
+        return start_members(keys_S, positions_SxD, int(data.x_train.shape[0]), variables, keep_S)
 
     def span(keys_S, positions_SxD, data, states, start, num_epochs: int, shuffle_key=None):  # own shuffles
         if num_epochs not in spans:

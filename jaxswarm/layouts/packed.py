@@ -1068,17 +1068,15 @@ def make_packed_train(
             optim.make_optimizer(opt_names, train.total_steps(config, n), optim.adam_hparams(space)), hparams(p)[1],
             variables, keep)
 
-    start_members = jax.jit(jax.vmap(start_member, in_axes=(0, 0, None)), static_argnums=2)
-    start_warm = jax.jit(jax.vmap(start_member, in_axes=(0, 0, None, 0, 0)), static_argnums=2)
+    # variables and keep None (fresh members) are empty pytrees to vmap: one function, a trace for each case.
+    start_members = jax.jit(jax.vmap(start_member, in_axes=(0, 0, None, 0, 0)), static_argnums=2)
 
     def start_states(keys_S, positions_SxD, n_train: int, variables=None, keep_S=None):
         """Every member's `train.TrainState` before its first epoch (the masked layout's, max-size).
 
         Warm: members with `keep_S` true start from their `variables` (member order, as `init_variables`).
         """
-        if variables is None:
-            return start_members(keys_S, positions_SxD, int(n_train))
-        return start_warm(keys_S, positions_SxD, int(n_train), variables, keep_S)
+        return start_members(keys_S, positions_SxD, int(n_train), variables, keep_S)
 
     def train_span(keys_S, positions_SxD, data, shuffle_key, states_S, start, num_epochs: int):
         """`num_epochs` epochs from epoch `start` of the members' states: ``(Metrics[S], states_S)`` (one device)."""
