@@ -48,12 +48,13 @@ from jaxswarm.study import Study, StudyConfig, retrain_metrics
 from jaxswarm.tuners import run_baseline
 
 SWARMS = ("none", "sha", "hyperband", "pbt")  # the swarm's schedules (pbt in warm mode)
-_COMPILE_S = [0.0]  # XLA backend compile seconds so far in this process
+_COMPILE_S = [0.0, 0]  # XLA backend compile seconds and compiles so far in this process
 
 
 def _count_compiles(name: str, seconds: float, **_) -> None:
     if name == "/jax/core/compile/backend_compile_duration":
         _COMPILE_S[0] += seconds
+        _COMPILE_S[1] += 1
 
 
 jax.monitoring.register_event_duration_secs_listener(_count_compiles)
@@ -67,7 +68,7 @@ class _PastT(Exception):
 def run_swarm(space, ds, args, seed, schedule, T=None) -> dict:
     """One swarm study; its events ``(round end s, member val accuracy)`` and the positions they came from."""
     ends: list[float] = []
-    t0, c0 = time.perf_counter(), _COMPILE_S[0]
+    t0, (c0, n0) = time.perf_counter(), _COMPILE_S
     config = StudyConfig(swarm_size=args.swarm_size, rounds=args.rounds if T is None else 10**6,
                          epochs=args.epochs, batch_size=args.batch_size, seed=seed, schedule=schedule,
                          eta=args.eta, min_epochs=args.min_epochs, retrain=False,
@@ -89,17 +90,18 @@ def run_swarm(space, ds, args, seed, schedule, T=None) -> dict:
         positions.append(np.array([row["position"][d] for d in space.dim_names], np.float32))
         epochs.append(row.get("epochs", args.epochs))
     return {"events": events, "positions": positions, "epochs": epochs, "search_time": ends[-1],
-            "layout": study.layout.name, "compile_s": _COMPILE_S[0] - c0}
+            "layout": study.layout.name, "compile_s": _COMPILE_S[0] - c0, "compiles": _COMPILE_S[1] - n0}
 
 
 def run_sequential(space, ds, args, seed, name, T) -> dict:
     opts = {"eta": args.eta, "min_epochs": args.min_epochs or 1} if name != "random" else {}
-    c0 = _COMPILE_S[0]
+    c0, n0 = _COMPILE_S
     res = run_baseline(name, space, ds, time_limit=T, seed=seed, retrain=False, progress=False,
                        epochs=args.epochs, batch_size=args.batch_size, **opts)
     return {"events": [(t.seconds, t.val_accuracy if np.isfinite(t.fitness) else -np.inf) for t in res.trials],
             "positions": [t.position for t in res.trials], "search_time": res.search_time,
-            "epochs": [getattr(t, "epochs", args.epochs) for t in res.trials], "compile_s": _COMPILE_S[0] - c0}
+            "epochs": [getattr(t, "epochs", args.epochs) for t in res.trials], "compile_s": _COMPILE_S[0] - c0,
+            "compiles": _COMPILE_S[1] - n0}
 
 
 def credit(run: dict, T: float, space, ds, args, seed) -> dict:
@@ -108,7 +110,7 @@ def credit(run: dict, T: float, space, ds, args, seed) -> dict:
     best = best_by(run["events"], T)
     out = {"best_val": best, "reach_s": first_reaching(run["events"], args.reach), "evaluations": len(done),
            "member_epochs": int(sum(run["epochs"][i] for i in done)), "search_time": run["search_time"],
-           "compile_s": run["compile_s"], "layout": run.get("layout"),
+           "compile_s": run["compile_s"], "compiles": run["compiles"], "layout": run.get("layout"),
            "test_accuracy": None, "events": [(t, v) for t, v in run["events"] if t <= T]}
     if best is not None:
         i = max((i for i in done if np.isfinite(run["events"][i][1])), key=lambda i: run["events"][i][1])
@@ -131,17 +133,20 @@ def summarize(results: dict) -> str:
              "- median [min–max] over seeds; `reach s`: first time an evaluation reached the threshold (a seed "
              "that did not by T counts as T in the median, and the count says how many did)", "",
              "| tuner | best val acc by T | test acc | reach s | reached | evaluations by T | member-epochs by T "
-             "| compile s |",
-             "|---|---|---|---|---|---|---|---|"]
+             "| compile s | compiles |",
+             "|---|---|---|---|---|---|---|---|---|"]
     Ts = [s["T"] for s in seeds.values()]
     for n in names:
         rows = [s["runs"][n] for s in seeds.values() if n in s["runs"]]
+        if not rows:
+            continue
         reach = [r["reach_s"] if r["reach_s"] is not None else T for r, T in zip(rows, Ts)]
         lines.append(f"| {n} | {_stat([r['best_val'] for r in rows])} | {_stat([r['test_accuracy'] for r in rows])} "
                      f"| {_stat(reach, '{:.1f}')} | {sum(r['reach_s'] is not None for r in rows)}/{len(rows)} "
                      f"| {_stat([r['evaluations'] for r in rows], '{:.0f}')} "
                      f"| {_stat([r['member_epochs'] for r in rows], '{:.0f}')} "
-                     f"| {_stat([r['compile_s'] for r in rows], '{:.1f}')} |")
+                     f"| {_stat([r['compile_s'] for r in rows], '{:.1f}')} "
+                     f"| {_stat([r.get('compiles') for r in rows if r.get('compiles') is not None], '{:.0f}')} |")
     layouts = sorted({f"{n}: {s['runs'][n]['layout']}" for s in seeds.values() for n in s["runs"]
                       if s["runs"][n].get("layout")})
     lines += ["", f"T per seed (s): {', '.join(f'{t:.1f}' for t in Ts)}", f"Swarm layouts: {'; '.join(layouts)}", ""]
@@ -161,6 +166,8 @@ def parse_args(argv=None):
     p.add_argument("--min-epochs", type=int, default=None)
     p.add_argument("--train-size", type=int, default=10000, help="training rows searched on (0: all)")
     p.add_argument("--reach", type=float, default=0.865, help="the validation accuracy to reach (fix it beforehand)")
+    p.add_argument("--tuners", nargs="+", default=list(SWARMS + SEQUENTIAL), choices=SWARMS + SEQUENTIAL,
+                   help="which to run (the plain swarm, 'none', always runs: it sets T)")
     p.add_argument("--name", default=None)
     p.add_argument("--out", type=Path, default=Path(__file__).resolve().parent / "results")
     return p.parse_args(argv)
@@ -175,7 +182,7 @@ def main(argv=None) -> dict:
             "host": f"{platform.machine()}, {jax.local_device_count()} devices", "jax": jax.__version__,
             "dataset": args.dataset, "swarm_size": args.swarm_size, "rounds": args.rounds, "epochs": args.epochs,
             "eta": args.eta, "min_epochs": args.min_epochs, "train_size": args.train_size or None,
-            "reach": args.reach}
+            "reach": args.reach, "tuners": args.tuners}
     results = {"meta": meta, "seeds": {}}
     stem = args.name or f"schedules_{args.dataset}"
     for seed in range(args.seeds):
@@ -184,9 +191,11 @@ def main(argv=None) -> dict:
         T = plain["search_time"]
         runs = {"swarm none": plain}
         for s in SWARMS[1:]:
-            runs[f"swarm {s}"] = run_swarm(space, ds, args, seed, s, T)
+            if s in args.tuners:
+                runs[f"swarm {s}"] = run_swarm(space, ds, args, seed, s, T)
         for name in SEQUENTIAL:
-            runs[name] = run_sequential(space, ds, args, seed, name, T)
+            if name in args.tuners:
+                runs[name] = run_sequential(space, ds, args, seed, name, T)
         credited = {n: credit(r, T, space, ds, args, seed) for n, r in runs.items()}
         results["seeds"][seed] = {"T": T, "runs": credited}
         print(f"seed {seed}: T {T:.1f}s " + "; ".join(

@@ -99,7 +99,7 @@ def test_bad_schedule_settings_are_one_clear_error(bad, message):
         tuner.StudyConfig(**{**SHA, **bad}).validate()
 
 
-@pytest.mark.slow  # ~65 s (five packed programs); the masked spans' bitwise tests above run by default
+@pytest.mark.slow  # ~35 s (two packed programs); the masked spans' bitwise tests above run by default
 def test_packed_spans_equal_its_straight_run_and_its_survivors_the_whole_swarm():
     """The packed layout's rungs: from the members' (max-size) states, packed and unpacked with theirs."""
     from jaxswarm.layouts import packed
@@ -115,6 +115,7 @@ def test_packed_spans_equal_its_straight_run_and_its_survivors_the_whole_swarm()
     positions = jax.random.uniform(jax.random.key(0), (5, space.num_dims))
     shuffle = jax.random.key(7)
     start = trainer.start_states(keys, positions, 64)
+    traced = trainer.stats["traces"]
     straight, s_full = trainer.train_span(keys, positions, data, shuffle, start, 0, 4)
     fresh = trainer.train_swarm(keys, positions, data, shuffle)
     np.testing.assert_array_equal(straight.val_loss, fresh.val_loss)  # a span of every epoch is the plain run
@@ -125,6 +126,9 @@ def test_packed_spans_equal_its_straight_run_and_its_survivors_the_whole_swarm()
     keep = np.array([0, 3])
     part, _ = trainer.train_span(keys[keep], positions[keep], data, shuffle, jax.tree.map(lambda a: a[keep], s1), 1, 3)
     np.testing.assert_array_equal(part.val_loss, rest.val_loss[keep])  # its own plan, the same members
+    # The spans of 5 members x 4 epochs, 5 x 1, 5 x 3 and 2 x 3 are one program (start and length are
+    # traced, the members padded to the shape's slots); the plain run is the other trace.
+    assert trainer.stats["traces"] - traced == 2 and len(trainer.stats["compile_s"]) == 1
 
 
 @pytest.mark.parametrize("layout", ["masked", pytest.param("packed", marks=pytest.mark.slow)])  # ~20 s; packed

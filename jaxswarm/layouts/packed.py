@@ -44,7 +44,9 @@ after another on the same plan (`train.combine_folds` averages them). Warm
 mode hands each member's max-size variables in and out (`_pack` / `_unpack`);
 a schedule's rung (`train_span`) hands in and out each member's whole
 `train.TrainState`, its optimizer state packed with its params
-(`_pack_opt` / `_unpack_opt`), so survivors are planned on their own.
+(`_pack_opt` / `_unpack_opt`), so survivors are planned on their own; the
+rung's epochs are a traced loop and its members are padded to the shape's
+slots, so one program per plan shape serves rungs of every size and length.
 Over several devices (`make_packed_train`'s ``devices``) the members are dealt
 out by architecture, one plan shape fits every device's share
 (`make_plan`'s ``parts``) and one `jax.shard_map` program trains them all.
@@ -65,7 +67,9 @@ Example:
 
 from __future__ import annotations
 
+import functools
 import math
+import time
 from collections.abc import Callable, Sequence
 from typing import Any, NamedTuple
 
@@ -97,6 +101,7 @@ __all__ = [
     "make_packed_train",
     "COMPILE_S",
     "GROUP_COMPILE_S",
+    "SPAN_COMPILE_S",
     "CPU_FLOPS",
 ]
 
@@ -142,6 +147,10 @@ class Plan(NamedTuple):
 # program on XLA:CPU (6-13 s measured; bench/results/trainer_cpu*.md) and a conservative training
 # rate of the 2-core CPUs here (the masked layout computes 30-57 GFLOP/s busy, ~100 quiet).
 COMPILE_S = 10.0
+# A span program (a schedule's rung, `train_span`): 2.0-3.7 s measured for 2-4 tail groups, MLP space,
+# Fashion-MNIST (bench/NOTES.md, issue 14). A constant, not the measured seconds, so that a study's plans
+# (and so its float32 rounding) do not depend on how busy the machine was.
+SPAN_COMPILE_S = 3.0
 GROUP_COMPILE_S = 0.6  # what one more tail group adds to it (DESIGN.md: ~3 s + 0.6 s per group)
 CPU_FLOPS = 60e9
 
@@ -724,6 +733,18 @@ def _forward(params, stats, x_BxF, ctx: _Context, tables: PlanTables, shape: Pla
     return logits, new_stats
 
 
+@functools.partial(jax.jit, static_argnums=(1, 2, 3, 4))
+def _span_metrics(curves, members: int, start: int, num_epochs: int, fitness: str) -> train.Metrics:
+    """`train.Metrics` of the first `members` over a span's epochs, from a span program's full-length curves."""
+    return train.metrics_of(*(c[:members, start:start + num_epochs] for c in curves), fitness)
+
+
+@jax.jit
+def _take_members(tree, index):
+    """Every leaf's members at `index` (one program per tree and index length)."""
+    return jax.tree.map(lambda a: a[index], tree)
+
+
 def _slot_losses(logits, y_B):
     """Mean cross-entropy and correct counts per slot, concatenated over groups ([T])."""
     losses, correct = [], []
@@ -754,7 +775,8 @@ class PackedTrainer(NamedTuple):
         apply: ``((params, stats), positions_SxD, x_BxF, plan, train_mode=False) -> (logits_SxBxC, stats)``.
         loss: ``((params, stats), positions_SxD, x_BxF, y_B, plan, drop_keys_S=None)`` -> the sum of
             the members' mean training losses.
-        stats: dict with "traces" (programs traced so far) and "shapes" (known shapes).
+        stats: dict with "traces" (programs traced so far), "shapes" (known shapes) and "compile_s"
+            (the seconds each span program took to compile, in order).
         model_config: the max-size `mlp.MLPConfig` the masked layout would use.
         init_variables: ``(keys_S, positions_SxD) -> max-size variables`` as training starts.
         place: ``(data) -> data`` where the programs read it (replicated over the trainer's devices).
@@ -763,6 +785,8 @@ class PackedTrainer(NamedTuple):
             layout's; warm members with ``keep_S`` start from their `variables`).
         train_span: ``(keys_S, positions_SxD, data, shuffle_key, states_S, start, num_epochs) ->
             (Metrics[S], states_S)``: epochs ``start ..`` of a schedule's rung (`train.fit_span`), one device.
+            One program per plan shape serves every rung it fits: the span's start and length are
+            traced and the members are padded to the shape's slots.
     """
 
     train_swarm: Callable
@@ -827,7 +851,7 @@ def make_packed_train(
     drops = rate is not None and not (isinstance(rate, Fixed) and rate.value == 0)  # static, as `bn`
     opt_names = optim.optimizer_names(space)  # OptHParams.optimizer indexes this tuple
     decode = jax.jit(jax.vmap(hparams))
-    stats = {"traces": 0, "shapes": []}
+    stats = {"traces": 0, "shapes": [], "compile_s": []}  # compile_s: each span program's, measured
     programs: dict = {}
     mesh = None if devices is None or len(devices) < 2 else execute.particle_mesh(devices)
     parts = 1 if mesh is None else mesh.devices.size
@@ -839,12 +863,12 @@ def make_packed_train(
         n, u = np.asarray(arch_S.n_layers), np.asarray(arch_S.units)
         return [(int(n[i]), tuple(int(v) for v in u[i, : n[i]])) for i in range(len(n))]
 
-    def plan(positions_SxD, round_examples: int | None = None) -> Plan:
+    def plan(positions_SxD, round_examples: int | None = None, compile_s: float = COMPILE_S) -> Plan:
         switch = merge = None
         if round_examples is not None:  # a multiply-add per example costs 6 FLOPs per trained example
             merge = GROUP_COMPILE_S * CPU_FLOPS / (6 * round_examples)
             if reuse_tolerance is None:
-                switch = COMPILE_S * CPU_FLOPS / (6 * round_examples)
+                switch = compile_s * CPU_FLOPS / (6 * round_examples)
         archs = archs_of(positions_SxD)
         padded = [archs[i % len(archs)] for i in range(-(-len(archs) // parts) * parts)]
         p = make_plan(padded, mcfg.max_units, num_classes, in_features,
@@ -884,9 +908,11 @@ def make_packed_train(
         ctx = _context(arch_S, hp_S, plan_.tables, plan_.shape)
         return total_loss(*variables, ctx, x_BxF, y_B, plan_.tables, plan_.shape, drop_keys_S)[0]
 
-    def build(shape: PlanShape, jit: bool = True, span: int | None = None):
-        """The program of `shape`; with `span`, ``(keys, positions, data, shuffle_key, tables, states, start)
-        -> (Metrics, states)`` trains `span` epochs from the members' `train.TrainState`s."""
+    def build(shape: PlanShape, jit: bool = True, span: bool = False):
+        """The program of `shape`; with `span`, ``(keys, positions, data, shuffle_key, tables, states, first,
+        count) -> ((train loss, val accuracy, val loss) curves [S, epochs], states)`` trains epochs ``first ..
+        first + count - 1`` from the members' `train.TrainState`s (both traced: one program for every span;
+        the curves hold NaN outside it)."""
         def run(keys_S, positions_SxD, data, shuffle_key, tables: PlanTables, warm=None):
             stats["traces"] += 1
             if isinstance(data, train.FoldData):  # k folds, one after another, on the same plan
@@ -905,7 +931,7 @@ def make_packed_train(
 
         def run_fold(keys_S, positions_SxD, data: train.Data, shuffle_key, tables: PlanTables, warm=None,
                      resume=None):
-            """One split's training; `resume` ``(member TrainStates, start epoch)`` trains `span` epochs from them."""
+            """One split's training; `resume` ``(member TrainStates, first epoch, epochs)`` trains a span from them."""
             n = data.x_train.shape[0]
             batch = min(config.batch_size, n)
             steps = n // batch
@@ -971,27 +997,35 @@ def make_packed_train(
             # Each member's dropout keys, derived as `train.fit` derives them from its key.
             k_epochs_S = jax.vmap(lambda k: jax.random.split(k, 3)[1])(keys_S)
             epoch_keys_ExS = jnp.swapaxes(jax.vmap(lambda k: jax.random.split(k, config.epochs))(k_epochs_S), 0, 1)
-            if resume is not None:  # the span's epochs of the whole run's keys (`train.fit_span`)
-                cut = lambda a: jax.lax.dynamic_slice_in_dim(a, resume[1], span)
-                shuffle_keys, epoch_keys_ExS = cut(shuffle_keys), cut(epoch_keys_ExS)
-            (params, bn_stats, opt_state), (loss_ExT, acc_ExT, vloss_ExT) = jax.lax.scan(
-                epoch, (params, bn_stats, opt_state), (shuffle_keys, epoch_keys_ExS))
+            carry = (params, bn_stats, opt_state)
             slot = tables.member_slot_S
+            if resume is not None:  # epochs first .. first + count - 1 of the whole run's keys (`train.fit_span`)
+                def one_epoch(e, loop):
+                    carry, curves = loop
+                    carry, row = epoch(carry, (shuffle_keys[e], epoch_keys_ExS[e]))
+                    return carry, tuple(c.at[e].set(v) for c, v in zip(curves, row))
+
+                _, first, count = resume
+                blank = jnp.full((config.epochs, tables.slot_member_T.shape[0]), jnp.nan)
+                (params, bn_stats, opt_state), curves_ExT = jax.lax.fori_loop(
+                    first, first + count, one_epoch, (carry, (blank,) * 3))
+                variables = _unpack(start_S, params, bn_stats, tables, shape, bn)
+                return tuple(a[:, slot].T for a in curves_ExT), train.TrainState(
+                    variables["params"], variables["batch_stats"],
+                    _unpack_opt(resume[0].opt_state, opt_state, start_S, bn_stats, tables, shape, bn))
+            carry, (loss_ExT, acc_ExT, vloss_ExT) = jax.lax.scan(epoch, carry, (shuffle_keys, epoch_keys_ExS))
+            params, bn_stats, opt_state = carry
             train_loss_SxE, acc_SxE, vloss_SxE = (a[:, slot].T for a in (loss_ExT, acc_ExT, vloss_ExT))
             metrics = train.metrics_of(train_loss_SxE, acc_SxE, vloss_SxE, config.fitness)
-            if resume is not None:
-                variables = _unpack(start_S, params, bn_stats, tables, shape, bn)
-                return metrics, train.TrainState(variables["params"], variables["batch_stats"], _unpack_opt(
-                    resume[0].opt_state, opt_state, start_S, bn_stats, tables, shape, bn))
             if warm is None:
                 return metrics
             return metrics, _unpack(start_S, params, bn_stats, tables, shape, bn)
 
-        def run_span(keys_S, positions_SxD, data, shuffle_key, tables, states_S, start):
+        def run_span(keys_S, positions_SxD, data, shuffle_key, tables, states_S, first, count):
             stats["traces"] += 1
-            return run_fold(keys_S, positions_SxD, data, shuffle_key, tables, resume=(states_S, start))
+            return run_fold(keys_S, positions_SxD, data, shuffle_key, tables, resume=(states_S, first, count))
 
-        if span is not None:
+        if span:
             return jax.jit(run_span)
         return jax.jit(run) if jit else run
 
@@ -1013,10 +1047,10 @@ def make_packed_train(
 
         return jax.jit(swarm, out_shardings=replicated)
 
-    def program(shape: PlanShape, impl: str | None = None, span: int | None = None):
+    def program(shape: PlanShape, impl: str | None = None, span: bool = False):
         """The cached program of `shape` (over `mesh`: for keys of `impl`); `span`: `build`'s rung program."""
         if (shape, impl, span) not in programs:
-            programs[shape, impl, span] = (build(shape, span=span) if span is not None
+            programs[shape, impl, span] = (build(shape, span=True) if span
                                            else build(shape) if mesh is None else sharded(shape, impl))
             if shape not in stats["shapes"]:
                 stats["shapes"].append(shape)
@@ -1078,13 +1112,31 @@ def make_packed_train(
         """
         return start_members(keys_S, positions_SxD, int(n_train), variables, keep_S)
 
+    spans: dict = {}  # (plan shape, argument shapes) -> compiled span program
+
     def train_span(keys_S, positions_SxD, data, shuffle_key, states_S, start, num_epochs: int):
         """`num_epochs` epochs from epoch `start` of the members' states: ``(Metrics[S], states_S)`` (one device)."""
         if mesh is not None:
             raise ValueError("the packed layout trains spans of epochs (a schedule's rungs) on one device only")
-        p = plan(positions_SxD, examples_of(data) * num_epochs // config.epochs)
-        return program(p.shape, span=int(num_epochs))(keys_S, positions_SxD, data, shuffle_key, p.tables, states_S,
-                                                       jnp.int32(start))
+        start, num_epochs = int(start), int(num_epochs)
+        if num_epochs < 1 or not 0 <= start <= config.epochs - num_epochs:
+            raise ValueError(f"a span of epochs needs 0 <= start and start + num_epochs <= {config.epochs}, "
+                             f"got start {start}, num_epochs {num_epochs}")
+        p = plan(positions_SxD, examples_of(data) * num_epochs // config.epochs, SPAN_COMPILE_S)
+        # The members are padded to the shape's slots (copies of the first, in no slot): a program then
+        # serves every rung its shape fits, whatever its size.
+        S, T = keys_S.shape[0], sum(g.capacity for g in p.shape.groups)
+        pad = np.concatenate([np.arange(S), np.zeros(T - S, np.int64)])
+        tables = p.tables._replace(member_slot_S=p.tables.member_slot_S[pad])
+        keys_T, positions_TxD, states_T = _take_members((keys_S, positions_SxD, states_S), pad)
+        args = (keys_T, positions_TxD, data, shuffle_key, tables, states_T, jnp.int32(start), jnp.int32(num_epochs))
+        key = (p.shape, tuple((a.shape, a.dtype) for a in jax.tree.leaves(args)))
+        if key not in spans:  # compiled ahead, timed (stats["compile_s"])
+            t0 = time.perf_counter()
+            spans[key] = program(p.shape, span=True).lower(*args).compile()
+            stats["compile_s"].append(time.perf_counter() - t0)
+        curves, states_T = spans[key](*args)
+        return _span_metrics(curves, S, start, num_epochs, config.fitness), _take_members(states_T, np.arange(S))
 
     return PackedTrainer(train_swarm, plan, compile_, program, init, apply, loss, stats, mcfg, init_variables,
                          place, start_states, train_span)
