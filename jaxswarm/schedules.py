@@ -6,7 +6,9 @@ their own weights and optimizer state to the next rung, and so on until the
 study's ``epochs`` (the top rung). The members that go on are gathered into a
 smaller swarm, so a stopped member costs nothing more (`study.Study` trains
 each rung as its own program: on masked and serial one per rung size,
-compiled once per study; on packed one per plan shape of the survivors).
+compiled once per study; on packed one per plan shape, which serves every
+rung it fits, of any size and span, and new shapes come only as the
+survivors' architectures move out of the known ones).
 
   none       every member trains all the epochs (one rung).
   sha        successive halving: rungs at ``epochs // eta**i`` epochs down to
