@@ -373,7 +373,7 @@ class Study:
             if i > 0:
                 keep = schedules.survivors(last["fitness"][alive], rung.members)
                 alive = alive[np.sort(keep)]
-                states = jax.tree.map(lambda x: x[np.searchsorted(previous, alive)], states)
+                states = train.take_members(states, np.searchsorted(previous, alive))
                 survivors.append(alive.tolist())
             m, states = self.program.span(keys[alive], positions[alive], self.data, states, start, rung.epochs - start,
                                           shuffle_key=shuffle_key)
@@ -450,7 +450,7 @@ class Study:
         arch_after, hp_after = self._decode_swarm(ex.positions)
         new_weights = moved & np.any(self.family.signature(arch_before) != self.family.signature(arch_after), axis=1)
         new_optimizer = new_weights | (moved & (np.asarray(hp_before.optimizer) != np.asarray(hp_after.optimizer)))
-        copied = jax.tree.map(lambda x: x[jnp.asarray(source)], states)
+        copied = train.take_members(states, np.asarray(source))
         fresh = self.program.start_span(keys, ex.positions, self.data)
         return train.restart_rows(copied, fresh, new_weights, new_optimizer), new_weights, new_optimizer
 

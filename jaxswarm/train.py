@@ -167,6 +167,13 @@ def start_state(key: jax.Array, init_fn: Callable, optimizer: Any, opt_hparams: 
     return TrainState(fresh["params"], fresh["batch_stats"], optimizer.init(fresh["params"], opt_hparams))
 
 
+@jax.jit
+def take_members(tree, index):
+    """Every leaf's rows at `index` (stacked members: leading S): one program per tree and index
+    length, where gathering leaf by leaf would compile one per leaf (a schedule's rungs, PBT's copies)."""
+    return jax.tree.map(lambda a: a[index], tree)
+
+
 def restart_rows(copied: TrainState, fresh: TrainState, new_weights, new_optimizer) -> TrainState:
     """Stacked members' states (leading S): `copied`, with `fresh`'s weights or optimizer state in some rows.
 

@@ -162,9 +162,13 @@ def test_resume_without_study_is_one_clear_error(tmp_path):
 def test_cnn_space_from_the_command_line(tmp_path):
     out = tmp_path / "cnn"
     assert cli.main(["run", "--space", "cnn", "--swarm-size", "2", "--rounds", "1", "--epochs", "1",
-                     "--activations", "relu", "--out", str(out), "--quiet", "--no-retrain"]) == 0
+                     "--activations", "relu", "tanh", "--per-layer-activation",
+                     "--init-schemes", "he_uniform", "glorot_normal",
+                     "--out", str(out), "--quiet", "--no-retrain"]) == 0
     rows = results.read_jsonl(out / results.EVALUATIONS)
     assert len(rows) == 2 and all("n_blocks" in r["config"] for r in rows)
+    assert all(r["config"]["init"] in ("he_uniform", "glorot_normal") for r in rows)
+    assert all("activation_1" in r["config"] and "activation_dense" in r["config"] for r in rows)
     with pytest.raises(SystemExit):
         cli.main(["run", "--space", "rnn"])
     assert cli.main(["run", "--space", "cnn", "--units", "4", "8", "--out", str(tmp_path / "x"), "--quiet"]) == 2
@@ -263,7 +267,7 @@ def _refused(argv, match, capsys, out=None) -> str:
     (["--lr-decay", "0.5", "2"], "lr_decay must lie in (0, 1], got (0.5, 2)"),
     (["--beta2", "0.9", "1"], "beta2 must lie in [0, 1), got (0.9, 1)"),
     (["--eps", "0", "1e-3"], "eps is tuned on a log scale"),
-    (["--space", "cnn", "--per-layer-activation"], "['per_layer_activation'] do not apply to space 'cnn'"),
+    (["--space", "cnn", "--max-layers", "2"], "['max_layers'] do not apply to space 'cnn'"),
     (["--units", "0", "8"], "units: "),
     (["--learning-rate", "0", "0.1"], "learning_rate: "),
     (["--activations", "mish"], "activations ['mish']"),

@@ -24,7 +24,8 @@ from jaxswarm.models.cnn import (
     stack_cnn_archs,
     useful_flops_cnn,
 )
-from jaxswarm.models.layers import INIT_GAIN2
+from jaxswarm.models.layers import INIT_GAIN2, INIT_SCHEMES
+from jaxswarm.space import Choice, SearchSpace
 
 CFG = CNNConfig(input_shape=(12, 12, 2), num_classes=3, max_blocks=3, max_filters=6, max_kernel=5, max_dense=8)
 # Members one at a time: conditionals instead of masks; channel buckets 2, 4, 6.
@@ -35,11 +36,12 @@ ARCHS = [
     dict(n_blocks=1, filters=[4], kernel=[3], dense_units=5, activation="relu"),  # 1 of 3 blocks, 3 in a 5 slot
     dict(n_blocks=3, filters=[6, 2, 5], kernel=[5, 3, 1], dense_units=8, activation="tanh", pooling="avg",
          dropout=0.5),
-    dict(n_blocks=2, filters=[3, 6], kernel=[3, 5], dense_units=3, activation="elu", batch_norm=True),
+    # One activation per block, then the dense layer's.
+    dict(n_blocks=2, filters=[3, 6], kernel=[3, 5], dense_units=3, activation=("elu", "tanh", "relu"), batch_norm=True),
     dict(n_blocks=2, filters=[6, 6], kernel=[5, 5], dense_units=8, activation="gelu", batch_norm=True,
          dropout=0.3),
 ]
-IDS = [f"n{a['n_blocks']}-{a['activation']}" for a in ARCHS]
+IDS = [f"n{a['n_blocks']}-{'+'.join(np.atleast_1d(a['activation']))}" for a in ARCHS]
 _init = jax.jit(init_cnn, static_argnums=2)  # arch traced: one compile per config
 
 
@@ -238,7 +240,8 @@ def test_space_names_and_decoding():
     assert space.names == ("n_blocks", "filters_1", "kernel_1", "filters_2", "kernel_2", "dense_units",
                            "activation", "learning_rate", "optimizer", "dropout", "batch_norm", "pooling")
     assert cnn_limits(space) == dict(max_blocks=2, max_filters=6, max_kernel=5, max_dense=8,
-                                     activations=("relu", "tanh"), filter_buckets=(4, 6), kernels=(3, 5))
+                                     activations=("relu", "tanh"), filter_buckets=(4, 6), kernels=(3, 5),
+                                     inits=("auto",))
     cfg = CFG._replace(max_blocks=2)
     hparams = jax.jit(cnn_hparams(space, cfg))
     values = dict(n_blocks=2, filters_1=5, kernel_1=5, filters_2=4, kernel_2=3, dense_units=7,
@@ -246,7 +249,8 @@ def test_space_names_and_decoding():
                   pooling="avg")
     arch, hp = hparams(jnp.asarray(space.encode(values)))
     assert cnn_arch_to_python(arch) == dict(n_blocks=2, filters=(5, 4), kernel=(5, 3), pooling="avg",
-                                            dense_units=7, activation="tanh", dropout=0.25, batch_norm=True)
+                                            dense_units=7, activation="tanh", dropout=0.25, batch_norm=True,
+                                            init="auto")
     assert int(hp.optimizer) == 0  # index into the space's optimizer options ("sgd", "adam")
     assert np.isclose(float(hp.learning_rate), 0.01, rtol=1e-5)
     # A 1-block member: block-2 entries exist (fixed shapes) but to_python leaves them out.
@@ -288,3 +292,55 @@ def test_bad_inputs_raise(key):
         cnn_space(kernels=(3, 4))
     with pytest.raises(ValueError, match="max_filters"):
         cnn_hparams(cnn_space(filters=(8, 64)), CFG)
+
+
+def test_cnn_init_scheme_is_traced_and_each_member_starts_as_it_would_alone():
+    """Every scheme in one init program (counted); each swarm member's variables are its own init's,
+    and the scheme changes them (test_reference checks each scheme against variance_scaling)."""
+    space = cnn_space(max_blocks=2, filters=(2, 6), dense_units=(4, 8), activations=("relu", "tanh"),
+                      init_schemes=list(INIT_SCHEMES))
+    cfg = CFG._replace(**{k: v for k, v in cnn_limits(space).items() if k in ("max_blocks", "inits")})
+    hparams = cnn_hparams(space, cfg)
+    traces = []
+
+    def init(k, p):
+        traces.append(1)
+        return init_cnn(k, hparams(p)[0], cfg)
+
+    pos = jax.random.uniform(jax.random.key(0), (48, space.num_dims))
+    keys = jax.random.split(jax.random.key(1), 48)
+    swarm = jax.jit(jax.vmap(init))(keys, pos)
+    schemes = [space.to_python(p)["init"] for p in pos]
+    assert len(traces) == 1 and set(schemes) == set(INIT_SCHEMES)  # decode reaches every scheme
+    for scheme in INIT_SCHEMES:
+        i = schemes.index(scheme)
+        arch = cnn_arch_to_python(jax.tree.map(lambda a: a[i], jax.vmap(lambda p: hparams(p)[0])(pos)))
+        assert arch["init"] == scheme
+        alone = init_cnn(keys[i], make_cnn_arch(arch, cfg), cfg)
+        jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b[i], rtol=1e-6, atol=0), alone, swarm)
+        if scheme not in ("auto", "he_normal", "lecun_normal"):  # those two are auto's rule for some activations
+            auto = init_cnn(keys[i], make_cnn_arch({**arch, "init": "auto"}, cfg), cfg)
+            assert not all(np.allclose(a, b) for a, b in zip(jax.tree.leaves(auto), jax.tree.leaves(alone)))
+
+
+def test_per_layer_activation_space_decodes_each_block_and_the_dense_layer():
+    space = cnn_space(max_blocks=2, filters=(2, 6), dense_units=(4, 8), activations=("relu", "tanh", "elu"),
+                      per_layer_activation=True)
+    assert [n for n in space.names if n.startswith("activation")] == ["activation_1", "activation_2",
+                                                                      "activation_dense"]
+    cfg = CFG._replace(max_blocks=2, activations=("relu", "tanh", "elu"))
+    hparams = jax.jit(cnn_hparams(space, cfg))
+    values = dict(n_blocks=2, filters_1=3, kernel_1=3, filters_2=4, kernel_2=5, dense_units=5, learning_rate=0.01,
+                  activation_1="tanh", activation_2="elu", activation_dense="relu")
+    arch, _ = hparams(jnp.asarray(space.encode(values)))
+    assert cnn_arch_to_python(arch)["activation"] == ("tanh", "elu", "relu")
+    one_block, _ = hparams(jnp.asarray(space.encode({**values, "n_blocks": 1})))
+    assert cnn_arch_to_python(one_block)["activation"] == ("tanh", "relu")  # block 2's is not used
+    same, _ = hparams(jnp.asarray(space.encode({**values, "activation_2": "tanh", "activation_dense": "tanh"})))
+    assert cnn_arch_to_python(same)["activation"] == "tanh"
+    with pytest.raises(ValueError, match="either one activation for every block or activation_1"):
+        cnn_hparams(SearchSpace({**space.params, "activation": Choice(["relu"])}), cfg)
+    with pytest.raises(ValueError, match="needs the blocks before it too"):
+        cnn_hparams(SearchSpace({k: v for k, v in space.params.items() if k != "activation_1"}), cfg)
+    with pytest.raises(ValueError, match="must be one name or n_blocks"):
+        make_cnn_arch(dict(n_blocks=2, filters=[3, 3], dense_units=4, activation=("relu", "tanh")), cfg)

@@ -585,14 +585,49 @@ def test_init_schemes_match_variance_scaling_in_the_member_and_the_dense_network
         bound = std * (math.sqrt(3) if distribution == "uniform" else 2 / 0.87962566103423978)
         for got in (ref, np.asarray(masked[name]["kernel"])[:fan_in, :fan_out], np.asarray(dense[name]["kernel"])):
             assert got.shape == ref.shape
-            assert abs(got.std() / std - 1) < 0.04, (name, got.std(), std)
-            assert abs(got.mean()) < 0.04 * std
-            assert 0.97 < np.abs(got).max() / bound <= 1 + 1e-5, name  # the kind's bound: uniform or truncated
-            # A uniform draw fills its interval evenly (10% beyond 0.9 of its bound), a truncated normal 2.8%.
-            tail = np.mean(np.abs(got) > 0.9 * bound)
-            assert (0.08 < tail < 0.12) if distribution == "uniform" else 0.015 < tail < 0.04, (name, tail)
+            _check_kernel(got, std, bound, distribution, name)
     # Entries outside the member's real network stay zero.
     assert not np.asarray(masked["dense_1"]["kernel"])[U1:].any() and not np.asarray(masked["out"]["kernel"])[U2:].any()
+
+
+def _check_kernel(got, std, bound, distribution, name):
+    """`got` has the std, mean, bound and tail of a `distribution` draw of that std and bound."""
+    assert abs(got.std() / std - 1) < 0.04, (name, got.std(), std)
+    assert abs(got.mean()) < 0.04 * std
+    assert 0.97 < np.abs(got).max() / bound <= 1 + 1e-5, name  # the kind's bound: uniform or truncated
+    # A uniform draw fills its interval evenly (10% beyond 0.9 of its bound), a truncated normal 2.8%.
+    tail = np.mean(np.abs(got) > 0.9 * bound)
+    assert (0.08 < tail < 0.12) if distribution == "uniform" else 0.015 < tail < 0.04, (name, tail)
+
+
+@pytest.mark.parametrize("scheme", sorted(_SCHEME_REFERENCE))
+def test_cnn_init_schemes_match_variance_scaling_in_the_member_and_the_dense_network(scheme):
+    """The CNN's kernels under each scheme: variance scaling with the real fans (a conv's fan-in k*k*c_in,
+    fan-out k*k*filters, as jax's initializers read a HWIO kernel), in the masked member and the dense CNN."""
+    scale, mode, distribution = _SCHEME_REFERENCE[scheme]
+    arch = dict(n_blocks=2, filters=[40, 40], kernel=[5, 3], dense_units=96, activation="tanh", init=scheme)
+    cfg = cnn_mod.CNNConfig((16, 16, 8), 64, max_blocks=2, max_filters=48, max_kernel=5, max_dense=128,
+                        activations=("tanh",), inits=("auto", scheme))
+    masked = jax.jit(lambda k: cnn_mod.init_cnn(k, cnn_mod.make_cnn_arch(arch, cfg), cfg))(jax.random.key(5))["params"]
+    dense = init_dense_cnn(jax.random.key(6), arch, (16, 16, 8), 64)["params"]
+    rows = 4 * 4 * 40  # the head reads block 2's 4x4 map of 40 filters
+    real = {"conv_0": (lambda w: w[:5, :5, :8, :40], (5, 5, 8, 40)),
+            "conv_1": (lambda w: w[1:4, 1:4, :40, :40], (3, 3, 40, 40)),  # a 3x3 kernel centred in the 5x5 slot
+            "dense": (lambda w: w.reshape(4, 4, 48, 128)[:, :, :40, :96].reshape(rows, 96), (rows, 96)),
+            "out": (lambda w: w[:96], (96, 64))}
+    for name, (cut, shape) in real.items():
+        ref = np.asarray(jax.nn.initializers.variance_scaling(scale, mode, distribution)(jax.random.key(7), shape))
+        fan_in, fan_out = int(np.prod(shape[:-1])), int(np.prod(shape[:-2])) * shape[-1]
+        std = math.sqrt(scale / (fan_in if mode == "fan_in" else (fan_in + fan_out) / 2))
+        bound = std * (math.sqrt(3) if distribution == "uniform" else 2 / 0.87962566103423978)
+        w = np.asarray(masked[name]["kernel"])
+        head = (lambda a: a[:4 * 4 * 48]) if name == "dense" else (lambda a: a)  # block 2's rows of the head
+        for got in (ref, cut(head(w)), np.asarray(dense[name]["kernel"])):
+            assert got.shape == shape, (name, got.shape)
+            _check_kernel(got, std, bound, distribution, name)
+        inside = np.zeros(w.size, bool)
+        inside[np.ravel(cut(head(np.arange(w.size).reshape(w.shape))))] = True
+        assert not np.where(inside.reshape(w.shape), 0, w).any(), name  # nothing outside the real network
 
 
 def test_auto_init_is_the_same_draw_as_before_and_an_init_choice_changes_only_its_members():

@@ -739,12 +739,6 @@ def _span_metrics(curves, members: int, start: int, num_epochs: int, fitness: st
     return train.metrics_of(*(c[:members, start:start + num_epochs] for c in curves), fitness)
 
 
-@jax.jit
-def _take_members(tree, index):
-    """Every leaf's members at `index` (one program per tree and index length)."""
-    return jax.tree.map(lambda a: a[index], tree)
-
-
 def _slot_losses(logits, y_B):
     """Mean cross-entropy and correct counts per slot, concatenated over groups ([T])."""
     losses, correct = [], []
@@ -1128,7 +1122,7 @@ def make_packed_train(
         S, T = keys_S.shape[0], sum(g.capacity for g in p.shape.groups)
         pad = np.concatenate([np.arange(S), np.zeros(T - S, np.int64)])
         tables = p.tables._replace(member_slot_S=p.tables.member_slot_S[pad])
-        keys_T, positions_TxD, states_T = _take_members((keys_S, positions_SxD, states_S), pad)
+        keys_T, positions_TxD, states_T = train.take_members((keys_S, positions_SxD, states_S), pad)
         args = (keys_T, positions_TxD, data, shuffle_key, tables, states_T, jnp.int32(start), jnp.int32(num_epochs))
         key = (p.shape, tuple((a.shape, a.dtype) for a in jax.tree.leaves(args)))
         if key not in spans:  # compiled ahead, timed (stats["compile_s"])
@@ -1136,7 +1130,8 @@ def make_packed_train(
             spans[key] = program(p.shape, span=True).lower(*args).compile()
             stats["compile_s"].append(time.perf_counter() - t0)
         curves, states_T = spans[key](*args)
-        return _span_metrics(curves, S, start, num_epochs, config.fitness), _take_members(states_T, np.arange(S))
+        metrics = _span_metrics(curves, S, start, num_epochs, config.fitness)
+        return metrics, train.take_members(states_T, np.arange(S))
 
     return PackedTrainer(train_swarm, plan, compile_, program, init, apply, loss, stats, mcfg, init_variables,
                          place, start_states, train_span)

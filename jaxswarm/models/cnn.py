@@ -58,6 +58,11 @@ Initialization uses the member's ACTIVE fan-in: ``k_b**2 * cin_b`` for conv
 filters[n-1]`` for the dense layer, ``dense_units`` for the output layer;
 He/LeCun gain per activation as in ``models.INIT_GAIN2`` (LeCun for the
 output layer), unit truncated normals, zero biases, unit batch-norm scales.
+A member's ``init`` scheme (``layers.INIT_SCHEMES``, as the MLP's) replaces
+that gain and fan by variance scaling with the real fans (fan-out ``k_b**2 *
+filters[b]`` for a conv, the units for a dense layer); where the space has a
+uniform scheme, every kernel also draws uniforms (from ``fold_in`` of its key
+by 1) and a member keeps the kind its scheme asks for.
 
 Dropout draws its uniforms channel-first (``[F, B, H, W]`` for maps, ``[U,
 B]`` for the dense layer, keys ``fold_in(key, b)`` and ``fold_in(key,
@@ -103,6 +108,7 @@ from jaxswarm.models.layers import (
     ACTIVATION_NAMES,
     ACTIVATIONS,
     INIT_GAIN2,
+    INIT_SCHEMES,
     MAX_DROPOUT,
     OUT_GAIN2,
     MemoryTerms,
@@ -110,7 +116,10 @@ from jaxswarm.models.layers import (
     batch_norm_eval,
     batch_norm_train,
     dropout,
+    init_std,
     unit_normal,
+    unit_uniform,
+    uses_uniform,
 )
 from jaxswarm.space import AtLeast, Choice, Fixed, Float, Int, SearchSpace, range_arg, value_reader
 
@@ -175,6 +184,8 @@ class CNNConfig(NamedTuple):
             powers of two from 8 below ``max_filters``, then ``max_filters``.
         kernels: branching only: the odd kernel sizes members use (one
             branch each; default every odd size up to ``max_kernel``).
+        inits: the kernel initialization schemes members may use (as ``MLPConfig.inits``;
+            default "auto" only). Where one is uniform, every kernel draws uniforms too.
         conv: how convolutions run: "xla" (``lax.conv_general_dilated``),
             "matmul" (shifted copies times the kernel; XLA:CPU runs it far faster
             inside training loops, bench/results/cnn_bench.md) or "auto" (matmul on
@@ -192,6 +203,7 @@ class CNNConfig(NamedTuple):
     conv: str = "auto"
     filter_buckets: tuple = ()
     kernels: tuple = ()
+    inits: tuple = ("auto",)
 
 
 class CNNArch(NamedTuple):
@@ -205,9 +217,11 @@ class CNNArch(NamedTuple):
             (an even value acts as the next odd one).
         pooling: i32[] index into ``POOLINGS`` (2x2, stride 2, every block).
         dense_units: i32[] units of the dense hidden layer, 1..max_dense.
-        activation: i32[] index into ``models.ACTIVATION_NAMES``.
+        activation: i32[] index into ``models.ACTIVATION_NAMES`` (every layer's), or
+            i32[max_blocks + 1]: block b's at ``[b]``, the dense layer's at ``[max_blocks]``.
         dropout: f32[] dropout rate in [0, 1) after every block and the dense layer.
         batch_norm: bool[] batch norm before every activation.
+        init: i32[] index into ``layers.INIT_SCHEMES``: how the kernels start.
     """
 
     n_blocks: jax.Array
@@ -218,6 +232,7 @@ class CNNArch(NamedTuple):
     activation: jax.Array
     dropout: jax.Array
     batch_norm: jax.Array
+    init: jax.Array
 
 
 # --------------------------------------------------------------------------
@@ -240,6 +255,11 @@ def _check_cfg(cfg: CNNConfig) -> None:
         raise ValueError(
             f"CNNConfig.activations must be distinct names from {ACTIVATION_NAMES}, got {cfg.activations!r}"
         )
+    inits = cfg.inits
+    if not isinstance(inits, tuple) or not inits or len(set(inits)) != len(inits) or any(
+            i not in INIT_SCHEMES for i in inits):
+        raise ValueError(f"CNNConfig.inits must be a non-empty tuple of distinct names from {INIT_SCHEMES}, "
+                         f"got {inits!r}")
     if cfg.max_kernel % 2 == 0:
         raise ValueError(f"CNNConfig.max_kernel must be odd ('SAME' centred kernels), got {cfg.max_kernel}")
     conv_impl(cfg.conv)
@@ -271,15 +291,18 @@ def _index(value: Any, names: Sequence[str], what: str) -> int:
     return index
 
 
-_ARCH_KEYS = {"n_blocks", "filters", "kernel", "pooling", "dense_units", "activation", "dropout", "batch_norm"}
+_ARCH_KEYS = {"n_blocks", "filters", "kernel", "pooling", "dense_units", "activation", "dropout", "batch_norm",
+              "init"}
 
 
 def _normalize_arch(arch: Mapping[str, Any], cfg: CNNConfig | None = None) -> dict[str, Any]:
     """Validates a host-side CNN architecture dict and returns a canonical copy.
 
     Canonical form: ``n_blocks`` int, ``filters`` and ``kernel`` tuples of
-    exactly ``n_blocks`` ints, ``pooling`` and ``activation`` names,
-    ``dense_units`` int, ``dropout`` float, ``batch_norm`` bool.
+    exactly ``n_blocks`` ints, ``pooling`` and ``init`` names, ``activation`` a
+    name (every layer's) or, when the layers differ, a tuple of ``n_blocks + 1``
+    names (each block's, then the dense layer's), ``dense_units`` int,
+    ``dropout`` float, ``batch_norm`` bool.
     """
     missing = {"n_blocks", "filters", "dense_units"} - set(arch)
     if missing:
@@ -314,16 +337,40 @@ def _normalize_arch(arch: Mapping[str, Any], cfg: CNNConfig | None = None) -> di
     dropout = float(arch.get("dropout", 0.0))
     if not 0.0 <= dropout < 1.0:
         raise ValueError(f"dropout={dropout} outside [0, 1)")
+    activation = arch.get("activation", "relu")
+    if isinstance(activation, (str, int, np.integer)) or np.ndim(activation) == 0:
+        activation = [activation]
+    acts = [ACTIVATION_NAMES[_index(x, ACTIVATION_NAMES, "activation")] for x in activation]
+    if len(acts) > 1 and len(acts) != n + 1:
+        raise ValueError(f"activation={list(activation)} must be one name or n_blocks + 1 = {n + 1} "
+                         "(each block's, then the dense layer's)")
     return {
         "n_blocks": n,
         "filters": tuple(filters),
         "kernel": tuple(kernel),
         "pooling": POOLINGS[_index(arch.get("pooling", "max"), POOLINGS, "pooling")],
         "dense_units": dense_units,
-        "activation": ACTIVATION_NAMES[_index(arch.get("activation", "relu"), ACTIVATION_NAMES, "activation")],
+        "activation": acts[0] if len(set(acts)) == 1 else tuple(acts),
         "dropout": dropout,
         "batch_norm": bool(arch.get("batch_norm", False)),
+        "init": INIT_SCHEMES[_index(arch.get("init", "auto"), INIT_SCHEMES, "init")],
     }
+
+
+def layer_activations(arch_python: Mapping[str, Any]) -> tuple[str, ...]:
+    """Each block's activation, then the dense layer's, of a (canonical) architecture dict.
+
+    Example:
+        >>> layer_activations(dict(n_blocks=2, filters=[3, 4], dense_units=8, activation="tanh"))
+        ('tanh', 'tanh', 'tanh')
+    """
+    act = arch_python["activation"]
+    return (act,) * (arch_python["n_blocks"] + 1) if isinstance(act, str) else tuple(act)
+
+
+def _layer_acts(arch: CNNArch, cfg: CNNConfig):
+    """i32[max_blocks + 1]: each block's activation index, then the dense layer's (traced)."""
+    return jnp.broadcast_to(jnp.asarray(arch.activation, jnp.int32).reshape(-1), (cfg.max_blocks + 1,))
 
 
 def make_cnn_arch(arch_python: Mapping[str, Any], cfg: CNNConfig) -> CNNArch:
@@ -334,7 +381,7 @@ def make_cnn_arch(arch_python: Mapping[str, Any], cfg: CNNConfig) -> CNNArch:
             ints), ``dense_units`` and optionally ``kernel`` (an odd int or one
             per block, default 3), ``pooling`` ("max" or "avg", default
             "max"), ``activation`` (default "relu"), ``dropout`` (default 0),
-            ``batch_norm`` (default False).
+            ``batch_norm`` (default False), ``init`` (a name of ``INIT_SCHEMES``, default "auto").
         cfg: the max-size shape config.
 
     Returns:
@@ -347,8 +394,12 @@ def make_cnn_arch(arch_python: Mapping[str, Any], cfg: CNNConfig) -> CNNArch:
     """
     _check_cfg(cfg)
     a = _normalize_arch(arch_python, cfg)
-    if a["activation"] not in tuple(cfg.activations):
-        raise ValueError(f"activation {a['activation']!r} not in CNNConfig.activations {tuple(cfg.activations)}")
+    acts = layer_activations(a)
+    for act in acts:
+        if act not in tuple(cfg.activations):
+            raise ValueError(f"activation {act!r} not in CNNConfig.activations {tuple(cfg.activations)}")
+    if a["init"] not in cfg.inits:
+        raise ValueError(f"init {a['init']!r} not in CNNConfig.inits {cfg.inits}")
     pad = cfg.max_blocks - a["n_blocks"]
     return CNNArch(
         n_blocks=jnp.asarray(a["n_blocks"], jnp.int32),
@@ -356,9 +407,12 @@ def make_cnn_arch(arch_python: Mapping[str, Any], cfg: CNNConfig) -> CNNArch:
         kernel=jnp.asarray(list(a["kernel"]) + [1] * pad, jnp.int32),
         pooling=jnp.asarray(POOLINGS.index(a["pooling"]), jnp.int32),
         dense_units=jnp.asarray(a["dense_units"], jnp.int32),
-        activation=jnp.asarray(ACTIVATION_NAMES.index(a["activation"]), jnp.int32),
+        # Each block's, the last one's again for inactive blocks, then the dense layer's.
+        activation=jnp.asarray([ACTIVATION_NAMES.index(x) for x in acts[:-1] + acts[-2:-1] * pad + acts[-1:]],
+                               jnp.int32),
         dropout=jnp.asarray(a["dropout"], jnp.float32),
         batch_norm=jnp.asarray(a["batch_norm"], jnp.bool_),
+        init=jnp.asarray(INIT_SCHEMES.index(a["init"]), jnp.int32),
     )
 
 
@@ -387,6 +441,8 @@ def cnn_arch_to_python(arch: CNNArch) -> dict[str, Any]:
         (5,)
     """
     kernel = [int(k) | 1 for k in np.asarray(arch.kernel).tolist()]  # even k acts as k + 1
+    n = int(np.clip(int(arch.n_blocks), 1, len(kernel)))
+    acts = np.broadcast_to(np.asarray(arch.activation).reshape(-1), (len(kernel) + 1,))
     return _normalize_arch(
         {
             "n_blocks": int(arch.n_blocks),
@@ -394,9 +450,10 @@ def cnn_arch_to_python(arch: CNNArch) -> dict[str, Any]:
             "kernel": kernel,
             "pooling": int(arch.pooling),
             "dense_units": int(arch.dense_units),
-            "activation": int(arch.activation),
+            "activation": [int(x) for x in acts[:n]] + [int(acts[-1])],
             "dropout": float(arch.dropout),
             "batch_norm": bool(arch.batch_norm),
+            "init": int(arch.init),
         }
     )
 
@@ -564,9 +621,17 @@ def init_cnn(key: jax.Array, arch: CNNArch, cfg: CNNConfig) -> dict:
     n, filters, kernel, dense = _clipped(arch, cfg)
     K, F, U, C = cfg.max_kernel, cfg.max_filters, cfg.max_dense, cfg.num_classes
     c_in = cfg.input_shape[2]
-    gain2 = _gain2(arch.activation)
+    gain2_L = _gain2(_layer_acts(arch, cfg))  # each block's, then the dense layer's
     bn_on = jnp.asarray(arch.batch_norm, jnp.bool_)
     keys = jax.random.split(key, cfg.max_blocks + 2)
+    mixed = uses_uniform(cfg.inits)
+
+    def kernel_of(k, shape, auto_gain2, fan_in, fan_out):
+        # The scheme's std times a unit draw: normal, or uniform (its own key) where the scheme asks.
+        std, uniform = init_std(arch.init, auto_gain2, fan_in, fan_out)
+        normal = unit_normal(k, shape, jnp.float32)
+        return (jnp.where(uniform, unit_uniform(jax.random.fold_in(k, 1), shape), normal) if mixed else normal) * std
+
     chan_F = jnp.arange(F)
     params, stats = {}, {}
     in_mask, in_dim, cin_active = jnp.ones((c_in,), jnp.bool_), c_in, jnp.asarray(c_in, jnp.int32)
@@ -574,7 +639,7 @@ def init_cnn(key: jax.Array, arch: CNNArch, cfg: CNNConfig) -> dict:
         out_mask = (chan_F < filters[b]) & (b < n)
         k = kernel[b] | 1
         fan_in = (k * k * cin_active).astype(jnp.float32)
-        w = unit_normal(keys[b], (K, K, in_dim, F), jnp.float32) * jnp.sqrt(gain2 / fan_in)
+        w = kernel_of(keys[b], (K, K, in_dim, F), gain2_L[b], fan_in, (k * k * filters[b]).astype(jnp.float32))
         mask = _kernel_mask(k, cfg)[:, :, None, None] & in_mask[None, None, :, None] & out_mask
         params[f"conv_{b}"] = {"kernel": jnp.where(mask, w, 0.0), "bias": jnp.zeros((F,), jnp.float32)}
         params[f"bn_{b}"] = {"scale": (out_mask & bn_on).astype(jnp.float32), "bias": jnp.zeros((F,), jnp.float32)}
@@ -588,11 +653,11 @@ def init_cnn(key: jax.Array, arch: CNNArch, cfg: CNNConfig) -> dict:
     row_ok = (rows_P < sizes_B[n - 1] * F) & (rows_P % F < last_filters)
     col_ok = jnp.arange(U) < dense
     fan_in = (sizes_B[n - 1] * last_filters).astype(jnp.float32)
-    w = unit_normal(keys[-2], (P, U), jnp.float32) * jnp.sqrt(gain2 / fan_in)
+    w = kernel_of(keys[-2], (P, U), gain2_L[-1], fan_in, dense.astype(jnp.float32))
     params["dense"] = {"kernel": jnp.where(row_ok[:, None] & col_ok, w, 0.0), "bias": jnp.zeros((U,), jnp.float32)}
     params["bn_dense"] = {"scale": (col_ok & bn_on).astype(jnp.float32), "bias": jnp.zeros((U,), jnp.float32)}
     stats["bn_dense"] = {"mean": jnp.zeros((U,), jnp.float32), "var": jnp.ones((U,), jnp.float32)}
-    w = unit_normal(keys[-1], (U, C), jnp.float32) * jnp.sqrt(OUT_GAIN2 / dense.astype(jnp.float32))
+    w = kernel_of(keys[-1], (U, C), OUT_GAIN2, dense.astype(jnp.float32), jnp.float32(C))
     params["out"] = {"kernel": jnp.where(col_ok[:, None], w, 0.0), "bias": jnp.zeros((C,), jnp.float32)}
     return {"params": params, "batch_stats": stats}
 
@@ -653,6 +718,7 @@ def apply_cnn(
     batch_norm = jnp.asarray(arch.batch_norm, jnp.bool_)
     rate = jnp.clip(jnp.asarray(arch.dropout, x_BxHxWxC.dtype), 0.0, MAX_DROPOUT)
     pooling = jnp.asarray(arch.pooling, jnp.int32)
+    acts_L, names = _layer_acts(arch, cfg), tuple(cfg.activations)
     chan_F = jnp.arange(cfg.max_filters)
     P = _head_rows(cfg)
     h = x_BxHxWxC
@@ -668,7 +734,7 @@ def apply_cnn(
             w = jnp.where(_kernel_mask(kernel[b] | 1, cfg)[:, :, None, None], conv["kernel"], 0.0)
             z = conv2d(h, w, conv["bias"], cfg.conv)
             z, new = _norm(z, bn, s, train, batch_norm & (b < n), batch_norm, True)
-            a = jnp.where(chan_F < filters[b], activate(arch.activation, z, tuple(cfg.activations)), 0.0)
+            a = jnp.where(chan_F < filters[b], activate(acts_L[b], z, names), 0.0)
             h = jnp.where(pooling == 0, _pool(a, "max"), _pool(a, "avg"))
             if train:
                 h = _dropout_maps(jax.random.fold_in(key, b), h, rate)
@@ -680,7 +746,7 @@ def apply_cnn(
             z, new = _norm(z, {q: v[:cout] for q, v in bn.items()}, {q: v[:cout] for q, v in s.items()},
                            train, batch_norm, batch_norm, True)
             new = {q: jnp.concatenate([new[q], s[q][cout:]]) for q in s}
-            a = jnp.where(chan_F[:cout] < filters[b], activate(arch.activation, z, tuple(cfg.activations)), 0.0)
+            a = jnp.where(chan_F[:cout] < filters[b], activate(acts_L[b], z, names), 0.0)
             h = lax.cond(pooling == 0, lambda a: _pool(a, "max"), lambda a: _pool(a, "avg"), a)
             if train:
                 h = _dropout_maps(jax.random.fold_in(key, b), h, rate)  # a prefix of the max-size draw
@@ -719,7 +785,7 @@ def apply_cnn(
     else:
         z = head_in_BxP @ d["kernel"] + d["bias"]
     z, new_stats["bn_dense"] = _norm(z, params["bn_dense"], stats["bn_dense"], train, batch_norm, batch_norm, False)
-    a = jnp.where(jnp.arange(cfg.max_dense) < dense, activate(arch.activation, z, tuple(cfg.activations)), 0.0)
+    a = jnp.where(jnp.arange(cfg.max_dense) < dense, activate(acts_L[-1], z, names), 0.0)
     if train:
         a = dropout(jax.random.fold_in(key, _DENSE_DROPOUT_SLOT), a, rate)
     logits_BxC = a @ params["out"]["kernel"] + params["out"]["bias"]
@@ -797,13 +863,18 @@ def init_dense_cnn(
     a = _normalize_arch(arch_python)
     _check_cfg(CNNConfig(tuple(input_shape), num_classes, a["n_blocks"], max(a["filters"]),
                          max(a["kernel"]), a["dense_units"]))
-    gain2 = INIT_GAIN2[a["activation"]]
+    gain2_L = [INIT_GAIN2[x] for x in layer_activations(a)]  # each block's, then the dense layer's
     keys = jax.random.split(key, a["n_blocks"] + 2)
+
+    def kernel_of(k, shape, auto_gain2, fan_in, fan_out):  # `init_cnn`'s draw of the real size
+        std, uniform = init_std(a["init"], auto_gain2, fan_in, fan_out)
+        return (unit_uniform(jax.random.fold_in(k, 1), shape) if uniform else unit_normal(k, shape, jnp.float32)) * std
+
     params, stats = {}, {}
     cin = int(input_shape[2])
     for b in range(a["n_blocks"]):
         f, k = a["filters"][b], a["kernel"][b]
-        w = unit_normal(keys[b], (k, k, cin, f), jnp.float32) * np.sqrt(gain2 / (k * k * cin))
+        w = kernel_of(keys[b], (k, k, cin, f), gain2_L[b], k * k * cin, k * k * f)
         params[f"conv_{b}"] = {"kernel": w, "bias": jnp.zeros((f,), jnp.float32)}
         if a["batch_norm"]:
             params[f"bn_{b}"] = {"scale": jnp.ones((f,), jnp.float32), "bias": jnp.zeros((f,), jnp.float32)}
@@ -811,12 +882,12 @@ def init_dense_cnn(
         cin = f
     hn, wn = _spatial(tuple(input_shape), a["n_blocks"])
     rows, u = hn * wn * cin, a["dense_units"]
-    w = unit_normal(keys[-2], (rows, u), jnp.float32) * np.sqrt(gain2 / rows)
+    w = kernel_of(keys[-2], (rows, u), gain2_L[-1], rows, u)
     params["dense"] = {"kernel": w, "bias": jnp.zeros((u,), jnp.float32)}
     if a["batch_norm"]:
         params["bn_dense"] = {"scale": jnp.ones((u,), jnp.float32), "bias": jnp.zeros((u,), jnp.float32)}
         stats["bn_dense"] = {"mean": jnp.zeros((u,), jnp.float32), "var": jnp.ones((u,), jnp.float32)}
-    w = unit_normal(keys[-1], (u, num_classes), jnp.float32) * np.sqrt(OUT_GAIN2 / u)
+    w = kernel_of(keys[-1], (u, num_classes), OUT_GAIN2, u, num_classes)
     params["out"] = {"kernel": w, "bias": jnp.zeros((num_classes,), jnp.float32)}
     return {"params": params, "batch_stats": stats}
 
@@ -857,7 +928,7 @@ def apply_dense_cnn(
     if x_BxHxWxC.ndim != 4:
         raise ValueError(f"x has shape {x_BxHxWxC.shape}, expected (B, H, W, C)")
     params, stats = variables["params"], variables["batch_stats"]
-    act = ACTIVATIONS[a["activation"]]
+    acts = [ACTIVATIONS[x] for x in layer_activations(a)]  # each block's, then the dense layer's
     rate = jnp.asarray(a["dropout"], x_BxHxWxC.dtype)
     h, new_stats = x_BxHxWxC, {}
 
@@ -875,14 +946,14 @@ def apply_dense_cnn(
         z = conv2d(h, params[f"conv_{b}"]["kernel"], params[f"conv_{b}"]["bias"], conv)
         if a["batch_norm"]:
             z = norm(z, f"bn_{b}", True)
-        h = _pool(act(z), a["pooling"])
+        h = _pool(acts[b](z), a["pooling"])
         if train and a["dropout"] > 0:
             h = _dropout_maps(jax.random.fold_in(key, b), h, rate)
     h = h.reshape(h.shape[0], -1)
     z = h @ params["dense"]["kernel"] + params["dense"]["bias"]
     if a["batch_norm"]:
         z = norm(z, "bn_dense", False)
-    h = act(z)
+    h = acts[-1](z)
     if train and a["dropout"] > 0:
         h = dropout(jax.random.fold_in(key, _DENSE_DROPOUT_SLOT), h, rate)
     logits = h @ params["out"]["kernel"] + params["out"]["bias"]
@@ -971,6 +1042,8 @@ def cnn_space(
     poolings: Sequence[str] | None = None,
     beta2: tuple[float, float] | None = None,
     eps: tuple[float, float] | None = None,
+    init_schemes: Sequence[str] | None = None,
+    per_layer_activation: bool = False,
 ) -> SearchSpace:
     """The convolutional search space ("cnn"), names as ``cnn_hparams`` reads them.
 
@@ -978,11 +1051,14 @@ def cnn_space(
     max_blocks == 1); ``filters_1`` .. ``filters_B`` Int(filters, log=True)
     and ``kernel_1`` .. ``kernel_B`` Choice(kernels) (Fixed if one kernel),
     block ``k``'s active when ``n_blocks >= k``; ``dense_units``
-    Int(log=True); ``activation`` Choice; ``learning_rate`` Float(log=True);
+    Int(log=True); ``activation`` Choice (or, per layer, ``activation_1`` ..
+    ``activation_B``, block ``k``'s active when ``n_blocks >= k``, and
+    ``activation_dense`` for the dense layer); ``learning_rate`` Float(log=True);
     then, only when given: ``optimizer`` Choice, ``momentum`` Float,
     ``weight_decay`` Float(log=True), ``beta2`` Float, ``eps`` Float(log=True), ``lr_decay`` Float(log=True) (final lr /
     initial lr of the cosine schedule, as in ``mlp_space``), ``dropout`` Float, ``batch_norm``
-    Choice([False, True]), ``pooling`` Choice(poolings) (of ``POOLINGS``).
+    Choice([False, True]), ``pooling`` Choice(poolings) (of ``POOLINGS``), ``init``
+    Choice(init_schemes) (of ``layers.INIT_SCHEMES``, as in ``mlp_space``).
 
     Args:
         max_blocks: most conv blocks (>= 1).
@@ -990,11 +1066,14 @@ def cnn_space(
         kernels: odd kernel sizes to choose from.
         dense_units: (lo, hi) dense-head width, log scale.
         activations: activation names (``models.ACTIVATION_NAMES``).
+        per_layer_activation: tune one activation per block and one for the dense layer.
         learning_rate: (lo, hi), log scale.
         optimizers, momentum, weight_decay, lr_decay, dropout: optional extras.
         batch_norm: add a batch-norm on/off choice.
         poolings: e.g. ("max", "avg"); None keeps max pooling.
         beta2, eps: the Adam family's ``b2`` and ``eps`` ranges, as in ``mlp_space``.
+        init_schemes: kernel initialization schemes to choose from (e.g. ``("auto", "he_uniform",
+            "glorot_normal")``); None keeps "auto" (He for rectifiers, LeCun otherwise and for the output).
 
     Returns:
         The :class:`SearchSpace`.
@@ -1039,7 +1118,15 @@ def cnn_space(
         params[f"kernel_{k}"] = (Fixed(kernels[0]) if len(kernels) == 1
                                  else named("kernels", lambda: Choice(kernels, when=when)))
     params["dense_units"] = named("dense_units", lambda: Int(*range_arg(dense_units, "dense_units"), log=True))
-    params["activation"] = named("activations", lambda: Choice(activations))
+    if not isinstance(per_layer_activation, (bool, np.bool_)):
+        raise ValueError(f"per_layer_activation must be True or False, got {per_layer_activation!r}")
+    if per_layer_activation:
+        for k in range(1, int(max_blocks) + 1):
+            params[f"activation_{k}"] = named("activations", lambda k=k: Choice(
+                activations, when=None if k == 1 else AtLeast("n_blocks", k)))
+        params["activation_dense"] = named("activations", lambda: Choice(activations))
+    else:
+        params["activation"] = named("activations", lambda: Choice(activations))
     params["learning_rate"] = named("learning_rate",
                                     lambda: Float(*range_arg(learning_rate, "learning_rate"), log=True))
     params.update(optim.optimizer_params(optimizers, momentum, weight_decay, beta2, eps))
@@ -1059,6 +1146,9 @@ def cnn_space(
     if poolings is not None:
         names(poolings, POOLINGS, "poolings")
         params["pooling"] = named("poolings", lambda: Choice(poolings))
+    if init_schemes is not None:
+        names(init_schemes, INIT_SCHEMES, "init_schemes")
+        params["init"] = named("init_schemes", lambda: Choice(init_schemes))
     return SearchSpace(params)
 
 
@@ -1080,7 +1170,7 @@ def cnn_limits(space: SearchSpace) -> dict[str, Any]:
     Example:
         >>> cnn_limits(cnn_space(max_blocks=2, filters=(4, 32), kernels=(3,), activations=("relu",)))
         {'max_blocks': 2, 'max_filters': 32, 'max_kernel': 3, 'max_dense': 256, 'activations': ('relu',), \
-'filter_buckets': (4, 8, 16, 32), 'kernels': (3,)}
+'filter_buckets': (4, 8, 16, 32), 'kernels': (3,), 'inits': ('auto',)}
     """
     blocks, filters, kernel, dense = 1, 1, 1, 1
     lo_filters, kernels = None, set()
@@ -1104,11 +1194,16 @@ def cnn_limits(space: SearchSpace) -> dict[str, Any]:
         dense = 256
     if not any(n.startswith("kernel_") for n in space.names):
         kernel = 5
-    act = space.params.get("activation")
-    activations = ("relu",) if act is None else tuple(act.options) if isinstance(act, Choice) else (act.value,)
+    init = space.params.get("init")
+    activations: dict = {}  # every activation parameter's options, in order
+    for name, p in space.params.items():
+        if name == "activation" or name.startswith("activation_"):
+            activations.update(dict.fromkeys(p.options if isinstance(p, Choice) else (p.value,)))
+    activations = tuple(activations) or ("relu",)
+    inits = ("auto",) if init is None else tuple(init.options) if isinstance(init, Choice) else (init.value,)
     return {"max_blocks": blocks, "max_filters": filters, "max_kernel": kernel | 1, "max_dense": dense,
             "activations": activations, "filter_buckets": _pow2_buckets(lo_filters or 8, filters),
-            "kernels": tuple(sorted({k | 1 for k in kernels})) if kernels else ()}
+            "kernels": tuple(sorted({k | 1 for k in kernels})) if kernels else (), "inits": inits}
 
 
 def cnn_hparams(space: SearchSpace, cfg: CNNConfig) -> Callable:
@@ -1141,9 +1236,9 @@ def cnn_hparams(space: SearchSpace, cfg: CNNConfig) -> Callable:
             ``filters_k`` / ``kernel_k`` that ``n_blocks`` never reaches or without
             every ``filters_j`` / ``kernel_j`` (j < k), or a space that does not fit `cfg`.
     """
-    known = ("n_blocks", "dense_units", "activation", "learning_rate", "optimizer", "momentum", "weight_decay",
-             "lr_decay", "dropout", "batch_norm", "pooling", *optim.ADAM_HPARAMS)
-    blocks: dict[str, dict[int, str]] = {"filters": {}, "kernel": {}}  # prefix -> k -> name
+    known = ("n_blocks", "dense_units", "activation", "activation_dense", "learning_rate", "optimizer", "momentum",
+             "weight_decay", "lr_decay", "dropout", "batch_norm", "pooling", "init", *optim.ADAM_HPARAMS)
+    blocks: dict[str, dict[int, str]] = {"filters": {}, "kernel": {}, "activation": {}}  # prefix -> k -> name
     for name in space.names:
         prefix, _, k = name.partition("_")
         if prefix in blocks and k.isdigit() and k == str(int(k)) and int(k) >= 1:
@@ -1151,7 +1246,7 @@ def cnn_hparams(space: SearchSpace, cfg: CNNConfig) -> Callable:
         elif name not in known:
             # A misspelt name would otherwise be tuned for nothing while its default trains.
             raise ValueError(f"unknown parameter {name!r} for the CNN family; it reads n_blocks, filters_1, "
-                             f"kernel_1, filters_2, kernel_2, ..., {', '.join(known[1:])}")
+                             f"kernel_1, activation_1, filters_2, ..., {', '.join(known[1:])}")
     n = space.params.get("n_blocks")
     if isinstance(n, Float) or isinstance(n, Choice) and not all(isinstance(o, (int, np.integer))
                                                                  and not isinstance(o, bool) for o in n.options):
@@ -1165,11 +1260,18 @@ def cnn_hparams(space: SearchSpace, cfg: CNNConfig) -> Callable:
             missing = [f"{prefix}_{j}" for j in range(1, k) if j not in given]
             if missing:
                 raise ValueError(f"{name} needs the blocks before it too; the space lacks {', '.join(missing)}")
+    acts = blocks["activation"]
+    if acts and "activation" in space.params:
+        raise ValueError("a space has either one activation for every block or activation_1, activation_2, ...; "
+                         "this one has both")
     _check_cfg(cfg)
     limits = cnn_limits(space)
     missing = [a for a in limits.pop("activations") if a not in tuple(cfg.activations)]
     if missing:
         raise ValueError(f"the space's activations {missing} are not in CNNConfig.activations {cfg.activations}")
+    missing = [i for i in limits.pop("inits") if i not in cfg.inits]
+    if missing:
+        raise ValueError(f"the space's init schemes {missing} are not in CNNConfig.inits {cfg.inits}")
     limits.pop("filter_buckets")  # any buckets work: a block runs at the smallest one that holds it
     unlisted = sorted(set(limits.pop("kernels")) - set(kernel_sizes(cfg)))
     if cfg.branching and unlisted:
@@ -1177,17 +1279,25 @@ def cnn_hparams(space: SearchSpace, cfg: CNNConfig) -> Callable:
     for name, limit in limits.items():
         if limit > getattr(cfg, name):
             raise ValueError(f"the space needs {name}={limit} but the CNNConfig has {getattr(cfg, name)}")
+    choices = ("activation", "activation_dense", "optimizer", "pooling", "batch_norm", "init", *acts.values())
     for name, p in space.params.items():
         if name.startswith("kernel_") and isinstance(p, Choice):
             bad = [o for o in p.options if int(o) % 2 == 0 or not 1 <= int(o) <= cfg.max_kernel]
             if bad:
                 raise ValueError(f"{name} options {bad} must be odd and in 1..{cfg.max_kernel}")
-        elif isinstance(p, Choice) and name not in ("activation", "optimizer", "pooling", "batch_norm"):
+        elif isinstance(p, Choice) and name not in choices:
             raise ValueError(f"{name} cannot be a Choice in a CNN space, got {p!r}")
-        elif name in ("activation", "optimizer", "pooling", "batch_norm") and isinstance(p, (Float, Int)):
+        elif name in choices and isinstance(p, (Float, Int)):
             raise ValueError(f"{name} must be a Choice, got {p!r}")
-    value = value_reader(space, {"activation": ACTIVATION_NAMES, "pooling": POOLINGS,
-                                 "optimizer": optim.optimizer_names(space)})
+    value = value_reader(space, {"activation": ACTIVATION_NAMES, "pooling": POOLINGS, "init": INIT_SCHEMES,
+                                 "optimizer": optim.optimizer_names(space), "activation_dense": ACTIVATION_NAMES,
+                                 **{name: ACTIVATION_NAMES for name in acts.values()}})
+    relu = ACTIVATION_NAMES.index("relu")
+    # Block k reads activation_k (a block the space leaves out: the one before it) or the activation;
+    # the dense layer reads activation_dense, else the activation.
+    block_act = {k: acts[max(j for j in acts if j <= k)] if acts else "activation"
+                 for k in range(1, cfg.max_blocks + 1)}
+    head_act = "activation_dense" if "activation_dense" in space.params else "activation"
 
     def hparams(position_D):
         v = space.decode(position_D)
@@ -1199,9 +1309,11 @@ def cnn_hparams(space: SearchSpace, cfg: CNNConfig) -> Callable:
             kernel=jnp.stack([value(v, f"kernel_{k + 1}", cfg.max_kernel) for k in range(B)]).astype(jnp.int32),
             pooling=jnp.asarray(value(v, "pooling", 0), jnp.int32),
             dense_units=jnp.clip(value(v, "dense_units", cfg.max_dense), 1, cfg.max_dense).astype(jnp.int32),
-            activation=jnp.asarray(value(v, "activation", ACTIVATION_NAMES.index("relu")), jnp.int32),
+            activation=jnp.stack([jnp.asarray(value(v, name, relu), jnp.int32)
+                                  for name in [block_act[k] for k in range(1, B + 1)] + [head_act]]),
             dropout=jnp.asarray(value(v, "dropout", 0.0), jnp.float32),
             batch_norm=jnp.asarray(value(v, "batch_norm", False), bool),
+            init=jnp.asarray(value(v, "init", 0), jnp.int32),
         )
         return arch, optim.opt_hparams(value, v)
 
@@ -1270,7 +1382,7 @@ def memory_terms(cfg: CNNConfig, batch: int, eval_batch: int) -> MemoryTerms:
     H, W, channels = (int(d) for d in cfg.input_shape)
     f = H * W * channels
     arch = CNNArch(jnp.int32(nb), jnp.full((nb,), F, jnp.int32), jnp.full((nb,), cfg.max_kernel, jnp.int32),
-                   jnp.int32(0), jnp.int32(U), jnp.int32(0), jnp.float32(0), jnp.bool_(False))
+                   jnp.int32(0), jnp.int32(U), jnp.int32(0), jnp.float32(0), jnp.bool_(False), jnp.int32(0))
     variables = jax.eval_shape(lambda k: init_cnn(k, arch, cfg), jax.random.key(0))
     maps = sum(math.prod(_spatial(cfg, k)) * F for k in range(nb))  # slot k's conv map, one row
     cols = 0  # slot k's K x K shifted copies of its input, one row (the "matmul" convolution only)
