@@ -311,15 +311,16 @@ def test_cnn_init_scheme_is_traced_and_each_member_starts_as_it_would_alone():
     keys = jax.random.split(jax.random.key(1), 48)
     swarm = jax.jit(jax.vmap(init))(keys, pos)
     schemes = [space.to_python(p)["init"] for p in pos]
+    archs = jax.jit(jax.vmap(lambda p: hparams(p)[0]))(pos)
     assert len(traces) == 1 and set(schemes) == set(INIT_SCHEMES)  # decode reaches every scheme
     for scheme in INIT_SCHEMES:
         i = schemes.index(scheme)
-        arch = cnn_arch_to_python(jax.tree.map(lambda a: a[i], jax.vmap(lambda p: hparams(p)[0])(pos)))
+        arch = cnn_arch_to_python(jax.tree.map(lambda a: a[i], archs))
         assert arch["init"] == scheme
-        alone = init_cnn(keys[i], make_cnn_arch(arch, cfg), cfg)
+        alone = _init(keys[i], make_cnn_arch(arch, cfg), cfg)
         jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b[i], rtol=1e-6, atol=0), alone, swarm)
         if scheme not in ("auto", "he_normal", "lecun_normal"):  # those two are auto's rule for some activations
-            auto = init_cnn(keys[i], make_cnn_arch({**arch, "init": "auto"}, cfg), cfg)
+            auto = _init(keys[i], make_cnn_arch({**arch, "init": "auto"}, cfg), cfg)
             assert not all(np.allclose(a, b) for a, b in zip(jax.tree.leaves(auto), jax.tree.leaves(alone)))
 
 

@@ -168,7 +168,9 @@ def _settings(**kw):
     return {**base, "epochs": 1, **kw}
 
 
-@pytest.mark.parametrize("kw", [dict(), dict(mode="warm"), dict(folds=2), dict(layout="serial", chunk_size=1)])
+@pytest.mark.parametrize("kw", [dict(),
+                                # ~22 s; warm resume: PBT's mid-bracket resume (warm mode) runs by default
+                                pytest.param(dict(mode="warm"), marks=pytest.mark.slow), dict(folds=2), dict(layout="serial", chunk_size=1)])
 def test_rounds_after_the_first_compile_nothing(digits, kw, compiles):
     """One program per study: rounds 1.. of a real study (its runner, PSO, reports) compile nothing."""
     config = tuner.StudyConfig(**_settings(rounds=4, retrain=False, **kw))
@@ -192,7 +194,9 @@ def _kill_after(k):
     return on_round
 
 
-@pytest.mark.parametrize("kw", [dict(), dict(mode="warm"),
+@pytest.mark.parametrize("kw", [dict(),
+                                # ~22 s; warm resume: PBT's mid-bracket resume (warm mode) runs by default
+                                pytest.param(dict(mode="warm"), marks=pytest.mark.slow),
                                 pytest.param(dict(patience=1, pso=dict(inertia=0.0, c1=0.0, c2=0.0)),
                                              marks=pytest.mark.slow),  # ~20 s: the patience counter's resume
                                 pytest.param(dict(mode="warm", layout="packed"), marks=pytest.mark.slow)])  # ~40 s
