@@ -168,9 +168,7 @@ def _settings(**kw):
     return {**base, "epochs": 1, **kw}
 
 
-@pytest.mark.parametrize("kw", [dict(),
-                                # ~22 s; warm resume: PBT's mid-bracket resume (warm mode) runs by default
-                                pytest.param(dict(mode="warm"), marks=pytest.mark.slow), dict(folds=2), dict(layout="serial", chunk_size=1)])
+@pytest.mark.parametrize("kw", [dict(), dict(mode="warm"), dict(folds=2), dict(layout="serial", chunk_size=1)])
 def test_rounds_after_the_first_compile_nothing(digits, kw, compiles):
     """One program per study: rounds 1.. of a real study (its runner, PSO, reports) compile nothing."""
     config = tuner.StudyConfig(**_settings(rounds=4, retrain=False, **kw))
