@@ -101,7 +101,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from jaxswarm import execute, optim, train
+from jaxswarm import execute, train
 from jaxswarm.data import load_dataset
 from jaxswarm.layouts import LAYOUT_NAMES
 from jaxswarm.layouts import auto as auto_layout
@@ -252,28 +252,17 @@ def bench_packed(space, config, data, keys, pos, F, C, archs, groups, examples=N
 
 
 def bench_sequential(space, config, data, keys, pos, F, C, archs, sample):
-    """Each configuration alone, dense at its real size, one jit each (make_dense_train's code)."""
-    hparams = mlp.decode(space, mlp.config(space, F, C))
+    """Each configuration alone, dense at its real size, one jit each (make_dense_train's program, with the
+    configuration's own batch size where the space tunes it)."""
+    dense = train.make_dense_train(space, config, F, C)
     n = data.x_train.shape[0]
-    steps_total = train.total_steps(config, n)
     idx = np.arange(len(archs)) if not sample or sample >= len(archs) else \
         np.random.default_rng(0).choice(len(archs), sample, replace=False)
     compile_s = train_s = 0.0
     mem = 0
     fitness = []
     for i in idx:
-        arch, hp = hparams(pos[i])
-        arch = mlp.arch_to_python(arch)
-        hp = jax.tree.map(np.asarray, hp)
-        opt = optim.make_optimizer((optim.optimizer_names(space)[int(hp.optimizer)],), steps_total,
-                                   optim.adam_hparams(space))
-        hp = jax.tree.map(jnp.asarray, hp._replace(optimizer=np.int32(0)))
-        init_fn = lambda k, a=arch: mlp.init_dense(k, a, F, C)
-
-        def apply_fn(v, x, tr, k, a=arch):
-            return mlp.apply_dense(v, x, a, train=tr, key=k, return_batch_stats=True)
-
-        run = jax.jit(lambda k, h, d, i_=init_fn, a_=apply_fn, o=opt: train.fit(k, i_, a_, o, h, d, config)[0])
+        run, hp = dense.program(pos[i], n)
         t0 = time.perf_counter()
         compiled = run.lower(keys[i], hp, data).compile()
         compile_s += time.perf_counter() - t0
@@ -293,6 +282,11 @@ SPACES = {  # --space
     "all": lambda: mlp_space(max_layers=3, units=(16, 256), optimizers=("sgd", "adam", "adamw", "nadam", "adadelta"),
                              beta2=(0.9, 0.9999), eps=(1e-8, 1e-4), init_schemes=INIT_SCHEMES,
                              per_layer_activation=True),
+    # "all" and each member's own batch size: a space the packed layout cannot train (auto -> masked)
+    "all_batch": lambda: mlp_space(max_layers=3, units=(16, 256),
+                                   optimizers=("sgd", "adam", "adamw", "nadam", "adadelta"), beta2=(0.9, 0.9999),
+                                   eps=(1e-8, 1e-4), init_schemes=INIT_SCHEMES, per_layer_activation=True,
+                                   batch_sizes=(32, 64, 128, 256)),
 }
 
 
@@ -315,7 +309,8 @@ def main(argv=None):
                    help="R > 0: run R-round Studies per --layout instead of the layout rows")
     p.add_argument("--space", choices=tuple(SPACES), default="plain",
                    help="plain: the default MLP space; all: plus every per-member dimension of issue 16 "
-                        "(nadam/adadelta/adamw/sgd, beta2, eps, init schemes, per-layer activations)")
+                        "(nadam/adadelta/adamw/sgd, beta2, eps, init schemes, per-layer activations); "
+                        "all_batch: all plus each member's batch size (32 64 128 256)")
     p.add_argument("--out", default=None, help="markdown results file (+ .json next to it)")
     args = p.parse_args(argv)
     sizes = parse_ints(args.sizes, "sizes")

@@ -63,7 +63,7 @@ STUDY_KEYS = ("swarm_size", "rounds", "epochs", "batch_size", "folds", "mode", "
               "pbt_perturb", "pbt_architecture")
 SPACE_KEYS = ("space", "max_layers", "units", "activations", "learning_rate", "optimizers", "momentum",
               "weight_decay", "dropout", "batch_norm", "lr_decay", "beta2", "eps", "init_schemes",
-              "per_layer_activation")
+              "per_layer_activation", "batch_sizes")
 PSO_KEYS = ("topology", "neighbors", "inertia", "c1", "c2", "constriction", "vmax", "boundary")
 DATA_KEYS = ("dataset", "data_dir", "val_fraction")
 CONFIG_SUFFIXES = (".toml", ".yaml", ".yml", ".json")
@@ -116,10 +116,14 @@ def add_space_arguments(s) -> None:
     s.add_argument("--eps", type=float, nargs=2, metavar=("LO", "HI"),
                    help="tune adam/adamw/nadam's eps, log scale  [off: 1e-8]")
     s.add_argument("--init-schemes", nargs="+", choices=INIT_SCHEMES, metavar="NAME",
-                   help=f"kernel initialization choices ({' '.join(INIT_SCHEMES)}; mlp)  "
+                   help=f"kernel initialization choices ({' '.join(INIT_SCHEMES)})  "
                         "[off: auto, He for rectifiers and LeCun otherwise]")
     s.add_argument("--per-layer-activation", action="store_const", const=True,
-                   help="tune one activation per hidden layer (activation_1, activation_2, ...; mlp)  [off: one]")
+                   help="tune one activation per hidden layer or conv block (activation_1, activation_2, ...)  "
+                        "[off: one]")
+    s.add_argument("--batch-sizes", type=int, nargs="+", metavar="B",
+                   help="batch size choices, each member its own (e.g. 32 64 128; replaces --batch-size; not with "
+                        "--batch-norm; trains on layout masked or serial)  [off: --batch-size]")
 
 
 def _add_data_arguments(g) -> None:
@@ -339,7 +343,8 @@ def settings_from_args(args: argparse.Namespace) -> dict:
         if len(inertia) not in (1, 2):
             raise InputError(f"--inertia takes one value or START END, got {inertia!r}")
         cfg["pso"]["inertia"] = inertia[0] if len(inertia) == 1 else tuple(inertia)
-    for k in ("units", "learning_rate", "momentum", "weight_decay", "dropout", "lr_decay", "beta2", "eps"):
+    for k in ("units", "learning_rate", "momentum", "weight_decay", "dropout", "lr_decay", "beta2", "eps",
+              "batch_sizes"):
         if isinstance(cfg["space"].get(k), list):
             cfg["space"][k] = tuple(cfg["space"][k])
     return cfg

@@ -79,7 +79,7 @@ import jax.numpy as jnp
 import optax
 from jax import lax
 
-from jaxswarm.space import Choice, Float, Param, SearchSpace, range_arg
+from jaxswarm.space import Choice, Fixed, Float, Param, SearchSpace, range_arg
 
 __all__ = [
     "OPTIMIZERS",
@@ -99,6 +99,7 @@ __all__ = [
     "opt_hparams",
     "optimizer_params",
     "lr_decay_param",
+    "batch_size_param",
     "ADAM_HPARAMS",
     "adam_hparams",
 ]
@@ -149,19 +150,25 @@ class SwarmOptState(NamedTuple):
             state buffers, in the order its Optax state holds them.
         rest: per name, in ``names`` order, the other leaves of its Optax
             state (step counts: scalars).
+        horizon: i32[] this member's ``total_steps`` (the schedule's length),
+            or None: the optimizer's static ``total_steps``. Members whose
+            batch sizes differ make different numbers of updates in a run
+            (`train`'s per-member ``batch_size``).
     """
 
     count: jax.Array
     slots: tuple
     rest: tuple
+    horizon: jax.Array | None = None
 
 
 class SwarmOptimizer(NamedTuple):
     """GradientTransformation-like pair whose ``init`` also takes ``OptHParams``.
 
     Attributes:
-        init: ``init(params, hp) -> opt_state``
-            (an ``optax.InjectStatefulHyperparamsState``).
+        init: ``init(params, hp, total_steps=None) -> opt_state``
+            (an ``optax.InjectStatefulHyperparamsState``); a traced
+            ``total_steps`` gives this member its own schedule length.
         update: ``update(grads, opt_state, params) -> (updates, opt_state)``.
         names: the optimizer names an index refers to.
         total_steps: the schedule's length.
@@ -221,8 +228,17 @@ def _check_names(names: Sequence[str]) -> tuple[str, ...]:
     return names
 
 
-def _schedule(total_steps: int, learning_rate, lr_decay):
-    return optax.cosine_decay_schedule(learning_rate, max(total_steps - 1, 1), alpha=lr_decay)
+def _schedule(total_steps, learning_rate, lr_decay):
+    """The cosine schedule over `total_steps` updates; `total_steps` an int, or a traced i32 (one member's own)."""
+    if isinstance(total_steps, int):
+        return optax.cosine_decay_schedule(learning_rate, max(total_steps - 1, 1), alpha=lr_decay)
+    decay_steps = jnp.maximum(total_steps - 1, 1).astype(jnp.float32)
+
+    def schedule(count):  # optax.cosine_decay_schedule's arithmetic, on a traced length
+        cosine = 0.5 * (1 + jnp.cos(jnp.pi * jnp.minimum(count, decay_steps) / decay_steps))
+        return learning_rate * ((1 - lr_decay) * cosine + lr_decay)
+
+    return schedule
 
 
 def make_optimizer(names: Sequence[str] = OPTIMIZERS, total_steps: int = 1,
@@ -258,8 +274,8 @@ def make_optimizer(names: Sequence[str] = OPTIMIZERS, total_steps: int = 1,
     def swarm_transform(optimizer, learning_rate, momentum, weight_decay, lr_decay, beta2, eps):
         adam = {n: v if n in traced else DEFAULTS[n] for n, v in (("beta2", beta2), ("eps", eps))}
 
-        def txs(count):
-            lr = _schedule(total_steps, learning_rate, lr_decay)(count)
+        def txs(count, horizon=None):
+            lr = _schedule(total_steps if horizon is None else horizon, learning_rate, lr_decay)(count)
             return [plain_optimizer(n, lr, momentum, weight_decay, **adam) for n in names]
 
         def init_fn(params):
@@ -274,7 +290,7 @@ def make_optimizer(names: Sequence[str] = OPTIMIZERS, total_steps: int = 1,
         def update_fn(grads, state, params=None):
             index = _index(optimizer, len(names))
             updates, slots, rest = [], [[s] for s in state.slots], []
-            for tx, small in zip(txs(state.count), state.rest):
+            for tx, small in zip(txs(state.count, state.horizon), state.rest):
                 spec = _split_state(jax.eval_shape(tx.init, grads), grads)[2]
                 u, new = tx.update(grads, _join_state(state.slots, small, spec), params)
                 bufs, small, _ = _split_state(new, grads)
@@ -284,16 +300,20 @@ def make_optimizer(names: Sequence[str] = OPTIMIZERS, total_steps: int = 1,
                     slots[j].append(bufs[j] if j < len(bufs) else old)
             # slots[j] = [current, then each name's proposal]: skip the current one, choose the member's.
             new_state = SwarmOptState(optax.safe_increment(state.count),
-                                      tuple(_choose(index, s[1:]) for s in slots), tuple(rest))
+                                      tuple(_choose(index, s[1:]) for s in slots), tuple(rest), state.horizon)
             return _choose(index, updates), new_state
 
         return optax.GradientTransformation(init_fn, update_fn)
 
     injected = optax.inject_hyperparams(swarm_transform)
 
-    def init(params, hp: OptHParams):
+    def init(params, hp: OptHParams, total_steps=None):
         hp = _as_arrays(hp)
-        return injected(**hp._asdict()).init(params)
+        state = injected(**hp._asdict()).init(params)
+        if total_steps is None:
+            return state
+        horizon = jnp.asarray(total_steps, jnp.int32)
+        return state._replace(inner_state=state.inner_state._replace(horizon=horizon))
 
     # update_fn of inject_hyperparams reads every numeric value from the state;
     # the values given here are placeholders that are never used.
@@ -433,8 +453,8 @@ def current_learning_rate(opt: SwarmOptimizer, opt_state) -> jax.Array:
         1.0
     """
     hp = hparams_of(opt_state)
-    count = opt_state.inner_state.count
-    return _schedule(opt.total_steps, hp.learning_rate, hp.lr_decay)(count)
+    count, horizon = opt_state.inner_state.count, opt_state.inner_state.horizon
+    return _schedule(opt.total_steps if horizon is None else horizon, hp.learning_rate, hp.lr_decay)(count)
 
 
 # --------------------------------------------------------------------------
@@ -538,6 +558,29 @@ def optimizer_params(optimizers: Sequence[str] | None, momentum: tuple[float, fl
         if arg is not None:
             params[name] = make(name, arg)
     return params
+
+
+def batch_size_param(batch_sizes: Sequence[int] | None) -> dict[str, Param]:
+    """The preset spaces' optional ``batch_size``: Choice(batch_sizes), the examples of one update
+    (each member its own, `train.fit_span`); one size is a Fixed.
+
+    Example:
+        >>> batch_size_param((32, 128))["batch_size"].options
+        (32, 128)
+    """
+    if batch_sizes is None:
+        return {}
+    try:
+        sizes = [int(b) for b in batch_sizes
+                 if not isinstance(b, (bool, str)) and int(b) == b and b >= 1]
+        ok = not isinstance(batch_sizes, str) and len(sizes) == len(batch_sizes) and sizes
+    except (TypeError, ValueError):
+        ok = False
+    if not ok:
+        raise ValueError(f"batch_sizes must be a list of integers >= 1, got {batch_sizes!r}")
+    if len(set(sizes)) != len(sizes):
+        raise ValueError(f"batch_sizes has duplicates: {list(batch_sizes)}")
+    return {"batch_size": Fixed(sizes[0]) if len(sizes) == 1 else Choice(sizes)}
 
 
 def lr_decay_param(lr_decay: tuple[float, float] | None) -> dict[str, Param]:

@@ -32,6 +32,7 @@ Example:
 
 from __future__ import annotations
 
+import math
 from typing import Any, Callable, NamedTuple
 
 import jax
@@ -41,7 +42,7 @@ import optax
 
 from jaxswarm import optim
 from jaxswarm.models import ModelFamily, family_of
-from jaxswarm.space import SearchSpace
+from jaxswarm.space import Choice, Fixed, SearchSpace, value_reader
 
 FITNESS_KINDS = ("accuracy", "loss")
 # A final validation cross-entropy beyond this counts as diverged, not only inf/NaN: chance level
@@ -57,6 +58,9 @@ class TrainConfig(NamedTuple):
     batch_size: int = 128
     fitness: str = "accuracy"  # "accuracy" (val accuracy) or "loss" (minus val loss)
     eval_batch_size: int = 2048
+    # The batch sizes a space's ``batch_size`` Choice offers (`batch_config` sets them; () when the space has
+    # none): every member then trains with its own batch size (`fit_span`), `batch_size` is unused.
+    batch_sizes: tuple[int, ...] = ()
 
 
 class Data(NamedTuple):
@@ -129,6 +133,7 @@ def fit(
     keep: jax.Array | None = None,
     shuffle_key: jax.Array | None = None,
     on_epoch: Callable | None = None,
+    batch_size: jax.Array | None = None,
 ) -> tuple[Metrics, Any]:
     """Trains one network with minibatch SGD-family updates, all inside one `lax.scan`.
 
@@ -146,25 +151,30 @@ def fit(
       on_epoch: host function `on_epoch(epoch, train_loss, val_accuracy)` called
         (through `jax.debug.callback`) after each epoch: progress for one long
         run. Leave it None under vmap, where it would fire once per member.
+      batch_size: this member's (traced) batch size, where ``config.batch_sizes``
+        offers several (`fit_span`).
 
     Returns:
       (`Metrics` for this member, its final variables).
     """
     metrics, state = fit_span(key, init_fn, apply_fn, optimizer, opt_hparams, data, config, None, 0,
-                              config.epochs, variables, keep, shuffle_key, on_epoch)
+                              config.epochs, variables, keep, shuffle_key, on_epoch, batch_size)
     return metrics, {"params": state.params, "batch_stats": state.batch_stats}
 
 
 def start_state(key: jax.Array, init_fn: Callable, optimizer: Any, opt_hparams: Any, variables: Any = None,
-                keep: jax.Array | None = None) -> TrainState:
+                keep: jax.Array | None = None, total_steps: jax.Array | None = None) -> TrainState:
     """The `TrainState` a run from `key` starts from: fresh weights (`fit`'s key derivation), a new optimizer state.
 
     With `variables` and `keep` true (warm start), the weights are `variables` instead of fresh ones.
+    `total_steps`: the member's own schedule length (traced: its batch size's `member_steps`).
     """
     fresh = init_fn(jax.random.split(key, 3)[0])  # 3: fit_span splits the same key the same way
     if variables is not None:
         fresh = jax.tree.map(lambda v, f: jnp.where(keep, v, f), variables, fresh)
-    return TrainState(fresh["params"], fresh["batch_stats"], optimizer.init(fresh["params"], opt_hparams))
+    opt_state = optimizer.init(fresh["params"], opt_hparams) if total_steps is None else \
+        optimizer.init(fresh["params"], opt_hparams, total_steps)
+    return TrainState(fresh["params"], fresh["batch_stats"], opt_state)
 
 
 @jax.jit
@@ -183,7 +193,7 @@ def restart_rows(copied: TrainState, fresh: TrainState, new_weights, new_optimiz
     statistics (their architecture changed), rows with ``new_optimizer`` a
     fresh optimizer state (their optimizer changed). Every row keeps its
     copied step count (the learning-rate schedule's place in the round) and
-    takes `fresh`'s hyperparameters, its new position's.
+    takes `fresh`'s hyperparameters and schedule length, its new position's.
     """
     def rows(mask):
         mask = jnp.asarray(mask, bool)
@@ -192,6 +202,8 @@ def restart_rows(copied: TrainState, fresh: TrainState, new_weights, new_optimiz
     weights = jax.tree.map(rows(new_weights), (copied.params, copied.batch_stats), (fresh.params, fresh.batch_stats))
     opt = jax.tree.map(rows(new_optimizer), copied.opt_state, fresh.opt_state)
     opt = optim.with_count(opt, copied.opt_state.count)
+    if opt.inner_state.horizon is not None:  # the new position's batch size: its schedule's length
+        opt = opt._replace(inner_state=opt.inner_state._replace(horizon=fresh.opt_state.inner_state.horizon))
     return TrainState(*weights, opt._replace(hyperparams=fresh.opt_state.hyperparams))
 
 
@@ -210,6 +222,7 @@ def fit_span(
     keep: jax.Array | None = None,
     shuffle_key: jax.Array | None = None,
     on_epoch: Callable | None = None,
+    batch_size: jax.Array | None = None,
 ) -> tuple[Metrics, TrainState]:
     """`fit`'s `num_epochs` epochs from epoch `start` of a run of ``config.epochs``, from `state`.
 
@@ -223,6 +236,20 @@ def fit_span(
     `start` may be traced (one program for every start); `num_epochs` is
     static. The `Metrics` curves cover the span's epochs; fitness is the
     last one's.
+
+    Per-member batch sizes (``config.batch_sizes`` not empty): a member of
+    batch size b makes ``n // b`` updates an epoch, each on the next b
+    examples of the epoch's permutation, as a network trained alone with
+    batch size b does. The examples come in chunks of g, the gcd of the
+    offered sizes (`chunk_size`), and a chunk's dropout draws from
+    ``fold_in(fold_in(epoch key, update), chunk within the update)``. With a
+    traced `batch_size` (a swarm member) a chunk is a step: its gradient adds
+    to an accumulator, and every ``b / g``-th step applies their mean (the
+    batch's mean-loss gradient), so one program serves every batch size; the
+    chunks after the epoch's last whole batch do nothing. Without one (a
+    network alone, ``config.batch_size`` its size) a batch is a step, its
+    chunks drawn side by side. The two agree to float rounding (the same sums
+    in another order).
     """
     if num_epochs < 1 or (isinstance(start, int) and not 0 <= start <= config.epochs - num_epochs):
         raise ValueError(f"a span of epochs needs 0 <= start and start + num_epochs <= {config.epochs}, "
@@ -232,14 +259,23 @@ def fit_span(
     n = data.x_train.shape[0]
     batch = min(config.batch_size, n)
     steps = n // batch
+    per_member = bool(config.batch_sizes) and batch_size is not None
+    if per_member:
+        batch_size = jnp.minimum(jnp.asarray(batch_size, jnp.int32), n)
     _, k_epochs, _ = jax.random.split(key, 3)  # the first: start_state's (and init_member's) init key
     if state is None:
-        state = start_state(key, init_fn, optimizer, opt_hparams, variables, keep)
+        state = start_state(key, init_fn, optimizer, opt_hparams, variables, keep,
+                            member_steps(config, n, batch_size) if per_member else None)
 
     def loss_fn(params, stats, x, y, k):
         logits, new_stats = apply_fn({"params": params, "batch_stats": stats}, x, True, k)
         loss = optax.softmax_cross_entropy_with_integer_labels(logits, y).mean()
         return loss, new_stats
+
+    if config.batch_sizes:
+        epoch = _chunked_epoch(loss_fn, apply_fn, optimizer, data, config, batch_size if per_member else None)
+        return _epochs(epoch, tuple(state), k_epochs, config, start, num_epochs, shuffle_key, on_epoch, apply_fn,
+                       data)
 
     def step(carry, inputs):
         params, stats, opt_state = carry
@@ -250,15 +286,25 @@ def fit_span(
         updates, opt_state = optimizer.update(grads, opt_state, params)
         return (optax.apply_updates(params, updates), stats, opt_state), loss
 
-    def epoch(carry, inputs):
-        k_drop, k_perm, e = inputs
+    def epoch(carry, k_drop, k_perm):
         idx_TxB = jax.random.permutation(k_perm, n)[: steps * batch].reshape(steps, batch)
         carry, loss_T = jax.lax.scan(step, carry, (idx_TxB, jax.random.split(k_drop, steps)))
+        return carry, loss_T.mean()
+
+    return _epochs(epoch, tuple(state), k_epochs, config, start, num_epochs, shuffle_key, on_epoch, apply_fn, data)
+
+
+def _epochs(epoch, carry, k_epochs, config, start, num_epochs, shuffle_key, on_epoch, apply_fn, data):
+    """`fit_span`'s loop over epochs: ``epoch(carry, dropout key, shuffle key) -> (carry, mean train loss)``
+    (carry ``(params, batch_stats, opt_state)``), each followed by the validation pass."""
+    def one(carry, inputs):
+        k_drop, k_perm, e = inputs
+        carry, loss = epoch(carry, k_drop, k_perm)
         params, stats, _ = carry
         acc, vloss = evaluate(apply_fn, {"params": params, "batch_stats": stats}, data, config)
         if on_epoch is not None:
-            jax.debug.callback(on_epoch, e, loss_T.mean(), acc, ordered=True)
-        return carry, (loss_T.mean(), acc, vloss)
+            jax.debug.callback(on_epoch, e, loss, acc, ordered=True)
+        return carry, (loss, acc, vloss)
 
     epoch_keys = jax.random.split(k_epochs, config.epochs)  # dropout of each epoch
     if shuffle_key is None:
@@ -267,8 +313,84 @@ def fit_span(
         shuffle_keys = jax.random.split(shuffle_key, config.epochs)
     span = lambda keys: jax.lax.dynamic_slice_in_dim(keys, start, num_epochs)
     carry, (train_loss_E, acc_E, vloss_E) = jax.lax.scan(
-        epoch, tuple(state), (span(epoch_keys), span(shuffle_keys), start + jnp.arange(num_epochs)))
+        one, carry, (span(epoch_keys), span(shuffle_keys), start + jnp.arange(num_epochs)))
     return metrics_of(train_loss_E, acc_E, vloss_E, config.fitness), TrainState(*carry)
+
+
+def _chunked_epoch(loss_fn, apply_fn, optimizer, data: Data, config: TrainConfig, batch_size):
+    """One epoch with per-member batch sizes (`fit_span`): a chunk a step for a traced `batch_size`, else a batch
+    (``config.batch_size``) a step."""
+    n = data.x_train.shape[0]
+    g = chunk_size(config.batch_sizes, n)
+    chunk_key = lambda k_drop, update, j: jax.random.fold_in(jax.random.fold_in(k_drop, update), j)
+
+    if batch_size is None:  # one network, its batch size static: a batch a step, its chunks side by side
+        batch = min(config.batch_size, n)
+        steps, k = n // batch, batch // g
+        if batch % g:
+            raise ValueError(f"batch size {batch} is not a multiple of the chunk {g} of {config.batch_sizes}")
+
+        def batch_loss(params, stats, x_BxF, y_B, keys_K):
+            one = lambda x, kk: apply_fn({"params": params, "batch_stats": stats}, x, True, kk)[0]
+            logits = jax.vmap(one)(x_BxF.reshape(k, g, -1), keys_K).reshape(batch, -1)
+            return optax.softmax_cross_entropy_with_integer_labels(logits, y_B).mean()
+
+        def epoch(carry, k_drop, k_perm):
+            def step(carry, inputs):
+                params, stats, opt_state = carry
+                idx_B, u = inputs
+                keys_K = jax.vmap(lambda j: chunk_key(k_drop, u, j))(jnp.arange(k))
+                loss, grads = jax.value_and_grad(batch_loss)(params, stats, data.x_train[idx_B], data.y_train[idx_B],
+                                                             keys_K)
+                updates, opt_state = optimizer.update(grads, opt_state, params)
+                return (optax.apply_updates(params, updates), stats, opt_state), loss
+
+            idx_UxB = jax.random.permutation(k_perm, n)[: steps * batch].reshape(steps, batch)
+            carry, loss_U = jax.lax.scan(step, carry, (idx_UxB, jnp.arange(steps)))
+            return carry, loss_U.mean()
+
+        return epoch
+
+    k = batch_size // g  # chunks per update
+    used = (n // batch_size) * k  # the chunks of the epoch's whole batches
+    chunks = max((n // min(b, n)) * (min(b, n) // g) for b in config.batch_sizes)
+
+    def epoch(carry, k_drop, k_perm):
+        def step(carry, inputs):
+            params, stats, opt_state, acc = carry
+            idx_G, c = inputs
+            (loss, _), grads = jax.value_and_grad(loss_fn, has_aux=True)(
+                params, stats, data.x_train[idx_G], data.y_train[idx_G], chunk_key(k_drop, c // k, c % k))
+            acc = jax.tree.map(jnp.add, acc, grads)
+
+            def apply(args):
+                params, opt_state, acc = args
+                mean = jax.tree.map(lambda a: a / k.astype(a.dtype), acc)
+                updates, opt_state = optimizer.update(mean, opt_state, params)
+                return optax.apply_updates(params, updates), opt_state, jax.tree.map(jnp.zeros_like, acc)
+
+            due = (c % k == k - 1) & (c < used)
+            params, opt_state, acc = jax.lax.cond(due, apply, lambda args: args, (params, opt_state, acc))
+            return (params, stats, opt_state, acc), jnp.where(c < used, loss, 0.0)
+
+        idx_CxG = jax.random.permutation(k_perm, n)[: chunks * g].reshape(chunks, g)
+        params, stats, opt_state = carry
+        zeros = jax.tree.map(jnp.zeros_like, params)
+        (params, stats, opt_state, _), loss_C = jax.lax.scan(step, (params, stats, opt_state, zeros),
+                                                             (idx_CxG, jnp.arange(chunks)))
+        return (params, stats, opt_state), loss_C.sum() / used
+
+    return epoch
+
+
+def chunk_size(batch_sizes: tuple[int, ...], n: int) -> int:
+    """The examples of one step when members' batch sizes differ: the gcd of the sizes (each capped at `n`)."""
+    return math.gcd(*(min(b, n) for b in batch_sizes))
+
+
+def member_steps(config: TrainConfig, n_train: int, batch_size) -> jax.Array:
+    """A member's updates in a run of ``config.epochs`` with (traced) `batch_size`: its schedule's length."""
+    return config.epochs * (n_train // jnp.minimum(batch_size, n_train))
 
 
 def metrics_of(train_loss_E, acc_E, vloss_E, fitness: str) -> Metrics:
@@ -323,6 +445,51 @@ def evaluate(apply_fn, variables, data: Data, config: TrainConfig):
     return correct / m, loss / m
 
 
+def batch_choices(space: SearchSpace) -> tuple[int, ...]:
+    """The batch sizes `space`'s ``batch_size`` offers, ascending (a ``Choice`` of ints, or ``Fixed``); () if none.
+
+    Example:
+        >>> batch_choices(SearchSpace({"batch_size": Choice([128, 32, 64])}))
+        (32, 64, 128)
+    """
+    p = space.params.get("batch_size")
+    if p is None:
+        return ()
+    if not isinstance(p, (Choice, Fixed)) or getattr(p, "when", None) is not None:
+        raise ValueError(f"batch_size must be an unconditional Choice of sizes (or Fixed), got {p!r}")
+    values = p.options if isinstance(p, Choice) else (p.value,)
+    if not all(isinstance(v, (int, np.integer)) and not isinstance(v, (bool, np.bool_)) and v >= 1 for v in values):
+        raise ValueError(f"batch_size options must be integers >= 1, got {list(values)}")
+    return tuple(sorted({int(v) for v in values}))
+
+
+def batch_config(space: SearchSpace, config: TrainConfig, family: ModelFamily) -> TrainConfig:
+    """`config` as `space` trains it: a ``Fixed`` (or one-option) ``batch_size`` sets ``batch_size``, a
+    ``Choice`` sets ``batch_sizes`` (each member its own, `fit_span`).
+
+    Raises ValueError where members' batch sizes would change more than their updates: batch norm (a
+    space's ``batch_norm`` that may be on) normalizes over the examples of a step, which are a chunk
+    (`chunk_size`), not the member's batch.
+    """
+    sizes = batch_choices(space)
+    if len(sizes) <= 1:
+        return config._replace(batch_size=sizes[0]) if sizes else config
+    norm = space.params.get("batch_norm")
+    if norm is not None and True in (norm.options if isinstance(norm, Choice) else (norm.value,)):
+        raise ValueError(f"a batch_size choice {list(sizes)} needs a network without batch norm (the "
+                         f"{family.name} space here has it): its statistics would come from chunks of "
+                         f"{math.gcd(*sizes)} examples, not the member's batch; fix one batch size instead")
+    return config._replace(batch_sizes=sizes)
+
+
+def batch_reader(space: SearchSpace) -> Callable | None:
+    """``position_D -> i32[]`` the member's batch size (traceable), where `space` offers several; else None."""
+    if len(batch_choices(space)) <= 1:
+        return None
+    value = value_reader(space, {})
+    return lambda position_D: value(space.decode(position_D), "batch_size", 0)
+
+
 def check_config(config: TrainConfig) -> None:
     """Raises ValueError on an unknown fitness or a non-positive loop length."""
     if config.fitness not in FITNESS_KINDS:
@@ -352,36 +519,39 @@ def make_train(
     """
     check_config(config)
     family = family_of(space) if family is None else family
+    config = batch_config(space, config, family)
     mcfg = family.config(space, in_features, num_classes, input_shape, branching)
     hparams = family.decode(space, mcfg)
     optimizers, traced = optim.optimizer_names(space), optim.adam_hparams(space)
+    batch_of = batch_reader(space)
 
     def member(position_D):
         arch, hp = hparams(position_D)
         init_fn = lambda k: family.init(k, arch, mcfg)
         apply_fn = lambda v, x, train, k: family.apply(v, x, arch, mcfg, train=train, key=k)
-        return init_fn, apply_fn, hp
+        return init_fn, apply_fn, hp, None if batch_of is None else batch_of(position_D)
 
     def train_member_warm(key, position_D, data: Data, variables, keep, shuffle_key=None):
-        init_fn, apply_fn, hp = member(position_D)
+        init_fn, apply_fn, hp, batch = member(position_D)
         opt = optim.make_optimizer(optimizers, total_steps(config, data.x_train.shape[0]), traced)
-        return fit(key, init_fn, apply_fn, opt, hp, data, config, variables, keep, shuffle_key)
+        return fit(key, init_fn, apply_fn, opt, hp, data, config, variables, keep, shuffle_key, batch_size=batch)
 
     def optimizer(n_train: int):
         return optim.make_optimizer(optimizers, total_steps(config, n_train), traced)
 
     def train_member_span(key, position_D, data: Data, state, start, num_epochs: int, shuffle_key=None):
-        init_fn, apply_fn, hp = member(position_D)
+        init_fn, apply_fn, hp, batch = member(position_D)
         return fit_span(key, init_fn, apply_fn, optimizer(data.x_train.shape[0]), hp, data, config, state, start,
-                        num_epochs, shuffle_key=shuffle_key)
+                        num_epochs, shuffle_key=shuffle_key, batch_size=batch)
 
     def start_member(key, position_D, n_train: int, variables=None, keep=None) -> TrainState:
         """The `TrainState` `train_member_span(key, ...)` starts from (same key derivation as `fit`).
 
         With `variables` and `keep` true, the member's weights are `variables` (warm mode).
         """
-        init_fn, _, hp = member(position_D)
-        return start_state(key, init_fn, optimizer(n_train), hp, variables, keep)
+        init_fn, _, hp, batch = member(position_D)
+        steps = None if batch is None else member_steps(config, n_train, batch)
+        return start_state(key, init_fn, optimizer(n_train), hp, variables, keep, steps)
 
     def train_member(key, position_D, data: Data | FoldData, shuffle_key=None) -> Metrics:
         if isinstance(data, FoldData):
@@ -485,18 +655,26 @@ def make_dense_train(
     """
     check_config(config)
     family = family_of(space) if family is None else family
+    space_config = batch_config(space, config, family)
     mcfg = family.config(space, in_features, num_classes, input_shape, False)
     hparams = family.decode(space, mcfg)
     optimizers, traced = optim.optimizer_names(space), optim.adam_hparams(space)
+    batch_of = batch_reader(space)
 
     def describe(position_D):
         arch, hp = hparams(jnp.asarray(position_D, jnp.float32))
         return family.arch_to_python(arch), jax.tree.map(np.asarray, hp)
 
+    def config_of(position_D) -> TrainConfig:
+        """The configuration's own loop: its batch size where members' differ."""
+        if batch_of is None:
+            return space_config
+        return space_config._replace(batch_size=int(batch_of(jnp.asarray(position_D, jnp.float32))))
+
     def parts(position_D, n_train: int):
         arch, hp = describe(position_D)
         optimizer = optim.make_optimizer(
-            (optimizers[int(hp.optimizer)],), total_steps=total_steps(config, n_train), traced=traced
+            (optimizers[int(hp.optimizer)],), total_steps=total_steps(config_of(position_D), n_train), traced=traced
         )
         hp = jax.tree.map(jnp.asarray, hp._replace(optimizer=np.int32(0)))
         init_fn = lambda k: family.init_dense(k, arch, mcfg)
@@ -509,6 +687,7 @@ def make_dense_train(
         `with_variables`: the jitted function returns ``(Metrics, variables)``.
         """
         init_fn, apply_fn, optimizer, hp = parts(position_D, n_train)
+        config = config_of(position_D)
 
         def run(k, h, d):
             metrics, variables = fit(k, init_fn, apply_fn, optimizer, h, d, config, on_epoch=on_epoch)
@@ -522,6 +701,7 @@ def make_dense_train(
         compile per span length). A tuner that decides between epochs whether to go on (Optuna's pruners)
         trains a span at a time and stops where it likes."""
         init_fn, apply_fn, optimizer, hp = parts(position_D, n_train)
+        config = config_of(position_D)
 
         def run(k, h, d, state, start, num_epochs):
             if state is None:

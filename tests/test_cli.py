@@ -175,16 +175,18 @@ def test_cnn_space_from_the_command_line(tmp_path):
 
 
 def test_every_hyperparameter_flag_reaches_the_study(tmp_path):
-    """beta2, eps, nadam/adadelta, init schemes and per-layer activations: tuned, recorded, retrained."""
+    """beta2, eps, nadam/adadelta, init schemes, per-layer activations and batch sizes: tuned, recorded,
+    retrained."""
     out = tmp_path / "all"
     assert cli.main(["run", "--swarm-size", "4", "--rounds", "1", "--epochs", "1", "--max-layers", "2",
                      "--units", "4", "8", "--optimizers", "nadam", "adadelta", "--beta2", "0.9", "0.99",
                      "--eps", "1e-8", "1e-4", "--init-schemes", "he_uniform", "glorot_normal",
-                     "--per-layer-activation", "--out", str(out), "--quiet"]) == 0
+                     "--per-layer-activation", "--batch-sizes", "16", "32", "--out", str(out), "--quiet"]) == 0
     rows = results.read_jsonl(out / results.EVALUATIONS)
     assert len(rows) == 4
     for row in rows:
-        assert {"activation_1", "beta2", "eps", "init", "optimizer"} <= set(row["config"])
+        assert {"activation_1", "beta2", "eps", "init", "optimizer", "batch_size"} <= set(row["config"])
+        assert row["config"]["batch_size"] in (16, 32)
         assert row["config"]["optimizer"] in ("nadam", "adadelta") and 0.9 <= row["config"]["beta2"] <= 0.99
     best = json.loads((out / results.BEST).read_text())
     assert best["hyperparameters"]["init"] in ("he_uniform", "glorot_normal")
@@ -211,7 +213,7 @@ def test_baseline_takes_every_space_flag_of_run(capsys):
     run_help, baseline_help = _help("run", capsys), _help("baseline", capsys)
     for flag in ("--space", "--max-layers", "--units", "--activations", "--learning-rate", "--optimizers",
                  "--momentum", "--weight-decay", "--dropout", "--batch-norm", "--lr-decay", "--beta2", "--eps",
-                 "--init-schemes", "--per-layer-activation"):
+                 "--init-schemes", "--per-layer-activation", "--batch-sizes"):
         assert flag in run_help and flag in baseline_help, flag
 
 

@@ -431,14 +431,15 @@ def make_plan(
 
 
 def supports(space: SearchSpace) -> bool:
-    """Whether the packed layout can train `space`: any MLP space (batch norm, dropout and k folds included).
+    """Whether the packed layout can train `space`: an MLP space (batch norm, dropout and k folds included)
+    whose members share one batch size (the packed columns step together on one batch).
 
     Example:
         >>> from jaxswarm.models import cnn_space, mlp_space
         >>> supports(mlp_space(batch_norm=True, dropout=(0.0, 0.5))), supports(cnn_space())
         (True, False)
     """
-    return family_of(space).name == "mlp"
+    return family_of(space).name == "mlp" and len(train.batch_choices(space)) <= 1
 
 
 def _names_in(space: SearchSpace, name: str, default: str) -> tuple[str, ...]:
@@ -834,9 +835,10 @@ def make_packed_train(
         `PackedTrainer`.
     """
     if not supports(space):
-        raise ValueError(f"the packed layout trains MLP spaces only, not {family_of(space).name!r}; "
-                         "use the masked or serial layout")
+        raise ValueError(f"the packed layout trains MLP spaces with one batch size for all members, not "
+                         f"this {family_of(space).name!r} space; use the masked or serial layout")
     train.check_config(config)
+    config = train.batch_config(space, config, family_of(space))
     mcfg = mlp.config(space, in_features, num_classes)
     hparams = mlp.decode(space, mcfg)
     act_names = mlp.activation_names(space)
@@ -1146,6 +1148,9 @@ def supports_study(family: ModelFamily, space: SearchSpace, config: Any) -> str 
     """Why the packed layout cannot train this study, or None."""
     if family.name != "mlp":
         return f"layout 'packed' trains MLP spaces only, not {family.name!r}; use layout 'masked' or 'serial'"
+    if len(train.batch_choices(space)) > 1:
+        return ("layout 'packed' steps every member on one batch, so its members share one batch size; "
+                "a batch_size choice trains on layout 'masked' or 'serial'")
     if getattr(config, "schedule", "none") != "none" and len(jax.devices()) > 1:
         return (f"layout 'packed' trains a schedule's rungs (schedule {config.schedule!r}) on one device only, "
                 f"not {len(jax.devices())}; use layout 'masked'")

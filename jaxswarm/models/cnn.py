@@ -1044,6 +1044,7 @@ def cnn_space(
     eps: tuple[float, float] | None = None,
     init_schemes: Sequence[str] | None = None,
     per_layer_activation: bool = False,
+    batch_sizes: Sequence[int] | None = None,
 ) -> SearchSpace:
     """The convolutional search space ("cnn"), names as ``cnn_hparams`` reads them.
 
@@ -1058,7 +1059,8 @@ def cnn_space(
     ``weight_decay`` Float(log=True), ``beta2`` Float, ``eps`` Float(log=True), ``lr_decay`` Float(log=True) (final lr /
     initial lr of the cosine schedule, as in ``mlp_space``), ``dropout`` Float, ``batch_norm``
     Choice([False, True]), ``pooling`` Choice(poolings) (of ``POOLINGS``), ``init``
-    Choice(init_schemes) (of ``layers.INIT_SCHEMES``, as in ``mlp_space``).
+    Choice(init_schemes) (of ``layers.INIT_SCHEMES``, as in ``mlp_space``), ``batch_size``
+    Choice(batch_sizes) (as in ``mlp_space``).
 
     Args:
         max_blocks: most conv blocks (>= 1).
@@ -1074,6 +1076,7 @@ def cnn_space(
         beta2, eps: the Adam family's ``b2`` and ``eps`` ranges, as in ``mlp_space``.
         init_schemes: kernel initialization schemes to choose from (e.g. ``("auto", "he_uniform",
             "glorot_normal")``); None keeps "auto" (He for rectifiers, LeCun otherwise and for the output).
+        batch_sizes: minibatch sizes to choose from, as in ``mlp_space`` (not with ``batch_norm``).
 
     Returns:
         The :class:`SearchSpace`.
@@ -1149,6 +1152,7 @@ def cnn_space(
     if init_schemes is not None:
         names(init_schemes, INIT_SCHEMES, "init_schemes")
         params["init"] = named("init_schemes", lambda: Choice(init_schemes))
+    params.update(optim.batch_size_param(batch_sizes))
     return SearchSpace(params)
 
 
@@ -1237,7 +1241,8 @@ def cnn_hparams(space: SearchSpace, cfg: CNNConfig) -> Callable:
             every ``filters_j`` / ``kernel_j`` (j < k), or a space that does not fit `cfg`.
     """
     known = ("n_blocks", "dense_units", "activation", "activation_dense", "learning_rate", "optimizer", "momentum",
-             "weight_decay", "lr_decay", "dropout", "batch_norm", "pooling", "init", *optim.ADAM_HPARAMS)
+             "weight_decay", "lr_decay", "dropout", "batch_norm", "pooling", "init", *optim.ADAM_HPARAMS,
+             "batch_size")  # batch_size: the training loop's (`train.batch_config`), not the network's
     blocks: dict[str, dict[int, str]] = {"filters": {}, "kernel": {}, "activation": {}}  # prefix -> k -> name
     for name in space.names:
         prefix, _, k = name.partition("_")
@@ -1279,7 +1284,8 @@ def cnn_hparams(space: SearchSpace, cfg: CNNConfig) -> Callable:
     for name, limit in limits.items():
         if limit > getattr(cfg, name):
             raise ValueError(f"the space needs {name}={limit} but the CNNConfig has {getattr(cfg, name)}")
-    choices = ("activation", "activation_dense", "optimizer", "pooling", "batch_norm", "init", *acts.values())
+    choices = ("activation", "activation_dense", "optimizer", "pooling", "batch_norm", "init", "batch_size",
+               *acts.values())
     for name, p in space.params.items():
         if name.startswith("kernel_") and isinstance(p, Choice):
             bad = [o for o in p.options if int(o) % 2 == 0 or not 1 <= int(o) <= cfg.max_kernel]

@@ -750,7 +750,8 @@ def mlp_space(max_layers: int = 3,
               beta2: tuple[float, float] | None = None,
               eps: tuple[float, float] | None = None,
               init_schemes: Sequence[str] | None = None,
-              per_layer_activation: bool = False) -> SearchSpace:
+              per_layer_activation: bool = False,
+              batch_sizes: Sequence[int] | None = None) -> SearchSpace:
     """The MLP search space of the original study, with optional extras.
 
     Params, in order: ``n_layers`` Int(1, max_layers) (Fixed(1) if
@@ -763,7 +764,8 @@ def mlp_space(max_layers: int = 3,
     Float(log=True), ``dropout`` Float, ``batch_norm``
     Choice([False, True]), ``lr_decay`` Float(log=True) (final learning rate
     as a fraction of the initial one, cosine schedule), ``init``
-    Choice(init_schemes) (how the kernels start, ``layers.INIT_SCHEMES``).
+    Choice(init_schemes) (how the kernels start, ``layers.INIT_SCHEMES``),
+    ``batch_size`` Choice(batch_sizes) (each member's own, `train.fit_span`).
 
     Args:
         max_layers: maximum number of hidden layers (>= 1).
@@ -784,6 +786,9 @@ def mlp_space(max_layers: int = 3,
         init_schemes: kernel initialization schemes to choose from (e.g.
             ``("he_normal", "glorot_uniform")``), or None: "auto" (He for
             rectifiers, LeCun for tanh/sigmoid and the output layer).
+        batch_sizes: minibatch sizes to choose from (e.g. ``(32, 64, 128)``),
+            or None: the study's one ``batch_size``. Not with ``batch_norm``
+            (its statistics would come from chunks of the sizes' gcd).
 
     Returns:
         The :class:`SearchSpace`.
@@ -843,6 +848,7 @@ def mlp_space(max_layers: int = 3,
         if unknown:
             raise ValueError(f"init_schemes {unknown} are not among the supported {list(INIT_SCHEMES)}")
         params["init"] = named("init_schemes", lambda: Choice(init_schemes))
+    params.update(optim.batch_size_param(batch_sizes))
     return SearchSpace(params)
 
 
@@ -923,7 +929,8 @@ def decode(space: SearchSpace, cfg: MLPConfig) -> Callable:
         (2,)
     """
     known = ("n_layers", "activation", "learning_rate", "optimizer", "momentum", "weight_decay", "dropout",
-             "batch_norm", "lr_decay", "init", *optim.ADAM_HPARAMS)
+             "batch_norm", "lr_decay", "init", *optim.ADAM_HPARAMS,
+             "batch_size")  # batch_size: the training loop's (`train.batch_config`), not the network's
     layers = {}  # k -> the name units_k
     acts = {}  # k -> the name activation_k
     for name, p in space.params.items():
