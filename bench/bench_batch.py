@@ -14,7 +14,9 @@ program each, compile timed apart from one training call):
   batch a step), for every B of ``--sizes``;
 * ``choice, all B``: the choice space, every member at batch size B (its
   chunked loop: B / g chunks an update), for every B;
-* ``choice, mixed``: the choice space, members' batch sizes as drawn.
+* ``choice, mixed``: the choice space, members' batch sizes as drawn;
+  ``choice, mixed, serial``: the same members one at a time (the serial
+  layout: a chunk's skipped update is really skipped, no vmap).
 
 ``padding x`` is a ``choice, all B`` row's train time over ``fixed B``'s:
 what making B one option among several costs (g-example steps, and the
@@ -42,8 +44,8 @@ from jaxswarm.data import load_dataset  # noqa: E402
 from jaxswarm.models import mlp_space  # noqa: E402
 
 
-def timed(trainer, keys, pos, data):
-    runner = execute.make_swarm_runner(trainer.train_member, log=None)
+def timed(trainer, keys, pos, data, chunk_size=None):
+    runner = execute.make_swarm_runner(trainer.train_member, chunk_size=chunk_size, log=None)
     t0 = time.perf_counter()
     runner.compile(keys, pos, data)
     compile_s = time.perf_counter() - t0
@@ -90,6 +92,8 @@ def main(argv=None):
         rows.append(dict(row=f"choice, all {b}", compile_s=c, train_s=t, fitness=f,
                          padding=t / rows[-1]["train_s"]))
     c, t, f = timed(train.make_train(choice, config, F, C), keys, jnp.asarray(pos), data)
+    rows.append(dict(row="choice, mixed, serial", **dict(zip(("compile_s", "train_s", "fitness"), timed(
+        train.make_train(choice, config, F, C, branching=True), keys, jnp.asarray(pos), data, chunk_size=1)))))
     drawn = [choice.to_python(q)["batch_size"] for q in pos]
     mixed = dict(row="choice, mixed", compile_s=c, train_s=t, fitness=f,
                  sizes={b: drawn.count(b) for b in args.sizes})

@@ -21,6 +21,8 @@ before):
 * ``masked``: ``train.make_train``'s member through
   ``execute.make_swarm_runner`` (max-size masked networks, one ``jit(vmap)``
   program).
+* ``serial``: the same member, ``branching``, one member at a time (the
+  serial layout: ``execute``'s runner in chunks of one).
 * ``packed``: ``layouts.packed.make_packed_train`` (shared minibatches, first
   layers packed into one matmul, tails in a few width groups).
 * ``auto``: the layout ``jaxswarm.layouts.auto.choose`` picks for a study of
@@ -110,8 +112,8 @@ from jaxswarm.models import family_of, mlp, mlp_space
 from jaxswarm.models.layers import INIT_SCHEMES
 from jaxswarm.study import Study, StudyConfig
 
-BENCH_LAYOUTS = ("masked", "packed", "auto", "sequential")  # the layout rows' names
-AUTO_RUNS = ("masked", "packed")  # what an "auto" row can run (the layouts with a row function here)
+BENCH_LAYOUTS = ("masked", "packed", "serial", "auto", "sequential")  # the layout rows' names
+AUTO_RUNS = ("masked", "packed", "serial")  # what an "auto" row can run (the layouts with a row function here)
 # A heuristic: a compile this long is a training program. Eager ops (PSO steps, key splits,
 # decodes) compile tiny programs of 5-700 ms each on the busy 2-core CPUs here, the layouts'
 # programs took 1.5-10 s even at N=4 on digits. The JSON rows' compiled_names tell them apart.
@@ -220,9 +222,10 @@ def flops_per_round(fwd_train, fwd_eval, config, data):
     return 3 * fwd_train * ex + fwd_eval * data.x_val.shape[0] * config.epochs
 
 
-def bench_masked(space, config, data, keys, pos, F, C, archs):
-    trainer = train.make_train(space, config, F, C)
-    runner = execute.make_swarm_runner(trainer.train_member, log=None)
+def bench_masked(space, config, data, keys, pos, F, C, archs, serial=False):
+    """The masked layout's program; `serial`: the serial layout's (branching members one at a time)."""
+    trainer = train.make_train(space, config, F, C, branching=serial)
+    runner = execute.make_swarm_runner(trainer.train_member, chunk_size=1 if serial else None, log=None)
     t0 = time.perf_counter()
     compiled = runner.compile(keys, pos, data)
     compile_s = time.perf_counter() - t0
@@ -380,8 +383,8 @@ def run_layouts(args, ds, space, sizes, epochs_list, layouts, peak) -> list[dict
                         continue
                 jax.clear_caches()  # every row compiles what a fresh process would
                 with CompileCounter() as counter:
-                    if run_as == "masked":
-                        r = bench_masked(space, config, data, keys, pos, F, C, archs)
+                    if run_as in ("masked", "serial"):
+                        r = bench_masked(space, config, data, keys, pos, F, C, archs, serial=run_as == "serial")
                     elif run_as == "packed":
                         r = bench_packed(space, config, data, keys, pos, F, C, archs, args.groups,
                                          examples=full_steps * args.batch * E)

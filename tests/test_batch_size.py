@@ -184,3 +184,18 @@ def test_sequential_baselines_tune_the_batch_size_and_train_each_trial_with_its_
     np.testing.assert_allclose(eight, loss(train.make_dense_train(fixed_space, CONFIG, 6, 2), fixed_space, 8),
                                rtol=1e-5, atol=1e-6)
     assert not np.allclose(eight, loss(chosen, _space(dropout=None), 32))
+
+
+def test_a_members_own_schedule_length_is_the_static_schedule_of_that_length():
+    """`optim.make_optimizer`'s traced ``total_steps`` (a member's batch size's updates) schedules the
+    learning rate exactly as an optimizer built with that static length."""
+    hp = optim.default_hparams(("adam",), learning_rate=0.1, lr_decay=0.05)
+    params = {"w": jnp.zeros(3)}
+    for steps in (1, 7, 40):
+        static = optim.make_optimizer(("adam",), steps)
+        traced = optim.make_optimizer(("adam",), 1)
+        s, t = static.init(params, hp), jax.jit(lambda p, n: traced.init(p, hp, n))(params, steps)
+        for _ in range(steps + 2):  # past the end too: the last rate holds
+            assert float(optim.current_learning_rate(static, s)) == float(optim.current_learning_rate(traced, t))
+            s = static.update(params, s, params)[1]
+            t = traced.update(params, t, params)[1]

@@ -266,6 +266,10 @@ def test_auto_picks_per_backend_and_workload():
     assert auto.choose(family_of(space), space, warm, image, 54_000, backend="cpu")[0] == "packed"
     extras = mlp_space(dropout=(0.0, 0.5), batch_norm=True)
     assert auto.choose(family_of(extras), extras, big, image, 54_000, backend="cpu")[0] == "packed"
+    batches = mlp_space(batch_sizes=(32, 128))  # packed steps one shared batch; serial skips the idle chunks
+    name, why = auto.choose(family_of(batches), batches, big, image, 54_000, backend="cpu")
+    assert name == "serial" and "one batch" in why
+    assert auto.choose(family_of(batches), batches, big, image, 54_000, backend="gpu")[0] == "masked"
     assert auto.choose(family_of(space), space, StudyConfig(swarm_size=32, rounds=10, epochs=5, folds=3), image,
                        36_000, backend="cpu")[0] == "packed"
     cnn = cnn_space()
