@@ -6,9 +6,11 @@ decoded inside the program (`SearchSpace.decode` is traceable), so depth,
 widths, activation and optimizer hyperparameters are traced arrays and moving
 particles never recompiles (DESIGN.md decision 3). `fit` is one `lax.scan`
 over epochs of `lax.scan`-ed minibatches, data and shuffling on the device
-(decision 5). A member whose loss goes NaN/inf is reported as diverged with
-the worst fitness (decision 6). The swarm axis comes from `execute` (vmap,
-sharding, chunks) as a layout chooses (`jaxswarm.layouts`).
+(decision 5); where the space tunes ``batch_size``, each member makes its own
+batch size's updates from accumulated chunks (`fit_span`). A member whose
+loss goes NaN/inf is reported as diverged with the worst fitness (decision
+6). The swarm axis comes from `execute` (vmap, sharding, chunks) as a layout
+chooses (`jaxswarm.layouts`).
 
 `make_dense_train` is the one-configuration-at-a-time counterpart (the real
 size, one jit per configuration): the sequential tuners use it, and a study

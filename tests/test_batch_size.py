@@ -133,13 +133,17 @@ def test_batch_size_choice_is_validated_and_routed():
     with pytest.raises(ValueError, match="batch norm"):
         train.make_train(sp.SearchSpace({**_space().params, "batch_norm": sp.Choice([False, True])}), CONFIG, 6, 2)
     with pytest.raises(ValueError, match="batch norm"):
-        train.make_train(cnn_space(max_blocks=1, filters=(2, 4), dense_units=(4, 8), batch_norm=True,
-                                   batch_sizes=(16, 32)), CONFIG, 64, 2, input_shape=(8, 8, 1))
+        cnn = cnn_space(max_blocks=1, filters=(2, 4), dense_units=(4, 8), batch_sizes=(16, 32))
+        train.make_train(sp.SearchSpace({**cnn.params, "batch_norm": sp.Choice([False, True])}), CONFIG, 64, 2,
+                         input_shape=(8, 8, 1))
     for bad in (sp.Int(8, 64), sp.Choice([8, 16.5]), sp.Choice([0, 8])):
         with pytest.raises(ValueError, match="batch_size"):
             train.make_train(_space(batch=bad), CONFIG, 6, 2)
     with pytest.raises(ValueError, match="batch_size"):
         mlp.mlp_space(batch_sizes=(32, 0))
+    for make in (mlp.mlp_space, cnn_space):  # at once, before any data is read
+        with pytest.raises(ValueError, match="batch_norm"):
+            make(batch_norm=True, batch_sizes=(32, 64))
     assert not packed.supports(_space()) and packed.supports(_space(batch=sp.Fixed(32)))
     assert train.batch_config(_space(batch=sp.Fixed(32)), CONFIG, train.family_of(_space())).batch_size == 32
     assert train.chunk_size((32, 48, 128), 1000) == 16 and train.chunk_size((32, 128), 20) == 20

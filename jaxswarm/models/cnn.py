@@ -1153,6 +1153,9 @@ def cnn_space(
         names(init_schemes, INIT_SCHEMES, "init_schemes")
         params["init"] = named("init_schemes", lambda: Choice(init_schemes))
     params.update(optim.batch_size_param(batch_sizes))
+    if batch_norm and isinstance(params.get("batch_size"), Choice):  # train.batch_config says why
+        raise ValueError("batch_sizes with several sizes cannot go with batch_norm: batch norm's statistics "
+                         "would come from a chunk of the sizes' gcd, not the member's batch")
     return SearchSpace(params)
 
 
