@@ -43,6 +43,9 @@ from jaxswarm import execute, train  # noqa: E402
 from jaxswarm.data import load_dataset  # noqa: E402
 from jaxswarm.models import mlp_space  # noqa: E402
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from bench_trainer import bench_sequential  # noqa: E402  (the sequential rows' code: make_dense_train's program)
+
 
 def timed(trainer, keys, pos, data, chunk_size=None):
     runner = execute.make_swarm_runner(trainer.train_member, chunk_size=chunk_size, log=None)
@@ -97,20 +100,10 @@ def main(argv=None):
     drawn = [choice.to_python(q)["batch_size"] for q in pos]
     mixed = dict(row="choice, mixed", compile_s=c, train_s=t, fitness=f,
                  sizes={b: drawn.count(b) for b in args.sizes})
-    dense = train.make_dense_train(choice, config, F, C)
-    seq_c = seq_t = 0.0
-    sample = np.random.default_rng(0).choice(S, min(args.seq_sample, S), replace=False)
-    for i in sample:
-        run, hp = dense.program(pos[i], n)
-        t0 = time.perf_counter()
-        compiled = run.lower(keys[i], hp, data).compile()
-        seq_c += time.perf_counter() - t0
-        t0 = time.perf_counter()
-        jax.block_until_ready(compiled(keys[i], hp, data))
-        seq_t += time.perf_counter() - t0
-    scale = S / len(sample)
-    mixed.update(seq_compile_s=seq_c * scale, seq_train_s=seq_t * scale,
-                 x_seq_total=(seq_c + seq_t) * scale / (c + t), x_seq_train=seq_t * scale / t)
+    archs = [train.make_dense_train(choice, config, F, C).describe(q)[0] for q in pos]
+    seq = bench_sequential(choice, config, data, keys, pos, F, C, archs, args.seq_sample)  # scaled to S
+    mixed.update(seq_compile_s=seq["compile_s"], seq_train_s=seq["train_s"],
+                 x_seq_total=(seq["compile_s"] + seq["train_s"]) / (c + t), x_seq_train=seq["train_s"] / t)
     rows.append(mixed)
     meta = dict(command="bench/bench_batch.py " + " ".join(argv if argv is not None else sys.argv[1:]),
                 date=time.strftime("%Y-%m-%dT%H:%M:%S%z"), jax=jax.__version__, devices=str(jax.devices()),
@@ -120,7 +113,7 @@ def main(argv=None):
         pad = f"{r['padding']:.2f}" if "padding" in r else ""
         lines.append(f"| {r['row']} | {r['compile_s']:.1f} | {r['train_s']:.1f} | {pad} | {r['fitness']:.3f} |")
     lines.append("")
-    lines.append(f"mixed swarm {mixed['sizes']}: sequential ({len(sample)} sampled, scaled to {S}) compile "
+    lines.append(f"mixed swarm {mixed['sizes']}: sequential ({seq['sampled']} sampled, scaled to {S}) compile "
                  f"{mixed['seq_compile_s']:.1f} s + train {mixed['seq_train_s']:.1f} s; swarm x seq (total) "
                  f"{mixed['x_seq_total']:.2f}, (train) {mixed['x_seq_train']:.2f}")
     table = "\n".join(lines)

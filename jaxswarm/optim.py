@@ -560,9 +560,10 @@ def optimizer_params(optimizers: Sequence[str] | None, momentum: tuple[float, fl
     return params
 
 
-def batch_size_param(batch_sizes: Sequence[int] | None) -> dict[str, Param]:
+def batch_size_param(batch_sizes: Sequence[int] | None, batch_norm: bool = False) -> dict[str, Param]:
     """The preset spaces' optional ``batch_size``: Choice(batch_sizes), the examples of one update
-    (each member its own, `train.fit_span`); one size is a Fixed.
+    (each member its own, `train.fit_span`); one size is a Fixed. Several sizes with `batch_norm`
+    (the space's batch-norm switch) are refused at once, as `train.batch_config` refuses them.
 
     Example:
         >>> batch_size_param((32, 128))["batch_size"].options
@@ -580,6 +581,9 @@ def batch_size_param(batch_sizes: Sequence[int] | None) -> dict[str, Param]:
         raise ValueError(f"batch_sizes must be a list of integers >= 1, got {batch_sizes!r}")
     if len(set(sizes)) != len(sizes):
         raise ValueError(f"batch_sizes has duplicates: {list(batch_sizes)}")
+    if batch_norm and len(sizes) > 1:
+        raise ValueError("batch_sizes with several sizes cannot go with batch_norm: batch norm's statistics "
+                         "would come from a chunk of the sizes' gcd, not the member's batch")
     return {"batch_size": Fixed(sizes[0]) if len(sizes) == 1 else Choice(sizes)}
 
 

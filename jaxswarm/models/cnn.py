@@ -1152,10 +1152,7 @@ def cnn_space(
     if init_schemes is not None:
         names(init_schemes, INIT_SCHEMES, "init_schemes")
         params["init"] = named("init_schemes", lambda: Choice(init_schemes))
-    params.update(optim.batch_size_param(batch_sizes))
-    if batch_norm and isinstance(params.get("batch_size"), Choice):  # train.batch_config says why
-        raise ValueError("batch_sizes with several sizes cannot go with batch_norm: batch norm's statistics "
-                         "would come from a chunk of the sizes' gcd, not the member's batch")
+    params.update(optim.batch_size_param(batch_sizes, batch_norm))
     return SearchSpace(params)
 
 

@@ -848,10 +848,7 @@ def mlp_space(max_layers: int = 3,
         if unknown:
             raise ValueError(f"init_schemes {unknown} are not among the supported {list(INIT_SCHEMES)}")
         params["init"] = named("init_schemes", lambda: Choice(init_schemes))
-    params.update(optim.batch_size_param(batch_sizes))
-    if batch_norm and isinstance(params.get("batch_size"), Choice):  # train.batch_config says why
-        raise ValueError("batch_sizes with several sizes cannot go with batch_norm: batch norm's statistics "
-                         "would come from a chunk of the sizes' gcd, not the member's batch")
+    params.update(optim.batch_size_param(batch_sizes, batch_norm))
     return SearchSpace(params)
 
 
