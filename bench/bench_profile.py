@@ -45,10 +45,10 @@ import numpy as np
 from jaxswarm import train
 from jaxswarm.data import load_dataset
 from jaxswarm.layouts import packed
-from jaxswarm.models import mlp, mlp_space
+from jaxswarm.models import mlp
 
 sys.path.insert(0, str(Path(__file__).parent))
-from bench_trainer import cut_data, random_swarm  # noqa: E402  (the trainer bench's data and draws)
+from bench_trainer import SPACES, cut_data, random_swarm  # noqa: E402  (the trainer bench's data, spaces, draws)
 
 CONTAINERS = {"while", "conditional", "call", "parameter", "get-tuple-element", "tuple", "constant", "bitcast"}
 _INSTR = re.compile(r"^\s*(?:ROOT\s+)?%?([\w.\-]+)\s*=\s*.*?\s([a-z][a-z0-9\-]*)\((.*)$")
@@ -138,11 +138,14 @@ def main(argv=None):
                    help="minibatches profiled (the training set is cut to steps x batch images, the validation "
                         "set in proportion): the profiler keeps a bounded number of events")
     p.add_argument("--top", type=int, default=15)
+    p.add_argument("--space", default="plain", choices=("plain", "all"),
+                   help="bench_trainer.py's space (all: five optimizers, beta2, eps, init schemes, per-layer "
+                        "activations)")
     p.add_argument("--out", type=Path, default=None)
     args = p.parse_args(argv)
 
     ds = load_dataset(args.dataset)
-    space = mlp_space(max_layers=3, units=(16, 256))  # as bench_trainer.py
+    space = SPACES[args.space]()  # as bench_trainer.py
     config = train.TrainConfig(epochs=1, batch_size=args.batch)
     F, C, N = ds.num_features, ds.num_classes, args.members
     data, _, full_steps = cut_data(ds, args.batch, args.steps)
@@ -180,7 +183,7 @@ def main(argv=None):
     useful_flop = 3 * useful * steps * args.batch + useful * data.x_val.shape[0]
 
     lines = [
-        f"# Packed layout, one epoch, op by op ({args.dataset}, N = {N}, batch {args.batch})",
+        f"# Packed layout, one epoch, op by op ({args.dataset}, N = {N}, batch {args.batch}, space {args.space})",
         "",
         f"Command: `python bench/bench_profile.py {' '.join(sys.argv[1:])}`",
         f"Machine: {platform.machine()}, {jax.device_count()} device(s) {jax.devices()[0].device_kind}, "

@@ -243,15 +243,26 @@ def bench_packed(space, config, data, keys, pos, F, C, archs, groups, examples=N
     # `examples`: a full round's, so a capped epoch is planned as the full one it is scaled to
     trainer = packed.make_packed_train(space, config, F, C, groups=groups, examples=examples)
     shuffle_key = jax.random.key(123)
-    t0 = time.perf_counter()
-    compiled, plan = trainer.compile(keys, pos, data, shuffle_key)
-    compile_s = time.perf_counter() - t0
-    t0 = time.perf_counter()
-    metrics = jax.block_until_ready(compiled(keys, pos, data, shuffle_key, plan.tables))
-    train_s = time.perf_counter() - t0
-    return dict(programs=1, compile_s=compile_s, train_s=train_s, mem=memory_bytes(compiled),
-                computed_fwd=packed.plan_flops(plan.shape, F, C), fitness=np.asarray(metrics.fitness),
-                plan=packed.describe_plan(plan.shape))
+    if trainer.by_batch is None:
+        parts = [(trainer, np.arange(len(archs)))]
+    else:  # a batch_size choice: each size's members in their own trainer (one program each)
+        b_N = np.asarray(jax.jit(jax.vmap(train.batch_reader(space)))(pos))
+        parts = [(t, np.flatnonzero(b_N == b)) for b, t in trainer.by_batch.items() if (b_N == b).any()]
+    compile_s = train_s = computed = mem = 0
+    fitness, plans = [], []
+    for t, idx in parts:
+        t0 = time.perf_counter()
+        compiled, plan = t.compile(keys[idx], pos[idx], data, shuffle_key)
+        compile_s += time.perf_counter() - t0
+        t0 = time.perf_counter()
+        metrics = jax.block_until_ready(compiled(keys[idx], pos[idx], data, shuffle_key, plan.tables))
+        train_s += time.perf_counter() - t0
+        mem = max(mem, memory_bytes(compiled) or 0)
+        computed += packed.plan_flops(plan.shape, F, C)
+        fitness.append(np.asarray(metrics.fitness))
+        plans.append(packed.describe_plan(plan.shape))
+    return dict(programs=len(parts), compile_s=compile_s, train_s=train_s, mem=mem, computed_fwd=computed,
+                fitness=np.concatenate(fitness), plan=" + ".join(plans))
 
 
 def bench_sequential(space, config, data, keys, pos, F, C, archs, sample):
@@ -285,7 +296,7 @@ SPACES = {  # --space
     "all": lambda: mlp_space(max_layers=3, units=(16, 256), optimizers=("sgd", "adam", "adamw", "nadam", "adadelta"),
                              beta2=(0.9, 0.9999), eps=(1e-8, 1e-4), init_schemes=INIT_SCHEMES,
                              per_layer_activation=True),
-    # "all" and each member's own batch size: a space the packed layout cannot train (auto -> masked)
+    # "all" and each member's own batch size (packed: one trainer per size)
     "all_batch": lambda: mlp_space(max_layers=3, units=(16, 256),
                                    optimizers=("sgd", "adam", "adamw", "nadam", "adadelta"), beta2=(0.9, 0.9999),
                                    eps=(1e-8, 1e-4), init_schemes=INIT_SCHEMES, per_layer_activation=True,

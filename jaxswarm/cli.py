@@ -123,7 +123,7 @@ def add_space_arguments(s) -> None:
                         "[off: one]")
     s.add_argument("--batch-sizes", type=int, nargs="+", metavar="B",
                    help="batch size choices, each member its own (e.g. 32 64 128; replaces --batch-size; not with "
-                        "--batch-norm; trains on layout masked or serial)  [off: --batch-size]")
+                        "--batch-norm)  [off: --batch-size]")
 
 
 def _add_data_arguments(g) -> None:
@@ -347,6 +347,10 @@ def settings_from_args(args: argparse.Namespace) -> dict:
               "batch_sizes"):
         if isinstance(cfg["space"].get(k), list):
             cfg["space"][k] = tuple(cfg["space"][k])
+    sizes = cfg["space"].get("batch_sizes")
+    if cfg.get("batch_size") is not None and isinstance(sizes, tuple) and len(set(sizes)) > 1:
+        raise InputError(f"--batch-size {cfg['batch_size']} and --batch-sizes {' '.join(map(str, sizes))} both "
+                         "set the minibatch: each member trains with its own from --batch-sizes; drop --batch-size")
     return cfg
 
 

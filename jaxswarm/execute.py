@@ -205,7 +205,8 @@ def estimate_memory(
     Args:
       family: the `models.ModelFamily` of the members.
       model_config: its static max-size config.
-      train_config: `train.TrainConfig` (batch_size, eval_batch_size).
+      train_config: `train.TrainConfig` (batch_size, eval_batch_size; with per-member
+        ``batch_sizes``, the largest of them: the packed layout's groups step on whole batches).
       num_particles: S.
       n_train, n_val: rows of the training and validation arrays.
       optimizers: the optimizer names whose states are alive.
@@ -226,7 +227,7 @@ def estimate_memory(
     """
     s = _positive_int(num_particles, "num_particles")
     n_train, n_val = _positive_int(n_train, "n_train"), _positive_int(n_val, "n_val")
-    b = min(train_config.batch_size, n_train)
+    b = min(max((train_config.batch_size, *train_config.batch_sizes)), n_train)
     e = min(train_config.eval_batch_size, n_val)
     terms = family.memory(model_config, b, e)
     return _assemble(terms.variables, optimizers, terms.activations, terms.eval_chunk, s, n_train, n_val, e,

@@ -309,8 +309,9 @@ class Study:
             data = train.device_data(dataset.x_train, dataset.y_train, dataset.x_val, dataset.y_val)
         self.key = jax.random.key(config.seed)
         model_config = self.family.config(space, shape.in_features, shape.num_classes, shape.input_shape, False)
-        self.memory_estimate = execute.estimate_memory(
-            self.family, model_config, self.train_config, config.swarm_size, n_train, max(n_val, 1),
+        self.memory_estimate = execute.estimate_memory(  # at the space's batch sizes, the largest a member steps on
+            self.family, model_config, train.batch_config(space, self.train_config, self.family), config.swarm_size,
+            n_train, max(n_val, 1),
             optimizers=optimizer_names(space), folds=config.folds)
         self._refuse_huge()
         self.program = self.layout.build(self.family, space, self.train_config, shape, config,

@@ -324,7 +324,6 @@ def _chunked_epoch(loss_fn, apply_fn, optimizer, data: Data, config: TrainConfig
     (``config.batch_size``) a step."""
     n = data.x_train.shape[0]
     g = chunk_size(config.batch_sizes, n)
-    chunk_key = lambda k_drop, update, j: jax.random.fold_in(jax.random.fold_in(k_drop, update), j)
 
     if batch_size is None:  # one network, its batch size static: a batch a step, its chunks side by side
         batch = min(config.batch_size, n)
@@ -383,6 +382,12 @@ def _chunked_epoch(loss_fn, apply_fn, optimizer, data: Data, config: TrainConfig
         return (params, stats, opt_state), loss_C.sum() / used
 
     return epoch
+
+
+def chunk_key(k_drop: jax.Array, update, chunk) -> jax.Array:
+    """The dropout key of chunk `chunk` of update `update` in an epoch with per-member batch sizes
+    (`fit_span`; `layouts.packed` draws its batch-size groups' masks from the same keys)."""
+    return jax.random.fold_in(jax.random.fold_in(k_drop, update), chunk)
 
 
 def chunk_size(batch_sizes: tuple[int, ...], n: int) -> int:

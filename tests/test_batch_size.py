@@ -106,6 +106,50 @@ def test_chunked_updates_are_the_plain_loop_with_that_batch_size():
         np.testing.assert_allclose(a.val_loss, b.val_loss, rtol=1e-5, atol=1e-6)
 
 
+def _packed_swarm(space):
+    sizes = (64, 16, 16, 64, 16)
+    positions = jnp.stack([_position(space, batch_size=b, units_1=3 + i, n_layers=1 + i % 2,
+                                     optimizer=("sgd", "momentum", "adam")[i % 3]) for i, b in enumerate(sizes)])
+    return sizes, positions, jax.random.split(jax.random.key(4), len(sizes)), jax.random.key(9)
+
+
+def _masked_curves(space, positions, keys, shuffle, data):
+    masked = train.make_train(space, CONFIG, 6, 2)
+    return jax.jit(jax.vmap(lambda k, p: masked.train_member(k, p, data, shuffle)))(keys, positions)
+
+
+def test_packed_trains_each_batch_size_in_its_own_program_as_the_masked_members():
+    """The packed layout trains a batch_size choice in one trainer per size, each member on batches of its
+    real size: the masked members' curves (which are the dense networks', above), dropout included, in
+    member order."""
+    space, data = _space(), _data()
+    trainer = packed.make_packed_train(space, CONFIG, 6, 2)
+    sizes, positions, keys, shuffle = _packed_swarm(space)
+    want = _masked_curves(space, positions, keys, shuffle, data)
+    got = trainer.train_swarm(keys, positions, data, shuffle)
+    np.testing.assert_allclose(got.train_loss, want.train_loss, rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(got.val_loss, want.val_loss, rtol=1e-5, atol=1e-6)
+    np.testing.assert_array_equal(got.val_accuracy, want.val_accuracy)
+    assert trainer.stats["traces"] == 2 and set(trainer.by_batch) == set(SIZES)  # 16 and 64: one program each
+    with pytest.raises(ValueError, match="by_batch"):
+        trainer.plan(positions)
+
+
+@pytest.mark.slow  # ~25 s: two more span programs; packed spans of one batch size run by default (test_schedules)
+def test_packed_batch_size_spans_make_each_members_own_updates():
+    """A schedule's spans on the packed batch-size trainers: epochs 0-1 then 2 equal the whole run, and every
+    member makes its own batch size's number of updates."""
+    space, data = _space(), _data()
+    trainer = packed.make_packed_train(space, CONFIG, 6, 2)
+    sizes, positions, keys, shuffle = _packed_swarm(space)
+    want = _masked_curves(space, positions, keys, shuffle, data)
+    states = trainer.start_states(keys, positions, N)
+    _, states = trainer.train_span(keys, positions, data, shuffle, states, 0, 2)
+    rung, states = trainer.train_span(keys, positions, data, shuffle, states, 2, 1)
+    np.testing.assert_allclose(rung.val_loss, want.val_loss, rtol=1e-5, atol=1e-6)
+    assert [int(c) for c in states.opt_state.inner_state.count] == [CONFIG.epochs * (N // b) for b in sizes]
+
+
 def test_one_program_for_every_batch_size_and_decode_reaches_each_fairly():
     space, data = _space(), _data()
     trainer = train.make_train(space, CONFIG, 6, 2)
@@ -144,7 +188,7 @@ def test_batch_size_choice_is_validated_and_routed():
     for make in (mlp.mlp_space, cnn_space):  # at once, before any data is read
         with pytest.raises(ValueError, match="batch_norm"):
             make(batch_norm=True, batch_sizes=(32, 64))
-    assert not packed.supports(_space()) and packed.supports(_space(batch=sp.Fixed(32)))
+    assert packed.supports(_space()) and not packed.supports(cnn_space(batch_sizes=(16, 32)))
     assert train.batch_config(_space(batch=sp.Fixed(32)), CONFIG, train.family_of(_space())).batch_size == 32
     assert train.chunk_size((32, 48, 128), 1000) == 16 and train.chunk_size((32, 128), 20) == 20
     space = mlp.mlp_space(max_layers=2, units=(4, 8), batch_sizes=(32, 64, 128))

@@ -133,6 +133,12 @@ def test_corrupt_idx_is_one_clear_error(tmp_path):
     _assert_clean_error(p, "ubyte", tmp_path / "o")
 
 
+def test_batch_size_beside_batch_sizes_is_one_clear_error(tmp_path, capsys):
+    assert cli.main(["run", "--batch-size", "32", "--batch-sizes", "16", "32", "--out", str(tmp_path / "o"),
+                     "--quiet"]) == 2
+    assert "drop --batch-size" in capsys.readouterr().err and not (tmp_path / "o").exists()
+
+
 def test_invalid_space_is_one_clear_error(tmp_path):
     p = _run(["run", "--units", "64", "8", "--out", str(tmp_path / "o"), "--quiet"])
     _assert_clean_error(p, "units", tmp_path / "o")
@@ -159,6 +165,7 @@ def test_resume_without_study_is_one_clear_error(tmp_path):
     assert p.returncode != 0 and "nothing to resume" in p.stderr
 
 
+@pytest.mark.slow  # ~25 s (the conv program's compile); the same flags on the MLP: test_every_hyperparameter_flag
 def test_cnn_space_from_the_command_line(tmp_path):
     out = tmp_path / "cnn"
     assert cli.main(["run", "--space", "cnn", "--swarm-size", "2", "--rounds", "1", "--epochs", "1",
@@ -169,6 +176,9 @@ def test_cnn_space_from_the_command_line(tmp_path):
     assert len(rows) == 2 and all("n_blocks" in r["config"] for r in rows)
     assert all(r["config"]["init"] in ("he_uniform", "glorot_normal") for r in rows)
     assert all("activation_1" in r["config"] and "activation_dense" in r["config"] for r in rows)
+
+
+def test_an_unknown_space_or_an_mlp_flag_on_the_cnn_is_refused(tmp_path):
     with pytest.raises(SystemExit):
         cli.main(["run", "--space", "rnn"])
     assert cli.main(["run", "--space", "cnn", "--units", "4", "8", "--out", str(tmp_path / "x"), "--quiet"]) == 2

@@ -10,7 +10,8 @@ from `LAYOUTS` by name, once, and only ever calls the program it got:
            each runs only its own branches (the CNN's layout on CPU).
   packed   MLP members share each minibatch; their first layers are one matmul
            and the deeper layers run in a few width groups (every MLP option,
-           warm mode, memory chunks and several devices).
+           warm mode, memory chunks and several devices; a batch_size
+           choice: one packed trainer per size).
 
 ``"auto"`` (the default) is not a layout but a choice among them, made once
 per study from the backend and a cost estimate (`auto.choose`); `resolve`

@@ -9,12 +9,7 @@ The rule, in order (the first that applies decides; the reason is logged once):
    kernel window and filter bucket: 2.6x faster training than masked in
    bench/results/cnn_bench.md) when the training that saves outweighs the
    serial program's longer compile (`SERIAL_COMPILE_S`), else ``masked``.
-3. An MLP space with a ``batch_size`` choice on CPU takes ``serial``: the
-   packed layout cannot train it (its members step on one shared batch), and
-   members one at a time really skip the chunks on which they make no update
-   (under vmap every member evaluates its optimizer on every chunk): 17.5 s
-   against masked's 33.7 s for 32 mixed members (bench/results/batch_cpu.md).
-4. An MLP study on CPU takes ``packed`` when the training it saves outweighs
+3. An MLP study on CPU takes ``packed`` when the training it saves outweighs
    the programs it compiles: the masked layout computes every member at its
    family's maximum size, the packed one close to its real size, and on 2
    CPU cores the arithmetic is the time (bench/results/trainer_cpu*.md).
@@ -23,7 +18,12 @@ The rule, in order (the first that applies decides; the reason is logged once):
    their shares side by side), the real FLOPs the mean over `SAMPLE`
    positions drawn from the space; the price is `PACKED_COMPILE_S` per
    program, `expected_programs(rounds)` of them (every host compiles them
-   at once). Both layouts deal the members to every device.
+   at once), times the batch sizes a ``batch_size`` choice offers (one
+   packed trainer per size). Both layouts deal the members to every device.
+4. Else an MLP space with a ``batch_size`` choice takes ``serial``: members
+   one at a time really skip the chunks on which they make no update (under
+   vmap every member evaluates its optimizer on every chunk): 17.5 s against
+   masked's 33.7 s for 32 mixed members (bench/results/batch_cpu.md).
 
 Example:
     >>> expected_programs(1), expected_programs(10)
@@ -77,7 +77,8 @@ def packed_saving(family: ModelFamily, space: SearchSpace, data_shape: DataShape
     cfg = family.config(space, data_shape.in_features, data_shape.num_classes, None, False)
     real = np.mean([mlp.useful_flops(a, cfg.in_features, cfg.num_classes) for a in _sampled_archs(family, space, cfg)])
     saved = _training_seconds(mlp.computed_flops(cfg) - real / PACKED_EFFICIENCY, config, n_train)
-    return saved, PACKED_COMPILE_S * expected_programs(config.rounds)
+    trainers = max(1, len(train.batch_choices(space)))  # one packed trainer per batch size
+    return saved, PACKED_COMPILE_S * expected_programs(config.rounds) * trainers
 
 
 def serial_saving(family: ModelFamily, space: SearchSpace, data_shape: DataShape, config: Any,
@@ -110,9 +111,6 @@ def choose(family: ModelFamily, space: SearchSpace, config: Any, data_shape: Dat
         return "masked", (f"on CPU, the serial CNN layout would save an estimated {saved:.0f}s of training "
                           f"but compile about {cost:.0f}s longer")
     why_not = packed.supports_study(family, space, config)
-    if why_not is not None and len(train.batch_choices(space)) > 1 and serial.supports(family, space, config) is None:
-        return "serial", (f"{why_not.split(';')[0]}; on CPU, members one at a time skip the chunks on which they "
-                          "make no update")
     if why_not is not None:
         return "masked", f"{why_not.split(';')[0]}"
     saved, cost = packed_saving(family, space, data_shape, config, n_train)
@@ -120,6 +118,8 @@ def choose(family: ModelFamily, space: SearchSpace, config: Any, data_shape: Dat
     if saved > cost:
         return "packed", (f"on CPU, packing members near their real size saves an estimated {saved:.0f}s of "
                           f"training for about {cost:.0f}s of compiles")
-    return "masked", (f"on CPU, packing would save an estimated {saved:.0f}s of training but cost about "
-                      f"{cost:.0f}s of compiles")
+    rejected = f"packing would save an estimated {saved:.0f}s of training but cost about {cost:.0f}s of compiles"
+    if len(train.batch_choices(space)) > 1 and serial.supports(family, space, config) is None:
+        return "serial", f"on CPU, {rejected}; members one at a time skip the chunks on which they make no update"
+    return "masked", f"on CPU, {rejected}"
 

@@ -40,7 +40,11 @@ statistics reduce over the shared minibatch, members with it off keep their
 pre-activations. Dropout draws each member's masks from its own key exactly
 as its network does (`layers.dropout`'s units-first draw, of which a first
 layer column reads its unit's row). k-fold `FoldData` trains the folds one
-after another on the same plan (`train.combine_folds` averages them). Warm
+after another on the same plan (`train.combine_folds` averages them). A
+``batch_size`` choice trains one packed trainer per size (`_by_batch_size`):
+each member steps on batches of its real size, with the shared permutation,
+and draws its dropout per chunk as `train.fit_span` does, so it follows the
+masked member (and the dense network of its size). Warm
 mode hands each member's max-size variables in and out (`_pack` / `_unpack`);
 a schedule's rung (`train_span`) hands in and out each member's whole
 `train.TrainState`, its optimizer state packed with its params
@@ -431,15 +435,15 @@ def make_plan(
 
 
 def supports(space: SearchSpace) -> bool:
-    """Whether the packed layout can train `space`: an MLP space (batch norm, dropout and k folds included)
-    whose members share one batch size (the packed columns step together on one batch).
+    """Whether the packed layout can train `space`: an MLP space (batch norm, dropout, k folds and a
+    ``batch_size`` choice included: members of one size step together on one batch, `make_packed_train`).
 
     Example:
         >>> from jaxswarm.models import cnn_space, mlp_space
         >>> supports(mlp_space(batch_norm=True, dropout=(0.0, 0.5))), supports(cnn_space())
         (True, False)
     """
-    return family_of(space).name == "mlp" and len(train.batch_choices(space)) <= 1
+    return family_of(space).name == "mlp"
 
 
 def _names_in(space: SearchSpace, name: str, default: str) -> tuple[str, ...]:
@@ -682,8 +686,19 @@ def _drop(u, h, rate):
 
 
 def _uniforms(keys, shape, dtype):
-    """One ``uniform(key, shape)`` draw per key (units first, as `layers.dropout` draws)."""
-    return jax.vmap(lambda k: jax.random.uniform(k, shape, dtype))(keys)
+    """One ``uniform(key, shape)`` draw per key (units first, as `layers.dropout` draws): keys ``[S]``, or
+    ``[S, K]`` for a batch drawn in K chunks (`train.chunk_key`), each chunk's ``shape[:-1] + (B / K,)``
+    draw side by side along the batch, as the network drawing one chunk at a time does."""
+    if keys.ndim == 1:
+        return jax.vmap(lambda k: jax.random.uniform(k, shape, dtype))(keys)
+    part = shape[:-1] + (shape[-1] // keys.shape[1],)
+    u_SxKx_ = jax.vmap(jax.vmap(lambda k: jax.random.uniform(k, part, dtype)))(keys)
+    return jnp.moveaxis(u_SxKx_, 1, -2).reshape(keys.shape[:1] + tuple(shape))
+
+
+def _fold(keys, layer: int):
+    """``fold_in(key, layer)`` of every key of `keys` (any shape)."""
+    return jax.vmap(lambda k: jax.random.fold_in(k, layer))(keys.reshape(-1)).reshape(keys.shape)
 
 
 def _forward(params, stats, x_BxF, ctx: _Context, tables: PlanTables, shape: PlanShape, act_names,
@@ -692,9 +707,10 @@ def _forward(params, stats, x_BxF, ctx: _Context, tables: PlanTables, shape: Pla
 
     ``stats`` is `_pack`'s (``{}`` without batch norm); `train` normalizes with
     batch statistics and updates the running ones, else uses the running ones.
-    ``drop_keys_S`` (train only): each member's key of this step; layer l
-    drops units with ``fold_in(key, l)`` exactly as the member's own network
-    does (a first-layer column reads row ``unit`` of its member's
+    ``drop_keys_S`` (train only): each member's key of this step (``[S]``),
+    or its keys of the step's K chunks (``[S, K]``, per-member batch sizes);
+    layer l drops units with ``fold_in(key, l)`` exactly as the member's own
+    network does (a first-layer column reads row ``unit`` of its member's
     ``[max_units, B]`` draw, the prefix property of `layers.dropout`).
     """
     first = params["first"]
@@ -705,7 +721,7 @@ def _forward(params, stats, x_BxF, ctx: _Context, tables: PlanTables, shape: Pla
         new_stats = {"first": new_first, "groups": []}
     h_PxB = jnp.where(ctx.col_valid_P[:, None], _activate_columns(ctx.col_act_P[:, None], z_PxB, act_names), 0.0)
     if drop_keys_S is not None:
-        keys_0 = jax.vmap(lambda k: jax.random.fold_in(k, 0))(drop_keys_S)
+        keys_0 = _fold(drop_keys_S, 0)
         u_SxUxB = _uniforms(keys_0, (max_units, x_BxF.shape[0]), h_PxB.dtype)
         u_PxB = u_SxUxB[jnp.maximum(tables.col_member_P, 0), tables.col_unit_P]
         h_PxB = _drop(u_PxB, h_PxB, ctx.col_rate_P[:, None])
@@ -726,7 +742,7 @@ def _forward(params, stats, x_BxF, ctx: _Context, tables: PlanTables, shape: Pla
                 layer_stats.append(new)
             h = jnp.where(masks[l][:, :, None], _activate_columns(act_KxL[:, l, None, None], z, act_names), 0.0)
             if drop_keys_S is not None:
-                keys_l = jax.vmap(lambda k: jax.random.fold_in(k, l))(drop_keys_S[m_K])
+                keys_l = _fold(drop_keys_S[m_K], l)
                 h = _drop(_uniforms(keys_l, h.shape[1:], h.dtype), h, rate_K[:, None, None])
         if stats:
             new_stats["groups"].append(layer_stats)
@@ -782,6 +798,8 @@ class PackedTrainer(NamedTuple):
             (Metrics[S], states_S)``: epochs ``start ..`` of a schedule's rung (`train.fit_span`), one device.
             One program per plan shape serves every rung it fits: the span's start and length are
             traced and the members are padded to the shape's slots.
+        by_batch: a ``batch_size`` choice's trainers, one per size (`_by_batch_size`; their `plan`,
+            `compile`, `program`, `init`, `apply` and `loss` serve that size's members); None otherwise.
     """
 
     train_swarm: Callable
@@ -797,6 +815,7 @@ class PackedTrainer(NamedTuple):
     place: Callable
     start_states: Callable
     train_span: Callable
+    by_batch: dict | None = None
 
 
 def make_packed_train(
@@ -831,14 +850,29 @@ def make_packed_train(
             own tables, and the metrics come back replicated in the members'
             order.
 
+    A space with a ``batch_size`` choice trains one packed trainer per
+    batch size (`_by_batch_size`): each member in its own size's, on batches
+    of its real size, its dropout drawn per chunk as `train.fit_span` draws it.
+
     Returns:
         `PackedTrainer`.
     """
     if not supports(space):
-        raise ValueError(f"the packed layout trains MLP spaces with one batch size for all members, not "
-                         f"this {family_of(space).name!r} space; use the masked or serial layout")
+        raise ValueError(f"the packed layout trains MLP spaces, not this {family_of(space).name!r} space; "
+                         "use the masked or serial layout")
     train.check_config(config)
     config = train.batch_config(space, config, family_of(space))
+    args = (in_features, num_classes, groups, reuse_tolerance, examples, devices)
+    if not config.batch_sizes:
+        return _make_packed(space, config, *args)
+    return _by_batch_size(space, {b: _make_packed(space, config._replace(batch_size=b), *args)
+                                  for b in config.batch_sizes})
+
+
+def _make_packed(space: SearchSpace, config: train.TrainConfig, in_features: int, num_classes: int, groups: int,
+                 reuse_tolerance: float | None, examples: int | None, devices: Sequence | None) -> PackedTrainer:
+    """`make_packed_train`'s trainer of members that share ``config.batch_size`` (``config`` as
+    `train.batch_config` left it; with ``config.batch_sizes``, its dropout draws per chunk)."""
     mcfg = mlp.config(space, in_features, num_classes)
     hparams = mlp.decode(space, mcfg)
     act_names = mlp.activation_names(space)
@@ -984,7 +1018,12 @@ def make_packed_train(
             def epoch(carry, inputs):
                 k_perm, k_drop_S = inputs
                 idx_TxB = jax.random.permutation(k_perm, n)[: steps * batch].reshape(steps, batch)
-                step_keys_TxS = jnp.swapaxes(jax.vmap(lambda k: jax.random.split(k, steps))(k_drop_S), 0, 1)
+                if config.batch_sizes:  # a batch-size group: each batch's chunks draw as `train.fit_span`'s do
+                    chunks = jnp.arange(batch // train.chunk_size(config.batch_sizes, n))
+                    step_keys_TxS = jax.vmap(lambda u: jax.vmap(lambda k: jax.vmap(
+                        lambda j: train.chunk_key(k, u, j))(chunks))(k_drop_S))(jnp.arange(steps))
+                else:
+                    step_keys_TxS = jnp.swapaxes(jax.vmap(lambda k: jax.random.split(k, steps))(k_drop_S), 0, 1)
                 carry, loss_NxT = jax.lax.scan(step, carry, (idx_TxB, step_keys_TxS))
                 acc, vloss = evaluate(carry[0], carry[1])
                 return carry, (loss_NxT.mean(0), acc, vloss)
@@ -1139,6 +1178,59 @@ def make_packed_train(
                          place, start_states, train_span)
 
 
+def _by_batch_size(space: SearchSpace, trainers: dict[int, PackedTrainer]) -> PackedTrainer:
+    """One `PackedTrainer` over `trainers` (batch size -> the trainer of members of that size): each call
+    splits the swarm by its members' batch sizes, every group trains in its own size's programs (the
+    shared shuffle key: the same permutation for all), and the results come back in the members' order."""
+    sizes = tuple(trainers)
+    read = jax.jit(jax.vmap(train.batch_reader(space)))
+    stats = {"traces": 0, "shapes": [], "compile_s": []}
+
+    def groups(positions_SxD):
+        b_S = np.asarray(read(jnp.asarray(positions_SxD, jnp.float32)))
+        return [(trainers[b], np.flatnonzero(b_S == b)) for b in sizes if (b_S == b).any()]
+
+    def each(positions_SxD, call):
+        """``call(trainer, member indices)`` for every batch size present, merged back in member order."""
+        parts = [(idx, call(t, idx)) for t, idx in groups(positions_SxD)]
+        stats["traces"] = sum(t.stats["traces"] for t in trainers.values())  # the groups' counters, summed
+        stats["shapes"] = [shape for t in trainers.values() for shape in t.stats["shapes"]]
+        stats["compile_s"] = [s for t in trainers.values() for s in t.stats["compile_s"]]
+        if len(parts) == 1:
+            return parts[0][1]
+        inverse = np.argsort(np.concatenate([idx for idx, _ in parts]))
+        return jax.tree.map(lambda *a: jnp.concatenate(a)[inverse], *(out for _, out in parts))
+
+    def train_swarm(keys_S, positions_SxD, data, shuffle_key=None, variables_S=None, keep_S=None):
+        if shuffle_key is None:  # the whole swarm's (`_make_packed`'s), whichever groups it splits into
+            shuffle_key = jax.random.fold_in(keys_S[0], 0x5EED)
+        if variables_S is None:
+            return each(positions_SxD, lambda t, i: t.train_swarm(keys_S[i], positions_SxD[i], data, shuffle_key))
+        return each(positions_SxD, lambda t, i: t.train_swarm(
+            keys_S[i], positions_SxD[i], data, shuffle_key, train.take_members(variables_S, i),
+            np.asarray(keep_S)[i]))
+
+    def start_states(keys_S, positions_SxD, n_train: int, variables=None, keep_S=None):
+        return each(positions_SxD, lambda t, i: t.start_states(
+            keys_S[i], positions_SxD[i], n_train, None if variables is None else train.take_members(variables, i),
+            None if keep_S is None else np.asarray(keep_S)[i]))
+
+    def train_span(keys_S, positions_SxD, data, shuffle_key, states_S, start, num_epochs: int):
+        return each(positions_SxD, lambda t, i: t.train_span(
+            keys_S[i], positions_SxD[i], data, shuffle_key, train.take_members(states_S, i), start, num_epochs))
+
+    def per_size(name: str) -> Callable:
+        def refuse(*args, **kwargs):
+            raise ValueError(f"this space's members train in one packed trainer per batch size {list(sizes)}; "
+                             f"call {name} on that size's, trainer.by_batch[b]")
+        return refuse
+
+    any_ = trainers[sizes[0]]
+    return PackedTrainer(train_swarm, per_size("plan"), per_size("compile"), per_size("program"),
+                         per_size("init"), per_size("apply"), per_size("loss"), stats, any_.model_config,
+                         any_.init_variables, any_.place, start_states, train_span, dict(trainers))
+
+
 # --------------------------------------------------------------------------
 # The layout record's functions (layouts/__init__.py)
 # --------------------------------------------------------------------------
@@ -1148,9 +1240,6 @@ def supports_study(family: ModelFamily, space: SearchSpace, config: Any) -> str 
     """Why the packed layout cannot train this study, or None."""
     if family.name != "mlp":
         return f"layout 'packed' trains MLP spaces only, not {family.name!r}; use layout 'masked' or 'serial'"
-    if len(train.batch_choices(space)) > 1:
-        return ("layout 'packed' steps every member on one batch, so its members share one batch size; "
-                "a batch_size choice trains on layout 'masked' or 'serial'")
     if getattr(config, "schedule", "none") != "none" and len(jax.devices()) > 1:
         return (f"layout 'packed' trains a schedule's rungs (schedule {config.schedule!r}) on one device only, "
                 f"not {len(jax.devices())}; use layout 'masked'")
