@@ -169,6 +169,7 @@ def test_init_std_matches_fan_in_of_active_inputs(key):
         assert abs(std / np.sqrt(INIT_GAIN2["tanh"] / fan_in) - 1) < 0.05, (name, std)
 
 
+@pytest.mark.slow  # ~21 s; test_masked_equals_dense covers the mixed forms member by member
 def test_vmapped_init_and_apply_equal_a_loop(key):
     archs = stack_cnn_archs(ARCHS, CFG)
     keys = jax.random.split(key, len(ARCHS))
@@ -294,6 +295,7 @@ def test_bad_inputs_raise(key):
         cnn_hparams(cnn_space(filters=(8, 64)), CFG)
 
 
+@pytest.mark.slow  # ~15 s; the MLP's init-scheme tests cover the traced choice by default
 def test_cnn_init_scheme_is_traced_and_each_member_starts_as_it_would_alone():
     """Every scheme in one init program (counted); each swarm member's variables are its own init's,
     and the scheme changes them (test_reference checks each scheme against variance_scaling)."""

@@ -188,6 +188,7 @@ def test_cnn_estimate_counts_the_max_size_network_and_grows_as_it_should():
     assert big_eval["training_peak"] == big_eval["eval_chunk"] > est["eval_chunk"]
 
 
+@pytest.mark.slow  # ~15 s; the MLP estimate against XLA runs by default
 def test_cnn_estimate_is_within_a_small_factor_of_xla(key):
     # Training-dominated; the other regime (the evaluation chunk) is
     # test_cnn_runner_chunks_under_a_memory_cap_and_matches_unchunked's.
@@ -207,6 +208,7 @@ def test_cnn_estimate_is_within_a_small_factor_of_xla(key):
     assert 0.8 <= est["total"] / ma["total"] <= 1.5, (est["total"], ma)
 
 
+@pytest.mark.slow  # ~20 s; test_chunked_equals_unchunked_and_compiles_once covers the chunked runner by default
 def test_cnn_runner_chunks_under_a_memory_cap_and_matches_unchunked(tiny_cnn, key):
     space, cfg, trainer, data = tiny_cnn
     s = 4

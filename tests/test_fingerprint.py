@@ -50,7 +50,13 @@ def test_every_case_is_pinned():
         "the set of cases changed"
 
 
-@pytest.mark.parametrize("case", fingerprint.case_names())  # one test per case: the workers share them
+# One test per case (the workers share them). The default run pins one study of each trainer path a CPU MLP
+# study takes by default (masked fresh, packed) and one baseline; the other cases (~140 s) run with -m slow.
+DEFAULT_CASES = ("mlp_fresh", "packed", "baseline_tpe")
+
+
+@pytest.mark.parametrize("case", [c if c in DEFAULT_CASES else pytest.param(c, marks=pytest.mark.slow)
+                                  for c in fingerprint.case_names()])
 def test_fingerprint_unchanged(tmp_path, case):
     expected = json.loads(fingerprint.DATA.read_text())[case]
     actual = fingerprint.compute(tmp_path, names={case})[case]

@@ -55,7 +55,7 @@ def test_exploit_copies_the_top_into_the_bottom_and_explores_inside_the_box():
     assert np.any(kept.positions[:, 1:] != positions[kept.source][:, 1:])  # the other dimensions still move
 
 
-@pytest.mark.parametrize("layout", ["masked", "packed"])
+@pytest.mark.parametrize("layout", [pytest.param("masked", marks=pytest.mark.slow), "packed"])  # ~17 s, ~22 s
 def test_a_copy_is_exact_and_a_changed_network_or_optimizer_starts_afresh(digits, layout):
     """Weights, batch statistics and optimizer state copied bitwise; new weights / optimizer state where they changed."""
     study = tuner.Study(SPACE, digits, tuner.StudyConfig(**PBT, layout=layout, pbt_architecture=True), progress=False)

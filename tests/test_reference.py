@@ -535,7 +535,8 @@ class FlaxCNN(nn.Module):
         return nn.Dense(CNN_CLASSES, name="out")(x)
 
 
-@pytest.mark.parametrize("arch,shape,impl", [(*CNN_ARCHS[0], "matmul"), (*CNN_ARCHS[1], "xla")],
+@pytest.mark.parametrize("arch,shape,impl", [pytest.param(*CNN_ARCHS[0], "matmul", marks=pytest.mark.slow),  # ~11 s
+                                             (*CNN_ARCHS[1], "xla")],
                          ids=["n2-relu-bn-max-drop-matmul", "n1-tanh-avg-xla"])
 def test_cnn_dense_matches_flax_train_and_eval_with_gradients(x64, key, arch, shape, impl):
     x, y = _data(9, (CNN_B, *shape), CNN_CLASSES)
