@@ -142,6 +142,9 @@ def main(argv=None):
                    help="bench_trainer.py's space (all: five optimizers, beta2, eps, init schemes, per-layer "
                         "activations)")
     p.add_argument("--out", type=Path, default=None)
+    p.add_argument("--unblocked", action="store_true",
+                   help="one column range for every optimizer (make_packed_train's block_optimizers=False): "
+                        "each column runs every optimizer's update and a select")
     args = p.parse_args(argv)
 
     ds = load_dataset(args.dataset)
@@ -151,7 +154,8 @@ def main(argv=None):
     data, _, full_steps = cut_data(ds, args.batch, args.steps)
     pos, keys, archs = random_swarm(space, F, C, N, args.seed)
     trainer = packed.make_packed_train(space, config, F, C, groups=args.groups,
-                                       examples=full_steps * args.batch * config.epochs)  # plan for the full epoch
+                                       examples=full_steps * args.batch * config.epochs,  # plan for the full epoch
+                                       block_optimizers=not args.unblocked)
     shuffle_key = jax.random.key(123)
     compiled, plan = trainer.compile(keys, pos, data, shuffle_key)
     instrs, comps = parse_hlo(compiled.as_text())

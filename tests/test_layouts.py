@@ -53,6 +53,27 @@ def test_ladder_up_is_monotone_and_bounds_padding():
     assert packed.ladder_up(200, cap=192) == 200 and packed.ladder_up(150, cap=192) == 192
 
 
+def test_first_layer_columns_are_blocked_by_optimizer():
+    """Several optimizers: one column block per optimizer name (an absent one gets none), each member's
+    columns inside its optimizer's block; a known shape serves a swarm only where every block fits it."""
+    archs, opts = [(1, [20]), (2, [30, 10]), (1, [16]), (2, [24, 8])], [0, 2, 2, 0]
+    p = packed.make_plan(archs, 256, 10, 64, optimizers=opts, names=3)
+    blocks = p.shape.blocks
+    assert len(blocks) == 3 and blocks[1] == 0 and sum(blocks) == p.shape.columns
+    assert blocks[0] >= 20 + 24 and blocks[2] >= 30 + 16
+    block_of = np.repeat(np.arange(3), blocks)
+    cols = np.asarray(p.tables.col_member_P)
+    for m, o in enumerate(opts):
+        assert set(block_of[cols == m]) == {o} and (cols == m).sum() == archs[m][1][0]
+    again = packed.make_plan(archs, 256, 10, 64, known=[p.shape], optimizers=opts, names=3)
+    assert again.shape == p.shape
+    moved = packed.make_plan(archs, 256, 10, 64, known=[p.shape], optimizers=[0, 1, 2, 0], names=3)
+    assert moved.shape != p.shape and moved.shape.blocks[1] >= 30  # optimizer 1's block was empty
+    plain = packed.make_plan(archs, 256, 10, 64)
+    assert plain.shape.blocks == () and packed.make_plan(
+        archs, 256, 10, 64, known=[plain.shape], optimizers=opts, names=3).shape.blocks  # not reused unblocked
+
+
 @pytest.mark.parametrize("seed", [0, 1, 2])
 def test_plan_places_every_member_once_and_tables_are_inverse(seed):
     rng = np.random.default_rng(seed)
@@ -167,7 +188,9 @@ def test_training_matches_the_masked_trainer_with_a_shared_shuffle_key(key, data
     pos = jax.random.uniform(jax.random.fold_in(key, seed), (S, space.num_dims))
     keys = jax.random.split(jax.random.fold_in(key, 10 + seed), S)
     shuffle_key = jax.random.fold_in(key, 20 + seed)
-    got = packed.make_packed_train(space, CFG, F, C, groups=3).train_swarm(keys, pos, data, shuffle_key)
+    trainer = packed.make_packed_train(space, CFG, F, C, groups=3)
+    got = trainer.train_swarm(keys, pos, data, shuffle_key)
+    assert bool(trainer.plan(pos).shape.blocks) == (len(optimizers or ()) > 1)  # blocked where several optimizers
     masked = train.make_train(space, CFG, F, C)
     want = jax.jit(jax.vmap(masked.train_member, in_axes=(0, 0, None, None)))(keys, pos, data, shuffle_key)
     depths = {a[0] for a in _archs(masked.hparams, pos)}

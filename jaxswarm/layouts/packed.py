@@ -12,6 +12,11 @@ objective (same decoding, initialization, minibatches, optimizers, loss and
   concatenated (P, the column budget, pads the sum a little). Each column
   keeps its member's activation (a per-column select) and its member's
   optimizer hyperparameters (arrays of shape [P] broadcast over the kernel).
+  With several optimizers in the space the columns come in one block per
+  optimizer (`PlanShape.blocks`), each block its own array and matmul, so a
+  block runs only its optimizer's update (`_split_first`), not every name's
+  followed by a select: a step of the five-optimizer bench space 17.0 ms
+  against 27.2 ms (bench/results/profile_packed_cpu_all*.md).
   On image inputs this layer carries ~86-88% of the useful FLOPs.
 * The rest of each network (hidden layers 2.., output layer) runs vmapped in
   a few *groups*: members of one depth whose widths, rounded up, fit the
@@ -128,6 +133,7 @@ class PlanShape(NamedTuple):
 
     columns: int  # P, the packed first layer's column budget
     groups: tuple[GroupShape, ...]
+    blocks: tuple[int, ...] = ()  # optimizer o's columns: [sum(blocks[:o]), sum(blocks[:o+1])); () unblocked
 
 
 class PlanTables(NamedTuple):
@@ -210,7 +216,8 @@ def plan_flops(shape: PlanShape, in_features: int, num_classes: int) -> int:
 
 def describe_plan(shape: PlanShape) -> str:
     """Short text of a plan shape, e.g. ``P=2304 | d1 (64,)x8 | d2 (128, 32)x4``."""
-    parts = [f"P={shape.columns}"] + [f"d{g.depth} {g.widths}x{g.capacity}" for g in shape.groups]
+    parts = [f"P={shape.columns}" + (f" {shape.blocks}" if shape.blocks else "")] + \
+        [f"d{g.depth} {g.widths}x{g.capacity}" for g in shape.groups]
     return " | ".join(parts)
 
 
@@ -271,7 +278,9 @@ def _assign(archs, groups: Sequence[GroupShape]) -> list[int] | None:
     return where
 
 
-def _tables(archs, shape: PlanShape, group_of: Sequence[int]) -> PlanTables:
+def _tables(archs, shape: PlanShape, group_of: Sequence[int], optimizers: Sequence[int] | None = None) -> PlanTables:
+    """The runtime tables of `archs` in `shape` (member m in a slot of group ``group_of[m]``); with
+    ``shape.blocks``, member m's first-layer columns lie in the block of its optimizer ``optimizers[m]``."""
     S = len(archs)
     P = shape.columns
     caps = [g.capacity for g in shape.groups]
@@ -290,19 +299,24 @@ def _tables(archs, shape: PlanShape, group_of: Sequence[int]) -> PlanTables:
     col_unit = np.zeros(P, np.int32)
     gather = np.full(R, P, np.int32)
     inverse = np.full(P, R, np.int32)
-    col, row = 0, 0
+    blocks = shape.blocks or (P,)
+    cursor = list(np.cumsum((0,) + tuple(blocks[:-1])))  # the next free column of each block
+    row = 0
     for g, gs in enumerate(shape.groups):
         for k in range(gs.capacity):
             m = slot_member[slot_base[g] + k]
             if m >= 0:
                 u0 = archs[m][1][0]
+                o = optimizers[m] if shape.blocks else 0
+                col = cursor[o]
                 col_member[col:col + u0] = m
                 col_unit[col:col + u0] = np.arange(u0)
                 gather[row:row + u0] = np.arange(col, col + u0)
                 inverse[col:col + u0] = np.arange(row, row + u0)
-                col += u0
+                cursor[o] += u0
             row += gs.widths[0]
-    assert col <= P and row == R
+    ends = np.cumsum(blocks)
+    assert all(c <= e for c, e in zip(cursor, ends)) and row == R
     return PlanTables(col_member, col_unit, gather, inverse, slot_member, member_slot)
 
 
@@ -348,6 +362,8 @@ def make_plan(
     switch_cost: float | None = None,
     free_merge: float | None = None,
     parts: int = 1,
+    optimizers: Sequence[int] | None = None,
+    names: int = 1,
 ) -> Plan:
     """Places a swarm's architectures into a packed plan (host side, numpy).
 
@@ -371,6 +387,10 @@ def make_plan(
         parts: devices the members are dealt to (`len(archs)` a multiple of
             it): one shape that every device's members fit, each device its
             own tables.
+        optimizers, names: each member's optimizer index (of `names`
+            optimizers); with ``names > 1`` the first layer's columns are
+            blocked by optimizer (``PlanShape.blocks``, each block's budget on
+            the ladder), so each optimizer updates only its own columns.
 
     Returns:
         `Plan` (static shape + runtime tables). With ``parts > 1`` every table
@@ -397,19 +417,31 @@ def make_plan(
     part_archs = [[archs[m] for m in order[p * n:(p + 1) * n]] for p in range(parts)]
     need = max(sum(a[1][0] for a in part) for part in part_archs)
     merge = 0.01 * need * in_features if free_merge is None else free_merge
+    blocked = names > 1 and optimizers is not None
+    if blocked:
+        part_opts = [[int(optimizers[m]) for m in order[p * n:(p + 1) * n]] for p in range(parts)]
+        need_o = [max(sum(a[1][0] for a, o in zip(part, opts) if o == i) for part, opts in zip(part_archs, part_opts))
+                  for i in range(names)]
 
     def placed(shape):
         wheres = [_assign(part, shape.groups) for part in part_archs]
         return None if any(w is None for w in wheres) else wheres
 
-    columns = ladder_up(math.ceil(need * (1 + headroom / 2)), steps_per_octave=8)
+    def columns_fit(shape):
+        if not blocked:
+            return not shape.blocks and shape.columns >= need
+        return len(shape.blocks) == names and all(b >= u for b, u in zip(shape.blocks, need_o))
+
+    room = lambda u: ladder_up(math.ceil(u * (1 + headroom / 2)), steps_per_octave=8) if u else 0
+    blocks = tuple(room(u) for u in need_o) if blocked else ()
+    columns = sum(blocks) if blocked else room(need)
     fresh = PlanShape(columns, tuple(
         _fresh_groups(archs, groups, max_units, num_classes, merge, headroom) if parts == 1
-        else _shared_groups(archs, part_archs, groups, max_units, num_classes, merge, headroom)))
+        else _shared_groups(archs, part_archs, groups, max_units, num_classes, merge, headroom)), blocks)
     fresh_cost = _shape_cost(fresh, in_features, num_classes)
     best = None
     for shape in known:
-        if shape.columns < need:
+        if not columns_fit(shape):
             continue
         c = _shape_cost(shape, in_features, num_classes)
         limit = reuse_tolerance * fresh_cost if switch_cost is None else fresh_cost + switch_cost
@@ -423,7 +455,8 @@ def make_plan(
         assert wheres is not None, "a fresh plan always fits"
         best = (fresh_cost, fresh, wheres)
     _, shape, wheres = best
-    tables = [_tables(part, shape, w) for part, w in zip(part_archs, wheres)]
+    opts_of = part_opts if blocked else [None] * parts
+    tables = [_tables(part, shape, w, opts) for part, w, opts in zip(part_archs, wheres, opts_of)]
     if parts == 1:
         return Plan(shape, tables[0])
     return Plan(shape, PlanTables(*(np.stack(t) for t in zip(*tables))), order)
@@ -624,6 +657,44 @@ def _unpack_opt(opt_S, packed: dict, start_S: dict, stats: dict, tables: PlanTab
     return _with_slots(opt_S, slots, count)
 
 
+def _columns(tree, start: int, width: int):
+    """Columns ``start .. start + width - 1`` of every leaf (its last axis)."""
+    return jax.tree.map(lambda a: jax.lax.slice_in_dim(a, start, start + width, axis=a.ndim - 1), tree)
+
+
+def _split_first(first: dict, state, singles: Sequence, blocks: tuple[int, ...]) -> tuple[list, list]:
+    """The packed first layer and its all-names optimizer state -> one ``(params, state)`` per optimizer block
+    (`PlanShape.blocks`), block o's state that of ``singles[o]`` (`optim.make_optimizer` of name o alone).
+
+    Block o keeps the first shared buffers its optimizer uses and name o's other leaves: the state the
+    all-names optimizer would read for those columns (`_join_first` puts them back).
+    """
+    inner, params, states = state.inner_state, [], []
+    for o, (s, w) in enumerate(zip(np.cumsum((0,) + tuple(blocks[:-1])), blocks)):
+        part = lambda tree, s=int(s), w=int(w): _columns(tree, s, w)
+        hp = part(dict(state.hyperparams))
+        own = len(jax.eval_shape(singles[o].init, part(first), optim.OptHParams(**hp)).inner_state.slots)
+        params.append(part(first))
+        states.append(state._replace(hyperparams=hp, inner_state=inner._replace(
+            slots=tuple(part(b) for b in inner.slots[:own]), rest=(inner.rest[o],))))
+    return params, states
+
+
+def _join_first(params: list, states: list, state, blocks: tuple[int, ...]) -> tuple[dict, Any]:
+    """`_split_first`'s inverse: the blocks' params and states -> the packed first layer and its all-names
+    state (`state`, as the split took it, gives the buffers a block's optimizer does not keep)."""
+    inner, slots = state.inner_state, [[] for _ in state.inner_state.slots]
+    for s, w, block in zip(np.cumsum((0,) + tuple(blocks[:-1])), blocks, states):
+        own = len(block.inner_state.slots)
+        for j, old in enumerate(inner.slots):
+            slots[j].append(block.inner_state.slots[j] if j < own else _columns(old, int(s), int(w)))
+    join = lambda *xs: jnp.concatenate(xs, axis=-1)
+    last = states[-1]
+    return jax.tree.map(join, *params), state._replace(count=last.count, inner_state=inner._replace(
+        count=last.inner_state.count, slots=tuple(jax.tree.map(join, *b) for b in slots),
+        rest=tuple(b.inner_state.rest[0] for b in states)))
+
+
 def _with_slots(state, slots: tuple, count):
     """An `optim.make_optimizer` state with these shared buffers and every step count set to `count`."""
     state = optim.with_count(state, count)
@@ -714,7 +785,12 @@ def _forward(params, stats, x_BxF, ctx: _Context, tables: PlanTables, shape: Pla
     ``[max_units, B]`` draw, the prefix property of `layers.dropout`).
     """
     first = params["first"]
-    z_PxB = jnp.einsum("fp,bf->pb", first["kernel"], x_BxF) + first["bias"][:, None]
+    if isinstance(first, list):  # blocked by optimizer (`_split_first`): a matmul per block
+        z_PxB = jnp.concatenate([jnp.einsum("fp,bf->pb", b["kernel"], x_BxF) for b in first])
+        first = {k: jnp.concatenate([b[k] for b in first]) for k in first[0] if k != "kernel"}
+    else:
+        z_PxB = jnp.einsum("fp,bf->pb", first["kernel"], x_BxF)
+    z_PxB = z_PxB + first["bias"][:, None]
     new_stats = {}
     if stats:
         z_PxB, new_first = _normalize(z_PxB, first, stats["first"], ctx.col_bn_P, 1, train)
@@ -827,6 +903,7 @@ def make_packed_train(
     reuse_tolerance: float | None = None,
     examples: int | None = None,
     devices: Sequence | None = None,
+    block_optimizers: bool = True,
 ) -> PackedTrainer:
     """Builds the packed-layout trainer for `space` (same objective as `train.make_train`).
 
@@ -849,6 +926,11 @@ def make_packed_train(
             share in one `jax.shard_map` program on one plan shape with its
             own tables, and the metrics come back replicated in the members'
             order.
+        block_optimizers: with several optimizers in the space, lay the
+            first layer's columns out in one block per optimizer
+            (`PlanShape.blocks`) so that each block runs only its own
+            optimizer's update, not every name's followed by a select (the
+            tails keep the select). False: one unblocked column range.
 
     A space with a ``batch_size`` choice trains one packed trainer per
     batch size (`_by_batch_size`): each member in its own size's, on batches
@@ -862,7 +944,7 @@ def make_packed_train(
                          "use the masked or serial layout")
     train.check_config(config)
     config = train.batch_config(space, config, family_of(space))
-    args = (in_features, num_classes, groups, reuse_tolerance, examples, devices)
+    args = (in_features, num_classes, groups, reuse_tolerance, examples, devices, block_optimizers)
     if not config.batch_sizes:
         return _make_packed(space, config, *args)
     return _by_batch_size(space, {b: _make_packed(space, config._replace(batch_size=b), *args)
@@ -870,7 +952,8 @@ def make_packed_train(
 
 
 def _make_packed(space: SearchSpace, config: train.TrainConfig, in_features: int, num_classes: int, groups: int,
-                 reuse_tolerance: float | None, examples: int | None, devices: Sequence | None) -> PackedTrainer:
+                 reuse_tolerance: float | None, examples: int | None, devices: Sequence | None,
+                 block_optimizers: bool) -> PackedTrainer:
     """`make_packed_train`'s trainer of members that share ``config.batch_size`` (``config`` as
     `train.batch_config` left it; with ``config.batch_sizes``, its dropout draws per chunk)."""
     mcfg = mlp.config(space, in_features, num_classes)
@@ -889,9 +972,11 @@ def _make_packed(space: SearchSpace, config: train.TrainConfig, in_features: int
     dealt, replicated = (None, None) if mesh is None else (NamedSharding(mesh, spread), NamedSharding(mesh, whole))
 
     def archs_of(positions_SxD):
-        arch_S, _ = decode(jnp.asarray(positions_SxD, jnp.float32))
+        """Each member's ``(depth, widths)`` and its optimizer's index in `opt_names`."""
+        arch_S, hp_S = decode(jnp.asarray(positions_SxD, jnp.float32))
         n, u = np.asarray(arch_S.n_layers), np.asarray(arch_S.units)
-        return [(int(n[i]), tuple(int(v) for v in u[i, : n[i]])) for i in range(len(n))]
+        opts = np.clip(np.asarray(hp_S.optimizer), 0, len(opt_names) - 1)
+        return [(int(n[i]), tuple(int(v) for v in u[i, : n[i]])) for i in range(len(n))], [int(o) for o in opts]
 
     def plan(positions_SxD, round_examples: int | None = None, compile_s: float = COMPILE_S) -> Plan:
         switch = merge = None
@@ -899,11 +984,12 @@ def _make_packed(space: SearchSpace, config: train.TrainConfig, in_features: int
             merge = GROUP_COMPILE_S * CPU_FLOPS / (6 * round_examples)
             if reuse_tolerance is None:
                 switch = compile_s * CPU_FLOPS / (6 * round_examples)
-        archs = archs_of(positions_SxD)
-        padded = [archs[i % len(archs)] for i in range(-(-len(archs) // parts) * parts)]
-        p = make_plan(padded, mcfg.max_units, num_classes, in_features,
+        archs, opts = archs_of(positions_SxD)
+        pad = [i % len(archs) for i in range(-(-len(archs) // parts) * parts)]
+        p = make_plan([archs[i] for i in pad], mcfg.max_units, num_classes, in_features,
                       groups, stats["shapes"], 1.5 if reuse_tolerance is None else reuse_tolerance,
-                      switch_cost=switch, free_merge=merge, parts=parts)
+                      switch_cost=switch, free_merge=merge, parts=parts,
+                      optimizers=[opts[i] for i in pad], names=len(opt_names) if block_optimizers else 1)
         order = None if p.order is None else p.order % len(archs)  # a pad place holds a copy of a member
         return Plan(p.shape, jax.tree.map(jnp.asarray, p.tables), order)
 
@@ -976,15 +1062,32 @@ def _make_packed(space: SearchSpace, config: train.TrainConfig, in_features: int
             params, bn_stats = _pack(start_S, tables, shape, bn)
             # Every column follows its own member's optimizer: the index broadcasts against the columns.
             opt = optim.make_optimizer(opt_names, train.total_steps(config, n), optim.adam_hparams(space))
+            singles = [optim.make_optimizer((name,), train.total_steps(config, n), optim.adam_hparams(space))
+                       for name in opt_names] if shape.blocks else []
             opt_state = {
                 "first": opt.init(params["first"], ctx.col_hp),
                 "groups": [jax.vmap(opt.init)(p, c[3]) for p, c in zip(params["groups"], ctx.groups)],
             }
             if resume is not None:  # the members' optimizer states, packed like their params
                 opt_state = _pack_opt(resume[0].opt_state, opt_state, start_S["batch_stats"], tables, shape, bn)
+            all_names = opt_state["first"]  # blocked: what `joined` rebuilds the first layer's state from
+            if shape.blocks:  # the first layer as one array per optimizer block, each with its own optimizer
+                blocks = _split_first(params["first"], all_names, singles, shape.blocks)
+                params, opt_state = {**params, "first": blocks[0]}, {**opt_state, "first": blocks[1]}
+
+            def joined(params, opt_state):
+                """The training loop's params and optimizer state as `_unpack` / `_unpack_opt` read them."""
+                if not shape.blocks:
+                    return params, opt_state
+                first, state = _join_first(params["first"], opt_state["first"], all_names, shape.blocks)
+                return {**params, "first": first}, {**opt_state, "first": state}
 
             def update(grads, opt_state, params):
-                u1, s1 = opt.update(grads["first"], opt_state["first"], params["first"])
+                if shape.blocks:
+                    u1, s1 = map(list, zip(*(tx.update(g, s, p) for tx, g, s, p in zip(
+                        singles, grads["first"], opt_state["first"], params["first"]))))
+                else:
+                    u1, s1 = opt.update(grads["first"], opt_state["first"], params["first"])
                 ug, sg = [], []
                 for g, s, p, c in zip(grads["groups"], opt_state["groups"], params["groups"], ctx.groups):
                     u, s = jax.vmap(opt.update)(g, s, p)
@@ -1044,12 +1147,14 @@ def _make_packed(space: SearchSpace, config: train.TrainConfig, in_features: int
                 blank = jnp.full((config.epochs, tables.slot_member_T.shape[0]), jnp.nan)
                 (params, bn_stats, opt_state), curves_ExT = jax.lax.fori_loop(
                     first, first + count, one_epoch, (carry, (blank,) * 3))
+                params, opt_state = joined(params, opt_state)
                 variables = _unpack(start_S, params, bn_stats, tables, shape, bn)
                 return tuple(a[:, slot].T for a in curves_ExT), train.TrainState(
                     variables["params"], variables["batch_stats"],
                     _unpack_opt(resume[0].opt_state, opt_state, start_S, bn_stats, tables, shape, bn))
             carry, (loss_ExT, acc_ExT, vloss_ExT) = jax.lax.scan(epoch, carry, (shuffle_keys, epoch_keys_ExS))
             params, bn_stats, opt_state = carry
+            params, opt_state = joined(params, opt_state)
             train_loss_SxE, acc_SxE, vloss_SxE = (a[:, slot].T for a in (loss_ExT, acc_ExT, vloss_ExT))
             metrics = train.metrics_of(train_loss_SxE, acc_SxE, vloss_SxE, config.fitness)
             if warm is None:
