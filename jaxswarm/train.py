@@ -340,7 +340,7 @@ def _chunked_epoch(loss_fn, apply_fn, optimizer, data: Data, config: TrainConfig
             def step(carry, inputs):
                 params, stats, opt_state = carry
                 idx_B, u = inputs
-                keys_K = jax.vmap(lambda j: chunk_key(k_drop, u, j))(jnp.arange(k))
+                keys_K = chunk_keys(k_drop, u, k)
                 loss, grads = jax.value_and_grad(batch_loss)(params, stats, data.x_train[idx_B], data.y_train[idx_B],
                                                              keys_K)
                 updates, opt_state = optimizer.update(grads, opt_state, params)
@@ -388,6 +388,11 @@ def chunk_key(k_drop: jax.Array, update, chunk) -> jax.Array:
     """The dropout key of chunk `chunk` of update `update` in an epoch with per-member batch sizes
     (`fit_span`; `layouts.packed` draws its batch-size groups' masks from the same keys)."""
     return jax.random.fold_in(jax.random.fold_in(k_drop, update), chunk)
+
+
+def chunk_keys(k_drop: jax.Array, update, chunks: int) -> jax.Array:
+    """`chunk_key` of each of an update's `chunks` chunks, in order (a batch drawn chunk by chunk)."""
+    return jax.vmap(lambda j: chunk_key(k_drop, update, j))(jnp.arange(chunks))
 
 
 def chunk_size(batch_sizes: tuple[int, ...], n: int) -> int:

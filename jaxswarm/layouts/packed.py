@@ -300,7 +300,7 @@ def _tables(archs, shape: PlanShape, group_of: Sequence[int], optimizers: Sequen
     gather = np.full(R, P, np.int32)
     inverse = np.full(P, R, np.int32)
     blocks = shape.blocks or (P,)
-    cursor = list(np.cumsum((0,) + tuple(blocks[:-1])))  # the next free column of each block
+    cursor = list(_block_starts(blocks))  # the next free column of each block
     row = 0
     for g, gs in enumerate(shape.groups):
         for k in range(gs.capacity):
@@ -657,6 +657,11 @@ def _unpack_opt(opt_S, packed: dict, start_S: dict, stats: dict, tables: PlanTab
     return _with_slots(opt_S, slots, count)
 
 
+def _block_starts(blocks: Sequence[int]) -> np.ndarray:
+    """The first column of each block of `PlanShape.blocks` (blocks lie side by side from column 0)."""
+    return np.cumsum((0,) + tuple(blocks[:-1]))
+
+
 def _columns(tree, start: int, width: int):
     """Columns ``start .. start + width - 1`` of every leaf (its last axis)."""
     return jax.tree.map(lambda a: jax.lax.slice_in_dim(a, start, start + width, axis=a.ndim - 1), tree)
@@ -670,7 +675,7 @@ def _split_first(first: dict, state, singles: Sequence, blocks: tuple[int, ...])
     all-names optimizer would read for those columns (`_join_first` puts them back).
     """
     inner, params, states = state.inner_state, [], []
-    for o, (s, w) in enumerate(zip(np.cumsum((0,) + tuple(blocks[:-1])), blocks)):
+    for o, (s, w) in enumerate(zip(_block_starts(blocks), blocks)):
         part = lambda tree, s=int(s), w=int(w): _columns(tree, s, w)
         hp = part(dict(state.hyperparams))
         own = len(jax.eval_shape(singles[o].init, part(first), optim.OptHParams(**hp)).inner_state.slots)
@@ -684,7 +689,7 @@ def _join_first(params: list, states: list, state, blocks: tuple[int, ...]) -> t
     """`_split_first`'s inverse: the blocks' params and states -> the packed first layer and its all-names
     state (`state`, as the split took it, gives the buffers a block's optimizer does not keep)."""
     inner, slots = state.inner_state, [[] for _ in state.inner_state.slots]
-    for s, w, block in zip(np.cumsum((0,) + tuple(blocks[:-1])), blocks, states):
+    for s, w, block in zip(_block_starts(blocks), blocks, states):
         own = len(block.inner_state.slots)
         for j, old in enumerate(inner.slots):
             slots[j].append(block.inner_state.slots[j] if j < own else _columns(old, int(s), int(w)))
@@ -1122,9 +1127,9 @@ def _make_packed(space: SearchSpace, config: train.TrainConfig, in_features: int
                 k_perm, k_drop_S = inputs
                 idx_TxB = jax.random.permutation(k_perm, n)[: steps * batch].reshape(steps, batch)
                 if config.batch_sizes:  # a batch-size group: each batch's chunks draw as `train.fit_span`'s do
-                    chunks = jnp.arange(batch // train.chunk_size(config.batch_sizes, n))
-                    step_keys_TxS = jax.vmap(lambda u: jax.vmap(lambda k: jax.vmap(
-                        lambda j: train.chunk_key(k, u, j))(chunks))(k_drop_S))(jnp.arange(steps))
+                    chunks = batch // train.chunk_size(config.batch_sizes, n)
+                    step_keys_TxS = jax.vmap(lambda u: jax.vmap(lambda k: train.chunk_keys(k, u, chunks))(k_drop_S))(
+                        jnp.arange(steps))
                 else:
                     step_keys_TxS = jnp.swapaxes(jax.vmap(lambda k: jax.random.split(k, steps))(k_drop_S), 0, 1)
                 carry, loss_NxT = jax.lax.scan(step, carry, (idx_TxB, step_keys_TxS))
