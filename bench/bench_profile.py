@@ -138,9 +138,12 @@ def main(argv=None):
                    help="minibatches profiled (the training set is cut to steps x batch images, the validation "
                         "set in proportion): the profiler keeps a bounded number of events")
     p.add_argument("--top", type=int, default=15)
-    p.add_argument("--space", default="plain", choices=("plain", "all"),
+    p.add_argument("--space", default="plain", choices=tuple(SPACES),
                    help="bench_trainer.py's space (all: five optimizers, beta2, eps, init schemes, per-layer "
-                        "activations)")
+                        "activations; all_batch: and a batch-size choice, see --batch-group)")
+    p.add_argument("--batch-group", type=int, default=None,
+                   help="with a batch-size space: profile the members of this batch size alone, in their "
+                        "size's trainer (default: the size most members draw)")
     p.add_argument("--out", type=Path, default=None)
     p.add_argument("--unblocked", action="store_true",
                    help="one column range for every optimizer (make_packed_train's block_optimizers=False): "
@@ -156,6 +159,17 @@ def main(argv=None):
     trainer = packed.make_packed_train(space, config, F, C, groups=args.groups,
                                        examples=full_steps * args.batch * config.epochs,  # plan for the full epoch
                                        block_optimizers=not args.unblocked)
+    if trainer.by_batch is not None:  # one packed trainer per batch size: profile one size's members
+        b_N = np.asarray(jax.jit(jax.vmap(train.batch_reader(space)))(pos))
+        b = args.batch_group or int(np.bincount(b_N).argmax())
+        if b not in trainer.by_batch or not (b_N == b).any():
+            raise SystemExit(f"--batch-group {b}: no member of the {N} draws that batch size "
+                             f"(sizes drawn: {sorted(set(b_N.tolist()))})")
+        idx = np.flatnonzero(b_N == b)
+        trainer, pos, keys, archs = trainer.by_batch[b], pos[idx], keys[idx], [archs[i] for i in idx]
+        args.batch, N = b, len(idx)  # its steps are batches of b
+    elif args.batch_group is not None:
+        raise SystemExit(f"--batch-group needs a space with a batch-size choice, not {args.space!r}")
     shuffle_key = jax.random.key(123)
     compiled, plan = trainer.compile(keys, pos, data, shuffle_key)
     instrs, comps = parse_hlo(compiled.as_text())

@@ -202,6 +202,18 @@ def test_training_matches_the_masked_trainer_with_a_shared_shuffle_key(key, data
     np.testing.assert_array_equal(got.diverged, want.diverged)
 
 
+def test_flat_tails_update_as_the_tails_leaf_by_leaf(key, data):
+    # `flat_tails` runs each tail group's optimizer on one [slots, n] array: the same elementwise arithmetic.
+    space = _space(optimizers=("sgd", "rmsprop", "adam", "nadam"), beta2=(0.9, 0.9999), eps=(1e-8, 1e-3))
+    pos = jax.random.uniform(jax.random.fold_in(key, 7), (5, space.num_dims))
+    keys, shuffle_key = jax.random.split(jax.random.fold_in(key, 17), 5), jax.random.fold_in(key, 27)
+    flat, leaves = (packed.make_packed_train(space, CFG, F, C, groups=3, flat_tails=f).train_swarm(
+        keys, pos, data, shuffle_key) for f in (True, False))
+    for field in ("train_loss", "val_loss", "val_accuracy_curve"):
+        np.testing.assert_allclose(getattr(flat, field), getattr(leaves, field), rtol=1e-5, atol=1e-6,
+                                   err_msg=field)
+
+
 def test_a_diverging_member_never_disturbs_the_others(key, data):
     space = _space(learning_rate=(1e-3, 1e35), optimizers=("sgd",))
     S = 5

@@ -700,6 +700,31 @@ def _join_first(params: list, states: list, state, blocks: tuple[int, ...]) -> t
         rest=tuple(b.inner_state.rest[0] for b in states)))
 
 
+def _flat(tree_K):
+    """A tail group's tree (every leaf with a leading slot axis K) as one ``[K, n]`` array, leaves side by side."""
+    return jnp.concatenate([a.reshape(a.shape[0], -1) for a in jax.tree.leaves(tree_K)], axis=1)
+
+
+def _unflat(flat_KxN, like_K):
+    """`_flat`'s inverse: the ``[K, n]`` array cut back into a tree shaped as `like_K`."""
+    leaves, tree = jax.tree.flatten(like_K)
+    ends = np.cumsum([math.prod(a.shape[1:]) for a in leaves])
+    return jax.tree.unflatten(tree, [flat_KxN[:, e - math.prod(a.shape[1:]):e].reshape(a.shape)
+                                     for a, e in zip(leaves, ends)])
+
+
+def _flat_state(state):
+    """A tail group's optimizer state with its shared buffers `_flat` (what the optimizer of `_flat` params keeps)."""
+    inner = state.inner_state
+    return state._replace(inner_state=inner._replace(slots=tuple(_flat(b) for b in inner.slots)))
+
+
+def _unflat_state(state, like_K):
+    """`_flat_state`'s inverse, its buffers shaped as the group's params `like_K`."""
+    inner = state.inner_state
+    return state._replace(inner_state=inner._replace(slots=tuple(_unflat(b, like_K) for b in inner.slots)))
+
+
 def _with_slots(state, slots: tuple, count):
     """An `optim.make_optimizer` state with these shared buffers and every step count set to `count`."""
     state = optim.with_count(state, count)
@@ -909,6 +934,7 @@ def make_packed_train(
     examples: int | None = None,
     devices: Sequence | None = None,
     block_optimizers: bool = True,
+    flat_tails: bool = True,
 ) -> PackedTrainer:
     """Builds the packed-layout trainer for `space` (same objective as `train.make_train`).
 
@@ -936,6 +962,10 @@ def make_packed_train(
             (`PlanShape.blocks`) so that each block runs only its own
             optimizer's update, not every name's followed by a select (the
             tails keep the select). False: one unblocked column range.
+        flat_tails: run each tail group's optimizer on one ``[slots, n]``
+            array of all its parameters (`_flat`), not leaf by leaf: the same
+            arithmetic in a fraction of the program (it compiles faster), the
+            state format unchanged. False: leaf by leaf.
 
     A space with a ``batch_size`` choice trains one packed trainer per
     batch size (`_by_batch_size`): each member in its own size's, on batches
@@ -949,7 +979,7 @@ def make_packed_train(
                          "use the masked or serial layout")
     train.check_config(config)
     config = train.batch_config(space, config, family_of(space))
-    args = (in_features, num_classes, groups, reuse_tolerance, examples, devices, block_optimizers)
+    args = (in_features, num_classes, groups, reuse_tolerance, examples, devices, block_optimizers, flat_tails)
     if not config.batch_sizes:
         return _make_packed(space, config, *args)
     return _by_batch_size(space, {b: _make_packed(space, config._replace(batch_size=b), *args)
@@ -958,7 +988,7 @@ def make_packed_train(
 
 def _make_packed(space: SearchSpace, config: train.TrainConfig, in_features: int, num_classes: int, groups: int,
                  reuse_tolerance: float | None, examples: int | None, devices: Sequence | None,
-                 block_optimizers: bool) -> PackedTrainer:
+                 block_optimizers: bool, flat_tails: bool) -> PackedTrainer:
     """`make_packed_train`'s trainer of members that share ``config.batch_size`` (``config`` as
     `train.batch_config` left it; with ``config.batch_sizes``, its dropout draws per chunk)."""
     mcfg = mlp.config(space, in_features, num_classes)
@@ -1079,9 +1109,14 @@ def _make_packed(space: SearchSpace, config: train.TrainConfig, in_features: int
             if shape.blocks:  # the first layer as one array per optimizer block, each with its own optimizer
                 blocks = _split_first(params["first"], all_names, singles, shape.blocks)
                 params, opt_state = {**params, "first": blocks[0]}, {**opt_state, "first": blocks[1]}
+            if flat_tails:  # each tail group's optimizer state on its `_flat` params (the params stay leaves)
+                opt_state = {**opt_state, "groups": [_flat_state(s) for s in opt_state["groups"]]}
 
             def joined(params, opt_state):
                 """The training loop's params and optimizer state as `_unpack` / `_unpack_opt` read them."""
+                if flat_tails:
+                    opt_state = {**opt_state, "groups": [_unflat_state(s, p) for s, p in
+                                                         zip(opt_state["groups"], params["groups"])]}
                 if not shape.blocks:
                     return params, opt_state
                 first, state = _join_first(params["first"], opt_state["first"], all_names, shape.blocks)
@@ -1094,8 +1129,12 @@ def _make_packed(space: SearchSpace, config: train.TrainConfig, in_features: int
                 else:
                     u1, s1 = opt.update(grads["first"], opt_state["first"], params["first"])
                 ug, sg = [], []
-                for g, s, p, c in zip(grads["groups"], opt_state["groups"], params["groups"], ctx.groups):
-                    u, s = jax.vmap(opt.update)(g, s, p)
+                for g, s, p in zip(grads["groups"], opt_state["groups"], params["groups"]):
+                    if flat_tails:  # one array per group: a few fusions per optimizer, not a few per leaf
+                        u, s = jax.vmap(opt.update)(_flat(g), s, _flat(p))
+                        u = _unflat(u, g)
+                    else:
+                        u, s = jax.vmap(opt.update)(g, s, p)
                     ug.append(u)
                     sg.append(s)
                 return {"first": u1, "groups": ug}, {"first": s1, "groups": sg}
