@@ -237,11 +237,11 @@ def bench_masked(space, config, data, keys, pos, F, C, archs, serial=False):
                 computed_fwd=computed, fitness=np.asarray(metrics.fitness))
 
 
-def bench_packed(space, config, data, keys, pos, F, C, archs, groups, examples=None):
+def bench_packed(space, config, data, keys, pos, F, C, archs, groups, examples=None, flat_tails=True):
     from jaxswarm.layouts import packed
 
     # `examples`: a full round's, so a capped epoch is planned as the full one it is scaled to
-    trainer = packed.make_packed_train(space, config, F, C, groups=groups, examples=examples)
+    trainer = packed.make_packed_train(space, config, F, C, groups=groups, examples=examples, flat_tails=flat_tails)
     shuffle_key = jax.random.key(123)
     if trainer.by_batch is None:
         parts = [(trainer, np.arange(len(archs)))]
