@@ -160,12 +160,12 @@ def main(argv=None):
                                        examples=full_steps * args.batch * config.epochs,  # plan for the full epoch
                                        block_optimizers=not args.unblocked)
     if trainer.by_batch is not None:  # one packed trainer per batch size: profile one size's members
-        b_N = np.asarray(jax.jit(jax.vmap(train.batch_reader(space)))(pos))
-        b = args.batch_group or int(np.bincount(b_N).argmax())
-        if b not in trainer.by_batch or not (b_N == b).any():
+        members = trainer.split(pos)  # batch size -> its members
+        b = args.batch_group or max(sorted(members), key=lambda b: len(members[b]))  # ties: the smallest
+        if b not in members:
             raise SystemExit(f"--batch-group {b}: no member of the {N} draws that batch size "
-                             f"(sizes drawn: {sorted(set(b_N.tolist()))})")
-        idx = np.flatnonzero(b_N == b)
+                             f"(sizes drawn: {sorted(members)})")
+        idx = members[b]
         trainer, pos, keys, archs = trainer.by_batch[b], pos[idx], keys[idx], [archs[i] for i in idx]
         args.batch, N = b, len(idx)  # its steps are batches of b
     elif args.batch_group is not None:

@@ -246,8 +246,7 @@ def bench_packed(space, config, data, keys, pos, F, C, archs, groups, examples=N
     if trainer.by_batch is None:
         parts = [(trainer, np.arange(len(archs)))]
     else:  # a batch_size choice: each size's members in their own trainer (one program each)
-        b_N = np.asarray(jax.jit(jax.vmap(train.batch_reader(space)))(pos))
-        parts = [(t, np.flatnonzero(b_N == b)) for b, t in trainer.by_batch.items() if (b_N == b).any()]
+        parts = [(trainer.by_batch[b], idx) for b, idx in trainer.split(pos).items()]
     compile_s = train_s = computed = mem = 0
     fitness, plans = [], []
     for t, idx in parts:

@@ -906,6 +906,8 @@ class PackedTrainer(NamedTuple):
             traced and the members are padded to the shape's slots.
         by_batch: a ``batch_size`` choice's trainers, one per size (`_by_batch_size`; their `plan`,
             `compile`, `program`, `init`, `apply` and `loss` serve that size's members); None otherwise.
+        split: with `by_batch`, ``positions_SxD -> {batch size: member indices}`` for the sizes the
+            members draw (in `by_batch`'s order): which members each size's trainer trains.
     """
 
     train_swarm: Callable
@@ -922,6 +924,7 @@ class PackedTrainer(NamedTuple):
     start_states: Callable
     train_span: Callable
     by_batch: dict | None = None
+    split: Callable | None = None
 
 
 def make_packed_train(
@@ -1335,13 +1338,13 @@ def _by_batch_size(space: SearchSpace, trainers: dict[int, PackedTrainer]) -> Pa
     read = jax.jit(jax.vmap(train.batch_reader(space)))
     stats = {"traces": 0, "shapes": [], "compile_s": []}
 
-    def groups(positions_SxD):
+    def split(positions_SxD) -> dict[int, np.ndarray]:
         b_S = np.asarray(read(jnp.asarray(positions_SxD, jnp.float32)))
-        return [(trainers[b], np.flatnonzero(b_S == b)) for b in sizes if (b_S == b).any()]
+        return {b: np.flatnonzero(b_S == b) for b in sizes if (b_S == b).any()}
 
     def each(positions_SxD, call):
         """``call(trainer, member indices)`` for every batch size present, merged back in member order."""
-        parts = [(idx, call(t, idx)) for t, idx in groups(positions_SxD)]
+        parts = [(idx, call(trainers[b], idx)) for b, idx in split(positions_SxD).items()]
         stats["traces"] = sum(t.stats["traces"] for t in trainers.values())  # the groups' counters, summed
         stats["shapes"] = [shape for t in trainers.values() for shape in t.stats["shapes"]]
         stats["compile_s"] = [s for t in trainers.values() for s in t.stats["compile_s"]]
@@ -1377,7 +1380,7 @@ def _by_batch_size(space: SearchSpace, trainers: dict[int, PackedTrainer]) -> Pa
     any_ = trainers[sizes[0]]
     return PackedTrainer(train_swarm, per_size("plan"), per_size("compile"), per_size("program"),
                          per_size("init"), per_size("apply"), per_size("loss"), stats, any_.model_config,
-                         any_.init_variables, any_.place, start_states, train_span, dict(trainers))
+                         any_.init_variables, any_.place, start_states, train_span, dict(trainers), split)
 
 
 # --------------------------------------------------------------------------
