@@ -237,15 +237,16 @@ def bench_masked(space, config, data, keys, pos, F, C, archs, serial=False):
                 computed_fwd=computed, fitness=np.asarray(metrics.fitness))
 
 
-def bench_packed(space, config, data, keys, pos, F, C, archs, groups, examples=None, flat_tails=True):
+def bench_packed(space, config, data, keys, pos, F, C, archs, groups, examples=None, **options):
+    """The packed layout's programs; `options`: `packed.make_packed_train`'s (flat_tails, batch_programs)."""
     from jaxswarm.layouts import packed
 
     # `examples`: a full round's, so a capped epoch is planned as the full one it is scaled to
-    trainer = packed.make_packed_train(space, config, F, C, groups=groups, examples=examples, flat_tails=flat_tails)
+    trainer = packed.make_packed_train(space, config, F, C, groups=groups, examples=examples, **options)
     shuffle_key = jax.random.key(123)
     if trainer.by_batch is None:
         parts = [(trainer, np.arange(len(archs)))]
-    else:  # a batch_size choice: each size's members in their own trainer (one program each)
+    else:  # batch_programs="per_size": each size's members in their own trainer (one program each)
         parts = [(trainer.by_batch[b], idx) for b, idx in trainer.split(pos).items()]
     compile_s = train_s = computed = mem = 0
     fitness, plans = [], []

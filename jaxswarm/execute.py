@@ -206,7 +206,8 @@ def estimate_memory(
       family: the `models.ModelFamily` of the members.
       model_config: its static max-size config.
       train_config: `train.TrainConfig` (batch_size, eval_batch_size; with per-member
-        ``batch_sizes``, the largest of them: the packed layout's groups step on whole batches).
+        ``batch_sizes``, the largest of them: the packed layout's per-size trainers step on whole
+        batches; the other layouts on chunks of their gcd, for which it is an upper bound).
       num_particles: S.
       n_train, n_val: rows of the training and validation arrays.
       optimizers: the optimizer names whose states are alive.

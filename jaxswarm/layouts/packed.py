@@ -49,7 +49,14 @@ after another on the same plan (`train.combine_folds` averages them). A
 ``batch_size`` choice trains one packed trainer per size (`_by_batch_size`):
 each member steps on batches of its real size, with the shared permutation,
 and draws its dropout per chunk as `train.fit_span` does, so it follows the
-masked member (and the dense network of its size). Warm
+masked member (and the dense network of its size). ``batch_programs="one"``
+trains them in one program instead: the swarm steps through the permutation
+in chunks of g examples (the sizes' gcd), every member adds a chunk's
+gradient to an accumulator, and a member of batch size b applies their mean
+every ``b / g`` chunks, its columns and slots selecting the update
+(`_member_map`), its step count and schedule length its own (per column in
+the first layer, `_per_column`): one compile, but on CPU 2.5x the training
+(every member's update and select at every chunk). Warm
 mode hands each member's max-size variables in and out (`_pack` / `_unpack`);
 a schedule's rung (`train_span`) hands in and out each member's whole
 `train.TrainState`, its optimizer state packed with its params
@@ -163,6 +170,7 @@ COMPILE_S = 10.0
 SPAN_COMPILE_S = 3.0
 GROUP_COMPILE_S = 0.6  # what one more tail group adds to it (DESIGN.md: ~3 s + 0.6 s per group)
 CPU_FLOPS = 60e9
+BATCH_PROGRAMS = ("one", "per_size")  # `make_packed_train`'s ways to train a batch_size choice
 
 
 def ladder_up(n: int, cap: int | None = None, steps_per_octave: int = 2) -> int:
@@ -731,6 +739,39 @@ def _with_slots(state, slots: tuple, count):
     return state._replace(inner_state=state.inner_state._replace(slots=slots))
 
 
+def _column_parts(a_P, blocks: tuple[int, ...]) -> list:
+    """`a_P` (one value per packed column) cut into the optimizer blocks of `PlanShape.blocks`."""
+    return [a_P[int(s):int(s) + w] for s, w in zip(_block_starts(blocks), blocks)]
+
+
+def _per_column(state, horizon_W):
+    """A first-layer optimizer state (of W columns, fresh) with a step count and a schedule length per
+    column: the columns' members step on their own schedules (`make_packed_train`'s one batch program)."""
+    state = optim.with_count(state, jnp.zeros(horizon_W.shape, jnp.int32))
+    return state._replace(inner_state=state.inner_state._replace(horizon=horizon_W))
+
+
+def _per_member(v_S, col_S, ctx: _Context, blocks: tuple[int, ...]) -> dict:
+    """A per-member value as a packed tree's (``{"first", "groups"}``): one ``[W]`` array per first-layer
+    part (it broadcasts along the columns, the leaves' last axis) and one ``[K]`` per tail group."""
+    v_P = v_S[col_S]
+    first = _column_parts(v_P, blocks) if blocks else v_P
+    return {"first": first, "groups": [v_S[c[6]] for c in ctx.groups]}
+
+
+def _member_map(fn: Callable, v: dict, *trees: dict) -> dict:
+    """``fn(value, *leaves)`` leaf by leaf over packed trees (``{"first", "groups"}``: params, their
+    optimizer states, gradient sums), `v` (`_per_member`) shaped to broadcast against each leaf."""
+    lead = lambda m: lambda a, *rest: fn(m.reshape(m.shape + (1,) * (a.ndim - 1)), a, *rest)
+    firsts = [t["first"] for t in trees]
+    if isinstance(v["first"], list):  # blocked: one part per optimizer block
+        first = [jax.tree.map(functools.partial(fn, m), *parts) for m, *parts in zip(v["first"], *firsts)]
+    else:
+        first = jax.tree.map(functools.partial(fn, v["first"]), *firsts)
+    return {"first": first, "groups": [jax.tree.map(lead(m), *parts)
+                                       for m, *parts in zip(v["groups"], *(t["groups"] for t in trees))]}
+
+
 def _normalize(z, lay: dict, stats: dict, on, axis: int, train: bool):
     """Batch norm of packed pre-activations ``z`` over the batch `axis` where `on`; ``(z, new stats)``.
 
@@ -938,6 +979,7 @@ def make_packed_train(
     devices: Sequence | None = None,
     block_optimizers: bool = True,
     flat_tails: bool = True,
+    batch_programs: str = "per_size",
 ) -> PackedTrainer:
     """Builds the packed-layout trainer for `space` (same objective as `train.make_train`).
 
@@ -969,10 +1011,21 @@ def make_packed_train(
             array of all its parameters (`_flat`), not leaf by leaf: the same
             arithmetic in a fraction of the program (it compiles faster), the
             state format unchanged. False: leaf by leaf.
-
-    A space with a ``batch_size`` choice trains one packed trainer per
-    batch size (`_by_batch_size`): each member in its own size's, on batches
-    of its real size, its dropout drawn per chunk as `train.fit_span` draws it.
+        batch_programs: how a space with a ``batch_size`` choice trains.
+            ``"per_size"`` (the default): one packed trainer per batch size
+            (`_by_batch_size`), each member in its own size's, on batches of
+            its real size: a program per size. ``"one"``: every member in
+            one program, a chunk of g examples (the sizes' gcd,
+            `train.chunk_size`) a step; each member adds the chunk's
+            gradient to an accumulator and every ``b / g``-th step its
+            columns and slots apply the mean, as `train.fit_span` does with
+            a traced batch size (`_member_map`). One compile (18 s against
+            35-38 s for four sizes) but every member's update and state
+            select at every chunk: 2.5x the training on CPU
+            (bench/results/batch_programs_cpu_all_batch.md). Both draw
+            dropout per chunk (`train.chunk_key`), so they agree to float
+            rounding. Spans of epochs (a schedule's rungs, `train_span`)
+            train per size in both.
 
     Returns:
         `PackedTrainer`.
@@ -980,20 +1033,27 @@ def make_packed_train(
     if not supports(space):
         raise ValueError(f"the packed layout trains MLP spaces, not this {family_of(space).name!r} space; "
                          "use the masked or serial layout")
+    if batch_programs not in BATCH_PROGRAMS:
+        raise ValueError(f"batch_programs must be one of {BATCH_PROGRAMS}, got {batch_programs!r}")
     train.check_config(config)
     config = train.batch_config(space, config, family_of(space))
     args = (in_features, num_classes, groups, reuse_tolerance, examples, devices, block_optimizers, flat_tails)
     if not config.batch_sizes:
         return _make_packed(space, config, *args)
-    return _by_batch_size(space, {b: _make_packed(space, config._replace(batch_size=b), *args)
-                                  for b in config.batch_sizes})
+    per_size = _by_batch_size(space, {b: _make_packed(space, config._replace(batch_size=b), *args)
+                                      for b in config.batch_sizes})
+    if batch_programs == "per_size":
+        return per_size
+    one = _make_packed(space, config, *args, chunked=True)
+    return one._replace(start_states=per_size.start_states, train_span=per_size.train_span)
 
 
 def _make_packed(space: SearchSpace, config: train.TrainConfig, in_features: int, num_classes: int, groups: int,
                  reuse_tolerance: float | None, examples: int | None, devices: Sequence | None,
-                 block_optimizers: bool, flat_tails: bool) -> PackedTrainer:
+                 block_optimizers: bool, flat_tails: bool, chunked: bool = False) -> PackedTrainer:
     """`make_packed_train`'s trainer of members that share ``config.batch_size`` (``config`` as
-    `train.batch_config` left it; with ``config.batch_sizes``, its dropout draws per chunk)."""
+    `train.batch_config` left it; with ``config.batch_sizes``, its dropout draws per chunk), or with
+    `chunked` of members of every size in ``config.batch_sizes``, a chunk a step (``batch_programs="one"``)."""
     mcfg = mlp.config(space, in_features, num_classes)
     hparams = mlp.decode(space, mcfg)
     act_names = mlp.activation_names(space)
@@ -1002,6 +1062,7 @@ def _make_packed(space: SearchSpace, config: train.TrainConfig, in_features: int
     drops = rate is not None and not (isinstance(rate, Fixed) and rate.value == 0)  # static, as `bn`
     opt_names = optim.optimizer_names(space)  # OptHParams.optimizer indexes this tuple
     decode = jax.jit(jax.vmap(hparams))
+    read_batch = train.batch_reader(space) if chunked else None
     stats = {"traces": 0, "shapes": [], "compile_s": []}  # compile_s: each span program's, measured
     programs: dict = {}
     mesh = None if devices is None or len(devices) < 2 else execute.particle_mesh(devices)
@@ -1102,16 +1163,36 @@ def _make_packed(space: SearchSpace, config: train.TrainConfig, in_features: int
             opt = optim.make_optimizer(opt_names, train.total_steps(config, n), optim.adam_hparams(space))
             singles = [optim.make_optimizer((name,), train.total_steps(config, n), optim.adam_hparams(space))
                        for name in opt_names] if shape.blocks else []
-            opt_state = {
-                "first": opt.init(params["first"], ctx.col_hp),
-                "groups": [jax.vmap(opt.init)(p, c[3]) for p, c in zip(params["groups"], ctx.groups)],
-            }
+            if chunked:  # each member's batch size b, the chunks of g examples it sums into an update
+                g = train.chunk_size(config.batch_sizes, n)
+                b_S = jnp.minimum(jax.vmap(read_batch)(positions_SxD), n)
+                k_S = b_S // g  # chunks per update
+                used_S = (n // b_S) * k_S  # the chunks of an epoch's whole batches
+                chunks = max((n // min(b, n)) * (min(b, n) // g) for b in config.batch_sizes)
+                horizon_S = train.member_steps(config, n, b_S)  # each member's schedule length
+                col_S = jnp.maximum(tables.col_member_P, 0)
+                opt_state = {
+                    "first": opt.init(params["first"], ctx.col_hp),
+                    "groups": [jax.vmap(opt.init)(p, c[3], horizon_S[c[6]])
+                               for p, c in zip(params["groups"], ctx.groups)],
+                }
+            else:
+                opt_state = {
+                    "first": opt.init(params["first"], ctx.col_hp),
+                    "groups": [jax.vmap(opt.init)(p, c[3]) for p, c in zip(params["groups"], ctx.groups)],
+                }
             if resume is not None:  # the members' optimizer states, packed like their params
                 opt_state = _pack_opt(resume[0].opt_state, opt_state, start_S["batch_stats"], tables, shape, bn)
             all_names = opt_state["first"]  # blocked: what `joined` rebuilds the first layer's state from
             if shape.blocks:  # the first layer as one array per optimizer block, each with its own optimizer
                 blocks = _split_first(params["first"], all_names, singles, shape.blocks)
                 params, opt_state = {**params, "first": blocks[0]}, {**opt_state, "first": blocks[1]}
+            if chunked:  # a step count and a schedule length per first-layer column: its member's
+                h_P = horizon_S[col_S]
+                first = opt_state["first"]
+                opt_state = {**opt_state, "first": [
+                    _per_column(s, h) for s, h in zip(first, _column_parts(h_P, shape.blocks))]
+                    if shape.blocks else _per_column(first, h_P)}
             if flat_tails:  # each tail group's optimizer state on its `_flat` params (the params stay leaves)
                 opt_state = {**opt_state, "groups": [_flat_state(s) for s in opt_state["groups"]]}
 
@@ -1150,6 +1231,24 @@ def _make_packed(space: SearchSpace, config: train.TrainConfig, in_features: int
                 updates, opt_state = update(grads, opt_state, params)
                 return (optax.apply_updates(params, updates), bn_stats, opt_state), loss_T
 
+            def chunk_step(k_drop_S, carry, inputs):
+                """A chunk of g examples: every member adds its gradient; the members due apply their mean."""
+                params, bn_stats, opt_state, acc = carry
+                idx_G, c = inputs
+                drop_keys_S = jax.vmap(lambda k, kk: train.chunk_key(k, c // kk, c % kk))(k_drop_S, k_S)
+                grads, (loss_T, bn_stats) = jax.grad(total_loss, has_aux=True)(
+                    params, bn_stats, ctx, data.x_train[idx_G], data.y_train[idx_G], tables, shape, drop_keys_S)
+                acc = jax.tree.map(jnp.add, acc, grads)
+                per = lambda v_S: _per_member(v_S, col_S, ctx, shape.blocks)
+                mean = _member_map(lambda k, a: a / k, per(k_S.astype(jnp.float32)), acc)
+                updates, new_state = update(mean, opt_state, params)
+                due = per((c % k_S == k_S - 1) & (c < used_S))
+                params = _member_map(jnp.where, due, optax.apply_updates(params, updates), params)
+                opt_state = _member_map(jnp.where, due, new_state, opt_state)
+                acc = _member_map(lambda d, a: jnp.where(d, 0.0, a), due, acc)
+                m_T = jnp.maximum(tables.slot_member_T, 0)
+                return (params, bn_stats, opt_state, acc), jnp.where(c < used_S[m_T], loss_T, 0.0)
+
             def evaluate(params, bn_stats):
                 m = data.x_val.shape[0]
                 x, y, valid = train.eval_chunks(data, config)
@@ -1165,7 +1264,20 @@ def _make_packed(space: SearchSpace, config: train.TrainConfig, in_features: int
                 (correct, vloss), _ = jax.lax.scan(body, zeros, (x, y, valid))
                 return correct / m, vloss / m
 
+            def chunked_epoch(carry, inputs):
+                k_perm, k_drop_S = inputs
+                idx_CxG = jax.random.permutation(k_perm, n)[: chunks * g].reshape(chunks, g)
+                zeros = jax.tree.map(jnp.zeros_like, carry[0])
+                (*carry, _), loss_CxT = jax.lax.scan(functools.partial(chunk_step, k_drop_S), (*carry, zeros),
+                                                     (idx_CxG, jnp.arange(chunks)))
+                carry = tuple(carry)
+                acc, vloss = evaluate(carry[0], carry[1])
+                m_T = jnp.maximum(tables.slot_member_T, 0)
+                return carry, (loss_CxT.sum(0) / used_S[m_T], acc, vloss)
+
             def epoch(carry, inputs):
+                if chunked:
+                    return chunked_epoch(carry, inputs)
                 k_perm, k_drop_S = inputs
                 idx_TxB = jax.random.permutation(k_perm, n)[: steps * batch].reshape(steps, batch)
                 if config.batch_sizes:  # a batch-size group: each batch's chunks draw as `train.fit_span`'s do

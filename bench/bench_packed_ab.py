@@ -1,14 +1,20 @@
-"""The packed tails' optimizer on one flat array per group against leaf by leaf, side by side in one process.
+"""Two settings of one packed-layout option, side by side in one process, on the same members.
 
 Usage::
 
-    .venv/bin/python bench/bench_flat_tails.py [--space all_batch] [--data-dir DIR] [--repeats 2]
+    .venv/bin/python bench/bench_packed_ab.py --compare batch_programs [--space all_batch] [--data-dir DIR]
+    .venv/bin/python bench/bench_packed_ab.py --compare flat_tails
 
 For each repeat, `bench_trainer.bench_packed` (N = 32, 5 epochs, batch 128, the
-100-step cut scaled to the full epoch, 8 groups) with ``flat_tails=True`` and
-then ``False`` (`packed.make_packed_train`), caches cleared before each: what
+100-step cut scaled to the full epoch, 8 groups) with each setting of the
+option in turn (`packed.make_packed_train`), caches cleared before each: what
 compiling and training the same members cost either way. Prints one line per
 run and writes them to ``--out``.
+
+* ``flat_tails``: each tail group's optimizer on one flat array (True) or
+  leaf by leaf (False).
+* ``batch_programs``: a batch_size choice in one program, a chunk of the
+  sizes' gcd a step (``one``), or one program per batch size (``per_size``).
 """
 
 from __future__ import annotations
@@ -25,10 +31,14 @@ import bench_trainer as bt  # noqa: E402
 
 from jaxswarm import train  # noqa: E402
 from jaxswarm.data import load_dataset  # noqa: E402
+from jaxswarm.layouts import packed  # noqa: E402
+
+SETTINGS = {"flat_tails": (True, False), "batch_programs": packed.BATCH_PROGRAMS}
 
 
 def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--compare", choices=tuple(SETTINGS), required=True)
     p.add_argument("--space", choices=tuple(bt.SPACES), default="all_batch")
     p.add_argument("--data-dir", default=None)
     p.add_argument("--repeats", type=int, default=2)
@@ -40,13 +50,14 @@ def main(argv=None):
     data, scale, full = bt.cut_data(ds, batch, 100)
     pos, keys, archs = bt.random_swarm(space, F, C, N, 0)
     config = train.TrainConfig(epochs=E, batch_size=batch)
-    lines = [f"# flat vs leaf-by-leaf tails, space {args.space}, N={N}, {E} epochs ({bt.machine()})"]
+    lines = [f"# packed {args.compare} {' vs '.join(map(str, SETTINGS[args.compare]))}, space {args.space}, "
+             f"N={N}, {E} epochs ({bt.machine()})"]
     for _ in range(args.repeats):
-        for flat in (True, False):
+        for value in SETTINGS[args.compare]:
             jax.clear_caches()
             r = bt.bench_packed(space, config, data, keys, pos, F, C, archs, 8, examples=full * batch * E,
-                                flat_tails=flat)
-            lines.append(f"flat_tails={flat}: compile {r['compile_s']:.1f} s, train {r['train_s'] * scale:.1f} s "
+                                **{args.compare: value})
+            lines.append(f"{args.compare}={value}: compile {r['compile_s']:.1f} s, train {r['train_s'] * scale:.1f} s "
                          f"(scaled), programs {r['programs']}, median fitness {np.median(r['fitness']):.4f}")
             print(lines[-1], flush=True)
     if args.out:
