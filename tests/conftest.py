@@ -4,6 +4,15 @@ import os
 # and make CPU results reproducible.
 os.environ.setdefault("XLA_FLAGS", "--xla_cpu_multi_thread_eigen=true")
 os.environ.setdefault("JAX_PLATFORMS", "cpu")
+if "PYTEST_XDIST_WORKER" not in os.environ and "JAX_COMPILATION_CACHE_DIR" not in os.environ:
+    # One XLA compilation cache for the run's processes (the workers and the CLI subprocesses inherit it):
+    # the many tests that build the same program compile it once. Fresh per run, removed at its end.
+    import atexit
+    import shutil
+    import tempfile
+
+    os.environ["JAX_COMPILATION_CACHE_DIR"] = tempfile.mkdtemp(prefix="jaxswarm-tests-xla-")
+    atexit.register(shutil.rmtree, os.environ["JAX_COMPILATION_CACHE_DIR"], True)
 
 
 import jax  # noqa: E402  (after the environment above)

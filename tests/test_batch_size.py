@@ -118,7 +118,8 @@ def _masked_curves(space, positions, keys, shuffle, data):
     return jax.jit(jax.vmap(lambda k, p: masked.train_member(k, p, data, shuffle)))(keys, positions)
 
 
-@pytest.mark.parametrize("programs", packed.BATCH_PROGRAMS)
+@pytest.mark.parametrize("programs", [  # ~16 s: "one" is the non-default path
+    "per_size", pytest.param("one", marks=pytest.mark.slow)])
 def test_packed_trains_each_batch_size_as_the_masked_members(programs):
     """The packed layout trains a batch_size choice as the masked members (which are the dense networks',
     above), dropout included, in member order: in one program (a chunk a step, each member applying its

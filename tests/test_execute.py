@@ -324,6 +324,7 @@ def test_estimate_matches_xla_for_sharded_program(fake4):
     assert 0.5 <= fake4["estimate_over_xla"] <= 3.0
 
 
+@pytest.mark.slow  # ~50 s: two processes, each compiling; the fake-device tests above shard by default
 def test_two_process_study_on_localhost():
     with socket.socket() as sock:
         sock.bind(("localhost", 0))

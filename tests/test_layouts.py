@@ -202,6 +202,7 @@ def test_training_matches_the_masked_trainer_with_a_shared_shuffle_key(key, data
     np.testing.assert_array_equal(got.diverged, want.diverged)
 
 
+@pytest.mark.slow  # ~20 s; leaf by leaf is the non-default path: flat tails train in every packed test above
 def test_flat_tails_update_as_the_tails_leaf_by_leaf(key, data):
     # `flat_tails` runs each tail group's optimizer on one [slots, n] array: the same elementwise arithmetic.
     space = _space(optimizers=("sgd", "rmsprop", "adam", "nadam"), beta2=(0.9, 0.9999), eps=(1e-8, 1e-3))
