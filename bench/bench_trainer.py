@@ -325,6 +325,9 @@ def main(argv=None):
                    help="plain: the default MLP space; all: plus every per-member dimension of issue 16 "
                         "(nadam/adadelta/adamw/sgd, beta2, eps, init schemes, per-layer activations); "
                         "all_batch: all plus each member's batch size (32 64 128 256)")
+    p.add_argument("--batch-programs", choices=("per_size", "one"), default="per_size",
+                   help="packed rows of a batch-size space: one program per batch size, or one for all "
+                        "(make_packed_train's batch_programs)")
     p.add_argument("--out", default=None, help="markdown results file (+ .json next to it)")
     args = p.parse_args(argv)
     sizes = parse_ints(args.sizes, "sizes")
@@ -398,7 +401,7 @@ def run_layouts(args, ds, space, sizes, epochs_list, layouts, peak) -> list[dict
                         r = bench_masked(space, config, data, keys, pos, F, C, archs, serial=run_as == "serial")
                     elif run_as == "packed":
                         r = bench_packed(space, config, data, keys, pos, F, C, archs, args.groups,
-                                         examples=full_steps * args.batch * E)
+                                         examples=full_steps * args.batch * E, batch_programs=args.batch_programs)
                     else:
                         r = bench_sequential(space, config, data, keys, pos, F, C, archs, args.seq_sample)
                 train_s = r["train_s"] * scale

@@ -53,10 +53,11 @@ masked member (and the dense network of its size). ``batch_programs="one"``
 trains them in one program instead: the swarm steps through the permutation
 in chunks of g examples (the sizes' gcd), every member adds a chunk's
 gradient to an accumulator, and a member of batch size b applies their mean
-every ``b / g`` chunks, its columns and slots selecting the update
-(`_member_map`), its step count and schedule length its own (per column in
-the first layer, `_per_column`): one compile, but on CPU 2.5x the training
-(every member's update and select at every chunk). Warm
+every ``b / g`` chunks. The first layer's columns come in one block per
+(optimizer, batch size), each updated under a `lax.cond` on its own static
+schedule (`_due_block`); the tails' slots mix sizes, so every slot's update
+is computed and kept where its member is due (`_slot_map`): half the compile,
+1.35-1.6x the training on CPU, about the same total. Warm
 mode hands each member's max-size variables in and out (`_pack` / `_unpack`);
 a schedule's rung (`train_span`) hands in and out each member's whole
 `train.TrainState`, its optimizer state packed with its params
@@ -675,9 +676,11 @@ def _columns(tree, start: int, width: int):
     return jax.tree.map(lambda a: jax.lax.slice_in_dim(a, start, start + width, axis=a.ndim - 1), tree)
 
 
-def _split_first(first: dict, state, singles: Sequence, blocks: tuple[int, ...]) -> tuple[list, list]:
+def _split_first(first: dict, state, singles: Sequence, blocks: tuple[int, ...],
+                 names_of: Sequence[int] | None = None) -> tuple[list, list]:
     """The packed first layer and its all-names optimizer state -> one ``(params, state)`` per optimizer block
-    (`PlanShape.blocks`), block o's state that of ``singles[o]`` (`optim.make_optimizer` of name o alone).
+    (`PlanShape.blocks`), block o's state that of ``singles[o]`` (`optim.make_optimizer` of name o alone;
+    with `names_of`, of name ``names_of[o]``: blocks per optimizer and batch size).
 
     Block o keeps the first shared buffers its optimizer uses and name o's other leaves: the state the
     all-names optimizer would read for those columns (`_join_first` puts them back).
@@ -688,8 +691,9 @@ def _split_first(first: dict, state, singles: Sequence, blocks: tuple[int, ...])
         hp = part(dict(state.hyperparams))
         own = len(jax.eval_shape(singles[o].init, part(first), optim.OptHParams(**hp)).inner_state.slots)
         params.append(part(first))
+        name = o if names_of is None else names_of[o]
         states.append(state._replace(hyperparams=hp, inner_state=inner._replace(
-            slots=tuple(part(b) for b in inner.slots[:own]), rest=(inner.rest[o],))))
+            slots=tuple(part(b) for b in inner.slots[:own]), rest=(inner.rest[name],))))
     return params, states
 
 
@@ -739,37 +743,23 @@ def _with_slots(state, slots: tuple, count):
     return state._replace(inner_state=state.inner_state._replace(slots=slots))
 
 
-def _column_parts(a_P, blocks: tuple[int, ...]) -> list:
-    """`a_P` (one value per packed column) cut into the optimizer blocks of `PlanShape.blocks`."""
-    return [a_P[int(s):int(s) + w] for s, w in zip(_block_starts(blocks), blocks)]
+def _due_block(tx, c, k: int, used: int, params, state, acc):
+    """A first-layer block of one batch size's members after chunk `c`: the mean of its `k` summed chunk
+    gradients applied (`tx`) and the sum reset when the chunk ends one of its whole batches (``c < used``),
+    else unchanged (`lax.cond`: the other chunks skip the block's update)."""
+    def apply(args):
+        params, state, acc = args
+        updates, state = tx.update(jax.tree.map(lambda a: a / k, acc), state, params)
+        return optax.apply_updates(params, updates), state, jax.tree.map(jnp.zeros_like, acc)
+
+    return jax.lax.cond((c % k == k - 1) & (c < used), apply, lambda args: args, (params, state, acc))
 
 
-def _per_column(state, horizon_W):
-    """A first-layer optimizer state (of W columns, fresh) with a step count and a schedule length per
-    column: the columns' members step on their own schedules (`make_packed_train`'s one batch program)."""
-    state = optim.with_count(state, jnp.zeros(horizon_W.shape, jnp.int32))
-    return state._replace(inner_state=state.inner_state._replace(horizon=horizon_W))
-
-
-def _per_member(v_S, col_S, ctx: _Context, blocks: tuple[int, ...]) -> dict:
-    """A per-member value as a packed tree's (``{"first", "groups"}``): one ``[W]`` array per first-layer
-    part (it broadcasts along the columns, the leaves' last axis) and one ``[K]`` per tail group."""
-    v_P = v_S[col_S]
-    first = _column_parts(v_P, blocks) if blocks else v_P
-    return {"first": first, "groups": [v_S[c[6]] for c in ctx.groups]}
-
-
-def _member_map(fn: Callable, v: dict, *trees: dict) -> dict:
-    """``fn(value, *leaves)`` leaf by leaf over packed trees (``{"first", "groups"}``: params, their
-    optimizer states, gradient sums), `v` (`_per_member`) shaped to broadcast against each leaf."""
+def _slot_map(fn: Callable, v_G: list, *trees_G: list) -> list:
+    """``fn(value, *leaves)`` leaf by leaf over the tail groups' trees (every leaf with a leading slot axis),
+    ``v_G`` one ``[K]`` array per group, shaped to broadcast against each leaf."""
     lead = lambda m: lambda a, *rest: fn(m.reshape(m.shape + (1,) * (a.ndim - 1)), a, *rest)
-    firsts = [t["first"] for t in trees]
-    if isinstance(v["first"], list):  # blocked: one part per optimizer block
-        first = [jax.tree.map(functools.partial(fn, m), *parts) for m, *parts in zip(v["first"], *firsts)]
-    else:
-        first = jax.tree.map(functools.partial(fn, v["first"]), *firsts)
-    return {"first": first, "groups": [jax.tree.map(lead(m), *parts)
-                                       for m, *parts in zip(v["groups"], *(t["groups"] for t in trees))]}
+    return [jax.tree.map(lead(m), *parts) for m, *parts in zip(v_G, *trees_G)]
 
 
 def _normalize(z, lay: dict, stats: dict, on, axis: int, train: bool):
@@ -1019,9 +1009,10 @@ def make_packed_train(
             `train.chunk_size`) a step; each member adds the chunk's
             gradient to an accumulator and every ``b / g``-th step its
             columns and slots apply the mean, as `train.fit_span` does with
-            a traced batch size (`_member_map`). One compile (18 s against
-            35-38 s for four sizes) but every member's update and state
-            select at every chunk: 2.5x the training on CPU
+            a traced batch size (first-layer blocks per optimizer and batch
+            size under a `lax.cond`, tail slots selected; always blocked).
+            One compile (about half of four sizes') but 1.35-1.6x the
+            training on CPU: about the same total
             (bench/results/batch_programs_cpu_all_batch.md). Both draw
             dropout per chunk (`train.chunk_key`), so they agree to float
             rounding. Spans of epochs (a schedule's rungs, `train_span`)
@@ -1063,6 +1054,8 @@ def _make_packed(space: SearchSpace, config: train.TrainConfig, in_features: int
     opt_names = optim.optimizer_names(space)  # OptHParams.optimizer indexes this tuple
     decode = jax.jit(jax.vmap(hparams))
     read_batch = train.batch_reader(space) if chunked else None
+    sizes = tuple(config.batch_sizes) if chunked else ()
+    read_sizes = jax.jit(jax.vmap(read_batch)) if chunked else None
     stats = {"traces": 0, "shapes": [], "compile_s": []}  # compile_s: each span program's, measured
     programs: dict = {}
     mesh = None if devices is None or len(devices) < 2 else execute.particle_mesh(devices)
@@ -1084,11 +1077,16 @@ def _make_packed(space: SearchSpace, config: train.TrainConfig, in_features: int
             if reuse_tolerance is None:
                 switch = compile_s * CPU_FLOPS / (6 * round_examples)
         archs, opts = archs_of(positions_SxD)
+        names = len(opt_names)
+        if chunked:  # a block per (optimizer, batch size): block o holds optimizer o // len(sizes), size o % len(sizes)
+            b_S = np.asarray(read_sizes(jnp.asarray(positions_SxD, jnp.float32)))
+            opts = [o * len(sizes) + sizes.index(int(b)) for o, b in zip(opts, b_S)]
+            names *= len(sizes)
         pad = [i % len(archs) for i in range(-(-len(archs) // parts) * parts)]
         p = make_plan([archs[i] for i in pad], mcfg.max_units, num_classes, in_features,
                       groups, stats["shapes"], 1.5 if reuse_tolerance is None else reuse_tolerance,
                       switch_cost=switch, free_merge=merge, parts=parts,
-                      optimizers=[opts[i] for i in pad], names=len(opt_names) if block_optimizers else 1)
+                      optimizers=[opts[i] for i in pad], names=names if block_optimizers or chunked else 1)
         order = None if p.order is None else p.order % len(archs)  # a pad place holds a copy of a member
         return Plan(p.shape, jax.tree.map(jnp.asarray, p.tables), order)
 
@@ -1170,7 +1168,6 @@ def _make_packed(space: SearchSpace, config: train.TrainConfig, in_features: int
                 used_S = (n // b_S) * k_S  # the chunks of an epoch's whole batches
                 chunks = max((n // min(b, n)) * (min(b, n) // g) for b in config.batch_sizes)
                 horizon_S = train.member_steps(config, n, b_S)  # each member's schedule length
-                col_S = jnp.maximum(tables.col_member_P, 0)
                 opt_state = {
                     "first": opt.init(params["first"], ctx.col_hp),
                     "groups": [jax.vmap(opt.init)(p, c[3], horizon_S[c[6]])
@@ -1184,15 +1181,17 @@ def _make_packed(space: SearchSpace, config: train.TrainConfig, in_features: int
             if resume is not None:  # the members' optimizer states, packed like their params
                 opt_state = _pack_opt(resume[0].opt_state, opt_state, start_S["batch_stats"], tables, shape, bn)
             all_names = opt_state["first"]  # blocked: what `joined` rebuilds the first layer's state from
+            if chunked:  # block o: optimizer o // len(sizes) for the members of batch size sizes[o % len(sizes)]
+                singles = [singles[o // len(sizes)] for o in range(len(shape.blocks))]
+                block_b = [min(sizes[o % len(sizes)], n) for o in range(len(shape.blocks))]
             if shape.blocks:  # the first layer as one array per optimizer block, each with its own optimizer
-                blocks = _split_first(params["first"], all_names, singles, shape.blocks)
+                blocks = _split_first(params["first"], all_names, singles, shape.blocks,
+                                      [o // len(sizes) for o in range(len(shape.blocks))] if chunked else None)
                 params, opt_state = {**params, "first": blocks[0]}, {**opt_state, "first": blocks[1]}
-            if chunked:  # a step count and a schedule length per first-layer column: its member's
-                h_P = horizon_S[col_S]
-                first = opt_state["first"]
+            if chunked:  # each block's schedule spans its batch size's updates
                 opt_state = {**opt_state, "first": [
-                    _per_column(s, h) for s, h in zip(first, _column_parts(h_P, shape.blocks))]
-                    if shape.blocks else _per_column(first, h_P)}
+                    st._replace(inner_state=st.inner_state._replace(horizon=train.member_steps(config, n, b)))
+                    for st, b in zip(opt_state["first"], block_b)]}
             if flat_tails:  # each tail group's optimizer state on its `_flat` params (the params stay leaves)
                 opt_state = {**opt_state, "groups": [_flat_state(s) for s in opt_state["groups"]]}
 
@@ -1203,6 +1202,9 @@ def _make_packed(space: SearchSpace, config: train.TrainConfig, in_features: int
                                                          zip(opt_state["groups"], params["groups"])]}
                 if not shape.blocks:
                     return params, opt_state
+                if chunked:  # the params only: a one-program run hands out variables, never optimizer states
+                    return {**params, "first": jax.tree.map(lambda *xs: jnp.concatenate(xs, axis=-1),
+                                                            *params["first"])}, opt_state
                 first, state = _join_first(params["first"], opt_state["first"], all_names, shape.blocks)
                 return {**params, "first": first}, {**opt_state, "first": state}
 
@@ -1212,8 +1214,12 @@ def _make_packed(space: SearchSpace, config: train.TrainConfig, in_features: int
                         singles, grads["first"], opt_state["first"], params["first"]))))
                 else:
                     u1, s1 = opt.update(grads["first"], opt_state["first"], params["first"])
+                ug, sg = update_tails(grads["groups"], opt_state["groups"], params["groups"])
+                return {"first": u1, "groups": ug}, {"first": s1, "groups": sg}
+
+            def update_tails(grads, opt_state, params):
                 ug, sg = [], []
-                for g, s, p in zip(grads["groups"], opt_state["groups"], params["groups"]):
+                for g, s, p in zip(grads, opt_state, params):
                     if flat_tails:  # one array per group: a few fusions per optimizer, not a few per leaf
                         u, s = jax.vmap(opt.update)(_flat(g), s, _flat(p))
                         u = _unflat(u, g)
@@ -1221,7 +1227,7 @@ def _make_packed(space: SearchSpace, config: train.TrainConfig, in_features: int
                         u, s = jax.vmap(opt.update)(g, s, p)
                     ug.append(u)
                     sg.append(s)
-                return {"first": u1, "groups": ug}, {"first": s1, "groups": sg}
+                return ug, sg
 
             def step(carry, inputs):
                 params, bn_stats, opt_state = carry
@@ -1238,14 +1244,28 @@ def _make_packed(space: SearchSpace, config: train.TrainConfig, in_features: int
                 drop_keys_S = jax.vmap(lambda k, kk: train.chunk_key(k, c // kk, c % kk))(k_drop_S, k_S)
                 grads, (loss_T, bn_stats) = jax.grad(total_loss, has_aux=True)(
                     params, bn_stats, ctx, data.x_train[idx_G], data.y_train[idx_G], tables, shape, drop_keys_S)
-                acc = jax.tree.map(jnp.add, acc, grads)
-                per = lambda v_S: _per_member(v_S, col_S, ctx, shape.blocks)
-                mean = _member_map(lambda k, a: a / k, per(k_S.astype(jnp.float32)), acc)
-                updates, new_state = update(mean, opt_state, params)
+                first = []  # each block of one batch size's members, on its own static schedule
+                for tx, b, w, p, s, a, gr in zip(singles, block_b, shape.blocks, params["first"],
+                                                 opt_state["first"], acc["first"], grads["first"]):
+                    k, used = b // g, (n // b) * (b // g)
+                    if not w:  # no member of this optimizer and size
+                        first.append((p, s, a))
+                    elif k == 1:  # a chunk is its batch: no sum to keep
+                        first.append(_due_block(tx, c, 1, used, p, s, gr)[:2] + (a,))
+                    else:
+                        first.append(_due_block(tx, c, k, used, p, s, jax.tree.map(jnp.add, a, gr)))
+                acc = {**acc, "groups": jax.tree.map(jnp.add, acc["groups"], grads["groups"])}
+                # The tails' slots mix batch sizes: every slot's update, kept where its member is due.
+                per = lambda v_S: [v_S[c_[6]] for c_ in ctx.groups]
+                mean = _slot_map(lambda k, a: a / k, per(k_S.astype(jnp.float32)), acc["groups"])
+                updates, new_state = update_tails(mean, opt_state["groups"], params["groups"])
                 due = per((c % k_S == k_S - 1) & (c < used_S))
-                params = _member_map(jnp.where, due, optax.apply_updates(params, updates), params)
-                opt_state = _member_map(jnp.where, due, new_state, opt_state)
-                acc = _member_map(lambda d, a: jnp.where(d, 0.0, a), due, acc)
+                tails = _slot_map(jnp.where, due, optax.apply_updates(params["groups"], updates), params["groups"])
+                params = {"first": [f[0] for f in first], "groups": tails}
+                opt_state = {"first": [f[1] for f in first],
+                             "groups": _slot_map(jnp.where, due, new_state, opt_state["groups"])}
+                acc = {"first": [f[2] for f in first],
+                       "groups": _slot_map(lambda d, a: jnp.where(d, 0.0, a), due, acc["groups"])}
                 m_T = jnp.maximum(tables.slot_member_T, 0)
                 return (params, bn_stats, opt_state, acc), jnp.where(c < used_S[m_T], loss_T, 0.0)
 
