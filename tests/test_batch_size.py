@@ -134,6 +134,13 @@ def test_packed_trains_each_batch_size_as_the_masked_members(programs):
     np.testing.assert_array_equal(got.val_accuracy, want.val_accuracy)
     if programs == "one":
         assert trainer.stats["traces"] == 1 and trainer.by_batch is None
+        # Warm: kept members continue from their variables and hand theirs back, as per size.
+        per_size = packed.make_packed_train(space, CONFIG, 6, 2, batch_programs="per_size")
+        start = trainer.init_variables(keys, positions)
+        keep = np.array([True, False, True, True, False])
+        (a, va), (b, vb) = (t.train_swarm(keys, positions, data, shuffle, start, keep) for t in (trainer, per_size))
+        np.testing.assert_allclose(a.val_loss, b.val_loss, rtol=1e-5, atol=1e-6)
+        jax.tree.map(lambda x, y: np.testing.assert_allclose(x, y, rtol=1e-4, atol=1e-5), va, vb)
         return
     assert trainer.stats["traces"] == 2 and set(trainer.by_batch) == set(SIZES)  # 16 and 64: one program each
     with pytest.raises(ValueError, match="by_batch"):
