@@ -171,7 +171,7 @@ COMPILE_S = 10.0
 SPAN_COMPILE_S = 3.0
 GROUP_COMPILE_S = 0.6  # what one more tail group adds to it (DESIGN.md: ~3 s + 0.6 s per group)
 CPU_FLOPS = 60e9
-BATCH_PROGRAMS = ("one", "per_size")  # `make_packed_train`'s ways to train a batch_size choice
+BATCH_PROGRAMS = ("per_size", "one")  # `make_packed_train`'s ways to train a batch_size choice
 
 
 def ladder_up(n: int, cap: int | None = None, steps_per_octave: int = 2) -> int:
@@ -1168,16 +1168,13 @@ def _make_packed(space: SearchSpace, config: train.TrainConfig, in_features: int
                 used_S = (n // b_S) * k_S  # the chunks of an epoch's whole batches
                 chunks = max((n // min(b, n)) * (min(b, n) // g) for b in config.batch_sizes)
                 horizon_S = train.member_steps(config, n, b_S)  # each member's schedule length
-                opt_state = {
-                    "first": opt.init(params["first"], ctx.col_hp),
-                    "groups": [jax.vmap(opt.init)(p, c[3], horizon_S[c[6]])
-                               for p, c in zip(params["groups"], ctx.groups)],
-                }
-            else:
-                opt_state = {
-                    "first": opt.init(params["first"], ctx.col_hp),
-                    "groups": [jax.vmap(opt.init)(p, c[3]) for p, c in zip(params["groups"], ctx.groups)],
-                }
+            # A tail slot's schedule spans its member's updates (chunked); the first layer's blocks' below.
+            horizons = [horizon_S[c[6]] for c in ctx.groups] if chunked else [None] * len(ctx.groups)
+            opt_state = {
+                "first": opt.init(params["first"], ctx.col_hp),
+                "groups": [jax.vmap(opt.init, in_axes=(0, 0, None if h is None else 0))(p, c[3], h)
+                           for p, c, h in zip(params["groups"], ctx.groups, horizons)],
+            }
             if resume is not None:  # the members' optimizer states, packed like their params
                 opt_state = _pack_opt(resume[0].opt_state, opt_state, start_S["batch_stats"], tables, shape, bn)
             all_names = opt_state["first"]  # blocked: what `joined` rebuilds the first layer's state from
@@ -1291,9 +1288,9 @@ def _make_packed(space: SearchSpace, config: train.TrainConfig, in_features: int
                 (*carry, _), loss_CxT = jax.lax.scan(functools.partial(chunk_step, k_drop_S), (*carry, zeros),
                                                      (idx_CxG, jnp.arange(chunks)))
                 carry = tuple(carry)
-                acc, vloss = evaluate(carry[0], carry[1])
+                accuracy, vloss = evaluate(carry[0], carry[1])
                 m_T = jnp.maximum(tables.slot_member_T, 0)
-                return carry, (loss_CxT.sum(0) / used_S[m_T], acc, vloss)
+                return carry, (loss_CxT.sum(0) / used_S[m_T], accuracy, vloss)
 
             def epoch(carry, inputs):
                 if chunked:
