@@ -697,6 +697,11 @@ def _split_first(first: dict, state, singles: Sequence, blocks: tuple[int, ...],
     return params, states
 
 
+def _join_columns(parts: Sequence):
+    """Trees of column blocks (`_columns`' cuts, in order) side by side again: every leaf along its last axis."""
+    return jax.tree.map(lambda *xs: jnp.concatenate(xs, axis=-1), *parts)
+
+
 def _join_first(params: list, states: list, state, blocks: tuple[int, ...]) -> tuple[dict, Any]:
     """`_split_first`'s inverse: the blocks' params and states -> the packed first layer and its all-names
     state (`state`, as the split took it, gives the buffers a block's optimizer does not keep)."""
@@ -705,10 +710,9 @@ def _join_first(params: list, states: list, state, blocks: tuple[int, ...]) -> t
         own = len(block.inner_state.slots)
         for j, old in enumerate(inner.slots):
             slots[j].append(block.inner_state.slots[j] if j < own else _columns(old, int(s), int(w)))
-    join = lambda *xs: jnp.concatenate(xs, axis=-1)
     last = states[-1]
-    return jax.tree.map(join, *params), state._replace(count=last.count, inner_state=inner._replace(
-        count=last.inner_state.count, slots=tuple(jax.tree.map(join, *b) for b in slots),
+    return _join_columns(params), state._replace(count=last.count, inner_state=inner._replace(
+        count=last.inner_state.count, slots=tuple(_join_columns(b) for b in slots),
         rest=tuple(b.inner_state.rest[0] for b in states)))
 
 
@@ -1168,8 +1172,11 @@ def _make_packed(space: SearchSpace, config: train.TrainConfig, in_features: int
                 used_S = (n // b_S) * k_S  # the chunks of an epoch's whole batches
                 chunks = max((n // min(b, n)) * (min(b, n) // g) for b in config.batch_sizes)
                 horizon_S = train.member_steps(config, n, b_S)  # each member's schedule length
+                slot_of = lambda v_S: [v_S[c[6]] for c in ctx.groups]  # a member's value in each tail slot
+                k_G, used_G = slot_of(k_S), slot_of(used_S)
+                used_T = used_S[jnp.maximum(tables.slot_member_T, 0)]
             # A tail slot's schedule spans its member's updates (chunked); the first layer's blocks' below.
-            horizons = [horizon_S[c[6]] for c in ctx.groups] if chunked else [None] * len(ctx.groups)
+            horizons = slot_of(horizon_S) if chunked else [None] * len(ctx.groups)
             opt_state = {
                 "first": opt.init(params["first"], ctx.col_hp),
                 "groups": [jax.vmap(opt.init, in_axes=(0, 0, None if h is None else 0))(p, c[3], h)
@@ -1178,12 +1185,13 @@ def _make_packed(space: SearchSpace, config: train.TrainConfig, in_features: int
             if resume is not None:  # the members' optimizer states, packed like their params
                 opt_state = _pack_opt(resume[0].opt_state, opt_state, start_S["batch_stats"], tables, shape, bn)
             all_names = opt_state["first"]  # blocked: what `joined` rebuilds the first layer's state from
+            name_of = None
             if chunked:  # block o: optimizer o // len(sizes) for the members of batch size sizes[o % len(sizes)]
-                singles = [singles[o // len(sizes)] for o in range(len(shape.blocks))]
+                name_of = [o // len(sizes) for o in range(len(shape.blocks))]
+                singles = [singles[i] for i in name_of]
                 block_b = [min(sizes[o % len(sizes)], n) for o in range(len(shape.blocks))]
             if shape.blocks:  # the first layer as one array per optimizer block, each with its own optimizer
-                blocks = _split_first(params["first"], all_names, singles, shape.blocks,
-                                      [o // len(sizes) for o in range(len(shape.blocks))] if chunked else None)
+                blocks = _split_first(params["first"], all_names, singles, shape.blocks, name_of)
                 params, opt_state = {**params, "first": blocks[0]}, {**opt_state, "first": blocks[1]}
             if chunked:  # each block's schedule spans its batch size's updates
                 opt_state = {**opt_state, "first": [
@@ -1200,8 +1208,7 @@ def _make_packed(space: SearchSpace, config: train.TrainConfig, in_features: int
                 if not shape.blocks:
                     return params, opt_state
                 if chunked:  # the params only: a one-program run hands out variables, never optimizer states
-                    return {**params, "first": jax.tree.map(lambda *xs: jnp.concatenate(xs, axis=-1),
-                                                            *params["first"])}, opt_state
+                    return {**params, "first": _join_columns(params["first"])}, opt_state
                 first, state = _join_first(params["first"], opt_state["first"], all_names, shape.blocks)
                 return {**params, "first": first}, {**opt_state, "first": state}
 
@@ -1253,18 +1260,16 @@ def _make_packed(space: SearchSpace, config: train.TrainConfig, in_features: int
                         first.append(_due_block(tx, c, k, used, p, s, jax.tree.map(jnp.add, a, gr)))
                 acc = {**acc, "groups": jax.tree.map(jnp.add, acc["groups"], grads["groups"])}
                 # The tails' slots mix batch sizes: every slot's update, kept where its member is due.
-                per = lambda v_S: [v_S[c_[6]] for c_ in ctx.groups]
-                mean = _slot_map(lambda k, a: a / k, per(k_S.astype(jnp.float32)), acc["groups"])
+                mean = _slot_map(lambda k, a: a / k.astype(a.dtype), k_G, acc["groups"])
                 updates, new_state = update_tails(mean, opt_state["groups"], params["groups"])
-                due = per((c % k_S == k_S - 1) & (c < used_S))
+                due = [(c % k == k - 1) & (c < u) for k, u in zip(k_G, used_G)]
                 tails = _slot_map(jnp.where, due, optax.apply_updates(params["groups"], updates), params["groups"])
                 params = {"first": [f[0] for f in first], "groups": tails}
                 opt_state = {"first": [f[1] for f in first],
                              "groups": _slot_map(jnp.where, due, new_state, opt_state["groups"])}
                 acc = {"first": [f[2] for f in first],
                        "groups": _slot_map(lambda d, a: jnp.where(d, 0.0, a), due, acc["groups"])}
-                m_T = jnp.maximum(tables.slot_member_T, 0)
-                return (params, bn_stats, opt_state, acc), jnp.where(c < used_S[m_T], loss_T, 0.0)
+                return (params, bn_stats, opt_state, acc), jnp.where(c < used_T, loss_T, 0.0)
 
             def evaluate(params, bn_stats):
                 m = data.x_val.shape[0]
@@ -1289,8 +1294,7 @@ def _make_packed(space: SearchSpace, config: train.TrainConfig, in_features: int
                                                      (idx_CxG, jnp.arange(chunks)))
                 carry = tuple(carry)
                 accuracy, vloss = evaluate(carry[0], carry[1])
-                m_T = jnp.maximum(tables.slot_member_T, 0)
-                return carry, (loss_CxT.sum(0) / used_S[m_T], accuracy, vloss)
+                return carry, (loss_CxT.sum(0) / used_T, accuracy, vloss)
 
             def epoch(carry, inputs):
                 if chunked:
