@@ -3,6 +3,12 @@ import os
 # Keep XLA from grabbing every core per process when tests run in parallel subprocesses,
 # and make CPU results reproducible.
 os.environ.setdefault("XLA_FLAGS", "--xla_cpu_multi_thread_eigen=true")
+# The tests check arithmetic, not speed: compile at LLVM -O0 (a third less compile time, where the suite spends
+# most of its time; the HLO and its results are the same, the fingerprint's pinned values included). The
+# benches compile at XLA's default level. An XLA_FLAGS of the caller's that names a level keeps it.
+TEST_XLA_FLAGS = "--xla_backend_optimization_level=1"
+if "xla_backend_optimization_level" not in os.environ["XLA_FLAGS"]:
+    os.environ["XLA_FLAGS"] += " " + TEST_XLA_FLAGS
 os.environ.setdefault("JAX_PLATFORMS", "cpu")
 if "PYTEST_XDIST_WORKER" not in os.environ and "JAX_COMPILATION_CACHE_DIR" not in os.environ:
     # One XLA compilation cache for the run's processes (the workers and the CLI subprocesses inherit it):
