@@ -725,8 +725,8 @@ def _unflat(flat_KxN, like_K):
     """`_flat`'s inverse: the ``[K, n]`` array cut back into a tree shaped as `like_K`."""
     leaves, tree = jax.tree.flatten(like_K)
     ends = np.cumsum([math.prod(a.shape[1:]) for a in leaves])
-    return jax.tree.unflatten(tree, [flat_KxN[:, e - math.prod(a.shape[1:]):e].reshape(a.shape)
-                                     for a, e in zip(leaves, ends)])
+    return jax.tree.unflatten(tree, [flat_KxN[:, start:end].reshape(a.shape)
+                                     for a, start, end in zip(leaves, np.concatenate([[0], ends[:-1]]), ends)])
 
 
 def _flat_state(state):
