@@ -107,6 +107,7 @@ from jaxswarm import execute, train
 from jaxswarm.data import load_dataset
 from jaxswarm.layouts import LAYOUT_NAMES
 from jaxswarm.layouts import auto as auto_layout
+from jaxswarm.layouts import packed
 from jaxswarm.layouts.masked import DataShape
 from jaxswarm.models import family_of, mlp, mlp_space
 from jaxswarm.models.layers import INIT_SCHEMES
@@ -239,8 +240,6 @@ def bench_masked(space, config, data, keys, pos, F, C, archs, serial=False):
 
 def bench_packed(space, config, data, keys, pos, F, C, archs, groups, examples=None, **options):
     """The packed layout's programs; `options`: `packed.make_packed_train`'s (flat_tails, batch_programs)."""
-    from jaxswarm.layouts import packed
-
     # `examples`: a full round's, so a capped epoch is planned as the full one it is scaled to
     trainer = packed.make_packed_train(space, config, F, C, groups=groups, examples=examples, **options)
     shuffle_key = jax.random.key(123)
@@ -325,7 +324,7 @@ def main(argv=None):
                    help="plain: the default MLP space; all: plus every per-member dimension of issue 16 "
                         "(nadam/adadelta/adamw/sgd, beta2, eps, init schemes, per-layer activations); "
                         "all_batch: all plus each member's batch size (32 64 128 256)")
-    p.add_argument("--batch-programs", choices=("per_size", "one"), default="per_size",
+    p.add_argument("--batch-programs", choices=packed.BATCH_PROGRAMS, default=packed.BATCH_PROGRAMS[0],
                    help="packed rows of a batch-size space: one program per batch size, or one for all "
                         "(make_packed_train's batch_programs)")
     p.add_argument("--out", default=None, help="markdown results file (+ .json next to it)")

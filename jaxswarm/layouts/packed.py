@@ -724,9 +724,10 @@ def _flat(tree_K):
 def _unflat(flat_KxN, like_K):
     """`_flat`'s inverse: the ``[K, n]`` array cut back into a tree shaped as `like_K`."""
     leaves, tree = jax.tree.flatten(like_K)
-    ends = np.cumsum([math.prod(a.shape[1:]) for a in leaves])
-    return jax.tree.unflatten(tree, [flat_KxN[:, start:end].reshape(a.shape)
-                                     for a, start, end in zip(leaves, np.concatenate([[0], ends[:-1]]), ends)])
+    widths = np.array([math.prod(a.shape[1:]) for a in leaves], dtype=int)
+    ends = np.cumsum(widths)
+    return jax.tree.unflatten(tree, [flat_KxN[:, end - width:end].reshape(a.shape)
+                                     for a, width, end in zip(leaves, widths, ends)])
 
 
 def _flat_state(state):
