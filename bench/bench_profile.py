@@ -145,9 +145,6 @@ def main(argv=None):
                    help="with a batch-size space: profile the members of this batch size alone, in their "
                         "size's trainer (default: the size most members draw)")
     p.add_argument("--out", type=Path, default=None)
-    p.add_argument("--unblocked", action="store_true",
-                   help="one column range for every optimizer (make_packed_train's block_optimizers=False): "
-                        "each column runs every optimizer's update and a select")
     args = p.parse_args(argv)
 
     ds = load_dataset(args.dataset)
@@ -157,8 +154,7 @@ def main(argv=None):
     data, _, full_steps = cut_data(ds, args.batch, args.steps)
     pos, keys, archs = random_swarm(space, F, C, N, args.seed)
     trainer = packed.make_packed_train(space, config, F, C, groups=args.groups,
-                                       examples=full_steps * args.batch * config.epochs,  # plan for the full epoch
-                                       block_optimizers=not args.unblocked)
+                                       examples=full_steps * args.batch * config.epochs)  # plan for the full epoch
     if trainer.by_batch is not None:  # one packed trainer per batch size: profile one size's members
         members = trainer.split(pos)  # batch size -> its members
         b = args.batch_group or max(sorted(members), key=lambda b: len(members[b]))  # ties: the smallest

@@ -238,14 +238,14 @@ def bench_masked(space, config, data, keys, pos, F, C, archs, serial=False):
                 computed_fwd=computed, fitness=np.asarray(metrics.fitness))
 
 
-def bench_packed(space, config, data, keys, pos, F, C, archs, groups, examples=None, **options):
-    """The packed layout's programs; `options`: `packed.make_packed_train`'s (flat_tails, batch_programs)."""
+def bench_packed(space, config, data, keys, pos, F, C, archs, groups, examples=None):
+    """The packed layout's programs (a batch-size space: one per size)."""
     # `examples`: a full round's, so a capped epoch is planned as the full one it is scaled to
-    trainer = packed.make_packed_train(space, config, F, C, groups=groups, examples=examples, **options)
+    trainer = packed.make_packed_train(space, config, F, C, groups=groups, examples=examples)
     shuffle_key = jax.random.key(123)
     if trainer.by_batch is None:
         parts = [(trainer, np.arange(len(archs)))]
-    else:  # batch_programs="per_size": each size's members in their own trainer (one program each)
+    else:  # a batch-size space: each size's members in their own trainer (one program each)
         parts = [(trainer.by_batch[b], idx) for b, idx in trainer.split(pos).items()]
     compile_s = train_s = computed = mem = 0
     fitness, plans = [], []
@@ -324,9 +324,6 @@ def main(argv=None):
                    help="plain: the default MLP space; all: plus every per-member dimension of issue 16 "
                         "(nadam/adadelta/adamw/sgd, beta2, eps, init schemes, per-layer activations); "
                         "all_batch: all plus each member's batch size (32 64 128 256)")
-    p.add_argument("--batch-programs", choices=packed.BATCH_PROGRAMS, default=packed.BATCH_PROGRAMS[0],
-                   help="packed rows of a batch-size space: one program per batch size, or one for all "
-                        "(make_packed_train's batch_programs)")
     p.add_argument("--out", default=None, help="markdown results file (+ .json next to it)")
     args = p.parse_args(argv)
     sizes = parse_ints(args.sizes, "sizes")
@@ -400,7 +397,7 @@ def run_layouts(args, ds, space, sizes, epochs_list, layouts, peak) -> list[dict
                         r = bench_masked(space, config, data, keys, pos, F, C, archs, serial=run_as == "serial")
                     elif run_as == "packed":
                         r = bench_packed(space, config, data, keys, pos, F, C, archs, args.groups,
-                                         examples=full_steps * args.batch * E, batch_programs=args.batch_programs)
+                                         examples=full_steps * args.batch * E)
                     else:
                         r = bench_sequential(space, config, data, keys, pos, F, C, archs, args.seq_sample)
                 train_s = r["train_s"] * scale

@@ -3,6 +3,7 @@
 What a research script needs is here; the modules hold the rest (see README, "How it works").
 """
 
+from jaxswarm.costs import CostModel
 from jaxswarm.data import Dataset, DatasetError, from_arrays, kfold_indices, load_dataset
 from jaxswarm.design import DESIGNS, initial_design
 from jaxswarm.execute import SwarmRunner, estimate_memory, initialize_distributed, make_swarm_runner
@@ -19,11 +20,11 @@ from jaxswarm.tuners import TUNERS, BaselineError, BaselineResult, Tuner, run_ba
 __version__ = "0.1.0"
 
 __all__ = [
-    "BaselineError", "BaselineResult", "Choice", "Data", "Dataset", "DatasetError", "DESIGNS", "FAMILIES", "Fixed",
-    "Float", "Int", "LAYOUTS", "Layout", "Metrics", "ModelError", "ModelFamily", "PSO", "PSOState", "SavedModel",
-    "STRATEGIES", "SearchSpace", "Strategy", "Study", "StudyConfig", "StudyError", "StudyResult", "SwarmProgram",
-    "SwarmRunner", "TUNERS", "TrainConfig", "Tuner", "cnn_space", "estimate_memory", "family_of", "from_arrays",
-    "initial_design", "initialize_distributed", "kfold_indices", "load_dataset", "load_model", "load_result",
-    "make_dense_train", "make_pso", "make_strategy", "make_swarm_runner", "make_train", "mlp_space",
+    "BaselineError", "BaselineResult", "Choice", "CostModel", "Data", "Dataset", "DatasetError", "DESIGNS", "FAMILIES",
+    "Fixed", "Float", "Int", "LAYOUTS", "Layout", "Metrics", "ModelError", "ModelFamily", "PSO", "PSOState",
+    "SavedModel", "STRATEGIES", "SearchSpace", "Strategy", "Study", "StudyConfig", "StudyError", "StudyResult",
+    "SwarmProgram", "SwarmRunner", "TUNERS", "TrainConfig", "Tuner", "cnn_space", "estimate_memory", "family_of",
+    "from_arrays", "initial_design", "initialize_distributed", "kfold_indices", "load_dataset", "load_model",
+    "load_result", "make_dense_train", "make_pso", "make_strategy", "make_swarm_runner", "make_train", "mlp_space",
     "optimize_batches", "run_baseline", "suggest", "tune",
 ]

@@ -1,4 +1,4 @@
-"""Command line: `jaxswarm run`, `jaxswarm baseline`, `jaxswarm plot`.
+"""Command line: `jaxswarm run`, `jaxswarm baseline`, `jaxswarm calibrate`, `jaxswarm plot`, ...
 
 Settings come from (later wins): built-in defaults (`study.StudyConfig`, the
 family's preset space, `pso.make_pso`), a study file (`--config study.toml`,
@@ -25,8 +25,10 @@ Bad input is one line on stderr, ``jaxswarm: error: ...``, naming the setting,
 checked before any data is loaded where it can be. Exit codes: 0 ok, 2 bad input
 (settings, study file, data, results directory; argparse's own errors too), 1 a
 study (or baseline) that started and then failed, or ``plot`` with nothing to plot.
-`--resume DIR` continues the study in DIR with its own saved settings; flags that
-would change it are refused (``--quiet`` and ``--distributed`` are allowed).
+`--resume DIR` continues the study in DIR with its own saved settings and the
+cost model it recorded; flags that would change it are refused (``--quiet`` and
+``--distributed`` are allowed). `jaxswarm calibrate` measures this machine's
+cost model (`costs`) and saves it where studies read it.
 """
 
 from __future__ import annotations
@@ -41,10 +43,10 @@ from pathlib import Path
 
 import numpy as np
 
-from jaxswarm import design, execute, results
+from jaxswarm import costs, design, execute, results
 from jaxswarm import pso as pso_lib
 from jaxswarm.data import DATASETS, DatasetError, load_dataset
-from jaxswarm.layouts import LAYOUT_NAMES
+from jaxswarm.layouts import LAYOUT_NAMES, auto
 from jaxswarm.models import DEFAULT_FAMILY, FAMILIES
 from jaxswarm.models.layers import INIT_SCHEMES
 from jaxswarm.optim import OPTIMIZERS
@@ -237,13 +239,19 @@ def _add_baseline_parser(sub) -> None:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    """The `jaxswarm` argument parser (subcommands run, baseline, plot)."""
+    """The `jaxswarm` argument parser (subcommands run, baseline, calibrate, plot, predict, show)."""
     p = argparse.ArgumentParser(prog="jaxswarm", description=(
         "Tune neural-network hyperparameters with Particle Swarm Optimization, "
         "training the whole swarm at once as one jit+vmap program."))
     sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
     _add_run_parser(sub)
     _add_baseline_parser(sub)
+    ca = sub.add_parser("calibrate", help="measure this machine's cost model (what layout auto weighs) and save it",
+                        description="Measure the training rate and compile times that layout auto and the packed "
+                                    "plans weigh, on this machine (seconds; run it on a quiet machine), and save "
+                                    f"them where studies read them (${costs.ENV}, else {costs.DEFAULT_PATH}).")
+    ca.add_argument("--tiny", action="store_true", help="toy sizes: a few seconds, rough figures (a smoke test)")
+    ca.add_argument("--output", type=Path, help=f"file to write  [${costs.ENV}, else {costs.DEFAULT_PATH}]")
     pl = sub.add_parser("plot", help="draw progress.png and positions.png for a results directory")
     pl.add_argument("dir", type=Path)
     pr = sub.add_parser("predict", help="predict with a study's retrained winner (its results directory's model/)",
@@ -390,7 +398,10 @@ def _resume_settings(args: argparse.Namespace) -> dict:
     if not (isinstance(cfg, dict) and isinstance(cfg.get("dataset"), str)
             and isinstance(cfg.get("space"), dict) and isinstance(cfg.get("pso"), dict)):
         raise InputError(f"--resume: {study_file} was not written by `jaxswarm run`")
-    return cfg
+    # The cost model the study planned with, not this machine's current one: the same plans, the same
+    # results. A study recorded before cost models existed planned with the built-in figures.
+    recorded = saved.get("config") if isinstance(saved.get("config"), dict) else {}
+    return {**cfg, "cost_model": recorded.get("cost_model") or costs.BUILTIN._asdict()}
 
 
 def _failed(what: str, e: Exception) -> int:
@@ -417,7 +428,8 @@ def run(args: argparse.Namespace) -> int:
         space = build_space(cfg["space"])
         # A study saved before strategies existed has no strategy_options table.
         study_cfg = StudyConfig(**{k: cfg[k] for k in STUDY_KEYS if k in cfg}, pso=dict(cfg["pso"]),
-                                strategy_options=dict(cfg.get("strategy_options", {})))
+                                strategy_options=dict(cfg.get("strategy_options", {})),
+                                cost_model=cfg.get("cost_model"))  # None: this machine's (a resume: the recorded)
         study_cfg.validate()  # before the data: a bad setting fails in a second
         if args.resume is not None:
             print(f"resuming {out}")
@@ -510,6 +522,27 @@ def build_space(settings: dict):
 
 def _json_settings(cfg: dict) -> dict:
     return {k: (str(v) if isinstance(v, Path) else v) for k, v in cfg.items()}
+
+
+def calibrate(args: argparse.Namespace) -> int:
+    """`jaxswarm calibrate`: measures the cost model, saves it, prints it and where it went."""
+    if args.output is not None and args.output.is_dir():
+        raise InputError(f"--output {args.output} is a directory; name the file to write")
+    model = auto.calibrate(tiny=args.tiny, log=print)
+    try:
+        path = costs.save(model, args.output)
+    except OSError as e:
+        raise InputError(f"cannot write the cost model: {_one_line(e)}") from None
+    print(costs.describe(model))
+    print(f"saved to {path}")
+    try:
+        current = costs.load()
+    except ValueError as e:  # $JAXSWARM_COST_MODEL names another file, a bad one
+        current = e
+    if current != model:  # studies read another file, or $JAXSWARM_COST_MODEL is "builtin"
+        read = costs.describe(current) if isinstance(current, costs.CostModel) else _one_line(current)
+        print(f"studies here read {read}; set {costs.ENV}={path} to use this one")
+    return 0
 
 
 def plot(args: argparse.Namespace) -> int:
@@ -628,7 +661,8 @@ def main(argv: list[str] | None = None) -> int:
     """`jaxswarm COMMAND ...`: returns the exit code (0 ok, 2 bad input, 1 failed; see the module docstring)."""
     args = build_parser().parse_args(argv)
     try:
-        commands = {"run": run, "baseline": baseline, "plot": plot, "predict": predict, "show": show}
+        commands = {"run": run, "baseline": baseline, "calibrate": calibrate, "plot": plot, "predict": predict,
+                    "show": show}
         return commands[args.command](args)
     except InputError as e:
         print(f"jaxswarm: error: {_one_line(e)}", file=sys.stderr)

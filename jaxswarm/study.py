@@ -57,7 +57,7 @@ import jax.numpy as jnp
 import numpy as np
 from tqdm import tqdm
 
-from jaxswarm import design, execute, results, schedules, strategies, train
+from jaxswarm import costs, design, execute, results, schedules, strategies, train
 from jaxswarm import pso as pso_lib
 from jaxswarm.data import Dataset, kfold_indices
 from jaxswarm.layouts import DEFAULT_LAYOUT, LAYOUT_NAMES, resolve
@@ -110,6 +110,10 @@ class StudyConfig:
     pbt_fraction: float = 0.25  # pbt: the bottom fraction copies a member of the top fraction
     pbt_perturb: float = 0.2  # pbt: a copied position moves up to this much per dimension (unit box)
     pbt_architecture: bool = False  # pbt: explore may change the architecture (that copy starts from new weights)
+    # The engine's machine figures (`costs.CostModel`'s fields) that `layout="auto"` and the packed plans
+    # weigh; None: this machine's (`costs.load`). A Study stores the resolved dict here, so study.json
+    # records it and a resumed study plans with it, whatever was calibrated since.
+    cost_model: dict | None = None
 
     def validate(self) -> None:
         """Raises ValueError naming the first bad setting (wrong kind or out of range)."""
@@ -184,6 +188,11 @@ class StudyConfig:
                                  "cannot take the moved positions (strategy 'pso' can: its particles move there)")
         if self.mode == "warm" and self.folds > 1:
             raise ValueError("mode 'warm' keeps one network per particle; it cannot be combined with folds > 1")
+        if self.cost_model is not None:
+            try:
+                costs.of(self)
+            except ValueError as e:
+                raise ValueError(f"cost_model: {e}") from None
 
 
 class StudyResult(NamedTuple):
@@ -275,6 +284,8 @@ class Study:
     def __init__(self, space: SearchSpace, dataset: Dataset, config: StudyConfig,
                  out_dir: str | Path | None = None, progress: bool = True, settings: dict | None = None):
         config.validate()
+        # The cost model resolved once: every layout and `auto` read these figures, and study.json keeps them.
+        config = dataclasses.replace(config, cost_model=costs.of(config)._asdict())
         self.settings = settings
         self.space, self.dataset, self.config, self.progress = space, dataset, config, progress
         self.out_dir = None if out_dir is None else Path(out_dir).absolute()

@@ -11,6 +11,9 @@ TEST_XLA_FLAGS = "--xla_backend_optimization_level=1"
 if "xla_backend_optimization_level" not in os.environ["XLA_FLAGS"]:
     os.environ["XLA_FLAGS"] += " " + TEST_XLA_FLAGS
 os.environ.setdefault("JAX_PLATFORMS", "cpu")
+# The built-in cost model for the whole run (the CLI subprocesses inherit it): a developer's calibrated
+# file (`jaxswarm calibrate`) never changes which layout `auto` picks, so never a test's result.
+os.environ["JAXSWARM_COST_MODEL"] = "builtin"
 if "PYTEST_XDIST_WORKER" not in os.environ and "JAX_COMPILATION_CACHE_DIR" not in os.environ:
     # One XLA compilation cache for the run's processes (the workers and the CLI subprocesses inherit it):
     # the many tests that build the same program compile it once. Fresh per run, removed at its end.

@@ -118,30 +118,17 @@ def _masked_curves(space, positions, keys, shuffle, data):
     return jax.jit(jax.vmap(lambda k, p: masked.train_member(k, p, data, shuffle)))(keys, positions)
 
 
-@pytest.mark.parametrize("programs", [  # ~16 s: "one" is the non-default path
-    "per_size", pytest.param("one", marks=pytest.mark.slow)])
-def test_packed_trains_each_batch_size_as_the_masked_members(programs):
+def test_packed_trains_each_batch_size_as_the_masked_members():
     """The packed layout trains a batch_size choice as the masked members (which are the dense networks',
-    above), dropout included, in member order: in one program (a chunk a step, each member applying its
-    mean every b / g chunks) or in one trainer per size (each member on batches of its real size)."""
+    above), dropout included, in member order: one trainer per size, each member on batches of its real size."""
     space, data = _space(), _data()
-    trainer = packed.make_packed_train(space, CONFIG, 6, 2, batch_programs=programs)
+    trainer = packed.make_packed_train(space, CONFIG, 6, 2)
     sizes, positions, keys, shuffle = _packed_swarm(space)
     want = _masked_curves(space, positions, keys, shuffle, data)
     got = trainer.train_swarm(keys, positions, data, shuffle)
     np.testing.assert_allclose(got.train_loss, want.train_loss, rtol=1e-5, atol=1e-6)
     np.testing.assert_allclose(got.val_loss, want.val_loss, rtol=1e-5, atol=1e-6)
     np.testing.assert_array_equal(got.val_accuracy, want.val_accuracy)
-    if programs == "one":
-        assert trainer.stats["traces"] == 1 and trainer.by_batch is None
-        # Warm: kept members continue from their variables and hand theirs back, as per size.
-        per_size = packed.make_packed_train(space, CONFIG, 6, 2, batch_programs="per_size")
-        start = trainer.init_variables(keys, positions)
-        keep = np.array([True, False, True, True, False])
-        (a, va), (b, vb) = (t.train_swarm(keys, positions, data, shuffle, start, keep) for t in (trainer, per_size))
-        np.testing.assert_allclose(a.val_loss, b.val_loss, rtol=1e-5, atol=1e-6)
-        jax.tree.map(lambda x, y: np.testing.assert_allclose(x, y, rtol=1e-4, atol=1e-5), va, vb)
-        return
     assert trainer.stats["traces"] == 2 and set(trainer.by_batch) == set(SIZES)  # 16 and 64: one program each
     with pytest.raises(ValueError, match="by_batch"):
         trainer.plan(positions)

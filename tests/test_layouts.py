@@ -57,7 +57,7 @@ def test_first_layer_columns_are_blocked_by_optimizer():
     """Several optimizers: one column block per optimizer name (an absent one gets none), each member's
     columns inside its optimizer's block; a known shape serves a swarm only where every block fits it."""
     archs, opts = [(1, [20]), (2, [30, 10]), (1, [16]), (2, [24, 8])], [0, 2, 2, 0]
-    p = packed.make_plan(archs, 256, 10, 64, optimizers=opts, names=3)
+    p = packed.make_plan(archs, 256, 10, 64, optimizers=opts, n_optimizers=3)
     blocks = p.shape.blocks
     assert len(blocks) == 3 and blocks[1] == 0 and sum(blocks) == p.shape.columns
     assert blocks[0] >= 20 + 24 and blocks[2] >= 30 + 16
@@ -65,13 +65,13 @@ def test_first_layer_columns_are_blocked_by_optimizer():
     cols = np.asarray(p.tables.col_member_P)
     for m, o in enumerate(opts):
         assert set(block_of[cols == m]) == {o} and (cols == m).sum() == archs[m][1][0]
-    again = packed.make_plan(archs, 256, 10, 64, known=[p.shape], optimizers=opts, names=3)
+    again = packed.make_plan(archs, 256, 10, 64, known=[p.shape], optimizers=opts, n_optimizers=3)
     assert again.shape == p.shape
-    moved = packed.make_plan(archs, 256, 10, 64, known=[p.shape], optimizers=[0, 1, 2, 0], names=3)
+    moved = packed.make_plan(archs, 256, 10, 64, known=[p.shape], optimizers=[0, 1, 2, 0], n_optimizers=3)
     assert moved.shape != p.shape and moved.shape.blocks[1] >= 30  # optimizer 1's block was empty
     plain = packed.make_plan(archs, 256, 10, 64)
     assert plain.shape.blocks == () and packed.make_plan(
-        archs, 256, 10, 64, known=[plain.shape], optimizers=opts, names=3).shape.blocks  # not reused unblocked
+        archs, 256, 10, 64, known=[plain.shape], optimizers=opts, n_optimizers=3).shape.blocks  # not reused unblocked
 
 
 @pytest.mark.parametrize("seed", [0, 1, 2])
@@ -200,19 +200,6 @@ def test_training_matches_the_masked_trainer_with_a_shared_shuffle_key(key, data
         np.testing.assert_allclose(getattr(got, field), getattr(want, field), rtol=2e-4, atol=1e-5,
                                    err_msg=field)
     np.testing.assert_array_equal(got.diverged, want.diverged)
-
-
-@pytest.mark.slow  # ~20 s; leaf by leaf is the non-default path: flat tails train in every packed test above
-def test_flat_tails_update_as_the_tails_leaf_by_leaf(key, data):
-    # `flat_tails` runs each tail group's optimizer on one [slots, n] array: the same elementwise arithmetic.
-    space = _space(optimizers=("sgd", "rmsprop", "adam", "nadam"), beta2=(0.9, 0.9999), eps=(1e-8, 1e-3))
-    pos = jax.random.uniform(jax.random.fold_in(key, 7), (5, space.num_dims))
-    keys, shuffle_key = jax.random.split(jax.random.fold_in(key, 17), 5), jax.random.fold_in(key, 27)
-    flat, leaves = (packed.make_packed_train(space, CFG, F, C, groups=3, flat_tails=f).train_swarm(
-        keys, pos, data, shuffle_key) for f in (True, False))
-    for field in ("train_loss", "val_loss", "val_accuracy_curve"):
-        np.testing.assert_allclose(getattr(flat, field), getattr(leaves, field), rtol=1e-5, atol=1e-6,
-                                   err_msg=field)
 
 
 def test_a_diverging_member_never_disturbs_the_others(key, data):

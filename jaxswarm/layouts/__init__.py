@@ -14,8 +14,9 @@ from `LAYOUTS` by name, once, and only ever calls the program it got:
            choice: one packed trainer per size).
 
 ``"auto"`` (the default) is not a layout but a choice among them, made once
-per study from the backend and a cost estimate (`auto.choose`); `resolve`
-turns any name into the `Layout` and the reason it was picked.
+per study from the backend and a cost estimate at the study's
+`costs.CostModel` (`auto.choose`); `resolve` turns any name into the
+`Layout` and the reason it was picked, which names the cost model weighed.
 
 A new layout is one file in this folder and one line in `LAYOUTS`.
 
@@ -60,7 +61,8 @@ DEFAULT_LAYOUT = "auto"
 
 
 def resolve(name: str, family, space, config, data_shape: DataShape, n_train: int) -> tuple[Layout, str]:
-    """The `Layout` a study named `name` trains with, and why (``"auto"`` asks `auto.choose`)."""
+    """The `Layout` a study named `name` trains with, and why (``"auto"`` asks `auto.choose`, which weighs
+    ``costs.of(config)``; the reason says which cost model)."""
     if name == "auto":
         chosen, reason = auto.choose(family, space, config, data_shape, n_train)
         return LAYOUTS[chosen], f"layout auto -> {chosen}: {reason}"

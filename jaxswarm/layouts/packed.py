@@ -2,7 +2,7 @@
 
 The masked layout (`jaxswarm.layouts.masked`) gives every member max-size weights,
 so with widths 16..256 and depth 1..3 only about a quarter of the computed
-FLOPs are useful (DESIGN.md, "Measured layouts"). This module trains the SAME
+FLOPs are useful (docs/layouts.md). This module trains the SAME
 objective (same decoding, initialization, minibatches, optimizers, loss and
 `train.Metrics`) with far less waste:
 
@@ -30,9 +30,10 @@ objective (same decoding, initialization, minibatches, optimizers, loss and
   where is runtime data (`PlanTables`), so a compiled program serves every
   swarm that fits its shape. Programs are cached by shape and a new swarm is
   put into a known shape whenever its extra padding costs less training time
-  than compiling a fresh plan would (`COMPILE_S` against `CPU_FLOPS`), or at
-  most `reuse_tolerance` times a fresh plan when no data size is known, so
-  recompiles stay few as particles move.
+  than compiling a fresh plan would (the `costs.CostModel`'s compile seconds
+  against its training FLOP/s), or at most `make_plan`'s ``reuse_tolerance``
+  times a fresh plan when no data size is known, so recompiles stay few as
+  particles move.
 
 Equivalence: a member trained here follows the masked member's trajectory
 (same init: `mlp.init_mlp` with the same key, then packed; same
@@ -49,15 +50,7 @@ after another on the same plan (`train.combine_folds` averages them). A
 ``batch_size`` choice trains one packed trainer per size (`_by_batch_size`):
 each member steps on batches of its real size, with the shared permutation,
 and draws its dropout per chunk as `train.fit_span` does, so it follows the
-masked member (and the dense network of its size). ``batch_programs="one"``
-trains them in one program instead: the swarm steps through the permutation
-in chunks of g examples (the sizes' gcd), every member adds a chunk's
-gradient to an accumulator, and a member of batch size b applies their mean
-every ``b / g`` chunks. The first layer's columns come in one block per
-(optimizer, batch size), each updated under a `lax.cond` on its own static
-schedule (`_due_block`); the tails' slots mix sizes, so every slot's update
-is computed and kept where its member is due (`_slot_map`): half the compile,
-1.35-1.6x the training on CPU, about the same total. Warm
+masked member (and the dense network of its size). Warm
 mode hands each member's max-size variables in and out (`_pack` / `_unpack`);
 a schedule's rung (`train_span`) hands in and out each member's whole
 `train.TrainState`, its optimizer state packed with its params
@@ -97,7 +90,8 @@ import optax
 from jax.sharding import NamedSharding
 from jax.sharding import PartitionSpec
 
-from jaxswarm import execute, optim, train
+from jaxswarm import costs, execute, optim, train
+from jaxswarm.costs import BUILTIN, CostModel
 from jaxswarm.layouts.masked import DataShape, SwarmProgram
 from jaxswarm.models import ModelFamily, family_of, mlp
 from jaxswarm.models.layers import (ACTIVATION_NAMES, ACTIVATIONS, MAX_DROPOUT, batch_norm_eval,
@@ -116,10 +110,8 @@ __all__ = [
     "plan_flops",
     "describe_plan",
     "make_packed_train",
-    "COMPILE_S",
-    "GROUP_COMPILE_S",
-    "SPAN_COMPILE_S",
-    "CPU_FLOPS",
+    "LoopState",
+    "TailSlots",
 ]
 
 
@@ -159,19 +151,6 @@ class Plan(NamedTuple):
     shape: PlanShape
     tables: PlanTables
     order: Any = None  # sharded plans: the member at each place, device after device (`make_plan`'s parts)
-
-
-# What a recompile costs against padding (the reuse rule; `layouts.auto` reads them too): one packed
-# program on XLA:CPU (6-13 s measured; bench/results/trainer_cpu*.md) and a conservative training
-# rate of the 2-core CPUs here (the masked layout computes 30-57 GFLOP/s busy, ~100 quiet).
-COMPILE_S = 10.0
-# A span program (a schedule's rung, `train_span`): 2.0-3.7 s measured for 2-4 tail groups, MLP space,
-# Fashion-MNIST (bench/NOTES.md, issue 14). A constant, not the measured seconds, so that a study's plans
-# (and so its float32 rounding) do not depend on how busy the machine was.
-SPAN_COMPILE_S = 3.0
-GROUP_COMPILE_S = 0.6  # what one more tail group adds to it (DESIGN.md: ~3 s + 0.6 s per group)
-CPU_FLOPS = 60e9
-BATCH_PROGRAMS = ("per_size", "one")  # `make_packed_train`'s ways to train a batch_size choice
 
 
 def ladder_up(n: int, cap: int | None = None, steps_per_octave: int = 2) -> int:
@@ -372,7 +351,7 @@ def make_plan(
     free_merge: float | None = None,
     parts: int = 1,
     optimizers: Sequence[int] | None = None,
-    names: int = 1,
+    n_optimizers: int = 1,
 ) -> Plan:
     """Places a swarm's architectures into a packed plan (host side, numpy).
 
@@ -396,8 +375,8 @@ def make_plan(
         parts: devices the members are dealt to (`len(archs)` a multiple of
             it): one shape that every device's members fit, each device its
             own tables.
-        optimizers, names: each member's optimizer index (of `names`
-            optimizers); with ``names > 1`` the first layer's columns are
+        optimizers, n_optimizers: each member's optimizer index (of
+            `n_optimizers`); with ``n_optimizers > 1`` the first layer's columns are
             blocked by optimizer (``PlanShape.blocks``, each block's budget on
             the ladder), so each optimizer updates only its own columns.
 
@@ -426,11 +405,11 @@ def make_plan(
     part_archs = [[archs[m] for m in order[p * n:(p + 1) * n]] for p in range(parts)]
     need = max(sum(a[1][0] for a in part) for part in part_archs)
     merge = 0.01 * need * in_features if free_merge is None else free_merge
-    blocked = names > 1 and optimizers is not None
+    blocked = n_optimizers > 1 and optimizers is not None
     if blocked:
         part_opts = [[int(optimizers[m]) for m in order[p * n:(p + 1) * n]] for p in range(parts)]
         need_o = [max(sum(a[1][0] for a, o in zip(part, opts) if o == i) for part, opts in zip(part_archs, part_opts))
-                  for i in range(names)]
+                  for i in range(n_optimizers)]
 
     def placed(shape):
         wheres = [_assign(part, shape.groups) for part in part_archs]
@@ -439,7 +418,7 @@ def make_plan(
     def columns_fit(shape):
         if not blocked:
             return not shape.blocks and shape.columns >= need
-        return len(shape.blocks) == names and all(b >= u for b, u in zip(shape.blocks, need_o))
+        return len(shape.blocks) == n_optimizers and all(b >= u for b, u in zip(shape.blocks, need_o))
 
     room = lambda u: ladder_up(math.ceil(u * (1 + headroom / 2)), steps_per_octave=8) if u else 0
     blocks = tuple(room(u) for u in need_o) if blocked else ()
@@ -525,34 +504,46 @@ def _activate_columns(index, z, names: tuple[str, ...]):
     return out
 
 
+class TailSlots(NamedTuple):
+    """One tail group's per-slot data, derived in the program (leading axis K, the group's slots)."""
+
+    valid_K: jax.Array  # bool: the slot holds a member
+    act_KxL: jax.Array  # int32: each layer's activation (`ACTIVATION_NAMES` ids)
+    masks: tuple  # per layer l, bool [K, widths[l]]: the member's real units
+    hp_K: optim.OptHParams  # fields [K]: the member's optimizer hyperparameters
+    bn_K: jax.Array  # bool: the member has batch norm on
+    rate_K: jax.Array  # float32: the member's dropout rate
+    member_K: jax.Array  # int32: the member in the slot (0 for an empty slot)
+
+
 class _Context(NamedTuple):
     """Per-column and per-slot data derived inside the program from positions and tables."""
 
-    col_valid_P: jax.Array
-    col_act_P: jax.Array
+    col_valid_P: jax.Array  # bool: the column belongs to a member
+    col_act_P: jax.Array  # int32: the column's member's first-layer activation
     col_hp: optim.OptHParams  # fields [P]
-    groups: tuple  # per group: (valid_K, act_KxL, unit masks per layer [K, w_l], OptHParams [K], bn_K, rate_K, m_K)
+    groups: tuple[TailSlots, ...]  # one per tail group
     col_bn_P: jax.Array  # bool: the column's member has batch norm on
     col_rate_P: jax.Array  # the column's member's dropout rate
 
 
 def _context(arch_S: mlp.Arch, hp_S: optim.OptHParams, tables: PlanTables, shape: PlanShape) -> _Context:
-    cm = jnp.maximum(tables.col_member_P, 0)
-    col_hp = jax.tree.map(lambda a: a[cm], hp_S)
+    col_member_P = jnp.maximum(tables.col_member_P, 0)
+    col_hp = jax.tree.map(lambda a: a[col_member_P], hp_S)
     rate_S = jnp.clip(jnp.asarray(arch_S.dropout, jnp.float32), 0.0, MAX_DROPOUT)
     act_SxL = jnp.broadcast_to(arch_S.activation.reshape(arch_S.units.shape[0], -1), arch_S.units.shape)  # per layer
     groups, base = [], 0
-    for g in shape.groups:
-        sm = tables.slot_member_T[base:base + g.capacity]
-        base += g.capacity
-        m = jnp.maximum(sm, 0)
-        units = arch_S.units[m]  # [K, L]
-        masks = tuple(jnp.arange(g.widths[l])[None, :] < units[:, l:l + 1] for l in range(g.depth))
-        groups.append((sm >= 0, act_SxL[m], masks, jax.tree.map(lambda a: a[m], hp_S),
-                       arch_S.batch_norm[m], rate_S[m], m))
-    return _Context(tables.col_member_P >= 0, act_SxL[cm, 0], col_hp, tuple(groups),
-                    arch_S.batch_norm[cm], rate_S[cm])
-
+    for group in shape.groups:
+        slot_member_K = tables.slot_member_T[base:base + group.capacity]
+        base += group.capacity
+        member_K = jnp.maximum(slot_member_K, 0)
+        units_KxL = arch_S.units[member_K]
+        masks = tuple(jnp.arange(group.widths[l])[None, :] < units_KxL[:, l:l + 1] for l in range(group.depth))
+        groups.append(TailSlots(slot_member_K >= 0, act_SxL[member_K], masks,
+                                jax.tree.map(lambda a: a[member_K], hp_S), arch_S.batch_norm[member_K],
+                                rate_S[member_K], member_K))
+    return _Context(tables.col_member_P >= 0, act_SxL[col_member_P, 0], col_hp, tuple(groups),
+                    arch_S.batch_norm[col_member_P], rate_S[col_member_P])
 
 def _pack(variables_S: dict, tables: PlanTables, shape: PlanShape, bn: bool) -> tuple[dict, dict]:
     """Max-size per-member variables (leading S axis) -> ``(packed params, packed batch stats)``.
@@ -676,11 +667,9 @@ def _columns(tree, start: int, width: int):
     return jax.tree.map(lambda a: jax.lax.slice_in_dim(a, start, start + width, axis=a.ndim - 1), tree)
 
 
-def _split_first(first: dict, state, singles: Sequence, blocks: tuple[int, ...],
-                 names_of: Sequence[int] | None = None) -> tuple[list, list]:
+def _split_first(first: dict, state, singles: Sequence, blocks: tuple[int, ...]) -> tuple[list, list]:
     """The packed first layer and its all-names optimizer state -> one ``(params, state)`` per optimizer block
-    (`PlanShape.blocks`), block o's state that of ``singles[o]`` (`optim.make_optimizer` of name o alone;
-    with `names_of`, of name ``names_of[o]``: blocks per optimizer and batch size).
+    (`PlanShape.blocks`), block o's state that of ``singles[o]`` (`optim.make_optimizer` of name o alone).
 
     Block o keeps the first shared buffers its optimizer uses and name o's other leaves: the state the
     all-names optimizer would read for those columns (`_join_first` puts them back).
@@ -691,9 +680,8 @@ def _split_first(first: dict, state, singles: Sequence, blocks: tuple[int, ...],
         hp = part(dict(state.hyperparams))
         own = len(jax.eval_shape(singles[o].init, part(first), optim.OptHParams(**hp)).inner_state.slots)
         params.append(part(first))
-        name = o if names_of is None else names_of[o]
         states.append(state._replace(hyperparams=hp, inner_state=inner._replace(
-            slots=tuple(part(b) for b in inner.slots[:own]), rest=(inner.rest[name],))))
+            slots=tuple(part(b) for b in inner.slots[:own]), rest=(inner.rest[o],))))
     return params, states
 
 
@@ -747,24 +735,6 @@ def _with_slots(state, slots: tuple, count):
     state = optim.with_count(state, count)
     return state._replace(inner_state=state.inner_state._replace(slots=slots))
 
-
-def _due_block(tx, c, k: int, used: int, params, state, acc):
-    """A first-layer block of one batch size's members after chunk `c`: the mean of its `k` summed chunk
-    gradients applied (`tx`) and the sum reset when the chunk ends one of its whole batches (``c < used``),
-    else unchanged (`lax.cond`: the other chunks skip the block's update)."""
-    def apply(args):
-        params, state, acc = args
-        updates, state = tx.update(jax.tree.map(lambda a: a / k, acc), state, params)
-        return optax.apply_updates(params, updates), state, jax.tree.map(jnp.zeros_like, acc)
-
-    return jax.lax.cond((c % k == k - 1) & (c < used), apply, lambda args: args, (params, state, acc))
-
-
-def _slot_map(fn: Callable, v_G: list, *trees_G: list) -> list:
-    """``fn(value, *leaves)`` leaf by leaf over the tail groups' trees (every leaf with a leading slot axis),
-    ``v_G`` one ``[K]`` array per group, shaped to broadcast against each leaf."""
-    lead = lambda m: lambda a, *rest: fn(m.reshape(m.shape + (1,) * (a.ndim - 1)), a, *rest)
-    return [jax.tree.map(lead(m), *parts) for m, *parts in zip(v_G, *trees_G)]
 
 
 def _normalize(z, lay: dict, stats: dict, on, axis: int, train: bool):
@@ -833,7 +803,7 @@ def _uniforms(keys, shape, dtype):
     return jnp.moveaxis(u_SxKx_, 1, -2).reshape(keys.shape[:1] + tuple(shape))
 
 
-def _fold(keys, layer: int):
+def _fold_in(keys, layer: int):
     """``fold_in(key, layer)`` of every key of `keys` (any shape)."""
     return jax.vmap(lambda k: jax.random.fold_in(k, layer))(keys.reshape(-1)).reshape(keys.shape)
 
@@ -863,7 +833,7 @@ def _forward(params, stats, x_BxF, ctx: _Context, tables: PlanTables, shape: Pla
         new_stats = {"first": new_first, "groups": []}
     h_PxB = jnp.where(ctx.col_valid_P[:, None], _activate_columns(ctx.col_act_P[:, None], z_PxB, act_names), 0.0)
     if drop_keys_S is not None:
-        keys_0 = _fold(drop_keys_S, 0)
+        keys_0 = _fold_in(drop_keys_S, 0)
         u_SxUxB = _uniforms(keys_0, (max_units, x_BxF.shape[0]), h_PxB.dtype)
         u_PxB = u_SxUxB[jnp.maximum(tables.col_member_P, 0), tables.col_unit_P]
         h_PxB = _drop(u_PxB, h_PxB, ctx.col_rate_P[:, None])
@@ -872,20 +842,20 @@ def _forward(params, stats, x_BxF, ctx: _Context, tables: PlanTables, shape: Pla
     splits = jax.lax.split(rows_RxB, sizes, axis=0) if len(sizes) > 1 else [rows_RxB]
     B = x_BxF.shape[0]
     logits = []
-    for i, (rows, g, p, (_, act_KxL, masks, _, bn_K, rate_K, m_K)) in enumerate(
-            zip(splits, shape.groups, params["groups"], ctx.groups)):
-        h = rows.reshape(g.capacity, g.widths[0], B)
+    for i, (rows, group, p, slots) in enumerate(zip(splits, shape.groups, params["groups"], ctx.groups)):
+        h = rows.reshape(group.capacity, group.widths[0], B)
         layer_stats = []
-        for l in range(1, g.depth):
+        for l in range(1, group.depth):
             lay = p["layers"][l - 1]
             z = jnp.einsum("kio,kib->kob", lay["kernel"], h) + lay["bias"][:, :, None]
             if stats:
-                z, new = _normalize(z, lay, stats["groups"][i][l - 1], bn_K[:, None], 2, train)
+                z, new = _normalize(z, lay, stats["groups"][i][l - 1], slots.bn_K[:, None], 2, train)
                 layer_stats.append(new)
-            h = jnp.where(masks[l][:, :, None], _activate_columns(act_KxL[:, l, None, None], z, act_names), 0.0)
+            h = jnp.where(slots.masks[l][:, :, None],
+                          _activate_columns(slots.act_KxL[:, l, None, None], z, act_names), 0.0)
             if drop_keys_S is not None:
-                keys_l = _fold(drop_keys_S[m_K], l)
-                h = _drop(_uniforms(keys_l, h.shape[1:], h.dtype), h, rate_K[:, None, None])
+                keys_l = _fold_in(drop_keys_S[slots.member_K], l)
+                h = _drop(_uniforms(keys_l, h.shape[1:], h.dtype), h, slots.rate_K[:, None, None])
         if stats:
             new_stats["groups"].append(layer_stats)
         logits.append(jnp.einsum("kic,kib->kcb", p["out"]["kernel"], h) + p["out"]["bias"][:, :, None])
@@ -907,6 +877,297 @@ def _slot_losses(logits, y_B):
         losses.append(nll_KxB)
         correct.append(jnp.argmax(lg, axis=1) == y_B[None, :])
     return jnp.concatenate(losses), jnp.concatenate(correct)
+
+
+# --------------------------------------------------------------------------
+# One packed program: a fold's training as functions over named state
+# --------------------------------------------------------------------------
+
+
+class _Setup(NamedTuple):
+    """What every program of one trainer reads (static: one per batch size's trainer)."""
+
+    config: train.TrainConfig
+    model: mlp.MLPConfig  # the max-size network the masked layout would use
+    hparams: Callable  # position -> (mlp.Arch, optim.OptHParams), traceable
+    act_names: tuple[str, ...]  # the activations the space offers
+    opt_names: tuple[str, ...]  # the optimizers the space offers; `OptHParams.optimizer` indexes it
+    adam_names: tuple[str, ...]  # `optim.adam_hparams(space)`
+    bn: bool  # some member may use batch norm: carry its parameters and statistics
+    drops: bool  # some member may drop units
+
+
+def _setup(space: SearchSpace, config: train.TrainConfig, in_features: int, num_classes: int) -> _Setup:
+    model = mlp.config(space, in_features, num_classes)
+    rate = space.params.get("dropout")
+    return _Setup(config, model, mlp.decode(space, model), mlp.activation_names(space), optim.optimizer_names(space),
+                  optim.adam_hparams(space), True in _names_in(space, "batch_norm", False),
+                  rate is not None and not (isinstance(rate, Fixed) and rate.value == 0))
+
+
+class _Optimizers(NamedTuple):
+    """A program's optimizers (`optim.make_optimizer`), over one run's schedule length."""
+
+    every: Any  # every optimizer of the space, the member's chosen by index (tails, unblocked first layer)
+    blocks: tuple  # with `PlanShape.blocks`: block o's optimizer alone, o indexing `_Setup.opt_names`
+
+
+def _optimizers(setup: _Setup, shape: PlanShape, n_train: int) -> _Optimizers:
+    steps = train.total_steps(setup.config, n_train)
+    every = optim.make_optimizer(setup.opt_names, steps, setup.adam_names)
+    blocks = tuple(optim.make_optimizer((name,), steps, setup.adam_names) for name in setup.opt_names)
+    return _Optimizers(every, blocks if shape.blocks else ())
+
+
+class LoopState(NamedTuple):
+    """A packed program's training state between two steps."""
+
+    params: dict  # {"first": a dict per optimizer block (a dict when unblocked), "groups": a dict per tail group}
+    bn_stats: dict  # `_pack`'s running statistics ({} without batch norm)
+    opt_state: dict  # {"first": as params, "groups": each tail group's state over its `_flat` params}
+
+
+class _Fold(NamedTuple):
+    """Everything one fold's steps read besides the loop state."""
+
+    setup: _Setup
+    shape: PlanShape
+    tables: PlanTables
+    ctx: _Context
+    optimizers: _Optimizers
+    data: train.Data
+
+
+class _Span(NamedTuple):
+    """A schedule's rung: the members' states and the epochs ``first .. first + count - 1`` to train."""
+
+    states: train.TrainState  # max-size member states (leading S)
+    first: jax.Array  # int32
+    count: jax.Array  # int32
+
+
+def _total_loss(params, bn_stats, fold: _Fold, x_BxF, y_B, drop_keys_S=None):
+    """The sum of the slots' mean cross-entropies (what one step differentiates) and ``(loss_T, new stats)``."""
+    setup = fold.setup
+    logits, bn_stats = _forward(params, bn_stats, x_BxF, fold.ctx, fold.tables, fold.shape, setup.act_names, True,
+                                drop_keys_S if setup.drops else None, setup.model.max_units)
+    nll_TxB, _ = _slot_losses(logits, y_B)
+    loss_T = nll_TxB.mean(axis=1)
+    valid_T = fold.tables.slot_member_T >= 0
+    return jnp.sum(jnp.where(valid_T, loss_T, 0.0)), (loss_T, bn_stats)
+
+
+def _start(fold: _Fold, start_S: dict, resume_opt=None) -> tuple[LoopState, Any]:
+    """The loop state of members starting from their max-size variables `start_S` (with `resume_opt`, their
+    optimizer states), and the first layer's every-optimizer state that `_joined` rebuilds it from."""
+    shape, opts = fold.shape, fold.optimizers
+    params, bn_stats = _pack(start_S, fold.tables, shape, fold.setup.bn)
+    # Every column follows its own member's optimizer: the hyperparameters broadcast against the columns.
+    opt_state = {"first": opts.every.init(params["first"], fold.ctx.col_hp),
+                 "groups": [jax.vmap(opts.every.init)(p, slots.hp_K)
+                            for p, slots in zip(params["groups"], fold.ctx.groups)]}
+    if resume_opt is not None:  # the members' optimizer states, packed like their params
+        opt_state = _pack_opt(resume_opt, opt_state, start_S["batch_stats"], fold.tables, shape, fold.setup.bn)
+    first_state = opt_state["first"]
+    if shape.blocks:  # the first layer as one array per optimizer block, each with its own optimizer
+        blocks, block_states = _split_first(params["first"], first_state, opts.blocks, shape.blocks)
+        params, opt_state = {**params, "first": blocks}, {**opt_state, "first": block_states}
+    # Each tail group's optimizer runs on one [slots, n] array: a few fusions per optimizer, not a few per leaf.
+    opt_state = {**opt_state, "groups": [_flat_state(s) for s in opt_state["groups"]]}
+    return LoopState(params, bn_stats, opt_state), first_state
+
+
+def _joined_params(shape: PlanShape, params: dict) -> dict:
+    """The loop's params as `_unpack` reads them (the first layer's blocks side by side)."""
+    return {**params, "first": _join_columns(params["first"])} if shape.blocks else params
+
+
+def _joined_opt_state(shape: PlanShape, state: LoopState, first_state) -> dict:
+    """The loop's optimizer state as `_unpack_opt` reads it (`first_state`: `_start`'s)."""
+    opt_state = {**state.opt_state, "groups": [_unflat_state(s, p) for s, p in
+                                               zip(state.opt_state["groups"], state.params["groups"])]}
+    if not shape.blocks:
+        return opt_state
+    _, first = _join_first(state.params["first"], opt_state["first"], first_state, shape.blocks)
+    return {**opt_state, "first": first}
+
+
+def _update(fold: _Fold, grads: dict, opt_state: dict, params: dict) -> tuple[dict, dict]:
+    """Every block's and tail group's optimizer update."""
+    opts = fold.optimizers
+    if fold.shape.blocks:
+        first_updates, first_state = map(list, zip(*(tx.update(g, s, p) for tx, g, s, p in zip(
+            opts.blocks, grads["first"], opt_state["first"], params["first"]))))
+    else:
+        first_updates, first_state = opts.every.update(grads["first"], opt_state["first"], params["first"])
+    tail_updates, tail_states = [], []
+    for grad_K, state_K, params_K in zip(grads["groups"], opt_state["groups"], params["groups"]):
+        flat_updates, state_K = jax.vmap(opts.every.update)(_flat(grad_K), state_K, _flat(params_K))
+        tail_updates.append(_unflat(flat_updates, grad_K))
+        tail_states.append(state_K)
+    return {"first": first_updates, "groups": tail_updates}, {"first": first_state, "groups": tail_states}
+
+
+def _step(fold: _Fold, state: LoopState, inputs) -> tuple[LoopState, jax.Array]:
+    """One minibatch for every member: ``(state, (idx_B, drop_keys_S)) -> (state, loss_T)``."""
+    idx_B, drop_keys_S = inputs
+    grads, (loss_T, bn_stats) = jax.grad(_total_loss, has_aux=True)(
+        state.params, state.bn_stats, fold, fold.data.x_train[idx_B], fold.data.y_train[idx_B], drop_keys_S)
+    updates, opt_state = _update(fold, grads, state.opt_state, state.params)
+    return LoopState(optax.apply_updates(state.params, updates), bn_stats, opt_state), loss_T
+
+
+def _evaluate(fold: _Fold, params: dict, bn_stats: dict) -> tuple[jax.Array, jax.Array]:
+    """Every slot's validation accuracy and mean loss ([T] each), in `train.eval_chunks`' chunks."""
+    data, shape, tables = fold.data, fold.shape, fold.tables
+    x, y, valid = train.eval_chunks(data, fold.setup.config)
+
+    def body(totals, inputs):
+        x_R, y_R, valid_R = inputs
+        logits = _forward(params, bn_stats, x_R, fold.ctx, tables, shape, fold.setup.act_names)[0]
+        nll, correct = _slot_losses(logits, y_R)
+        return (totals[0] + (correct & valid_R).sum(1), totals[1] + jnp.where(valid_R, nll, 0.0).sum(1)), None
+
+    T = tables.slot_member_T.shape[0]
+    zeros = (jnp.zeros((T,), jnp.int32), jnp.zeros((T,), jnp.float32))
+    (correct, vloss), _ = jax.lax.scan(body, zeros, (x, y, valid))
+    m = data.x_val.shape[0]
+    return correct / m, vloss / m
+
+
+def _epoch(fold: _Fold, state: LoopState, inputs) -> tuple[LoopState, tuple]:
+    """One epoch of shuffled minibatches, then the evaluation: ``(state, (shuffle key, drop keys_S)) ->
+    (state, (train loss_T, val accuracy_T, val loss_T))``."""
+    k_perm, k_drop_S = inputs
+    config, n = fold.setup.config, fold.data.x_train.shape[0]
+    batch = min(config.batch_size, n)
+    steps = n // batch
+    idx_NxB = jax.random.permutation(k_perm, n)[: steps * batch].reshape(steps, batch)
+    if config.batch_sizes:  # a batch-size group: each batch's chunks draw as `train.fit_span`'s do
+        chunks = batch // train.chunk_size(config.batch_sizes, n)
+        step_keys_NxS = jax.vmap(lambda u: jax.vmap(lambda k: train.chunk_keys(k, u, chunks))(k_drop_S))(
+            jnp.arange(steps))
+    else:
+        step_keys_NxS = jnp.swapaxes(jax.vmap(lambda k: jax.random.split(k, steps))(k_drop_S), 0, 1)
+    state, loss_NxT = jax.lax.scan(functools.partial(_step, fold), state, (idx_NxB, step_keys_NxS))
+    accuracy_T, vloss_T = _evaluate(fold, state.params, state.bn_stats)
+    return state, (loss_NxT.mean(0), accuracy_T, vloss_T)
+
+
+def _epoch_keys(config: train.TrainConfig, keys_S, shuffle_key) -> tuple[jax.Array, jax.Array]:
+    """Each epoch's shuffle key [E] and each member's dropout key [E, S], as `train.fit` derives them."""
+    k_epochs_S = jax.vmap(lambda k: jax.random.split(k, 3)[1])(keys_S)
+    return (jax.random.split(shuffle_key, config.epochs),
+            jnp.swapaxes(jax.vmap(lambda k: jax.random.split(k, config.epochs))(k_epochs_S), 0, 1))
+
+
+def _train_fold(setup: _Setup, shape: PlanShape, keys_S, positions_SxD, data: train.Data, shuffle_key,
+                tables: PlanTables, warm=None, span: _Span | None = None):
+    """One split's training: `train.Metrics` [S] (with `warm` ``(variables_S, keep_S)``, and the members'
+    variables after it); with `span`, the curves of its epochs and the members' `train.TrainState`s."""
+    arch_S, hp_S = jax.vmap(setup.hparams)(positions_SxD)
+    fold = _Fold(setup, shape, tables, _context(arch_S, hp_S, tables, shape),
+                 _optimizers(setup, shape, data.x_train.shape[0]), data)
+    if span is not None:
+        start_S = {"params": span.states.params, "batch_stats": span.states.batch_stats}
+    else:
+        start_S = _init_variables(setup, keys_S, positions_SxD)
+    if warm is not None:  # kept members continue from their variables (optimizer state is new)
+        variables_S, keep_S = warm
+        start_S = jax.tree.map(
+            lambda v, f: jnp.where(keep_S.reshape((-1,) + (1,) * (v.ndim - 1)), v, f), variables_S, start_S)
+    state, first_state = _start(fold, start_S, None if span is None else span.states.opt_state)
+    shuffle_keys, epoch_keys_ExS = _epoch_keys(setup.config, keys_S, shuffle_key)
+    if span is not None:
+        return _train_span(fold, state, first_state, start_S, span, shuffle_keys, epoch_keys_ExS)
+    state, curves_ExT = jax.lax.scan(functools.partial(_epoch, fold), state, (shuffle_keys, epoch_keys_ExS))
+    train_loss_SxE, accuracy_SxE, vloss_SxE = (a[:, tables.member_slot_S].T for a in curves_ExT)
+    metrics = train.metrics_of(train_loss_SxE, accuracy_SxE, vloss_SxE, setup.config.fitness)
+    if warm is None:
+        return metrics
+    return metrics, _unpack(start_S, _joined_params(shape, state.params), state.bn_stats, tables, shape, setup.bn)
+
+
+def _train_span(fold: _Fold, state: LoopState, first_state, start_S: dict, span: _Span, shuffle_keys,
+                epoch_keys_ExS):
+    """`span`'s epochs of the whole run's keys (`train.fit_span`): ``((train loss, val accuracy, val loss)
+    curves [S, epochs], NaN outside the span; the members' `train.TrainState`s)``."""
+    def one_epoch(e, loop):
+        state, curves = loop
+        state, row = _epoch(fold, state, (shuffle_keys[e], epoch_keys_ExS[e]))
+        return state, tuple(c.at[e].set(v) for c, v in zip(curves, row))
+
+    tables, shape, bn = fold.tables, fold.shape, fold.setup.bn
+    blank_ExT = jnp.full((fold.setup.config.epochs, tables.slot_member_T.shape[0]), jnp.nan)
+    state, curves_ExT = jax.lax.fori_loop(span.first, span.first + span.count, one_epoch, (state, (blank_ExT,) * 3))
+    variables = _unpack(start_S, _joined_params(shape, state.params), state.bn_stats, tables, shape, bn)
+    opt_state = _joined_opt_state(shape, state, first_state)
+    return tuple(a[:, tables.member_slot_S].T for a in curves_ExT), train.TrainState(
+        variables["params"], variables["batch_stats"],
+        _unpack_opt(span.states.opt_state, opt_state, start_S, state.bn_stats, tables, shape, bn))
+
+
+def _train(setup: _Setup, shape: PlanShape, keys_S, positions_SxD, data, shuffle_key, tables: PlanTables,
+           warm=None):
+    """`_train_fold` on a hold-out split, or on k `train.FoldData` folds one after another on the same plan."""
+    if not isinstance(data, train.FoldData):
+        return _train_fold(setup, shape, keys_S, positions_SxD, data, shuffle_key, tables, warm)
+    if warm is not None:
+        raise ValueError("warm members train on one hold-out split, not on k folds")
+    folds = data.train_idx.shape[0]
+    keys_KxS = jnp.swapaxes(jax.vmap(lambda k: jax.random.split(k, folds))(keys_S), 0, 1)
+
+    def one_fold(args):
+        k_S, i, train_idx, val_idx = args
+        split = train.Data(data.x[train_idx], data.y[train_idx], data.x[val_idx], data.y[val_idx])
+        return _train_fold(setup, shape, k_S, positions_SxD, split, jax.random.fold_in(shuffle_key, i), tables)
+
+    return train.combine_folds(jax.lax.map(one_fold, (keys_KxS, jnp.arange(folds), data.train_idx, data.val_idx)))
+
+
+# --------------------------------------------------------------------------
+# Members as the masked layout holds them (max-size variables)
+# --------------------------------------------------------------------------
+
+
+def _init_variables(setup: _Setup, keys_S, positions_SxD) -> dict:
+    """Every member's max-size variables as its training starts (`train.fit`'s init key)."""
+    arch_S, _ = jax.vmap(setup.hparams)(positions_SxD)
+    k_init = jax.vmap(lambda k: jax.random.split(k, 3)[0])(keys_S)
+    return jax.vmap(mlp.init_mlp, in_axes=(0, 0, None))(k_init, arch_S, setup.model)
+
+
+def _init(setup: _Setup, keys_S, positions_SxD, plan: Plan):
+    """``(packed params, packed batch stats)`` as training starts."""
+    return _pack(_init_variables(setup, keys_S, positions_SxD), plan.tables, plan.shape, setup.bn)
+
+
+def _apply(setup: _Setup, variables, positions_SxD, x_BxF, plan: Plan, train_mode: bool = False):
+    """``(logits_SxBxC, new stats)`` of packed ``variables = (params, stats)``."""
+    arch_S, hp_S = jax.vmap(setup.hparams)(positions_SxD)
+    ctx = _context(arch_S, hp_S, plan.tables, plan.shape)
+    logits, stats = _forward(*variables, x_BxF, ctx, plan.tables, plan.shape, setup.act_names, train_mode)
+    return jnp.swapaxes(jnp.concatenate(logits)[plan.tables.member_slot_S], 1, 2), stats
+
+
+def _loss(setup: _Setup, variables, positions_SxD, x_BxF, y_B, plan: Plan, drop_keys_S=None):
+    """Sum of the members' mean training losses of packed ``(params, stats)`` (batch statistics; dropout with
+    each member's key ``drop_keys_S`` where the space has dropout)."""
+    arch_S, hp_S = jax.vmap(setup.hparams)(positions_SxD)
+    fold = _Fold(setup, plan.shape, plan.tables, _context(arch_S, hp_S, plan.tables, plan.shape), None, None)
+    return _total_loss(*variables, fold, x_BxF, y_B, drop_keys_S)[0]
+
+
+def _start_member(setup: _Setup, key, position, n_train: int, variables=None, keep=None) -> train.TrainState:
+    hp = setup.hparams(position)[1]
+    optimizer = optim.make_optimizer(setup.opt_names, train.total_steps(setup.config, n_train), setup.adam_names)
+    return train.start_state(key, lambda k: mlp.init_mlp(k, setup.hparams(position)[0], setup.model), optimizer,
+                             hp, variables, keep)
+
+
+# --------------------------------------------------------------------------
+# The trainer (host side): plans, a program cache, one device or many
+# --------------------------------------------------------------------------
 
 
 class PackedTrainer(NamedTuple):
@@ -969,12 +1230,9 @@ def make_packed_train(
     in_features: int,
     num_classes: int,
     groups: int = 8,
-    reuse_tolerance: float | None = None,
     examples: int | None = None,
     devices: Sequence | None = None,
-    block_optimizers: bool = True,
-    flat_tails: bool = True,
-    batch_programs: str = "per_size",
+    cost_model: CostModel = BUILTIN,
 ) -> PackedTrainer:
     """Builds the packed-layout trainer for `space` (same objective as `train.make_train`).
 
@@ -983,10 +1241,6 @@ def make_packed_train(
         config: the same `train.TrainConfig` the masked trainer takes.
         in_features, num_classes: F and C of the data.
         groups: the most tail groups of a fresh plan.
-        reuse_tolerance: reuse a compiled shape when it costs at most this
-            many times a fresh plan; None (the default) reuses one whenever
-            its extra padding costs less training than a compile
-            (`make_plan`'s ``switch_cost`` from the round's examples).
         examples: training examples per member and round that the plan rules
             weigh compiles against (default: the data's rows x epochs x folds;
             a bench that times a cut epoch passes the full one's).
@@ -997,391 +1251,129 @@ def make_packed_train(
             share in one `jax.shard_map` program on one plan shape with its
             own tables, and the metrics come back replicated in the members'
             order.
-        block_optimizers: with several optimizers in the space, lay the
-            first layer's columns out in one block per optimizer
-            (`PlanShape.blocks`) so that each block runs only its own
-            optimizer's update, not every name's followed by a select (the
-            tails keep the select). False: one unblocked column range.
-        flat_tails: run each tail group's optimizer on one ``[slots, n]``
-            array of all its parameters (`_flat`), not leaf by leaf: the same
-            arithmetic in a fraction of the program (it compiles faster), the
-            state format unchanged. False: leaf by leaf.
-        batch_programs: how a space with a ``batch_size`` choice trains.
-            ``"per_size"`` (the default): one packed trainer per batch size
-            (`_by_batch_size`), each member in its own size's, on batches of
-            its real size: a program per size. ``"one"``: every member in
-            one program, a chunk of g examples (the sizes' gcd,
-            `train.chunk_size`) a step; each member adds the chunk's
-            gradient to an accumulator and every ``b / g``-th step its
-            columns and slots apply the mean, as `train.fit_span` does with
-            a traced batch size (first-layer blocks per optimizer and batch
-            size under a `lax.cond`, tail slots selected; always blocked).
-            One compile (about half of four sizes') but 1.35-1.6x the
-            training on CPU: about the same total
-            (bench/results/batch_programs_cpu_all_batch.md). Both draw
-            dropout per chunk (`train.chunk_key`), so they agree to float
-            rounding. Spans of epochs (a schedule's rungs, `train_span`)
-            train per size in both.
+        cost_model: what a compile and training cost (`costs.CostModel`): a
+            known plan shape is reused whenever its extra padding costs less
+            training than compiling a fresh plan would.
 
     Returns:
-        `PackedTrainer`.
+        `PackedTrainer`. A ``batch_size`` choice trains one packed trainer per
+        size (`_by_batch_size`), each member in its own size's, on batches of
+        its real size.
     """
     if not supports(space):
         raise ValueError(f"the packed layout trains MLP spaces, not this {family_of(space).name!r} space; "
                          "use the masked or serial layout")
-    if batch_programs not in BATCH_PROGRAMS:
-        raise ValueError(f"batch_programs must be one of {BATCH_PROGRAMS}, got {batch_programs!r}")
     train.check_config(config)
     config = train.batch_config(space, config, family_of(space))
-    args = (in_features, num_classes, groups, reuse_tolerance, examples, devices, block_optimizers, flat_tails)
+    args = (in_features, num_classes, groups, examples, devices, cost_model)
     if not config.batch_sizes:
         return _make_packed(space, config, *args)
-    per_size = _by_batch_size(space, {b: _make_packed(space, config._replace(batch_size=b), *args)
-                                      for b in config.batch_sizes})
-    if batch_programs == "per_size":
-        return per_size
-    one = _make_packed(space, config, *args, chunked=True)
-    return one._replace(start_states=per_size.start_states, train_span=per_size.train_span)
+    return _by_batch_size(space, {b: _make_packed(space, config._replace(batch_size=b), *args)
+                                  for b in config.batch_sizes})
 
 
-def _make_packed(space: SearchSpace, config: train.TrainConfig, in_features: int, num_classes: int, groups: int,
-                 reuse_tolerance: float | None, examples: int | None, devices: Sequence | None,
-                 block_optimizers: bool, flat_tails: bool, chunked: bool = False) -> PackedTrainer:
-    """`make_packed_train`'s trainer of members that share ``config.batch_size`` (``config`` as
-    `train.batch_config` left it; with ``config.batch_sizes``, its dropout draws per chunk), or with
-    `chunked` of members of every size in ``config.batch_sizes``, a chunk a step (``batch_programs="one"``)."""
-    mcfg = mlp.config(space, in_features, num_classes)
-    hparams = mlp.decode(space, mcfg)
-    act_names = mlp.activation_names(space)
-    bn = True in _names_in(space, "batch_norm", False)  # static: carry batch norm only where a member may use it
-    rate = space.params.get("dropout")
-    drops = rate is not None and not (isinstance(rate, Fixed) and rate.value == 0)  # static, as `bn`
-    opt_names = optim.optimizer_names(space)  # OptHParams.optimizer indexes this tuple
-    decode = jax.jit(jax.vmap(hparams))
-    read_batch = train.batch_reader(space) if chunked else None
-    sizes = tuple(config.batch_sizes) if chunked else ()
-    read_sizes = jax.jit(jax.vmap(read_batch)) if chunked else None
-    stats = {"traces": 0, "shapes": [], "compile_s": []}  # compile_s: each span program's, measured
-    programs: dict = {}
-    mesh = None if devices is None or len(devices) < 2 else execute.particle_mesh(devices)
-    parts = 1 if mesh is None else mesh.devices.size
-    spread, whole = PartitionSpec(execute.PARTICLE_AXIS), PartitionSpec()  # per-member (dealt), shared (replicated)
-    dealt, replicated = (None, None) if mesh is None else (NamedSharding(mesh, spread), NamedSharding(mesh, whole))
+def _planner(setup: _Setup, in_features: int, num_classes: int, groups: int, parts: int, cost_model: CostModel,
+             known: list) -> Callable:
+    """``plan(positions_SxD, round_examples=None, compile_s=cost_model.packed_compile_s) -> Plan`` of a
+    trainer: its members padded to a multiple of `parts`, `known` the shapes it has compiled."""
+    decode = jax.jit(jax.vmap(setup.hparams))
 
     def archs_of(positions_SxD):
-        """Each member's ``(depth, widths)`` and its optimizer's index in `opt_names`."""
+        """Each member's ``(depth, widths)`` and its optimizer's index in `setup.opt_names`."""
         arch_S, hp_S = decode(jnp.asarray(positions_SxD, jnp.float32))
         n, u = np.asarray(arch_S.n_layers), np.asarray(arch_S.units)
-        opts = np.clip(np.asarray(hp_S.optimizer), 0, len(opt_names) - 1)
+        opts = np.clip(np.asarray(hp_S.optimizer), 0, len(setup.opt_names) - 1)
         return [(int(n[i]), tuple(int(v) for v in u[i, : n[i]])) for i in range(len(n))], [int(o) for o in opts]
 
-    def plan(positions_SxD, round_examples: int | None = None, compile_s: float = COMPILE_S) -> Plan:
+    def plan(positions_SxD, round_examples: int | None = None, compile_s: float = cost_model.packed_compile_s):
         switch = merge = None
         if round_examples is not None:  # a multiply-add per example costs 6 FLOPs per trained example
-            merge = GROUP_COMPILE_S * CPU_FLOPS / (6 * round_examples)
-            if reuse_tolerance is None:
-                switch = compile_s * CPU_FLOPS / (6 * round_examples)
+            merge = cost_model.group_compile_s * cost_model.train_flops / (6 * round_examples)
+            switch = compile_s * cost_model.train_flops / (6 * round_examples)
         archs, opts = archs_of(positions_SxD)
-        names = len(opt_names)
-        if chunked:  # a block per (optimizer, batch size): block o holds optimizer o // len(sizes), size o % len(sizes)
-            b_S = np.asarray(read_sizes(jnp.asarray(positions_SxD, jnp.float32)))
-            opts = [o * len(sizes) + sizes.index(int(b)) for o, b in zip(opts, b_S)]
-            names *= len(sizes)
         pad = [i % len(archs) for i in range(-(-len(archs) // parts) * parts)]
-        p = make_plan([archs[i] for i in pad], mcfg.max_units, num_classes, in_features,
-                      groups, stats["shapes"], 1.5 if reuse_tolerance is None else reuse_tolerance,
-                      switch_cost=switch, free_merge=merge, parts=parts,
-                      optimizers=[opts[i] for i in pad], names=names if block_optimizers or chunked else 1)
+        p = make_plan([archs[i] for i in pad], setup.model.max_units, num_classes, in_features, groups, known,
+                      switch_cost=switch, free_merge=merge, parts=parts, optimizers=[opts[i] for i in pad],
+                      n_optimizers=len(setup.opt_names))
         order = None if p.order is None else p.order % len(archs)  # a pad place holds a copy of a member
         return Plan(p.shape, jax.tree.map(jnp.asarray, p.tables), order)
 
-    def init_variables(keys_S, positions_SxD):
-        """Every member's max-size variables as its training starts (`train.fit`'s init key)."""
-        arch_S, _ = jax.vmap(hparams)(positions_SxD)
-        k_init = jax.vmap(lambda k: jax.random.split(k, 3)[0])(keys_S)
-        return jax.vmap(mlp.init_mlp, in_axes=(0, 0, None))(k_init, arch_S, mcfg)
+    return plan
 
-    def init(keys_S, positions_SxD, plan_: Plan):
-        return _pack(init_variables(keys_S, positions_SxD), plan_.tables, plan_.shape, bn)
 
-    def apply(variables, positions_SxD, x_BxF, plan_: Plan, train_mode: bool = False):
-        """``(logits_SxBxC, new stats)`` of packed ``variables = (params, stats)``."""
-        arch_S, hp_S = jax.vmap(hparams)(positions_SxD)
-        ctx = _context(arch_S, hp_S, plan_.tables, plan_.shape)
-        logits, stats = _forward(*variables, x_BxF, ctx, plan_.tables, plan_.shape, act_names, train_mode)
-        return jnp.swapaxes(jnp.concatenate(logits)[plan_.tables.member_slot_S], 1, 2), stats
+def _sharded(setup: _Setup, shape: PlanShape, stats: dict, mesh, impl: str):
+    """`_train` of `shape` on every device of `mesh`, each on its dealt members and its own tables."""
+    spread, whole = PartitionSpec(execute.PARTICLE_AXIS), PartitionSpec()  # per member (dealt), shared
 
-    def total_loss(params, stats, ctx, x_BxF, y_B, tables, shape, drop_keys_S=None):
-        logits, stats = _forward(params, stats, x_BxF, ctx, tables, shape, act_names, True,
-                                 drop_keys_S if drops else None, mcfg.max_units)
-        nll_TxB, _ = _slot_losses(logits, y_B)
-        loss_T = nll_TxB.mean(axis=1)
-        valid_T = tables.slot_member_T >= 0
-        return jnp.sum(jnp.where(valid_T, loss_T, 0.0)), (loss_T, stats)
+    def local(key_data, positions, data, shuffle_data, tables, *warm):
+        stats["traces"] += 1
+        keys, shuffle_key = (jax.random.wrap_key_data(k, impl=impl) for k in (key_data, shuffle_data))
+        return _train(setup, shape, keys, positions, data, shuffle_key, jax.tree.map(lambda t: t[0], tables),
+                      warm or None)
 
-    def loss(variables, positions_SxD, x_BxF, y_B, plan_: Plan, drop_keys_S=None):
-        """Sum of the members' mean training losses of packed ``(params, stats)`` (batch statistics;
-        dropout with each member's key ``drop_keys_S`` where the space has dropout)."""
-        arch_S, hp_S = jax.vmap(hparams)(positions_SxD)
-        ctx = _context(arch_S, hp_S, plan_.tables, plan_.shape)
-        return total_loss(*variables, ctx, x_BxF, y_B, plan_.tables, plan_.shape, drop_keys_S)[0]
+    def swarm(key_data_S, positions_SxD, data, shuffle_data, tables, order, place_of, *warm):
+        deal = lambda x: jax.lax.with_sharding_constraint(x[order], NamedSharding(mesh, spread))
+        warm = tuple(jax.tree.map(deal, w) for w in warm)
+        specs = (spread, spread, whole, whole, spread) + (spread,) * len(warm)
+        out = jax.shard_map(local, mesh=mesh, in_specs=specs, out_specs=spread, check_vma=False)(
+            deal(key_data_S), deal(positions_SxD), data, shuffle_data, tables, *warm)
+        return jax.tree.map(lambda x: x[place_of], out)
 
-    def build(shape: PlanShape, jit: bool = True, span: bool = False):
-        """The program of `shape`; with `span`, ``(keys, positions, data, shuffle_key, tables, states, first,
-        count) -> ((train loss, val accuracy, val loss) curves [S, epochs], states)`` trains epochs ``first ..
-        first + count - 1`` from the members' `train.TrainState`s (both traced: one program for every span;
-        the curves hold NaN outside it)."""
-        def run(keys_S, positions_SxD, data, shuffle_key, tables: PlanTables, warm=None):
-            stats["traces"] += 1
-            if isinstance(data, train.FoldData):  # k folds, one after another, on the same plan
-                if warm is not None:
-                    raise ValueError("warm members train on one hold-out split, not on k folds")
-                keys_KxS = jnp.swapaxes(jax.vmap(lambda k: jax.random.split(k, data.train_idx.shape[0]))(keys_S), 0, 1)
+    return jax.jit(swarm, out_shardings=NamedSharding(mesh, whole))
 
-                def one_fold(args):
-                    k_S, i, tr, va = args
-                    fold = train.Data(data.x[tr], data.y[tr], data.x[va], data.y[va])
-                    return run_fold(k_S, positions_SxD, fold, jax.random.fold_in(shuffle_key, i), tables)
 
-                folds = (keys_KxS, jnp.arange(data.train_idx.shape[0]), data.train_idx, data.val_idx)
-                return train.combine_folds(jax.lax.map(one_fold, folds))
-            return run_fold(keys_S, positions_SxD, data, shuffle_key, tables, warm)
+def _programs(setup: _Setup, stats: dict, mesh) -> Callable:
+    """``program(shape, impl=None, span=False)``: the cached program of a plan shape (over `mesh`: for keys of
+    `impl`); with `span`, ``(keys, positions, data, shuffle_key, tables, states, first, count) ->
+    (curves, states)`` trains epochs ``first .. first + count - 1`` (both traced: one program for every span)."""
+    cache: dict = {}
 
-        def run_fold(keys_S, positions_SxD, data: train.Data, shuffle_key, tables: PlanTables, warm=None,
-                     resume=None):
-            """One split's training; `resume` ``(member TrainStates, first epoch, epochs)`` trains a span from them."""
-            n = data.x_train.shape[0]
-            batch = min(config.batch_size, n)
-            steps = n // batch
-            arch_S, hp_S = jax.vmap(hparams)(positions_SxD)
-            ctx = _context(arch_S, hp_S, tables, shape)
-            start_S = init_variables(keys_S, positions_SxD) if resume is None else \
-                {"params": resume[0].params, "batch_stats": resume[0].batch_stats}
-            if warm is not None:  # kept members continue from their variables (optimizer state is new)
-                variables_S, keep_S = warm
-                start_S = jax.tree.map(
-                    lambda v, f: jnp.where(keep_S.reshape((-1,) + (1,) * (v.ndim - 1)), v, f), variables_S, start_S)
-            params, bn_stats = _pack(start_S, tables, shape, bn)
-            # Every column follows its own member's optimizer: the index broadcasts against the columns.
-            opt = optim.make_optimizer(opt_names, train.total_steps(config, n), optim.adam_hparams(space))
-            singles = [optim.make_optimizer((name,), train.total_steps(config, n), optim.adam_hparams(space))
-                       for name in opt_names] if shape.blocks else []
-            if chunked:  # each member's batch size b, the chunks of g examples it sums into an update
-                g = train.chunk_size(config.batch_sizes, n)
-                b_S = jnp.minimum(jax.vmap(read_batch)(positions_SxD), n)
-                k_S = b_S // g  # chunks per update
-                used_S = (n // b_S) * k_S  # the chunks of an epoch's whole batches
-                chunks = max((n // min(b, n)) * (min(b, n) // g) for b in config.batch_sizes)
-                horizon_S = train.member_steps(config, n, b_S)  # each member's schedule length
-                slot_of = lambda v_S: [v_S[c[6]] for c in ctx.groups]  # a member's value in each tail slot
-                k_G, used_G = slot_of(k_S), slot_of(used_S)
-                used_T = used_S[jnp.maximum(tables.slot_member_T, 0)]
-            # A tail slot's schedule spans its member's updates (chunked); the first layer's blocks' below.
-            horizons = slot_of(horizon_S) if chunked else [None] * len(ctx.groups)
-            opt_state = {
-                "first": opt.init(params["first"], ctx.col_hp),
-                "groups": [jax.vmap(opt.init, in_axes=(0, 0, None if h is None else 0))(p, c[3], h)
-                           for p, c, h in zip(params["groups"], ctx.groups, horizons)],
-            }
-            if resume is not None:  # the members' optimizer states, packed like their params
-                opt_state = _pack_opt(resume[0].opt_state, opt_state, start_S["batch_stats"], tables, shape, bn)
-            all_names = opt_state["first"]  # blocked: what `joined` rebuilds the first layer's state from
-            name_of = None
-            if chunked:  # block o: optimizer o // len(sizes) for the members of batch size sizes[o % len(sizes)]
-                name_of = [o // len(sizes) for o in range(len(shape.blocks))]
-                singles = [singles[i] for i in name_of]
-                block_b = [min(sizes[o % len(sizes)], n) for o in range(len(shape.blocks))]
-            if shape.blocks:  # the first layer as one array per optimizer block, each with its own optimizer
-                blocks = _split_first(params["first"], all_names, singles, shape.blocks, name_of)
-                params, opt_state = {**params, "first": blocks[0]}, {**opt_state, "first": blocks[1]}
-            if chunked:  # each block's schedule spans its batch size's updates
-                opt_state = {**opt_state, "first": [
-                    st._replace(inner_state=st.inner_state._replace(horizon=train.member_steps(config, n, b)))
-                    for st, b in zip(opt_state["first"], block_b)]}
-            if flat_tails:  # each tail group's optimizer state on its `_flat` params (the params stay leaves)
-                opt_state = {**opt_state, "groups": [_flat_state(s) for s in opt_state["groups"]]}
+    def run(shape, keys_S, positions_SxD, data, shuffle_key, tables, warm=None):
+        stats["traces"] += 1
+        return _train(setup, shape, keys_S, positions_SxD, data, shuffle_key, tables, warm)
 
-            def joined(params, opt_state):
-                """The training loop's params and optimizer state as `_unpack` / `_unpack_opt` read them."""
-                if flat_tails:
-                    opt_state = {**opt_state, "groups": [_unflat_state(s, p) for s, p in
-                                                         zip(opt_state["groups"], params["groups"])]}
-                if not shape.blocks:
-                    return params, opt_state
-                if chunked:  # the params only: a one-program run hands out variables, never optimizer states
-                    return {**params, "first": _join_columns(params["first"])}, opt_state
-                first, state = _join_first(params["first"], opt_state["first"], all_names, shape.blocks)
-                return {**params, "first": first}, {**opt_state, "first": state}
-
-            def update(grads, opt_state, params):
-                if shape.blocks:
-                    u1, s1 = map(list, zip(*(tx.update(g, s, p) for tx, g, s, p in zip(
-                        singles, grads["first"], opt_state["first"], params["first"]))))
-                else:
-                    u1, s1 = opt.update(grads["first"], opt_state["first"], params["first"])
-                ug, sg = update_tails(grads["groups"], opt_state["groups"], params["groups"])
-                return {"first": u1, "groups": ug}, {"first": s1, "groups": sg}
-
-            def update_tails(grads, opt_state, params):
-                ug, sg = [], []
-                for g, s, p in zip(grads, opt_state, params):
-                    if flat_tails:  # one array per group: a few fusions per optimizer, not a few per leaf
-                        u, s = jax.vmap(opt.update)(_flat(g), s, _flat(p))
-                        u = _unflat(u, g)
-                    else:
-                        u, s = jax.vmap(opt.update)(g, s, p)
-                    ug.append(u)
-                    sg.append(s)
-                return ug, sg
-
-            def step(carry, inputs):
-                params, bn_stats, opt_state = carry
-                idx_B, drop_keys_S = inputs
-                grads, (loss_T, bn_stats) = jax.grad(total_loss, has_aux=True)(
-                    params, bn_stats, ctx, data.x_train[idx_B], data.y_train[idx_B], tables, shape, drop_keys_S)
-                updates, opt_state = update(grads, opt_state, params)
-                return (optax.apply_updates(params, updates), bn_stats, opt_state), loss_T
-
-            def chunk_step(k_drop_S, carry, inputs):
-                """A chunk of g examples: every member adds its gradient; the members due apply their mean."""
-                params, bn_stats, opt_state, acc = carry
-                idx_G, c = inputs
-                drop_keys_S = jax.vmap(lambda k, kk: train.chunk_key(k, c // kk, c % kk))(k_drop_S, k_S)
-                grads, (loss_T, bn_stats) = jax.grad(total_loss, has_aux=True)(
-                    params, bn_stats, ctx, data.x_train[idx_G], data.y_train[idx_G], tables, shape, drop_keys_S)
-                first = []  # each block of one batch size's members, on its own static schedule
-                for tx, b, w, p, s, a, gr in zip(singles, block_b, shape.blocks, params["first"],
-                                                 opt_state["first"], acc["first"], grads["first"]):
-                    k, used = b // g, (n // b) * (b // g)
-                    if not w:  # no member of this optimizer and size
-                        first.append((p, s, a))
-                    elif k == 1:  # a chunk is its batch: no sum to keep
-                        first.append(_due_block(tx, c, 1, used, p, s, gr)[:2] + (a,))
-                    else:
-                        first.append(_due_block(tx, c, k, used, p, s, jax.tree.map(jnp.add, a, gr)))
-                acc = {**acc, "groups": jax.tree.map(jnp.add, acc["groups"], grads["groups"])}
-                # The tails' slots mix batch sizes: every slot's update, kept where its member is due.
-                mean = _slot_map(lambda k, a: a / k.astype(a.dtype), k_G, acc["groups"])
-                updates, new_state = update_tails(mean, opt_state["groups"], params["groups"])
-                due = [(c % k == k - 1) & (c < u) for k, u in zip(k_G, used_G)]
-                tails = _slot_map(jnp.where, due, optax.apply_updates(params["groups"], updates), params["groups"])
-                params = {"first": [f[0] for f in first], "groups": tails}
-                opt_state = {"first": [f[1] for f in first],
-                             "groups": _slot_map(jnp.where, due, new_state, opt_state["groups"])}
-                acc = {"first": [f[2] for f in first],
-                       "groups": _slot_map(lambda d, a: jnp.where(d, 0.0, a), due, acc["groups"])}
-                return (params, bn_stats, opt_state, acc), jnp.where(c < used_T, loss_T, 0.0)
-
-            def evaluate(params, bn_stats):
-                m = data.x_val.shape[0]
-                x, y, valid = train.eval_chunks(data, config)
-
-                def body(totals, inputs):
-                    x_R, y_R, valid_R = inputs
-                    nll, correct = _slot_losses(_forward(params, bn_stats, x_R, ctx, tables, shape, act_names)[0], y_R)
-                    return (totals[0] + (correct & valid_R).sum(1),
-                            totals[1] + jnp.where(valid_R, nll, 0.0).sum(1)), None
-
-                T = tables.slot_member_T.shape[0]
-                zeros = (jnp.zeros((T,), jnp.int32), jnp.zeros((T,), jnp.float32))
-                (correct, vloss), _ = jax.lax.scan(body, zeros, (x, y, valid))
-                return correct / m, vloss / m
-
-            def chunked_epoch(carry, inputs):
-                k_perm, k_drop_S = inputs
-                idx_CxG = jax.random.permutation(k_perm, n)[: chunks * g].reshape(chunks, g)
-                zeros = jax.tree.map(jnp.zeros_like, carry[0])
-                (*carry, _), loss_CxT = jax.lax.scan(functools.partial(chunk_step, k_drop_S), (*carry, zeros),
-                                                     (idx_CxG, jnp.arange(chunks)))
-                carry = tuple(carry)
-                accuracy, vloss = evaluate(carry[0], carry[1])
-                return carry, (loss_CxT.sum(0) / used_T, accuracy, vloss)
-
-            def epoch(carry, inputs):
-                if chunked:
-                    return chunked_epoch(carry, inputs)
-                k_perm, k_drop_S = inputs
-                idx_TxB = jax.random.permutation(k_perm, n)[: steps * batch].reshape(steps, batch)
-                if config.batch_sizes:  # a batch-size group: each batch's chunks draw as `train.fit_span`'s do
-                    chunks = batch // train.chunk_size(config.batch_sizes, n)
-                    step_keys_TxS = jax.vmap(lambda u: jax.vmap(lambda k: train.chunk_keys(k, u, chunks))(k_drop_S))(
-                        jnp.arange(steps))
-                else:
-                    step_keys_TxS = jnp.swapaxes(jax.vmap(lambda k: jax.random.split(k, steps))(k_drop_S), 0, 1)
-                carry, loss_NxT = jax.lax.scan(step, carry, (idx_TxB, step_keys_TxS))
-                acc, vloss = evaluate(carry[0], carry[1])
-                return carry, (loss_NxT.mean(0), acc, vloss)
-
-            shuffle_keys = jax.random.split(shuffle_key, config.epochs)
-            # Each member's dropout keys, derived as `train.fit` derives them from its key.
-            k_epochs_S = jax.vmap(lambda k: jax.random.split(k, 3)[1])(keys_S)
-            epoch_keys_ExS = jnp.swapaxes(jax.vmap(lambda k: jax.random.split(k, config.epochs))(k_epochs_S), 0, 1)
-            carry = (params, bn_stats, opt_state)
-            slot = tables.member_slot_S
-            if resume is not None:  # epochs first .. first + count - 1 of the whole run's keys (`train.fit_span`)
-                def one_epoch(e, loop):
-                    carry, curves = loop
-                    carry, row = epoch(carry, (shuffle_keys[e], epoch_keys_ExS[e]))
-                    return carry, tuple(c.at[e].set(v) for c, v in zip(curves, row))
-
-                _, first, count = resume
-                blank = jnp.full((config.epochs, tables.slot_member_T.shape[0]), jnp.nan)
-                (params, bn_stats, opt_state), curves_ExT = jax.lax.fori_loop(
-                    first, first + count, one_epoch, (carry, (blank,) * 3))
-                params, opt_state = joined(params, opt_state)
-                variables = _unpack(start_S, params, bn_stats, tables, shape, bn)
-                return tuple(a[:, slot].T for a in curves_ExT), train.TrainState(
-                    variables["params"], variables["batch_stats"],
-                    _unpack_opt(resume[0].opt_state, opt_state, start_S, bn_stats, tables, shape, bn))
-            carry, (loss_ExT, acc_ExT, vloss_ExT) = jax.lax.scan(epoch, carry, (shuffle_keys, epoch_keys_ExS))
-            params, bn_stats, opt_state = carry
-            params, opt_state = joined(params, opt_state)
-            train_loss_SxE, acc_SxE, vloss_SxE = (a[:, slot].T for a in (loss_ExT, acc_ExT, vloss_ExT))
-            metrics = train.metrics_of(train_loss_SxE, acc_SxE, vloss_SxE, config.fitness)
-            if warm is None:
-                return metrics
-            return metrics, _unpack(start_S, params, bn_stats, tables, shape, bn)
-
-        def run_span(keys_S, positions_SxD, data, shuffle_key, tables, states_S, first, count):
-            stats["traces"] += 1
-            return run_fold(keys_S, positions_SxD, data, shuffle_key, tables, resume=(states_S, first, count))
-
-        if span:
-            return jax.jit(run_span)
-        return jax.jit(run) if jit else run
-
-    def sharded(shape: PlanShape, impl: str):
-        """`build(shape)` on every device of `mesh`, each on its dealt members and its own tables."""
-        run = build(shape, jit=False)
-
-        def local(key_data, positions, data, shuffle_data, tables, *warm):
-            keys, shuffle_key = (jax.random.wrap_key_data(k, impl=impl) for k in (key_data, shuffle_data))
-            return run(keys, positions, data, shuffle_key, jax.tree.map(lambda t: t[0], tables), warm or None)
-
-        def swarm(key_data_S, positions_SxD, data, shuffle_data, tables, order, place_of, *warm):
-            deal = lambda x: jax.lax.with_sharding_constraint(x[order], dealt)
-            warm = tuple(jax.tree.map(deal, w) for w in warm)
-            specs = (spread, spread, whole, whole, spread) + (spread,) * len(warm)
-            out = jax.shard_map(local, mesh=mesh, in_specs=specs, out_specs=spread, check_vma=False)(
-                deal(key_data_S), deal(positions_SxD), data, shuffle_data, tables, *warm)
-            return jax.tree.map(lambda x: x[place_of], out)
-
-        return jax.jit(swarm, out_shardings=replicated)
+    def run_span(shape, keys_S, positions_SxD, data, shuffle_key, tables, states_S, first, count):
+        stats["traces"] += 1
+        return _train_fold(setup, shape, keys_S, positions_SxD, data, shuffle_key, tables,
+                           span=_Span(states_S, first, count))
 
     def program(shape: PlanShape, impl: str | None = None, span: bool = False):
-        """The cached program of `shape` (over `mesh`: for keys of `impl`); `span`: `build`'s rung program."""
-        if (shape, impl, span) not in programs:
-            programs[shape, impl, span] = (build(shape, span=True) if span
-                                           else build(shape) if mesh is None else sharded(shape, impl))
+        if (shape, impl, span) not in cache:
+            if span:
+                cache[shape, impl, span] = jax.jit(functools.partial(run_span, shape))
+            elif mesh is None:
+                cache[shape, impl, span] = jax.jit(functools.partial(run, shape))
+            else:
+                cache[shape, impl, span] = _sharded(setup, shape, stats, mesh, impl)
             if shape not in stats["shapes"]:
                 stats["shapes"].append(shape)
-        return programs[shape, impl, span]
+        return cache[shape, impl, span]
+
+    return program
+
+
+def _make_packed(space: SearchSpace, config: train.TrainConfig, in_features: int, num_classes: int, groups: int,
+                 examples: int | None, devices: Sequence | None, cost_model: CostModel) -> PackedTrainer:
+    """`make_packed_train`'s trainer of members that share ``config.batch_size`` (``config`` as
+    `train.batch_config` left it; with ``config.batch_sizes``, its dropout draws per chunk)."""
+    setup = _setup(space, config, in_features, num_classes)
+    stats = {"traces": 0, "shapes": [], "compile_s": []}  # compile_s: each span program's, measured
+    mesh = None if devices is None or len(devices) < 2 else execute.particle_mesh(devices)
+    replicated = None if mesh is None else NamedSharding(mesh, PartitionSpec())
+    plan = _planner(setup, in_features, num_classes, groups, 1 if mesh is None else mesh.devices.size, cost_model,
+                    stats["shapes"])
+    program = _programs(setup, stats, mesh)
 
     def place(data):
         """The data where the programs read it: as it is on one device, replicated over `devices`."""
-        if mesh is None:
-            return data
-        return jax.tree.map(lambda x: execute.put(x, replicated), data)
+        return data if mesh is None else jax.tree.map(lambda x: execute.put(x, replicated), data)
+
+    def examples_of(data) -> int:
+        """Training examples one member sees in a round (every fold's, every epoch's), or `examples`."""
+        if examples is not None:
+            return examples
+        rows = data.train_idx.size if isinstance(data, train.FoldData) else data.x_train.shape[0]
+        return rows * config.epochs
 
     def call(keys_S, positions_SxD, data, shuffle_key, warm):
         """``(program, its arguments, plan)`` for this swarm, planned now."""
@@ -1393,18 +1385,12 @@ def _make_packed(space: SearchSpace, config: train.TrainConfig, in_features: int
         place_of[p.order[::-1]] = np.arange(len(p.order) - 1, -1, -1)  # each member's first place
         put = lambda x: execute.put(x, replicated)
         args = (put(jax.random.key_data(keys_S)), put(positions_SxD), place(data),
-                put(jax.random.key_data(shuffle_key)), jax.tree.map(lambda t: execute.put(t, dealt), p.tables),
-                put(p.order), put(place_of))
+                put(jax.random.key_data(shuffle_key)),
+                jax.tree.map(lambda t: execute.put(t, NamedSharding(mesh, PartitionSpec(execute.PARTICLE_AXIS))),
+                             p.tables), put(p.order), put(place_of))
         if warm is not None:
             args += (jax.tree.map(put, warm[0]), put(warm[1]))
         return program(p.shape, str(jax.random.key_impl(keys_S))), args, p
-
-    def examples_of(data) -> int:
-        """Training examples one member sees in a round (every fold's, every epoch's), or `examples`."""
-        if examples is not None:
-            return examples
-        rows = data.train_idx.size if isinstance(data, train.FoldData) else data.x_train.shape[0]
-        return rows * config.epochs
 
     def train_swarm(keys_S, positions_SxD, data, shuffle_key=None, variables_S=None, keep_S=None):
         if shuffle_key is None:
@@ -1417,14 +1403,9 @@ def _make_packed(space: SearchSpace, config: train.TrainConfig, in_features: int
         fn, args, p = call(keys_S, positions_SxD, data, shuffle_key, None)
         return fn.lower(*args).compile(), p
 
-    def start_member(k, p, n, variables=None, keep=None):
-        return train.start_state(
-            k, lambda key: mlp.init_mlp(key, hparams(p)[0], mcfg),
-            optim.make_optimizer(opt_names, train.total_steps(config, n), optim.adam_hparams(space)), hparams(p)[1],
-            variables, keep)
-
     # variables and keep None (fresh members) are empty pytrees to vmap: one function, a trace for each case.
-    start_members = jax.jit(jax.vmap(start_member, in_axes=(0, 0, None, 0, 0)), static_argnums=2)
+    start_members = jax.jit(jax.vmap(functools.partial(_start_member, setup), in_axes=(0, 0, None, 0, 0)),
+                            static_argnums=2)
 
     def start_states(keys_S, positions_SxD, n_train: int, variables=None, keep_S=None):
         """Every member's `train.TrainState` before its first epoch (the masked layout's, max-size).
@@ -1433,7 +1414,16 @@ def _make_packed(space: SearchSpace, config: train.TrainConfig, in_features: int
         """
         return start_members(keys_S, positions_SxD, int(n_train), variables, keep_S)
 
-    spans: dict = {}  # (plan shape, argument shapes) -> compiled span program
+    span = _span_trainer(config, mesh, plan, program, stats, examples_of, cost_model)
+    return PackedTrainer(train_swarm, plan, compile_, program, functools.partial(_init, setup),
+                         functools.partial(_apply, setup), functools.partial(_loss, setup), stats, setup.model,
+                         functools.partial(_init_variables, setup), place, start_states, span)
+
+
+def _span_trainer(config: train.TrainConfig, mesh, plan: Callable, program: Callable, stats: dict,
+                  examples_of: Callable, cost_model: CostModel) -> Callable:
+    """A trainer's `PackedTrainer.train_span`, its compiled span programs cached by plan and argument shapes."""
+    spans: dict = {}
 
     def train_span(keys_S, positions_SxD, data, shuffle_key, states_S, start, num_epochs: int):
         """`num_epochs` epochs from epoch `start` of the members' states: ``(Metrics[S], states_S)`` (one device)."""
@@ -1443,7 +1433,7 @@ def _make_packed(space: SearchSpace, config: train.TrainConfig, in_features: int
         if num_epochs < 1 or not 0 <= start <= config.epochs - num_epochs:
             raise ValueError(f"a span of epochs needs 0 <= start and start + num_epochs <= {config.epochs}, "
                              f"got start {start}, num_epochs {num_epochs}")
-        p = plan(positions_SxD, examples_of(data) * num_epochs // config.epochs, SPAN_COMPILE_S)
+        p = plan(positions_SxD, examples_of(data) * num_epochs // config.epochs, cost_model.span_compile_s)
         # The members are padded to the shape's slots (copies of the first, in no slot): a program then
         # serves every rung its shape fits, whatever its size.
         S, T = keys_S.shape[0], sum(g.capacity for g in p.shape.groups)
@@ -1460,8 +1450,7 @@ def _make_packed(space: SearchSpace, config: train.TrainConfig, in_features: int
         metrics = _span_metrics(curves, S, start, num_epochs, config.fitness)
         return metrics, train.take_members(states_T, np.arange(S))
 
-    return PackedTrainer(train_swarm, plan, compile_, program, init, apply, loss, stats, mcfg, init_variables,
-                         place, start_states, train_span)
+    return train_span
 
 
 def _by_batch_size(space: SearchSpace, trainers: dict[int, PackedTrainer]) -> PackedTrainer:
@@ -1545,7 +1534,7 @@ def build(family: ModelFamily, space: SearchSpace, train_config: train.TrainConf
     """
     devices = jax.devices()
     trainer = make_packed_train(space, train_config, data_shape.in_features, data_shape.num_classes,
-                                devices=devices)
+                                devices=devices, cost_model=costs.of(config))
     S, D = config.swarm_size, len(devices)
     chunk = config.chunk_size
     if chunk is None:
