@@ -68,6 +68,7 @@ Example (ask/tell on a 5-D sphere)::
 
 from __future__ import annotations
 
+import functools
 import math
 from typing import Callable, NamedTuple
 
@@ -362,114 +363,175 @@ def make_pso(num_particles: int, num_dims: int, *, lower=0.0, upper=1.0,
     """
     _check(num_particles, num_dims, topology, neighbors, inertia, num_iterations, c1, c2, constriction, vmax,
            boundary)
+    swarm = _swarm_config(num_particles, num_dims, lower, upper, maximize, topology, neighbors, num_iterations,
+                          constriction, vmax, boundary)
+    params = default_params(inertia, c1, c2, constriction)
+    return PSO(init=functools.partial(_init, swarm), ask=_ask, tell=functools.partial(_tell, swarm, params),
+               params=params)
+
+
+class _SwarmConfig(NamedTuple):
+    """`make_pso`'s static configuration, checked and as arrays: what `_init` and `_tell` read.
+
+    Not a traced pytree: the strategy's functions close over it (`functools.partial`).
+    """
+
+    num_particles: int  # S
+    num_dims: int  # D
+    sign: float  # +1.0 minimizing, -1.0 maximizing: score = sign * fitness, always minimized
+    worst: float  # the worst fitness in the user's sign: +inf minimizing, -inf maximizing
+    lower_D: jax.Array  # f32[D]
+    upper_D: jax.Array  # f32[D]
+    span_D: jax.Array  # f32[D] upper_D - lower_D
+    init_speed_D: jax.Array  # f32[D] initial velocities are uniform in +- init_speed_D
+    vclamp_D: jax.Array | None  # f32[D] velocity clamp per dimension; None: no clamp
+    neighbors_SxA: jax.Array | None  # i32[S, A] neighbourhood table (`TOPOLOGIES`); None: global best
+    decay_steps: int  # the inertia reaches its end value after this many tells
+    constriction: bool  # Clerc-Kennedy form (chi) instead of the inertia weight
+    handle_boundary: Callable  # a `BOUNDARIES` handler
+
+
+def _swarm_config(num_particles, num_dims, lower, upper, maximize, topology, neighbors, num_iterations,
+                  constriction, vmax, boundary) -> _SwarmConfig:
+    """`make_pso`'s settings (already `_check`ed) as a `_SwarmConfig`; a ValueError for a bad box."""
     S, D = int(num_particles), int(num_dims)
     lo_D, hi_D = _box(lower, D, "lower"), _box(upper, D, "upper")
     if not np.all(lo_D < hi_D):
         raise ValueError(f"need lower < upper in every dimension, got lower={lower!r}, "
                          f"upper={upper!r}")
-    params = default_params(inertia, c1, c2, constriction)
-    sign = -1.0 if maximize else 1.0          # score = sign * fitness, minimized
-    worst = -jnp.inf if maximize else jnp.inf  # in the user's sign
-    lo, hi = jnp.asarray(lo_D, jnp.float32), jnp.asarray(hi_D, jnp.float32)
-    span = hi - lo
-    vclamp_D = None if vmax is None else jnp.asarray(vmax * (hi_D - lo_D), jnp.float32)
-    init_vel_D = _INIT_VEL_FRAC * (hi_D - lo_D)
+    lower_D, upper_D = jnp.asarray(lo_D, jnp.float32), jnp.asarray(hi_D, jnp.float32)
+    init_speed_D = _INIT_VEL_FRAC * (hi_D - lo_D)
     if vmax is not None:
-        init_vel_D = np.minimum(init_vel_D, vmax * (hi_D - lo_D))
-    init_vel_D = jnp.asarray(init_vel_D, jnp.float32)
-    nbr_SxA = TOPOLOGIES[topology](S, neighbors)
-    nbr_SxA = None if nbr_SxA is None else jnp.asarray(nbr_SxA)
-    decay_steps = 1 if num_iterations is None else max(int(num_iterations) - 1, 1)
-    handle_boundary = BOUNDARIES[boundary]
+        init_speed_D = np.minimum(init_speed_D, vmax * (hi_D - lo_D))
+    neighbors_SxA = TOPOLOGIES[topology](S, neighbors)
+    return _SwarmConfig(
+        num_particles=S,
+        num_dims=D,
+        sign=-1.0 if maximize else 1.0,
+        worst=-jnp.inf if maximize else jnp.inf,
+        lower_D=lower_D,
+        upper_D=upper_D,
+        span_D=upper_D - lower_D,
+        init_speed_D=jnp.asarray(init_speed_D, jnp.float32),
+        vclamp_D=None if vmax is None else jnp.asarray(vmax * (hi_D - lo_D), jnp.float32),
+        neighbors_SxA=None if neighbors_SxA is None else jnp.asarray(neighbors_SxA),
+        decay_steps=1 if num_iterations is None else max(int(num_iterations) - 1, 1),
+        constriction=constriction,
+        handle_boundary=BOUNDARIES[boundary],
+    )
 
-    def _score(fitness):
-        # Minimization score; non-finite fitness -> +inf (worst).
-        s = sign * fitness
-        return jnp.where(jnp.isfinite(s), s, jnp.inf)
 
-    def init(key: jax.Array, init_position: jax.Array | None = None) -> PSOState:
-        kx, kv = jax.random.split(key)
-        if init_position is None:
-            pos_SxD = lo + span * jax.random.uniform(kx, (S, D), jnp.float32)
-        else:
-            init_position = jnp.asarray(init_position, jnp.float32)
-            if init_position.shape != (S, D):
-                raise ValueError(f"init_position must have shape ({S}, {D}), "
-                                 f"got {init_position.shape}")
-            pos_SxD = jnp.clip(init_position, lo, hi)
-        vel_SxD = init_vel_D * jax.random.uniform(kv, (S, D), jnp.float32, -1.0, 1.0)
-        return PSOState(
-            position=pos_SxD,
-            velocity=vel_SxD,
-            best_position=pos_SxD,
-            best_fitness=jnp.full((S,), worst, jnp.float32),
-            global_best_position=pos_SxD[0],
-            global_best_fitness=jnp.asarray(worst, jnp.float32),
-            iteration=jnp.zeros((), jnp.int32),
-        )
+def _score(swarm: _SwarmConfig, fitness: jax.Array) -> jax.Array:
+    """Minimization score of `fitness`; non-finite fitness -> +inf (worst)."""
+    score = swarm.sign * fitness
+    return jnp.where(jnp.isfinite(score), score, jnp.inf)
 
-    def ask(state: PSOState) -> jax.Array:
-        return state.position
 
-    def tell(key: jax.Array, state: PSOState, fitness: jax.Array, params_: PSOParams | None = None) -> PSOState:
-        p = params if params_ is None else params_
-        fitness_S = jnp.asarray(fitness, jnp.float32)
-        if fitness_S.shape != (S,):
-            raise ValueError(f"fitness must have shape ({S},), got {fitness_S.shape}")
-        x_SxD = state.position
+def _init(swarm: _SwarmConfig, key: jax.Array, init_position: jax.Array | None = None) -> PSOState:
+    """A fresh swarm (`PSO.init`): positions uniform in the box or `init_position` clipped into it."""
+    S, D = swarm.num_particles, swarm.num_dims
+    key_position, key_velocity = jax.random.split(key)
+    if init_position is None:
+        pos_SxD = swarm.lower_D + swarm.span_D * jax.random.uniform(key_position, (S, D), jnp.float32)
+    else:
+        init_position = jnp.asarray(init_position, jnp.float32)
+        if init_position.shape != (S, D):
+            raise ValueError(f"init_position must have shape ({S}, {D}), "
+                             f"got {init_position.shape}")
+        pos_SxD = jnp.clip(init_position, swarm.lower_D, swarm.upper_D)
+    vel_SxD = swarm.init_speed_D * jax.random.uniform(key_velocity, (S, D), jnp.float32, -1.0, 1.0)
+    return PSOState(
+        position=pos_SxD,
+        velocity=vel_SxD,
+        best_position=pos_SxD,
+        best_fitness=jnp.full((S,), swarm.worst, jnp.float32),
+        global_best_position=pos_SxD[0],
+        global_best_fitness=jnp.asarray(swarm.worst, jnp.float32),
+        iteration=jnp.zeros((), jnp.int32),
+    )
 
-        # 1. Personal bests: strictly better finite fitness only.
-        new_score_S = _score(fitness_S)
-        best_score_S = _score(state.best_fitness)
-        improved_S = new_score_S < best_score_S
-        pbest_SxD = jnp.where(improved_S[:, None], x_SxD, state.best_position)
-        pbest_fit_S = jnp.where(improved_S, fitness_S, state.best_fitness)
-        pscore_S = jnp.where(improved_S, new_score_S, best_score_S)
 
-        # 2. Global best = best personal best (monotone because pbests are).
-        g = jnp.argmin(pscore_S)
-        gbest_D = pbest_SxD[g]
-        gbest_fit = pbest_fit_S[g]
+def _ask(state: PSOState) -> jax.Array:
+    """The positions to evaluate (`PSO.ask`)."""
+    return state.position
 
-        # 3. Neighbourhood bests (Kennedy & Mendes 2002).
-        if nbr_SxA is None:
-            nbest_SxD = jnp.broadcast_to(gbest_D, (S, D))
-        else:
-            local_SxA = pscore_S[nbr_SxA]
-            pick_S = jnp.take_along_axis(
-                nbr_SxA, jnp.argmin(local_SxA, axis=1)[:, None], axis=1)[:, 0]
-            nbest_SxD = pbest_SxD[pick_S]
 
-        # 4. Velocity and position.
-        k1, k2, kb = jax.random.split(key, 3)
-        r1_SxD = jax.random.uniform(k1, (S, D), jnp.float32)
-        r2_SxD = jax.random.uniform(k2, (S, D), jnp.float32)
-        pull_SxD = p.c1 * r1_SxD * (pbest_SxD - x_SxD) + p.c2 * r2_SxD * (nbest_SxD - x_SxD)
-        if constriction:
-            vel_SxD = p.chi * (state.velocity + pull_SxD)
-        else:
-            frac = jnp.minimum(state.iteration.astype(jnp.float32) / decay_steps, 1.0)
-            inertia_t = p.inertia_start + (p.inertia_end - p.inertia_start) * frac
-            vel_SxD = inertia_t * state.velocity + pull_SxD
-        if vclamp_D is not None:
-            vel_SxD = jnp.clip(vel_SxD, -vclamp_D, vclamp_D)
-        x_SxD = x_SxD + vel_SxD
+class _Bests(NamedTuple):
+    """The bests once a tell has recorded its fitness. Shapes: S particles, D dimensions."""
 
-        # 5. Boundary handling.
-        out_SxD = (x_SxD < lo) | (x_SxD > hi)
-        x_SxD, vel_SxD = handle_boundary(x_SxD, vel_SxD, out_SxD, lo, hi, span, kb)
+    position_SxD: jax.Array  # f32[S, D] personal bests
+    fitness_S: jax.Array  # f32[S] their fitness, user's sign
+    score_S: jax.Array  # f32[S] their minimization score (`_score`)
+    global_position_D: jax.Array  # f32[D] the best personal best
+    global_fitness: jax.Array  # f32[]
 
-        return PSOState(
-            position=x_SxD,
-            velocity=vel_SxD,
-            best_position=pbest_SxD,
-            best_fitness=pbest_fit_S,
-            global_best_position=gbest_D,
-            global_best_fitness=gbest_fit,
-            iteration=state.iteration + 1,
-        )
 
-    return PSO(init=init, ask=ask, tell=tell, params=params)
+def _record_bests(swarm: _SwarmConfig, state: PSOState, fitness_S: jax.Array) -> _Bests:
+    """Personal and global bests after `state.position` scored `fitness_S`."""
+    # Personal bests: strictly better finite fitness only.
+    new_score_S = _score(swarm, fitness_S)
+    best_score_S = _score(swarm, state.best_fitness)
+    improved_S = new_score_S < best_score_S
+    pbest_SxD = jnp.where(improved_S[:, None], state.position, state.best_position)
+    pbest_fitness_S = jnp.where(improved_S, fitness_S, state.best_fitness)
+    pbest_score_S = jnp.where(improved_S, new_score_S, best_score_S)
+    # Global best = best personal best (monotone because pbests are).
+    best_particle = jnp.argmin(pbest_score_S)
+    return _Bests(pbest_SxD, pbest_fitness_S, pbest_score_S, pbest_SxD[best_particle],
+                  pbest_fitness_S[best_particle])
+
+
+def _neighbourhood_bests(swarm: _SwarmConfig, bests: _Bests) -> jax.Array:
+    """f32[S, D]: the best personal best in each particle's neighbourhood (Kennedy & Mendes 2002)."""
+    if swarm.neighbors_SxA is None:
+        return jnp.broadcast_to(bests.global_position_D, (swarm.num_particles, swarm.num_dims))
+    local_score_SxA = bests.score_S[swarm.neighbors_SxA]
+    pick_S = jnp.take_along_axis(
+        swarm.neighbors_SxA, jnp.argmin(local_score_SxA, axis=1)[:, None], axis=1)[:, 0]
+    return bests.position_SxD[pick_S]
+
+
+def _move(swarm: _SwarmConfig, params: PSOParams, key: jax.Array, state: PSOState, bests: _Bests,
+          nbest_SxD: jax.Array) -> tuple[jax.Array, jax.Array]:
+    """New (position, velocity), both f32[S, D]: the velocity update, the clamp, then the boundary."""
+    S, D = swarm.num_particles, swarm.num_dims
+    key_cognitive, key_social, key_boundary = jax.random.split(key, 3)
+    r1_SxD = jax.random.uniform(key_cognitive, (S, D), jnp.float32)
+    r2_SxD = jax.random.uniform(key_social, (S, D), jnp.float32)
+    x_SxD = state.position
+    pull_SxD = params.c1 * r1_SxD * (bests.position_SxD - x_SxD) + params.c2 * r2_SxD * (nbest_SxD - x_SxD)
+    if swarm.constriction:
+        vel_SxD = params.chi * (state.velocity + pull_SxD)
+    else:
+        frac = jnp.minimum(state.iteration.astype(jnp.float32) / swarm.decay_steps, 1.0)
+        inertia_t = params.inertia_start + (params.inertia_end - params.inertia_start) * frac
+        vel_SxD = inertia_t * state.velocity + pull_SxD
+    if swarm.vclamp_D is not None:
+        vel_SxD = jnp.clip(vel_SxD, -swarm.vclamp_D, swarm.vclamp_D)
+    x_SxD = x_SxD + vel_SxD
+    out_SxD = (x_SxD < swarm.lower_D) | (x_SxD > swarm.upper_D)
+    return swarm.handle_boundary(x_SxD, vel_SxD, out_SxD, swarm.lower_D, swarm.upper_D, swarm.span_D,
+                                 key_boundary)
+
+
+def _tell(swarm: _SwarmConfig, default_params: PSOParams, key: jax.Array, state: PSOState,
+          fitness: jax.Array, params: PSOParams | None = None) -> PSOState:
+    """`PSO.tell`: records the fitness of `state.position` in the bests, then moves the swarm."""
+    params = default_params if params is None else params
+    fitness_S = jnp.asarray(fitness, jnp.float32)
+    if fitness_S.shape != (swarm.num_particles,):
+        raise ValueError(f"fitness must have shape ({swarm.num_particles},), got {fitness_S.shape}")
+    bests = _record_bests(swarm, state, fitness_S)
+    position_SxD, velocity_SxD = _move(swarm, params, key, state, bests, _neighbourhood_bests(swarm, bests))
+    return PSOState(
+        position=position_SxD,
+        velocity=velocity_SxD,
+        best_position=bests.position_SxD,
+        best_fitness=bests.fitness_S,
+        global_best_position=bests.global_position_D,
+        global_best_fitness=bests.global_fitness,
+        iteration=state.iteration + 1,
+    )
 
 
 def _check(num_particles, num_dims, topology, neighbors, inertia, num_iterations, c1, c2, constriction, vmax,

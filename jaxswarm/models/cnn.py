@@ -1026,6 +1026,65 @@ def computed_flops_cnn(cfg: CNNConfig, arch_python: Mapping[str, Any] | None = N
 # --------------------------------------------------------------------------
 
 
+def _named(name: str, make: Callable[[], Any]) -> Any:
+    """``make()``, its ValueError (bounds not numbers, lo == hi, ...) prefixed with the setting's `name`."""
+    try:
+        return make()
+    except ValueError as e:
+        raise ValueError(str(e) if str(e).startswith(name) else f"{name}: {e}") from None
+
+
+def _check_names(names: Any, vocabulary: Sequence[str], what: str) -> None:
+    """A ValueError naming `what` unless `names` is a list of names from `vocabulary`."""
+    try:  # a bare string would become one choice per letter
+        ok = not isinstance(names, str) and all(isinstance(a, str) and a in vocabulary for a in names)
+    except TypeError:  # not a list at all
+        ok = False
+    if not ok:
+        raise ValueError(f"{what} must be a list of names from {list(vocabulary)}, got {names!r}")
+
+
+def _odd_kernels(kernels: Any) -> tuple[int, ...]:
+    """`cnn_space`'s kernel sizes as a tuple of ints; a ValueError unless they are odd integers >= 1."""
+    try:  # int(3.5) would be a silent 3
+        ok = not isinstance(kernels, str) and all(isinstance(k, (int, np.integer)) and not isinstance(k, bool)
+                                                  for k in kernels)
+    except TypeError:  # not a list at all
+        ok = False
+    if not ok:
+        raise ValueError(f"kernels must be a list of odd integers >= 1, got {kernels!r}")
+    kernels = tuple(int(k) for k in kernels)
+    if not kernels or any(k < 1 or k % 2 == 0 for k in kernels):
+        raise ValueError(f"kernels must be odd sizes >= 1, got {kernels!r}")
+    return kernels
+
+
+def _block_params(max_blocks: int, filters: tuple[int, int], kernels: tuple[int, ...]) -> dict[str, Any]:
+    """``filters_k`` and ``kernel_k`` for blocks 1 .. max_blocks; block k's active when ``n_blocks >= k``."""
+    params: dict[str, Any] = {}
+    for k in range(1, max_blocks + 1):
+        when = None if k == 1 else AtLeast("n_blocks", k)
+        params[f"filters_{k}"] = _named("filters", lambda: Int(*range_arg(filters, "filters"), log=True, when=when))
+        params[f"kernel_{k}"] = (Fixed(kernels[0]) if len(kernels) == 1
+                                 else _named("kernels", lambda: Choice(kernels, when=when)))
+    return params
+
+
+def _activation_params(max_blocks: int, activations: Sequence[str], per_layer_activation: bool) -> dict[str, Any]:
+    """One ``activation``, or ``activation_1`` .. ``activation_B`` (block k's active when ``n_blocks >= k``)
+    and ``activation_dense``."""
+    if not isinstance(per_layer_activation, (bool, np.bool_)):
+        raise ValueError(f"per_layer_activation must be True or False, got {per_layer_activation!r}")
+    if not per_layer_activation:
+        return {"activation": _named("activations", lambda: Choice(activations))}
+    params: dict[str, Any] = {}
+    for k in range(1, max_blocks + 1):
+        params[f"activation_{k}"] = _named("activations", lambda: Choice(
+            activations, when=None if k == 1 else AtLeast("n_blocks", k)))
+    params["activation_dense"] = _named("activations", lambda: Choice(activations))
+    return params
+
+
 def cnn_space(
     max_blocks: int = 3,
     filters: tuple[int, int] = (8, 64),
@@ -1085,61 +1144,24 @@ def cnn_space(
         >>> cnn_space(max_blocks=2).names
         ('n_blocks', 'filters_1', 'kernel_1', 'filters_2', 'kernel_2', 'dense_units', 'activation', 'learning_rate')
     """
-    def named(name, make):
-        # The parameter's own complaint (bounds not numbers, lo == hi, ...) with the setting's name in front.
-        try:
-            return make()
-        except ValueError as e:
-            raise ValueError(str(e) if str(e).startswith(name) else f"{name}: {e}") from None
-
-    def names(arg, vocabulary, what):
-        # A list of names from `vocabulary`: a bare string would become one choice per letter.
-        try:
-            ok = not isinstance(arg, str) and all(isinstance(a, str) and a in vocabulary for a in arg)
-        except TypeError:  # not a list at all
-            ok = False
-        if not ok:
-            raise ValueError(f"{what} must be a list of names from {list(vocabulary)}, got {arg!r}")
-
     if isinstance(max_blocks, bool) or not isinstance(max_blocks, (int, np.integer)) or max_blocks < 1:
         raise ValueError(f"max_blocks must be an int >= 1, got {max_blocks!r}")
-    try:  # int(3.5) would be a silent 3
-        ok = not isinstance(kernels, str) and all(isinstance(k, (int, np.integer)) and not isinstance(k, bool)
-                                                  for k in kernels)
-    except TypeError:  # not a list at all
-        ok = False
-    if not ok:
-        raise ValueError(f"kernels must be a list of odd integers >= 1, got {kernels!r}")
-    kernels = tuple(int(k) for k in kernels)
-    if not kernels or any(k < 1 or k % 2 == 0 for k in kernels):
-        raise ValueError(f"kernels must be odd sizes >= 1, got {kernels!r}")
-    names(activations, ACTIVATION_NAMES, "activations")
+    kernels = _odd_kernels(kernels)
+    _check_names(activations, ACTIVATION_NAMES, "activations")
     params: dict[str, Any] = {"n_blocks": Fixed(1) if max_blocks == 1 else Int(1, int(max_blocks))}
-    for k in range(1, int(max_blocks) + 1):
-        when = None if k == 1 else AtLeast("n_blocks", k)
-        params[f"filters_{k}"] = named("filters", lambda: Int(*range_arg(filters, "filters"), log=True, when=when))
-        params[f"kernel_{k}"] = (Fixed(kernels[0]) if len(kernels) == 1
-                                 else named("kernels", lambda: Choice(kernels, when=when)))
-    params["dense_units"] = named("dense_units", lambda: Int(*range_arg(dense_units, "dense_units"), log=True))
-    if not isinstance(per_layer_activation, (bool, np.bool_)):
-        raise ValueError(f"per_layer_activation must be True or False, got {per_layer_activation!r}")
-    if per_layer_activation:
-        for k in range(1, int(max_blocks) + 1):
-            params[f"activation_{k}"] = named("activations", lambda k=k: Choice(
-                activations, when=None if k == 1 else AtLeast("n_blocks", k)))
-        params["activation_dense"] = named("activations", lambda: Choice(activations))
-    else:
-        params["activation"] = named("activations", lambda: Choice(activations))
-    params["learning_rate"] = named("learning_rate",
-                                    lambda: Float(*range_arg(learning_rate, "learning_rate"), log=True))
+    params.update(_block_params(int(max_blocks), filters, kernels))
+    params["dense_units"] = _named("dense_units", lambda: Int(*range_arg(dense_units, "dense_units"), log=True))
+    params.update(_activation_params(int(max_blocks), activations, per_layer_activation))
+    params["learning_rate"] = _named("learning_rate",
+                                     lambda: Float(*range_arg(learning_rate, "learning_rate"), log=True))
     params.update(optim.optimizer_params(optimizers, momentum, weight_decay, beta2, eps))
     if lr_decay is not None:
-        decay = named("lr_decay", lambda: Float(*range_arg(lr_decay, "lr_decay")))
+        decay = _named("lr_decay", lambda: Float(*range_arg(lr_decay, "lr_decay")))
         if not (0 < decay.lo and decay.hi <= 1):  # final / initial learning rate, on a log scale
             raise ValueError(f"lr_decay must lie in (0, 1], got ({decay.lo:g}, {decay.hi:g})")
     params.update(optim.lr_decay_param(lr_decay))
     if dropout is not None:
-        params["dropout"] = named("dropout", lambda: Float(*range_arg(dropout, "dropout")))
+        params["dropout"] = _named("dropout", lambda: Float(*range_arg(dropout, "dropout")))
         if not (0 <= params["dropout"].lo and params["dropout"].hi < 1):  # a rate of 1 drops every map
             raise ValueError(f"dropout must lie in [0, 1), got ({params['dropout'].lo:g}, {params['dropout'].hi:g})")
     if not isinstance(batch_norm, (bool, np.bool_)):  # "no" would switch it on
@@ -1147,11 +1169,11 @@ def cnn_space(
     if batch_norm:
         params["batch_norm"] = Choice([False, True])
     if poolings is not None:
-        names(poolings, POOLINGS, "poolings")
-        params["pooling"] = named("poolings", lambda: Choice(poolings))
+        _check_names(poolings, POOLINGS, "poolings")
+        params["pooling"] = _named("poolings", lambda: Choice(poolings))
     if init_schemes is not None:
-        names(init_schemes, INIT_SCHEMES, "init_schemes")
-        params["init"] = named("init_schemes", lambda: Choice(init_schemes))
+        _check_names(init_schemes, INIT_SCHEMES, "init_schemes")
+        params["init"] = _named("init_schemes", lambda: Choice(init_schemes))
     params.update(optim.batch_size_param(batch_sizes, batch_norm))
     return SearchSpace(params)
 
