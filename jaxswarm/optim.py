@@ -6,7 +6,7 @@ learning-rate decay and the Adam family's ``beta2`` and ``eps``.
 ``make_optimizer`` wraps a single transformation in
 ``optax.inject_hyperparams``, so all seven live as arrays in
 ``opt_state.hyperparams``: vmapping gives every member its own values, and
-changing them (a new PSO round) never recompiles (DESIGN.md decision 3).
+changing them (a new PSO round) never recompiles (docs/design.md, decision 3).
 
 Inside, each named optimizer is the plain Optax one built from the member's
 hyperparameters (table below). Every step runs *all* named optimizers on the

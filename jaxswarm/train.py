@@ -4,7 +4,7 @@
 `train_member(key, position_D, data)` trains ONE member: the position is
 decoded inside the program (`SearchSpace.decode` is traceable), so depth,
 widths, activation and optimizer hyperparameters are traced arrays and moving
-particles never recompiles (DESIGN.md decision 3). `fit` is one `lax.scan`
+particles never recompiles (docs/design.md, decision 3). `fit` is one `lax.scan`
 over epochs of `lax.scan`-ed minibatches, data and shuffling on the device
 (decision 5); where the space tunes ``batch_size``, each member makes its own
 batch size's updates from accumulated chunks (`fit_span`). A member whose

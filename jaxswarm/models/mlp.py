@@ -4,7 +4,7 @@ Every member owns weights of the *maximum* shape (``MLPConfig``); its real
 architecture arrives as arrays (``Arch``): a depth, a width per layer, an
 activation index, a dropout rate and a batch-norm switch. Masks switch off
 units and whole layers, so members with different architectures share one
-compiled program (DESIGN.md decision 1) and moving a particle never
+compiled program (docs/design.md, decision 1) and moving a particle never
 recompiles (decision 3).
 
 Central property: a masked member computes exactly the function of the dense
