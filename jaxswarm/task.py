@@ -1,0 +1,382 @@
+"""Your own network, loss and data under the swarm: the Task protocol and its engine.
+
+Two tiers, the lower one for any training loop:
+
+* A *trainable* is a training loop as pure functions over an opaque state
+  pytree: ``init(key, hp) -> state``, ``train(state, hp, key, epochs) -> state``
+  and ``evaluate(state, hp) -> {metric: scalar}``. A `Builder` makes one from a
+  member's *static* hyperparameters (Python values: widths, depth, the
+  optimizer's kind); ``hp`` holds its *traced* ones (float32 arrays: learning
+  rate, dropout), so moving a float never recompiles.
+* A `Task` is a supervised problem (a Flax module, a loss, metrics, an
+  objective, an optimizer and data of any pytree shape) and builds a
+  trainable (`supervised`); it is not a second engine.
+
+`make_engine` trains a swarm of any builder: the members are grouped by their
+static values, each group's members train in one `jax.jit(jax.vmap(...))`
+program, padded to a power of two so that changing group sizes reuse it, and
+a program compiles once per (static values, padded size, epochs) and is reused
+whenever the swarm comes back to it.
+
+Example:
+    >>> import flax.linen as nn, numpy as np, optax
+    >>> from jaxswarm.space import Float, Int, SearchSpace
+    >>> class Net(nn.Module):
+    ...     width: int
+    ...     @nn.compact
+    ...     def __call__(self, x, hp, train):
+    ...         return nn.Dense(1)(nn.relu(nn.Dense(self.width)(x)))[:, 0]
+    >>> x = np.random.default_rng(0).normal(size=(64, 3)).astype(np.float32)
+    >>> data = TaskData({"x": x[:48], "y": x[:48, 0]}, {"x": x[48:], "y": x[48:, 0]})
+    >>> task = Task(lambda static: Net(static["width"]), mse_loss, regression_metrics,
+    ...             Objective("mse", "min"), data, batch_size=16)
+    >>> space = SearchSpace({"width": Int(2, 4), "learning_rate": Float(1e-3, 1e-1, log=True)})
+    >>> engine = make_engine(supervised(task), space, epochs=2, objective=task.objective)
+    >>> result = engine.train(jax.random.split(jax.random.key(0), 4), np.full((4, 2), 0.5, np.float32))
+    >>> result.fitness.shape
+    (4,)
+"""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Callable
+from typing import Any, NamedTuple
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+
+from jaxswarm.space import Choice, Fixed, Float, Int, SearchSpace
+
+__all__ = ["Objective", "Trainable", "Builder", "TaskData", "Task", "SupervisedState", "supervised",
+           "softmax_loss", "classification_metrics", "mse_loss", "regression_metrics", "default_optimizer",
+           "static_names", "SwarmResult", "Engine", "make_engine", "MAX_STATIC_VALUES"]
+
+# A static Int compiles a program per value it takes: past this many values, bucket it or trace it.
+MAX_STATIC_VALUES = 32
+
+
+class Objective(NamedTuple):
+    """Which metric a study optimizes, and which way."""
+
+    metric: str  # a key of the metrics dict
+    direction: str = "max"  # "max" or "min"
+
+    def fitness(self, metrics: dict) -> jax.Array:
+        """The metric as a fitness (larger is better; NaN and inf are the worst, -inf)."""
+        if self.direction not in ("max", "min"):
+            raise ValueError(f"an objective's direction is 'max' or 'min', got {self.direction!r}")
+        if self.metric not in metrics:
+            raise ValueError(f"the objective's metric {self.metric!r} is not among the metrics {sorted(metrics)}")
+        value = jnp.asarray(metrics[self.metric], jnp.float32)
+        value = value if self.direction == "max" else -value
+        return jnp.where(jnp.isfinite(value), value, -jnp.inf)
+
+
+class Trainable(NamedTuple):
+    """A training loop as pure functions over an opaque state pytree (one member, no swarm axis)."""
+
+    init: Callable  # (key, hp) -> state
+    train: Callable  # (state, hp, key, epochs: int) -> state; `epochs` is static
+    evaluate: Callable  # (state, hp) -> {metric name: f32[]}
+
+
+Builder = Callable[[dict], Trainable]  # a member's static hyperparameters -> its trainable
+
+
+class TaskData(NamedTuple):
+    """A supervised task's data: pytrees of arrays (dicts of images, sequences, targets) with a leading
+    example axis of one length within each split."""
+
+    train: Any
+    val: Any
+
+
+class Task(NamedTuple):
+    """A supervised problem: your model, loss, metrics and data.
+
+    Attributes:
+        model: ``model(static) -> flax.linen.Module``, called as ``module(inputs, hp, train)`` where
+            ``hp`` is the member's traced hyperparameters (a dict of f32 scalars) and ``train`` a bool;
+            dropout draws from the ``"dropout"`` rng.
+        loss: ``loss(outputs, batch) -> f32[]``, the mean over the batch.
+        metrics: ``metrics(outputs, batch) -> {name: f32[]}``, each a mean over the batch.
+        objective: the metric the swarm optimizes (`Objective`).
+        data: `TaskData`.
+        optimizer: ``optimizer(hp) -> optax.GradientTransformation``, built inside the member's
+            program so its float hyperparameters are traced.
+        batch_size: training minibatch size (capped at the training rows).
+        inputs: ``inputs(batch) -> model inputs`` (default: ``batch["x"]``).
+        eval_batch_size: validation chunk size.
+    """
+
+    model: Callable
+    loss: Callable
+    metrics: Callable
+    objective: Objective
+    data: TaskData
+    optimizer: Callable | None = None
+    batch_size: int = 128
+    inputs: Callable | None = None
+    eval_batch_size: int = 1024
+
+
+def softmax_loss(logits, batch) -> jax.Array:
+    """Mean softmax cross-entropy of ``logits [B, C]`` against integer ``batch["y"]``."""
+    return optax.softmax_cross_entropy_with_integer_labels(logits, batch["y"]).mean()
+
+
+def classification_metrics(logits, batch) -> dict:
+    """``accuracy`` and ``loss`` (cross-entropy) of ``logits [B, C]`` against integer ``batch["y"]``."""
+    return {"accuracy": jnp.mean(jnp.argmax(logits, -1) == batch["y"]), "loss": softmax_loss(logits, batch)}
+
+
+def mse_loss(predictions, batch) -> jax.Array:
+    """Mean squared error of ``predictions`` against ``batch["y"]``."""
+    return jnp.mean((predictions - batch["y"]) ** 2)
+
+
+def regression_metrics(predictions, batch) -> dict:
+    """``mse`` and ``mae`` of ``predictions`` against ``batch["y"]``."""
+    error = predictions - batch["y"]
+    return {"mse": jnp.mean(error**2), "mae": jnp.mean(jnp.abs(error))}
+
+
+def default_optimizer(hp: dict) -> optax.GradientTransformation:
+    """Adam at ``hp["learning_rate"]`` (1e-3 when the space has none), with ``hp["weight_decay"]`` (AdamW)
+    when the space tunes one."""
+    learning_rate = hp.get("learning_rate", 1e-3)
+    if "weight_decay" in hp:
+        return optax.adamw(learning_rate, weight_decay=hp["weight_decay"])
+    return optax.adam(learning_rate)
+
+
+class SupervisedState(NamedTuple):
+    """A supervised member's training state."""
+
+    params: Any  # the module's parameters
+    collections: Any  # its other variable collections (e.g. batch_stats), {} if none
+    opt_state: Any
+    epoch: jax.Array  # int32: epochs trained so far (each epoch's keys fold it in)
+
+
+def _rows(tree) -> int:
+    """The one leading length of every leaf of `tree` (a clear error when they differ)."""
+    lengths = {np.shape(a)[0] if np.ndim(a) else None for a in jax.tree.leaves(tree)}
+    if len(lengths) != 1 or None in lengths:
+        raise ValueError(f"every data leaf needs the same leading example axis, got lengths {sorted(map(str, lengths))}")
+    return lengths.pop()
+
+
+def _take(tree, idx):
+    return jax.tree.map(lambda a: a[idx], tree)
+
+
+def supervised(task: Task) -> Builder:
+    """The trainable of each member of `task` (see `Task`), as a `Builder` of static hyperparameters.
+
+    A member trains ``epochs`` epochs of shuffled minibatches (the last partial batch dropped); its
+    epoch e shuffles and drops out with ``fold_in(key, e)``, so two spans of epochs train as one.
+    """
+    n_train, n_val = _rows(task.data.train), _rows(task.data.val)
+    train_data, val_data = (jax.tree.map(jnp.asarray, d) for d in task.data)  # on the device once
+    batch = min(int(task.batch_size), n_train)
+    steps = n_train // batch
+    chunk = min(int(task.eval_batch_size), n_val)
+    inputs = task.inputs or (lambda b: b["x"])
+    optimizer = task.optimizer or default_optimizer
+
+    def build(static: dict) -> Trainable:
+        module = task.model(static)
+
+        def apply(params, collections, x, hp, train: bool, key=None):
+            mutable = [name for name in collections] if train else False
+            rngs = {"dropout": key} if key is not None else {}
+            out = module.apply({"params": params, **collections}, x, hp, train, rngs=rngs, mutable=mutable)
+            return out if train else (out, collections)
+
+        def init(key, hp) -> SupervisedState:
+            k_params, k_dropout = jax.random.split(key)
+            variables = module.init({"params": k_params, "dropout": k_dropout},
+                                    inputs(_take(train_data, slice(0, 1))), hp, False)
+            params = variables["params"]
+            collections = {k: v for k, v in variables.items() if k != "params"}
+            return SupervisedState(params, collections, optimizer(hp).init(params), jnp.int32(0))
+
+        def step(hp, tx, carry, inputs_):
+            params, collections, opt_state = carry
+            idx_B, key = inputs_
+            batch_ = _take(train_data, idx_B)
+
+            def loss_fn(p):
+                outputs, updated = apply(p, collections, inputs(batch_), hp, True, key)
+                loss = task.loss(outputs, batch_)
+                if jnp.shape(loss) != ():
+                    raise ValueError(f"the task's loss must be a scalar (the batch's mean), got shape {jnp.shape(loss)}")
+                return loss, updated
+
+            (loss, collections), grads = jax.value_and_grad(loss_fn, has_aux=True)(params)
+            updates, opt_state = tx.update(grads, opt_state, params)
+            return (optax.apply_updates(params, updates), dict(collections), opt_state), loss
+
+        def train(state: SupervisedState, hp, key, epochs: int) -> SupervisedState:
+            tx = optimizer(hp)
+
+            def epoch(state: SupervisedState, _):
+                k_perm, k_steps = jax.random.split(jax.random.fold_in(key, state.epoch))
+                idx_NxB = jax.random.permutation(k_perm, n_train)[: steps * batch].reshape(steps, batch)
+                carry = (state.params, state.collections, state.opt_state)
+                carry, _ = jax.lax.scan(functools.partial(step, hp, tx), carry,
+                                        (idx_NxB, jax.random.split(k_steps, steps)))
+                return SupervisedState(*carry, state.epoch + 1), None
+
+            return jax.lax.scan(epoch, state, None, length=int(epochs))[0]
+
+        def evaluate(state: SupervisedState, hp) -> dict:
+            def metrics_of(idx):
+                batch_ = _take(val_data, idx)
+                outputs, _ = apply(state.params, state.collections, inputs(batch_), hp, False)
+                return task.metrics(outputs, batch_)
+
+            whole = n_val // chunk
+            per_chunk = jax.lax.map(metrics_of, jnp.arange(whole * chunk).reshape(whole, chunk))
+            sums = jax.tree.map(lambda m: jnp.sum(m, axis=0) * chunk, per_chunk)
+            if n_val > whole * chunk:  # the rest, one smaller chunk: every row weighs the same
+                rest = metrics_of(jnp.arange(whole * chunk, n_val))
+                sums = jax.tree.map(lambda s, m: s + m * (n_val - whole * chunk), sums, rest)
+            return jax.tree.map(lambda s: s / n_val, sums)
+
+        return Trainable(init, train, evaluate)
+
+    return build
+
+
+def static_names(space: SearchSpace, static: tuple[str, ...] | None = None) -> tuple[str, ...]:
+    """The space's static hyperparameters: `static` as given, else every Int and Choice (Floats are
+    traced), each checked to take at most `MAX_STATIC_VALUES` values."""
+    names = tuple(n for n, p in space.params.items() if isinstance(p, (Int, Choice, Fixed))) \
+        if static is None else tuple(static)
+    for name in names:
+        if name not in space.params:
+            raise ValueError(f"static hyperparameter {name!r} is not in the space {list(space.params)}")
+        param = space.params[name]
+        if isinstance(param, Float):
+            raise ValueError(f"static hyperparameter {name!r} is a Float: it would compile a program per value; "
+                             "a float hyperparameter is always traced")
+        if isinstance(param, Int) and param.hi - param.lo + 1 > MAX_STATIC_VALUES:
+            raise ValueError(f"static hyperparameter {name!r} takes {param.hi - param.lo + 1} values, each its own "
+                             f"compiled program (at most {MAX_STATIC_VALUES}): bucket it, e.g. "
+                             f"Choice([{param.lo}, ..., {param.hi}]), or read it as a traced value")
+    return names
+
+
+class SwarmResult(NamedTuple):
+    """One swarm's training: per member, in the members' order."""
+
+    metrics: dict  # {name: f32[S]}
+    fitness: np.ndarray  # f32[S], the objective as larger-is-better, -inf where not finite
+    states: list  # each member's final state (an opaque pytree, no swarm axis)
+
+
+class Engine(NamedTuple):
+    """`make_engine`'s swarm trainer.
+
+    Attributes:
+        train: ``(keys_S, positions_SxD, states=None, epochs=None) -> SwarmResult``: every member
+            trains `epochs` epochs (the engine's by default) from `states` (None: fresh, `init`).
+        groups: ``(positions_SxD) -> {static values: member indices}``.
+        stats: {"compiles": programs traced so far, "signatures": the static values seen}.
+    """
+
+    train: Callable
+    groups: Callable
+    stats: dict
+
+
+def _pad(n: int) -> int:
+    """Members of a group's program: `n` rounded up to a power of two (a few sizes, a few compiles)."""
+    return 1 << max(0, int(n - 1).bit_length())
+
+
+def make_engine(build: Builder, space: SearchSpace, epochs: int, objective: Objective,
+                static: tuple[str, ...] | None = None) -> Engine:
+    """Trains a swarm of `build`'s trainables, grouped by their static hyperparameters (see the module).
+
+    Args:
+        build: ``static dict -> Trainable`` (`supervised(task)`, or your own loop's).
+        space: the search space; its static names (`static_names`) are handed to `build` as Python
+            values, its other parameters to the trainable as traced ``hp`` (f32 scalars; a Choice
+            as its index, an Int as int32).
+        epochs: epochs a member trains per call (unless the call says otherwise).
+        objective: what `evaluate`'s metrics the fitness is.
+        static: the static names (default: every Int and Choice of the space).
+
+    Returns:
+        `Engine`.
+    """
+    names = static_names(space, static)
+    traced = tuple(n for n in space.names if n not in names and space.params[n].has_dim)
+    decode = jax.jit(jax.vmap(space.decode))
+    stats = {"compiles": 0, "signatures": []}
+    programs: dict = {}
+
+    def signature(config: dict) -> tuple:
+        return tuple((n, config[n]) for n in names if n in config)
+
+    def groups(positions_SxD) -> dict:
+        out: dict = {}
+        for m, config in enumerate(space.to_python_batch(positions_SxD)):
+            out.setdefault(signature(config), []).append(m)
+        return {sig: np.asarray(idx) for sig, idx in out.items()}
+
+    def program(sig: tuple, size: int, n_epochs: int, fresh: bool):
+        if (sig, size, n_epochs, fresh) not in programs:
+            trainable = build(dict(sig))
+
+            def member(key, hp, state):
+                k_init, k_train = jax.random.split(key)
+                if fresh:
+                    state = trainable.init(k_init, hp)
+                state = trainable.train(state, hp, k_train, n_epochs)
+                return state, trainable.evaluate(state, hp)
+
+            def swarm(keys, hp, states):
+                stats["compiles"] += 1  # a trace: each cached program traces once
+                return jax.vmap(member)(keys, hp, states)
+
+            programs[sig, size, n_epochs, fresh] = jax.jit(swarm)
+            if sig not in stats["signatures"]:
+                stats["signatures"].append(sig)
+        return programs[sig, size, n_epochs, fresh]
+
+    def train(keys_S, positions_SxD, states=None, n_epochs: int | None = None) -> SwarmResult:
+        positions_SxD = np.asarray(positions_SxD, np.float32)
+        n_epochs = epochs if n_epochs is None else int(n_epochs)
+        decoded = decode(jnp.asarray(positions_SxD))
+        hp_S = {n: decoded[n].astype(jnp.float32) if isinstance(space.params[n], Float) else decoded[n]
+                for n in traced}
+        S = positions_SxD.shape[0]
+        metrics: dict = {}
+        final: list = [None] * S
+        for sig, idx in groups(positions_SxD).items():
+            size = _pad(len(idx))
+            pad = np.concatenate([idx, np.full(size - len(idx), idx[0])])
+            group_states = None if states is None else jax.tree.map(lambda *a: jnp.stack(a), *[states[m] for m in pad])
+            try:
+                out_states, out_metrics = program(sig, size, n_epochs, states is None)(
+                    keys_S[pad], _take(hp_S, pad), group_states)
+            except Exception as e:  # noqa: BLE001 - name the member's static values, keep the cause
+                raise ValueError(f"the trainable of static hyperparameters {dict(sig)} failed: "
+                                 f"{type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}") from e
+            for name, value in out_metrics.items():
+                if np.ndim(value) != 1:
+                    raise ValueError(f"metric {name!r} must be a scalar per member, got shape {np.shape(value)[1:]}")
+                metrics.setdefault(name, np.zeros(S, np.float32))[idx] = np.asarray(value)[: len(idx)]
+            for j, m in enumerate(idx):
+                final[m] = _take(out_states, j)
+        fitness = np.asarray(objective.fitness(metrics))
+        return SwarmResult(metrics, fitness, final)
+
+    return Engine(train, groups, stats)

@@ -1,0 +1,138 @@
+"""The Task protocol: a swarm of your own Flax module trains as each member would alone, compiles once
+per static signature, continues spans exactly, and refuses bad input in one line."""
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from jaxswarm import task as tk
+from jaxswarm.space import Choice, Float, Int, SearchSpace
+
+
+class Net(nn.Module):
+    """A small classifier with a static width and a traced dropout rate."""
+
+    width: int
+
+    @nn.compact
+    def __call__(self, x, hp, train):
+        h = nn.relu(nn.Dense(self.width)(x))
+        rate = hp.get("dropout", 0.0)
+        if train:  # inverted dropout at a traced rate (nn.Dropout takes a static one)
+            keep = jax.random.uniform(self.make_rng("dropout"), h.shape) >= rate
+            h = jnp.where(keep, h / (1.0 - rate), 0.0)
+        return nn.Dense(3)(h)
+
+
+def _data(n=96, seed=0):
+    rng = np.random.default_rng(seed)
+    x = rng.normal(size=(n, 5)).astype(np.float32)
+    y = ((x[:, 0] > 0).astype(np.int32) + (x[:, 1] > 0.5)).astype(np.int32)
+    return tk.TaskData({"x": x[:64], "y": y[:64]}, {"x": x[64:], "y": y[64:]})
+
+
+def _task(**kw):
+    return tk.Task(lambda static: Net(static["width"]), tk.softmax_loss, tk.classification_metrics,
+                   tk.Objective("accuracy"), _data(), batch_size=16, eval_batch_size=20, **kw)
+
+
+SPACE = SearchSpace({"width": Choice([4, 8]), "learning_rate": Float(1e-3, 1e-1, log=True),
+                     "dropout": Float(0.0, 0.5)})
+
+
+def _swarm(S=5, seed=1):
+    positions = np.array(jax.random.uniform(jax.random.key(seed), (S, SPACE.num_dims)))
+    positions[:, 0] = np.where(np.arange(S) % 2 == 0, 0.1, 0.9)  # both widths present
+    return jax.random.split(jax.random.key(seed + 100), S), positions
+
+
+def test_each_member_equals_its_module_trained_alone():
+    """Members of two static groups in one call, with dropout: each equals its trainable run alone with the
+    same key and hyperparameters (init, 2 epochs, evaluate), parameters and metrics."""
+    build = tk.supervised(_task())
+    engine = tk.make_engine(build, SPACE, epochs=2, objective=tk.Objective("accuracy"))
+    keys, positions = _swarm()
+    result = engine.train(keys, positions)
+    assert len(engine.groups(positions)) == 2
+    for m, config in enumerate(SPACE.to_python_batch(positions)):
+        trainable = build({"width": config["width"]})
+        hp = {"learning_rate": jnp.float32(config["learning_rate"]), "dropout": jnp.float32(config["dropout"])}
+
+        @jax.jit
+        def alone(key, hp):
+            k_init, k_train = jax.random.split(key)
+            state = trainable.train(trainable.init(k_init, hp), hp, k_train, 2)
+            return state, trainable.evaluate(state, hp)
+
+        state, metrics = alone(keys[m], hp)
+        # vmapped and single matmuls may round differently in float32 (a few ulps); any wrong key,
+        # hyperparameter or data order moves these by far more.
+        jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6),
+                     result.states[m].params, state.params)
+        for name in ("accuracy", "loss"):
+            np.testing.assert_allclose(result.metrics[name][m], metrics[name], rtol=1e-5, atol=1e-6)
+    np.testing.assert_array_equal(result.fitness, result.metrics["accuracy"])
+
+
+def test_a_program_per_static_signature_and_floats_never_recompile():
+    engine = tk.make_engine(tk.supervised(_task()), SPACE, epochs=1, objective=tk.Objective("accuracy"))
+    keys, positions = _swarm(S=4)
+    engine.train(keys, positions)
+    assert engine.stats["compiles"] == 2 and len(engine.stats["signatures"]) == 2
+    moved = positions.copy()
+    moved[:, 1:] = np.asarray(jax.random.uniform(jax.random.key(9), (4, 2)))  # learning rate, dropout move
+    engine.train(keys, moved)
+    assert engine.stats["compiles"] == 2  # nothing new: the same widths, the same group sizes
+
+
+def test_two_spans_train_as_one():
+    engine = tk.make_engine(tk.supervised(_task()), SPACE, epochs=2, objective=tk.Objective("accuracy"))
+    keys, positions = _swarm(S=3)
+    straight = engine.train(keys, positions)
+    first = engine.train(keys, positions, n_epochs=1)
+    second = engine.train(keys, positions, states=first.states, n_epochs=1)
+    # Two programs (one epoch's scan, two epochs') may fuse the same arithmetic differently: an ulp. A span
+    # that restarted its epoch count, its optimizer state or its key would reshuffle and move far more.
+    for a, b in zip(straight.states, second.states):
+        jax.tree.map(lambda x, y: np.testing.assert_allclose(x, y, rtol=1e-5, atol=1e-7), a, b)
+    np.testing.assert_allclose(straight.metrics["loss"], second.metrics["loss"], rtol=1e-5)
+    assert [int(s.epoch) for s in second.states] == [2, 2, 2]  # each epoch shuffles with its own key
+
+
+def test_regression_minimizes_mse():
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(80, 3)).astype(np.float32)
+    y = (x @ np.array([1.0, -2.0, 0.5], np.float32)).astype(np.float32)
+    data = tk.TaskData({"x": x[:60], "y": y[:60]}, {"x": x[60:], "y": y[60:]})
+
+    class Linear(nn.Module):
+        @nn.compact
+        def __call__(self, x, hp, train):
+            return nn.Dense(1)(x)[:, 0]
+
+    task = tk.Task(lambda static: Linear(), tk.mse_loss, tk.regression_metrics, tk.Objective("mse", "min"), data,
+                   batch_size=20)
+    space = SearchSpace({"learning_rate": Float(1e-4, 3e-1, log=True)})
+    engine = tk.make_engine(tk.supervised(task), space, epochs=20, objective=task.objective)
+    positions = np.array([[0.05], [0.95]], np.float32)
+    result = engine.train(jax.random.split(jax.random.key(0), 2), positions)
+    np.testing.assert_array_equal(result.fitness, -result.metrics["mse"])
+    assert result.metrics["mse"][1] < result.metrics["mse"][0]  # the larger rate learns the line in 20 epochs
+
+
+def test_bad_input_is_refused_in_one_line():
+    with pytest.raises(ValueError, match="'units' takes 241 values"):
+        tk.static_names(SearchSpace({"units": Int(16, 256)}))
+    with pytest.raises(ValueError, match="is a Float"):
+        tk.static_names(SPACE, static=("learning_rate",))
+    bad = tk.TaskData({"x": np.zeros((10, 2), np.float32), "y": np.zeros(9, np.int32)}, _data().val)
+    with pytest.raises(ValueError, match="same leading example axis"):
+        tk.supervised(_task()._replace(data=bad))
+    per_example = _task()._replace(loss=lambda logits, batch: logits.sum(-1))
+    engine = tk.make_engine(tk.supervised(per_example), SPACE, epochs=1, objective=tk.Objective("accuracy"))
+    with pytest.raises(ValueError, match=r"static hyperparameters \{'width': [48]\} failed.*must be a scalar"):
+        engine.train(*_swarm(S=2))
+    with pytest.raises(ValueError, match="direction is 'max' or 'min'"):
+        tk.Objective("accuracy", "up").fitness({"accuracy": np.zeros(2)})
