@@ -13,10 +13,10 @@ Two tiers, the lower one for any training loop:
   trainable (`supervised`); it is not a second engine.
 
 `make_engine` trains a swarm of any builder: the members are grouped by their
-static values, each group's members train in one `jax.jit(jax.vmap(...))`
-program, padded to a power of two so that changing group sizes reuse it, and
-a program compiles once per (static values, padded size, epochs) and is reused
-whenever the swarm comes back to it.
+static values and each group trains in a `jax.jit(jax.vmap(...))` program of
+``group_size`` members at a time (the rest one at a time), so a static
+signature compiles at most two programs, reused whenever the swarm comes back
+to it, and changing group sizes compile nothing new.
 
 Example:
     >>> import flax.linen as nn, numpy as np, optax
@@ -287,21 +287,26 @@ class Engine(NamedTuple):
         train: ``(keys_S, positions_SxD, states=None, epochs=None) -> SwarmResult``: every member
             trains `epochs` epochs (the engine's by default) from `states` (None: fresh, `init`).
         groups: ``(positions_SxD) -> {static values: member indices}``.
+        hyperparameters: ``(position_D) -> (static dict, traced hp dict)``: what one member's builder
+            and trainable get (e.g. to retrain a winner alone).
         stats: {"compiles": programs traced so far, "signatures": the static values seen}.
     """
 
     train: Callable
     groups: Callable
+    hyperparameters: Callable
     stats: dict
 
 
-def _pad(n: int) -> int:
-    """Members of a group's program: `n` rounded up to a power of two (a few sizes, a few compiles)."""
-    return 1 << max(0, int(n - 1).bit_length())
+def _calls(idx: np.ndarray, group_size: int) -> list[np.ndarray]:
+    """A group's members as program calls: `group_size` at a time, the rest one at a time. Two program sizes
+    per static signature, and no member is computed twice (a padded call would repeat some)."""
+    whole = len(idx) // group_size * group_size
+    return [idx[lo:lo + group_size] for lo in range(0, whole, group_size)] + [idx[m:m + 1] for m in range(whole, len(idx))]
 
 
 def make_engine(build: Builder, space: SearchSpace, epochs: int, objective: Objective,
-                static: tuple[str, ...] | None = None) -> Engine:
+                static: tuple[str, ...] | None = None, group_size: int = 8) -> Engine:
     """Trains a swarm of `build`'s trainables, grouped by their static hyperparameters (see the module).
 
     Args:
@@ -312,10 +317,15 @@ def make_engine(build: Builder, space: SearchSpace, epochs: int, objective: Obje
         epochs: epochs a member trains per call (unless the call says otherwise).
         objective: what `evaluate`'s metrics the fitness is.
         static: the static names (default: every Int and Choice of the space).
+        group_size: members of one static signature that train together in one vmapped program; a
+            group's remainder trains one member at a time, so a signature compiles at most two
+            programs (per epoch count). On a CPU a few suffice; an accelerator wants more.
 
     Returns:
         `Engine`.
     """
+    if int(group_size) < 1:
+        raise ValueError(f"group_size must be >= 1, got {group_size}")
     names = static_names(space, static)
     traced = tuple(n for n in space.names if n not in names and space.params[n].has_dim)
     decode = jax.jit(jax.vmap(space.decode))
@@ -351,32 +361,41 @@ def make_engine(build: Builder, space: SearchSpace, epochs: int, objective: Obje
                 stats["signatures"].append(sig)
         return programs[sig, size, n_epochs, fresh]
 
+    def traced_hp(positions_SxD) -> dict:
+        decoded = decode(jnp.asarray(positions_SxD, jnp.float32))
+        return {n: decoded[n].astype(jnp.float32) if isinstance(space.params[n], Float) else decoded[n]
+                for n in traced}
+
+    def hyperparameters(position_D) -> tuple[dict, dict]:
+        position_1xD = np.asarray(position_D, np.float32)[None]
+        (sig,) = groups(position_1xD)
+        return dict(sig), _take(traced_hp(position_1xD), 0)
+
     def train(keys_S, positions_SxD, states=None, n_epochs: int | None = None) -> SwarmResult:
         positions_SxD = np.asarray(positions_SxD, np.float32)
         n_epochs = epochs if n_epochs is None else int(n_epochs)
-        decoded = decode(jnp.asarray(positions_SxD))
-        hp_S = {n: decoded[n].astype(jnp.float32) if isinstance(space.params[n], Float) else decoded[n]
-                for n in traced}
+        hp_S = traced_hp(positions_SxD)
         S = positions_SxD.shape[0]
         metrics: dict = {}
         final: list = [None] * S
         for sig, idx in groups(positions_SxD).items():
-            size = _pad(len(idx))
-            pad = np.concatenate([idx, np.full(size - len(idx), idx[0])])
-            group_states = None if states is None else jax.tree.map(lambda *a: jnp.stack(a), *[states[m] for m in pad])
-            try:
-                out_states, out_metrics = program(sig, size, n_epochs, states is None)(
-                    keys_S[pad], _take(hp_S, pad), group_states)
-            except Exception as e:  # noqa: BLE001 - name the member's static values, keep the cause
-                raise ValueError(f"the trainable of static hyperparameters {dict(sig)} failed: "
-                                 f"{type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}") from e
-            for name, value in out_metrics.items():
-                if np.ndim(value) != 1:
-                    raise ValueError(f"metric {name!r} must be a scalar per member, got shape {np.shape(value)[1:]}")
-                metrics.setdefault(name, np.zeros(S, np.float32))[idx] = np.asarray(value)[: len(idx)]
-            for j, m in enumerate(idx):
-                final[m] = _take(out_states, j)
+            for part in _calls(idx, group_size):
+                part_states = None if states is None else jax.tree.map(lambda *a: jnp.stack(a),
+                                                                       *[states[m] for m in part])
+                try:
+                    out_states, out_metrics = program(sig, len(part), n_epochs, states is None)(
+                        keys_S[part], _take(hp_S, part), part_states)
+                except Exception as e:  # noqa: BLE001 - name the member's static values, keep the cause
+                    raise ValueError(f"the trainable of static hyperparameters {dict(sig)} failed: "
+                                     f"{type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}") from e
+                for name, value in out_metrics.items():
+                    if np.ndim(value) != 1:
+                        raise ValueError(f"metric {name!r} must be a scalar per member, got shape "
+                                         f"{np.shape(value)[1:]}")
+                    metrics.setdefault(name, np.zeros(S, np.float32))[part] = np.asarray(value)
+                for j, m in enumerate(part):
+                    final[m] = _take(out_states, j)
         fitness = np.asarray(objective.fitness(metrics))
         return SwarmResult(metrics, fitness, final)
 
-    return Engine(train, groups, stats)
+    return Engine(train, groups, hyperparameters, stats)

@@ -52,8 +52,8 @@ def test_each_member_equals_its_module_trained_alone():
     """Members of two static groups in one call, with dropout: each equals its trainable run alone with the
     same key and hyperparameters (init, 2 epochs, evaluate), parameters and metrics."""
     build = tk.supervised(_task())
-    engine = tk.make_engine(build, SPACE, epochs=2, objective=tk.Objective("accuracy"))
-    keys, positions = _swarm()
+    engine = tk.make_engine(build, SPACE, epochs=2, objective=tk.Objective("accuracy"), group_size=2)
+    keys, positions = _swarm()  # widths 4, 8, 4, 8, 4: calls of two members and of one
     result = engine.train(keys, positions)
     assert len(engine.groups(positions)) == 2
     for m, config in enumerate(SPACE.to_python_batch(positions)):
@@ -76,15 +76,21 @@ def test_each_member_equals_its_module_trained_alone():
     np.testing.assert_array_equal(result.fitness, result.metrics["accuracy"])
 
 
-def test_a_program_per_static_signature_and_floats_never_recompile():
-    engine = tk.make_engine(tk.supervised(_task()), SPACE, epochs=1, objective=tk.Objective("accuracy"))
-    keys, positions = _swarm(S=4)
+def test_at_most_two_programs_per_static_signature_and_floats_never_recompile():
+    engine = tk.make_engine(tk.supervised(_task()), SPACE, epochs=1, objective=tk.Objective("accuracy"),
+                            group_size=2)
+    keys, positions = _swarm(S=5)  # widths 4, 8, 4, 8, 4: width 4 in a call of two and one of one
     engine.train(keys, positions)
-    assert engine.stats["compiles"] == 2 and len(engine.stats["signatures"]) == 2
-    moved = positions.copy()
-    moved[:, 1:] = np.asarray(jax.random.uniform(jax.random.key(9), (4, 2)))  # learning rate, dropout move
-    engine.train(keys, moved)
-    assert engine.stats["compiles"] == 2  # nothing new: the same widths, the same group sizes
+    assert engine.stats["compiles"] == 3 and len(engine.stats["signatures"]) == 2
+    flipped = positions.copy()
+    flipped[:, 0] = 1.0 - positions[:, 0]  # widths 8, 4, 8, 4, 8: width 8 now needs its one-member program
+    engine.train(keys, flipped)
+    assert engine.stats["compiles"] == 4
+    moved = flipped.copy()
+    moved[:, 1:] = np.asarray(jax.random.uniform(jax.random.key(9), (5, 2)))  # learning rate, dropout move
+    for p in (positions, flipped, moved):
+        engine.train(keys, p)
+    assert engine.stats["compiles"] == 4  # every signature and call size compiled: nothing new
 
 
 def test_two_spans_train_as_one():
