@@ -46,6 +46,7 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+import hashlib
 import json
 import time
 from collections.abc import Callable
@@ -206,6 +207,11 @@ class StudyResult(NamedTuple):
     model: Any = None  # the retrained winner, a saved.SavedModel (None without a retrain)
 
 
+# What a resumed study may change: how long it goes on and its final retrain. Any other setting, the space
+# or the data would continue one study's checkpoint as another's.
+RESUMABLE = ("rounds", "patience", "retrain", "retrain_epochs")
+
+
 class StudyError(ValueError):
     """A study cannot start or continue (bad output directory, nothing to resume, ...)."""
 
@@ -215,6 +221,17 @@ class Warm(NamedTuple):
 
     variables: Any  # every member's weights (None before the first round)
     signature: np.ndarray | None  # int[S, K]: the architecture those weights belong to
+
+
+def _digest(dataset: Dataset) -> str:
+    """A short fingerprint of the dataset's splits (their bytes and shapes): another split of the same
+    data, or other rows, resumes nothing."""
+    h = hashlib.blake2b(digest_size=8)
+    for a in (dataset.x_train, dataset.y_train, dataset.x_val, dataset.y_val, dataset.x_test, dataset.y_test):
+        a = np.ascontiguousarray(a)
+        h.update(str((a.shape, a.dtype.str)).encode())
+        h.update(a.data if a.dtype != object else repr(a.tolist()).encode())
+    return h.hexdigest()
 
 
 def round_keys(key: jax.Array, r: int, swarm_size: int) -> tuple[jax.Array, jax.Array]:
@@ -740,12 +757,13 @@ class Study:
             if resume and not (out / "checkpoints").exists():
                 raise StudyError(f"--resume: {out} holds no checkpoints to resume from")
             if not resume and existing:
-                raise StudyError(f"{out} already holds a study; pass --resume to continue it or choose a new directory")
+                raise StudyError(f"{out} already holds a study; resume it (resume=True, or --resume DIR on the "
+                                 "command line) or choose a new directory")
+            if resume:
+                self._check_same_study(out / results.STUDY)
             if not resume:
                 results.write_json(out / results.STUDY, {
-                    "config": dataclasses.asdict(self.config), "dataset": self.dataset.name, "data_source": self.dataset.origin,
-                    "settings": self.settings,
-                    "space": repr(self.space), "train": self.train_config._asdict(),
+                    **self._record(), "settings": self.settings,
                     "layout": {"name": self.layout.name, "reason": self.layout_reason},
                     "jax": jax.__version__, "devices": [str(d) for d in jax.devices()]})
         except BaseException:
@@ -753,6 +771,34 @@ class Study:
                 lock.release()  # a refused start leaves the folder free
             raise
         return lock
+
+    def _record(self) -> dict:
+        """What study.json records of this study (before the layout's choice and the machine's)."""
+        return {"config": dataclasses.asdict(self.config), "dataset": self.dataset.name,
+                "data_source": self.dataset.origin, "data_digest": _digest(self.dataset), "space": repr(self.space),
+                "train": self.train_config._asdict()}
+
+    def _check_same_study(self, path: Path) -> None:
+        """Refuses to resume a study other than the one `path` (its study.json) records: a checkpoint of
+        one space, data or setting continued under another would mix two studies in one record."""
+        try:
+            saved = json.loads(path.read_text())
+        except (OSError, UnicodeDecodeError, ValueError) as e:
+            raise StudyError(f"cannot resume {path.parent}: its {path.name} is missing or unreadable "
+                             f"({type(e).__name__}), so nothing says which study its checkpoints belong to") from None
+        now = json.loads(json.dumps(results.clean(self._record())))
+        differ = []
+        for key in ("dataset", "data_source", "data_digest", "space"):
+            if key in saved and saved[key] != now[key]:  # a study.json from before the digest has none
+                differ.append(f"{key} {saved.get(key)!r} there, {now[key]!r} now")
+        old = saved.get("config") if isinstance(saved.get("config"), dict) else {}
+        for name, value in now["config"].items():
+            if name not in RESUMABLE and name in old and old[name] != value:
+                differ.append(f"{name} {old[name]!r} there, {value!r} now")
+        if differ:
+            raise StudyError(f"cannot resume {path.parent}: it holds another study ({'; '.join(differ)}); resume "
+                             f"with the settings it started with (only {', '.join(RESUMABLE)} may change) or "
+                             "choose a new directory")
 
     def _log(self, msg: str) -> None:
         if self.progress:

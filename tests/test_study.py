@@ -365,3 +365,25 @@ def test_the_auto_layout_is_logged_once_and_recorded(digits, tmp_path, capsys):
     assert len(lines) == 1 and lines[0].startswith("layout auto -> masked: on CPU")  # tiny: compiles dominate
     recorded = json.loads((tmp_path / "s" / results.STUDY).read_text())["layout"]
     assert recorded["name"] == "masked" and recorded["reason"] == lines[0]
+
+
+def test_resume_refuses_another_study_and_allows_going_on(digits, tmp_path):
+    """From Python as from the CLI: a resume with another space of the same size, other epochs, another seed
+    or other data is refused before anything trains or is written; more rounds continue the study."""
+    out = tmp_path / "s"
+    settings = dict(TINY, rounds=1, retrain=False)
+    tuner.tune(SPACE, digits, out_dir=out, **settings)
+    before = (out / results.EVALUATIONS).read_text()
+    other_space = mlp_space(max_layers=2, units=(8, 64), activations=("relu", "tanh"))  # the same dimensions
+    assert other_space.num_dims == SPACE.num_dims
+    for space, data, changed, field in [(other_space, digits, {}, "space"),
+                                        (SPACE, digits, {"epochs": 3}, "epochs 2 there, 3 now"),
+                                        (SPACE, digits, {"seed": 1}, "seed 0 there, 1 now"),
+                                        (SPACE, data_lib.load_dataset("digits", seed=1), {}, "data_digest")]:
+        with pytest.raises(tuner.StudyError, match=f"holds another study.*{field}"):
+            tuner.tune(space, data, out_dir=out, resume=True, **{**settings, **changed})
+    assert (out / results.EVALUATIONS).read_text() == before
+    resumed = tuner.tune(SPACE, digits, out_dir=out, resume=True, **{**settings, "rounds": 2})
+    assert resumed.rounds_run == 2
+    with pytest.raises(tuner.StudyError, match=r"resume=True, or --resume DIR"):
+        tuner.tune(SPACE, digits, out_dir=out, **settings)
