@@ -47,10 +47,12 @@ class FolderLocked(ValueError):
 
 
 class FolderLock:
-    """An exclusive `flock` on a results folder's .lock file, held until `release()`.
+    """An exclusive `flock` on a results folder itself, held until `release()`.
 
-    The kernel drops the lock when the holder exits, however it dies, so a
-    killed study never blocks a later `--resume`.
+    The lock is on the folder, not on a file in it: deleting the .lock file (which
+    only names the holder's PID, for a refused taker's message) lets no second
+    writer in. The kernel drops the lock when the holder exits, however it dies,
+    so a killed study never blocks a later `--resume`.
     """
 
     def __init__(self, path: Path, fd: int):
@@ -60,8 +62,10 @@ class FolderLock:
         """Drops the lock (again: no-op)."""
         if self._fd is None:
             return
-        # The file stays: unlinking it would let two takers lock two different inodes.
-        os.ftruncate(self._fd, 0)
+        try:
+            self.path.write_text("")  # no holder any more
+        except OSError:
+            pass
         os.close(self._fd)  # closing the descriptor releases the flock
         self._fd = None
 
@@ -73,7 +77,7 @@ class FolderLock:
 
 
 def lock_folder(out_dir: Path) -> FolderLock:
-    """Takes `out_dir`'s lock (one writer per results folder) and writes this process's PID into it.
+    """Takes `out_dir`'s lock (one writer per results folder) and writes this process's PID into its .lock file.
 
     Args:
       out_dir: an existing results folder.
@@ -83,26 +87,25 @@ def lock_folder(out_dir: Path) -> FolderLock:
 
     Raises:
       FolderLocked: another process holds the lock (a study is running there).
-      OSError: the lock file cannot be created (e.g. the folder is not writable).
+      OSError: the folder cannot be opened, or the .lock file not written (e.g. the folder is not writable).
     """
     path = Path(out_dir) / LOCK
-    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o666)  # the umask applies: 0644
+    fd = os.open(out_dir, os.O_RDONLY | os.O_DIRECTORY)
     try:
         fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        path.write_text(f"{os.getpid()}\n")
     except BlockingIOError:
         os.close(fd)
         try:
             holder = path.read_text().strip()
         except OSError:
             holder = ""
-        # Empty when the holder has the lock but has not written its PID yet.
+        # Empty when the holder has the lock but has not written its PID yet (or the file was deleted).
         raise FolderLocked(f"{Path(out_dir)}: a study is running there (process {holder or 'unknown'} "
-                           f"holds {path.name}); wait for it to end or choose another directory") from None
+                           f"holds it); wait for it to end or choose another directory") from None
     except BaseException:
         os.close(fd)
         raise
-    os.ftruncate(fd, 0)
-    os.write(fd, f"{os.getpid()}\n".encode())
     return FolderLock(path, fd)
 
 

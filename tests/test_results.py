@@ -118,6 +118,20 @@ def test_a_second_process_is_refused_and_a_killed_holder_blocks_nothing(tmp_path
     lock.release()  # again: a no-op
 
 
+def test_deleting_the_lock_file_lets_no_second_writer_in(tmp_path):
+    """The .lock file looks stale to a user; removing it must not open the folder to a second study."""
+    folder = tmp_path / "f"
+    holder = _spawn(HOLDER, folder)
+    try:
+        assert holder.stdout.readline().strip() == "locked", holder.log.read_text()
+        (folder / results.LOCK).unlink()
+        with pytest.raises(results.FolderLocked, match="a study is running there"):
+            results.lock_folder(folder)
+    finally:
+        _kill(holder)
+    results.lock_folder(folder).release()
+
+
 def test_the_lock_is_exclusive_within_a_process_until_released(tmp_path):
     with results.lock_folder(tmp_path):
         with pytest.raises(results.FolderLocked, match=str(os.getpid())):
