@@ -259,12 +259,14 @@ def retrain_model(space: SearchSpace, dataset: Dataset, position_D, *, seed: int
     """Trains the configuration at `position_D` densely on train+val; returns ``(Metrics, SavedModel)``.
 
     The validation fields of the returned `Metrics` are the test set's, one
-    entry per epoch in the curves; the `saved.SavedModel` is the trained
+    entry per epoch in the curves (a dataset without test rows: meaningless,
+    and the model's ``test_accuracy`` is None); the `saved.SavedModel` is the trained
     network, ready to predict and to save. The key is ``fold_in(key(seed),
     2**30)``, for a study and a sequential tuner alike.
     """
-    data = train.device_data(np.concatenate([dataset.x_train, dataset.x_val]),
-                             np.concatenate([dataset.y_train, dataset.y_val]), dataset.x_test, dataset.y_test)
+    x_all, y_all = np.concatenate([dataset.x_train, dataset.x_val]), np.concatenate([dataset.y_train, dataset.y_val])
+    scored = len(dataset.y_test) > 0  # without test rows the winner still trains (and is saved), unscored
+    data = train.device_data(x_all, y_all, *((dataset.x_test, dataset.y_test) if scored else (x_all[:1], y_all[:1])))
     config = train.TrainConfig(epochs=epochs, batch_size=batch_size, fitness=fitness)
     dense = train.make_dense_train(space, config, data.x_train.shape[1], dataset.num_classes,
                                    input_shape=dataset.input_shape, on_epoch=on_epoch)
@@ -276,7 +278,7 @@ def retrain_model(space: SearchSpace, dataset: Dataset, position_D, *, seed: int
     metrics, variables = dense.fit_position(key, np.asarray(position_D, np.float32), data)
     classes = tuple(dataset.classes) or tuple(range(dataset.num_classes))  # () for a hand-built Dataset
     model = SavedModel(family_of(space), dense.model_config, arch, jax.tree.map(np.asarray, variables), classes,
-                       hyperparameters, {"test_accuracy": float(metrics.val_accuracy)},
+                       hyperparameters, {"test_accuracy": float(metrics.val_accuracy) if scored else None},
                        input_shape=dataset.input_shape)
     return metrics, model
 
@@ -581,7 +583,7 @@ class Study:
             test_acc = model = None
             if cfg.retrain and status == "ok":
                 metrics, model = self.retrain_model(best_position)
-                test_acc = float(metrics.val_accuracy)
+                test_acc = model.metrics["test_accuracy"]  # None without test rows
             wall = time.perf_counter() - t_start
             if self.out_dir is not None and execute.is_primary():
                 if model is not None:
@@ -600,8 +602,9 @@ class Study:
                 lock.release()  # also when a round raises: a later run or --resume may take the folder
 
     def retrain(self, position_D) -> float:
-        """Trains the configuration at `position_D` on train+val; returns its test accuracy."""
-        return float(self.retrain_metrics(position_D).val_accuracy)
+        """Trains the configuration at `position_D` on train+val; returns its test accuracy (None without
+        test rows)."""
+        return self.retrain_model(position_D)[1].metrics["test_accuracy"]
 
     def retrain_metrics(self, position_D, dataset: Dataset | None = None) -> train.Metrics:
         """`retrain_model`'s `Metrics` (the test set's in the validation fields)."""

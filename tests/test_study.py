@@ -387,3 +387,19 @@ def test_resume_refuses_another_study_and_allows_going_on(digits, tmp_path):
     assert resumed.rounds_run == 2
     with pytest.raises(tuner.StudyError, match=r"resume=True, or --resume DIR"):
         tuner.tune(SPACE, digits, out_dir=out, **settings)
+
+
+def test_a_dataset_without_test_rows_runs_to_the_end_and_keeps_its_winner(tmp_path):
+    """from_arrays(test_fraction=0.0) is accepted: the study ends ok, saves its retrained winner, and has no
+    test accuracy (it crashed at the retrain, losing the study's results)."""
+    digits = data_lib.load_dataset("digits")
+    x = np.concatenate([digits.flat(digits.x_train), digits.flat(digits.x_val)])
+    y = np.concatenate([digits.y_train, digits.y_val])
+    ds = data_lib.from_arrays(x, y, test_fraction=0.0)
+    assert len(ds.y_test) == 0
+    out = tmp_path / "s"
+    result = tuner.tune(SPACE, ds, out_dir=out, **dict(TINY, rounds=1))
+    assert result.status == "ok" and result.test_accuracy is None and result.model is not None
+    best = json.loads((out / results.BEST).read_text())
+    assert best["status"] == "ok" and best["test_accuracy"] is None
+    np.testing.assert_array_equal(load_model(out).predict(x[:5]), result.model.predict(x[:5]))

@@ -7,7 +7,7 @@ import jax
 import numpy as np
 import pytest
 
-from jaxswarm import results, train, tuners as baselines
+from jaxswarm import load_model, results, train, tuners as baselines
 from jaxswarm.data import load_dataset
 from jaxswarm.models import mlp_space
 from jaxswarm.tuners.base import EVAL_FOLD
@@ -68,6 +68,10 @@ def test_tiny_study_end_to_end_respects_budget(name, space, digits, tmp_path):
     best = json.loads((out / results.BEST).read_text())
     assert best["best_config"] == res.best_config and best["evaluations"] == BUDGET
     assert (out / results.CSV).read_text().count("\n") == BUDGET + 1
+    # and the retrained winner, as a study's: it loads and predicts with the reported test accuracy
+    model = load_model(out)
+    assert model.metrics["test_accuracy"] == res.test_accuracy
+    assert model.score(digits.x_test, digits.y_test) == pytest.approx(res.test_accuracy, abs=1e-6)
 
 
 # One tuner by default (~9 s each); tests/test_fingerprint.py pins every baseline's trials to recorded values.

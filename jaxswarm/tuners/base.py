@@ -30,8 +30,8 @@ Results are written like a swarm study's (`results`): evaluations.jsonl (one
 row per evaluation; besides the swarm's fields, ``epochs``: the epochs it
 trained, and ``pruned``: whether a pruner stopped it before the study's
 epochs), rounds.jsonl (one row per evaluation: best so far, time),
-best.json, evaluations.csv, study.json, progress.png. Test accuracy comes from
-`study.retrain_metrics`, the swarm study's own retrain.
+best.json, evaluations.csv, study.json, progress.png, model/. Test accuracy comes from
+`study.retrain_model`, the swarm study's own retrain (its model saved as a study's).
 """
 
 from __future__ import annotations
@@ -52,7 +52,7 @@ from tqdm import tqdm
 from jaxswarm import results, train
 from jaxswarm.data import Dataset
 from jaxswarm.space import SearchSpace
-from jaxswarm.study import retrain_metrics
+from jaxswarm.study import retrain_model
 
 __all__ = ["BaselineError", "BaselineResult", "Trial", "Tuner", "Evaluator", "Stop", "EVAL_FOLD", "worst",
            "run_tuner"]
@@ -300,14 +300,18 @@ def run_tuner(tuner: Tuner, space: SearchSpace, dataset: Dataset, *, budget: int
                 bar.close()
         search_time = time.perf_counter() - t_start
         best = ev.best
-        test_acc = None
+        test_acc = model = None
         if retrain and best is not None:
-            test_acc = float(retrain_metrics(space, dataset, best.position, seed=seed, epochs=epochs,
-                                             batch_size=batch_size, fitness=fitness).val_accuracy)
+            _, model = retrain_model(space, dataset, best.position, seed=seed, epochs=epochs, batch_size=batch_size,
+                                     fitness=fitness, hyperparameters={**best.config, "epochs": epochs,
+                                                                       "batch_size": batch_size})
+            test_acc = model.metrics["test_accuracy"]  # None without test rows
         wall = time.perf_counter() - t_start
         best_config = best.config if best is not None else {}
         best_fitness = best.fitness if best is not None else -math.inf
         if out is not None:
+            if model is not None:
+                model.save(out)  # out/model/, as a study's: `predict` and `load_model` read it
             results.write_json(out / results.BEST, {
                 "best_config": best_config, "best_fitness": best_fitness, "fitness": fitness,
                 "test_accuracy": test_acc, "evaluations": len(ev.trials), "tuner": name,
