@@ -27,6 +27,9 @@ import io
 import json
 import math
 import os
+import shutil
+import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any, Iterable
 
@@ -40,6 +43,16 @@ BEST = "best.json"
 STUDY = "study.json"
 CSV = "evaluations.csv"
 LOCK = ".lock"
+
+
+class CheckpointError(ValueError):
+    """No checkpoint of a study restores."""
+
+
+def _first_line(e: BaseException, limit: int = 160) -> str:
+    """An exception's message, first line only, cut at `limit` characters (orbax's run to kilobytes)."""
+    text = (str(e).strip().splitlines() or [""])[0]
+    return text if len(text) <= limit else text[:limit] + "..."
 
 
 class FolderLocked(ValueError):
@@ -304,14 +317,40 @@ class Checkpointer:
         self.manager.save(step, args=ocp.args.StandardSave(tree))
         self.manager.wait_until_finished()
 
-    def restore_latest(self, template: Any) -> tuple[int, Any] | None:
-        """(step, tree) of the newest complete checkpoint, or None when there is none."""
-        step = self.manager.latest_step()
-        if step is None:
-            return None
+    def restore_latest(self, template: Any, log: Callable[[str], None] | None = None) -> tuple[int, Any] | None:
+        """(step, tree) of the newest checkpoint that restores, or None when there is none.
+
+        A checkpoint that fails to restore (cut short, overwritten, from another study) is moved to
+        ``damaged_checkpoints/`` beside the checkpoints folder, said in one `log` line, and the one
+        before it is tried: a study keeps two, so one damaged file costs a round, not the study.
+
+        Raises:
+          CheckpointError: every checkpoint there is damaged.
+        """
         abstract = jax.tree.map(lambda x: np.zeros(np.shape(x), np.asarray(x).dtype), template)
-        tree = self.manager.restore(step, args=ocp.args.StandardRestore(abstract))
-        return int(step), tree
+        damaged = []
+        for step in sorted(self.manager.all_steps(), reverse=True):
+            try:
+                return int(step), self.manager.restore(step, args=ocp.args.StandardRestore(abstract))
+            except Exception as e:  # noqa: BLE001 - orbax raises many kinds; the file is what matters
+                aside = self._set_aside(step)
+                damaged.append(f"round {step}: {type(e).__name__}: {_first_line(e)}")
+                if log is not None:
+                    log(f"the checkpoint of round {step} does not restore ({type(e).__name__}: {_first_line(e)}); "
+                        f"moved to {aside}, trying the one before")
+        if damaged:
+            raise CheckpointError(f"no checkpoint in {self.manager.directory} restores ({'; '.join(damaged)}); "
+                                  "they were moved to damaged_checkpoints/")
+        return None
+
+    def _set_aside(self, step: int) -> Path:
+        """Moves step's checkpoint out of the manager's folder (a later save of that step must not meet it)."""
+        source = Path(self.manager.directory) / str(step)
+        target = Path(self.manager.directory).parent / "damaged_checkpoints" / f"{step}-{time.strftime('%Y%m%d-%H%M%S')}"
+        target.parent.mkdir(parents=True, exist_ok=True)
+        shutil.move(str(source), str(target))
+        self.manager.reload()
+        return target
 
     def close(self) -> None:
         self.manager.close()

@@ -628,7 +628,10 @@ class Study:
 
     def _restore(self, ckpt: results.Checkpointer, state, warm: Warm | None):
         """The newest checkpoint's ``(rounds done, strategy state, warm, stale, best_seen)``; results cut to it."""
-        restored = ckpt.restore_latest(self._checkpoint_tree(state, warm))
+        try:
+            restored = ckpt.restore_latest(self._checkpoint_tree(state, warm), self._log)
+        except results.CheckpointError as e:
+            raise StudyError(f"cannot resume {self.out_dir}: {e}") from None
         if restored is None:  # killed before its first checkpoint: rows of round 0 may be there already
             for name in (results.EVALUATIONS, results.ROUNDS):
                 results.truncate_rounds(self.out_dir / name, 0)
@@ -639,8 +642,25 @@ class Study:
         for name in (results.EVALUATIONS, results.ROUNDS):
             results.truncate_rounds(self.out_dir / name, start)
         self.evaluations = results.read_jsonl(self.out_dir / results.EVALUATIONS)
+        if execute.is_primary():  # the one process that writes the record
+            self._check_record(start)
         state = strategies.from_checkpoint(state, tree[self.strategy.name])
         return start, state, warm, int(tree["stale"]), float(tree["best_seen"])
+
+    def _check_record(self, rounds: int) -> None:
+        """Refuses to continue when the result files lack rows of the `rounds` the checkpoint holds (a line
+        removed or lost): the study would end with a record that silently misses evaluations."""
+        want = {results.EVALUATIONS: rounds * self.config.swarm_size, results.ROUNDS: rounds}
+        for name, count in want.items():
+            rows = results.read_jsonl(self.out_dir / name)
+            have = [sum(r["round"] == k for r in rows) for k in range(rounds)]
+            per_round = count // rounds if rounds else 0
+            short = [k for k, n in enumerate(have) if n != per_round]
+            if short:
+                raise StudyError(f"cannot resume {self.out_dir}: its checkpoint holds {rounds} round(s) but {name} "
+                                 f"has {len(rows)} of their {count} rows (round {short[0]} has {have[short[0]]} of "
+                                 f"{per_round}); the record was cut or edited, so continuing would leave it "
+                                 "incomplete: restore the file, or start a new study")
 
     def _write_best(self, position, config, fitness, test_accuracy, rounds_run, compile_seconds,
                     status) -> None:

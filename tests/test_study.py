@@ -403,3 +403,53 @@ def test_a_dataset_without_test_rows_runs_to_the_end_and_keeps_its_winner(tmp_pa
     best = json.loads((out / results.BEST).read_text())
     assert best["status"] == "ok" and best["test_accuracy"] is None
     np.testing.assert_array_equal(load_model(out).predict(x[:5]), result.model.predict(x[:5]))
+
+
+def _damage(checkpoint, how: str) -> None:
+    if how == "metadata":  # a half-written or overwritten _METADATA: orbax's JSONDecodeError
+        (checkpoint / "default" / "_METADATA").write_text("{ not json")
+    else:  # every data file emptied: orbax's read errors
+        for f in checkpoint.rglob("*"):
+            if f.is_file() and f.parent.name == "d":
+                f.write_bytes(b"")
+
+
+@pytest.mark.parametrize("how", ["metadata", pytest.param("data", marks=pytest.mark.slow)])  # ~20 s each
+def test_a_damaged_newest_checkpoint_resumes_from_the_one_before(digits, tmp_path, capsys, how):
+    """Killed after round 3 of 4 (checkpoints of rounds 2 and 3 kept), its newest checkpoint damaged: the
+    resume says so in one line, sets it aside, continues from round 2 and ends as the uninterrupted study."""
+    config = tuner.StudyConfig(**_settings(rounds=4))
+    full = tuner.Study(SPACE, digits, config, tmp_path / "full", progress=False).run()
+    part = tmp_path / "part"
+    with pytest.raises(Killed):
+        tuner.Study(SPACE, digits, config, part, progress=False).run(on_round=_kill_after(3))
+    _damage(part / "checkpoints" / "3", how)
+    capsys.readouterr()
+    resumed = tuner.Study(SPACE, digits, config, part, progress=True).run(resume=True)
+    log = capsys.readouterr()
+    said = [ln for ln in (log.out + log.err).splitlines() if "checkpoint of round 3 does not restore" in ln]
+    assert len(said) == 1 and len(said[0]) < 400, said
+    assert "resuming at round 2" in log.out + log.err
+    assert len(list((part / "damaged_checkpoints").iterdir())) == 1
+    assert resumed._replace(model=None) == full._replace(wall_time=resumed.wall_time, out_dir=resumed.out_dir,
+                                                         model=None)
+    evals = [e["fitness"] for e in results.read_jsonl(part / results.EVALUATIONS)]
+    assert evals == [e["fitness"] for e in results.read_jsonl(tmp_path / "full" / results.EVALUATIONS)]
+
+
+def test_resume_refuses_a_record_that_misses_rows_of_the_checkpoint(digits, tmp_path):
+    """A line removed from evaluations.jsonl (or rounds.jsonl): the resume says so instead of ending with a
+    record that silently misses an evaluation."""
+    config = tuner.StudyConfig(**_settings(rounds=3, retrain=False))
+    out = tmp_path / "s"
+    with pytest.raises(Killed):
+        tuner.Study(SPACE, digits, config, out, progress=False).run(on_round=_kill_after(2))
+    for name, match in ((results.EVALUATIONS, "evaluations.jsonl has 7 of their 8 rows"),
+                        (results.ROUNDS, "rounds.jsonl has 1 of their 2 rows")):
+        path = out / name
+        whole = path.read_text()
+        path.write_text("".join(whole.splitlines(keepends=True)[:-1]))
+        with pytest.raises(tuner.StudyError, match=match):
+            tuner.Study(SPACE, digits, config, out, progress=False).run(resume=True)
+        path.write_text(whole)
+    assert tuner.Study(SPACE, digits, config, out, progress=False).run(resume=True).rounds_run == 3
