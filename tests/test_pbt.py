@@ -60,7 +60,8 @@ def test_a_copy_is_exact_and_a_changed_network_or_optimizer_starts_afresh(digits
     """Weights, batch statistics and optimizer state copied bitwise; new weights / optimizer state where they changed."""
     study = tuner.Study(SPACE, digits, tuner.StudyConfig(**PBT, layout=layout, pbt_architecture=True), progress=False)
     S = 6
-    positions = np.full((S, SPACE.num_dims), 0.25, np.float32)  # 1 layer, sgd
+    positions = np.full((S, SPACE.num_dims), 0.25, np.float32)  # 1 layer
+    positions[:, 5] = 0.75  # adam: after an epoch its moments are non-zero, so a missing copy shows
     positions[1, 4] = positions[2, 4] = 0.9  # other learning rates
     positions[2, 1] = 0.9  # wider
     keys = jax.random.split(jax.random.key(3), S)
@@ -71,7 +72,7 @@ def test_a_copy_is_exact_and_a_changed_network_or_optimizer_starts_afresh(digits
     moved[3] = positions[1]
     moved[3, 4] = 0.3  # member 1's network, a new learning rate: everything carries over
     moved[4] = positions[1]
-    moved[4, 5] = 0.75  # member 1's network under adam: a new optimizer state
+    moved[4, 5] = 0.25  # member 1's network under sgd: a new optimizer state
     moved[5] = positions[2]
     moved[5, 0] = 0.75  # member 2 with two layers: new weights
     ex = schedules.Exploit(np.array([0, 1, 2, 1, 1, 2]), moved)
@@ -83,7 +84,10 @@ def test_a_copy_is_exact_and_a_changed_network_or_optimizer_starts_afresh(digits
     for i, src in ((3, 1), (4, 1)):  # copied weights and batch statistics, bitwise
         assert _same((_rows(got.params, [i]), _rows(got.batch_stats, [i])),
                      (_rows(states.params, [src]), _rows(states.batch_stats, [src])))
-    assert _same(_rows(got.opt_state.inner_state.slots, [3]), _rows(states.opt_state.inner_state.slots, [1]))
+    source_slots = _rows(states.opt_state.inner_state.slots, [1])
+    assert any(np.any(np.asarray(x) != 0) for x in jax.tree.leaves(source_slots))  # Adam's moments
+    assert not _same(_rows(states.opt_state.inner_state.slots, [3]), source_slots)  # member 3's own differ
+    assert _same(_rows(got.opt_state.inner_state.slots, [3]), source_slots)  # the copy takes the source's
     assert _same(_rows(got.opt_state.inner_state.slots, [4, 5]), _rows(fresh.opt_state.inner_state.slots, [4, 5]))
     assert _same((_rows(got.params, [5]), _rows(got.batch_stats, [5])),
                  (_rows(fresh.params, [5]), _rows(fresh.batch_stats, [5])))
