@@ -453,3 +453,16 @@ def test_resume_refuses_a_record_that_misses_rows_of_the_checkpoint(digits, tmp_
             tuner.Study(SPACE, digits, config, out, progress=False).run(resume=True)
         path.write_text(whole)
     assert tuner.Study(SPACE, digits, config, out, progress=False).run(resume=True).rounds_run == 3
+
+
+def test_the_decoded_weight_decay_reaches_the_member_and_changes_its_training(digits):
+    """What a member trains with is what its position decodes to (a decode that dropped the weight decay,
+    always the default 0, passed every test before this one)."""
+    space = mlp_space(max_layers=1, units=(8, 16), optimizers=("adam", "sgd"), weight_decay=(1e-5, 1e-1))
+    study = tuner.Study(space, digits, tuner.StudyConfig(**_settings(swarm_size=2)), progress=False)
+    positions = np.full((2, space.num_dims), 0.3, np.float32)
+    positions[:, space.dim_names.index("weight_decay")] = [0.0, 1.0]  # 1e-5 and 1e-1, the rest the same
+    for p in positions:
+        assert study.trained_with(p)["weight_decay"] == pytest.approx(space.to_python(p)["weight_decay"], rel=1e-6)
+    metrics = study.evaluate(positions)
+    assert metrics.val_loss[0] != metrics.val_loss[1]
