@@ -366,3 +366,26 @@ def test_compiled_ahead_of_time_trains_as_train_swarm(key, data):
     want = trainer.train_swarm(keys, pos, data, shuffle_key)
     np.testing.assert_array_equal(got.train_loss, want.train_loss)
     assert trainer.stats["traces"] == 1  # one program: train_swarm ran the compiled shape
+
+
+def test_a_member_diverging_in_its_last_step_is_diverged_with_no_finite_val_loss(key, data):
+    """A NaN that enters only at the last step of the last epoch (a training row placed there by the shared
+    shuffle): every member is diverged, fitness -inf, and no val_loss is finite. A reduction that skipped
+    NaNs (a nanmean over steps, a nansum over validation chunks) would report finite losses here."""
+    cfg = CFG._replace(epochs=1)
+    n = data.x_train.shape[0]
+    assert n % cfg.batch_size == 0  # no row dropped: the permutation's last row is in the last step
+    shuffle_key = jax.random.fold_in(key, 5)
+    last_row = int(jax.random.permutation(jax.random.split(shuffle_key, cfg.epochs)[0], n)[-1])
+    x = np.array(data.x_train)
+    x[last_row] = np.nan
+    poisoned = data._replace(x_train=jnp.asarray(x))
+    space = _space(optimizers=("sgd", "adam"))
+    pos = jax.random.uniform(jax.random.fold_in(key, 6), (4, space.num_dims))
+    keys = jax.random.split(jax.random.fold_in(key, 7), 4)
+    clean = packed.make_packed_train(space, cfg, F, C, groups=2).train_swarm(keys, pos, data, shuffle_key)
+    assert not np.any(np.asarray(clean.diverged))
+    m = packed.make_packed_train(space, cfg, F, C, groups=2).train_swarm(keys, pos, poisoned, shuffle_key)
+    assert np.all(np.asarray(m.diverged)) and np.all(np.asarray(m.fitness) == -np.inf)
+    assert not np.any(np.isfinite(np.asarray(m.val_loss)))
+    assert np.all(np.isfinite(np.asarray(clean.train_loss)))
