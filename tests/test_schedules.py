@@ -195,3 +195,27 @@ def test_the_schedule_flags_reach_the_study_config():
     assert (cfg["schedule"], cfg["eta"], cfg["min_epochs"], cfg["epochs"]) == ("hyperband", 2, 2, 6)
     config = tuner.StudyConfig(**{k: cfg[k] for k in ("schedule", "eta", "min_epochs")})
     config.validate()
+
+
+def test_the_top_rung_member_equals_that_member_trained_straight_through(digits):
+    """Successive halving continues each survivor from exactly its own state: the member that reaches the top
+    rung (1, then 3, then 9 epochs, gathered into smaller swarms on the way) ends as it would trained 9 epochs
+    in one go. Handing rung i+1 another member's state (`take_members(states, alive)` for the searchsorted
+    index) passed the survivors' count and identity tests before this one."""
+    # Without batch norm: a dense bias before batch norm has a zero gradient up to float noise, which Adam
+    # scales up to steps of its learning rate, so there a member drifts apart from itself run in another
+    # swarm size (its training loss stays the same; its evaluation, through the lagging running mean, not).
+    space = mlp_space(max_layers=2, units=(4, 32), activations=("relu", "tanh"), dropout=(0.0, 0.3),
+                      optimizers=("adam", "momentum"))
+    study = tuner.Study(space, digits, tuner.StudyConfig(**SHA, layout="masked"), progress=False)
+    keys, _ = tuner.round_keys(study.key, 0, SHA["swarm_size"])
+    positions = np.asarray(jax.random.uniform(jax.random.key(4), (SHA["swarm_size"], space.num_dims)))
+    metrics, _ = study._train_rungs(0, keys, positions)
+    (top,) = study.last_rungs["survivors"][-1]
+    one = np.array([top])
+    start = study.program.start_span(keys[one], positions[one], study.data)
+    straight, _ = study.program.span(keys[one], positions[one], study.data, start, 0, SHA["epochs"],
+                                     shuffle_key=jax.random.fold_in(keys[0], 1))
+    np.testing.assert_allclose(metrics.train_loss[top], np.asarray(straight.train_loss)[0], rtol=1e-5)
+    np.testing.assert_allclose(metrics.val_accuracy_curve[top], np.asarray(straight.val_accuracy_curve)[0], rtol=1e-6)
+    assert metrics.fitness[top] == pytest.approx(float(straight.fitness[0]), rel=1e-6)
