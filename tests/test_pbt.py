@@ -179,3 +179,26 @@ def test_the_pbt_flags_reach_the_study_config():
     keys = ("schedule", "pbt_interval", "pbt_fraction", "pbt_perturb", "pbt_architecture")
     assert [cfg[k] for k in keys] == ["pbt", 3, 0.5, 0.1, True]
     tuner.StudyConfig(**{k: cfg[k] for k in keys}).validate()
+
+
+def test_an_explored_member_takes_the_schedule_length_of_its_new_batch_size(digits):
+    """A copy explored to another batch size makes another number of updates in the round: its learning-rate
+    schedule spans a fresh state's length for that size, not its source's (320 where 80 is right)."""
+    space = mlp_space(max_layers=1, units=(4, 16), optimizers=("adam",), batch_sizes=(16, 64))
+    study = tuner.Study(space, digits, tuner.StudyConfig(**{**PBT, "layout": "masked"}), progress=False)
+    S, b = PBT["swarm_size"], space.dim_names.index("batch_size")
+    positions = np.full((S, space.num_dims), 0.25, np.float32)  # batch 16
+    positions[1, b] = 0.9  # member 1: batch 64
+    keys = jax.random.split(jax.random.key(3), S)
+    start = study.program.start_span(keys, positions, study.data)
+    _, states = study.program.span(keys, positions, study.data, start, 0, 1)
+    moved = positions.copy()
+    moved[3] = positions[1]
+    moved[3, b] = 0.25  # member 1's copy, explored to batch 16
+    source = np.arange(S)
+    source[3] = 1
+    got, _, _ = study._exploited(keys, states, positions, schedules.Exploit(source, moved))
+    fresh = study.program.start_span(keys, moved, study.data)
+    horizon = np.asarray(got.opt_state.inner_state.horizon)
+    assert horizon[3] == np.asarray(fresh.opt_state.inner_state.horizon)[3]
+    assert horizon[3] == 4 * np.asarray(states.opt_state.inner_state.horizon)[1]  # a quarter of the batch

@@ -466,3 +466,13 @@ def test_the_decoded_weight_decay_reaches_the_member_and_changes_its_training(di
         assert study.trained_with(p)["weight_decay"] == pytest.approx(space.to_python(p)["weight_decay"], rel=1e-6)
     metrics = study.evaluate(positions)
     assert metrics.val_loss[0] != metrics.val_loss[1]
+
+
+def test_the_retrain_trains_on_train_and_validation(digits):
+    """The winner's retrain sees len(train) + len(val) examples (a retrain on train alone was caught only by
+    the fingerprint's pinned values)."""
+    lines = []
+    position = np.full(SPACE.num_dims, 0.5, np.float32)
+    tuner.retrain_model(SPACE, digits, position, seed=0, epochs=1, batch_size=64, fitness="accuracy", log=lines.append)
+    (line,) = [ln for ln in lines if ln.startswith("retraining")]
+    assert line.endswith(f"on {len(digits.y_train) + len(digits.y_val)} images")
