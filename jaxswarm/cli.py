@@ -367,6 +367,9 @@ def _flag(dest: str) -> str:
     return "--no-retrain" if dest == "retrain" else "--" + dest.replace("_", "-")
 
 
+INTERRUPTED = 130  # exit code after Ctrl-C (128 + SIGINT), as shells report it
+
+
 def _one_line(e: BaseException) -> str:
     """An exception's message on one line (YAML and XLA messages span several)."""
     return " ".join(str(e).split())
@@ -442,6 +445,10 @@ def run(args: argparse.Namespace) -> int:
         result = study.run(resume=args.resume is not None)
     except (StudyError, results.FolderLocked) as e:  # the results folder: not writable, a study's, locked
         raise InputError(e) from None
+    except KeyboardInterrupt:  # its checkpoints stay: one line says how to go on, no traceback
+        print(f"\njaxswarm: interrupted; the rounds done are saved: continue with `jaxswarm run --resume {out}`",
+              file=sys.stderr)
+        return INTERRUPTED
     except Exception as e:  # noqa: BLE001 - it started: its checkpoints stay for --resume
         return _failed(f"the study in {out}", e)
     print(f"results in {result.out_dir}")
@@ -658,7 +665,8 @@ def show(args: argparse.Namespace) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """`jaxswarm COMMAND ...`: returns the exit code (0 ok, 2 bad input, 1 failed; see the module docstring)."""
+    """`jaxswarm COMMAND ...`: returns the exit code (0 ok, 2 bad input, 1 failed, 130 interrupted; see the
+    module docstring)."""
     args = build_parser().parse_args(argv)
     try:
         commands = {"run": run, "baseline": baseline, "calibrate": calibrate, "plot": plot, "predict": predict,
@@ -667,6 +675,9 @@ def main(argv: list[str] | None = None) -> int:
     except InputError as e:
         print(f"jaxswarm: error: {_one_line(e)}", file=sys.stderr)
         return 2
+    except KeyboardInterrupt:  # before a study starts, or in another command: nothing to resume
+        print(f"\njaxswarm: interrupted ({args.command})", file=sys.stderr)
+        return INTERRUPTED
 
 
 if __name__ == "__main__":

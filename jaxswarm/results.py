@@ -21,6 +21,7 @@ Every file is mode 0644 (0666 less the umask).
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import fcntl
 import io
@@ -28,6 +29,8 @@ import json
 import math
 import os
 import shutil
+import signal
+import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -298,6 +301,23 @@ def _is_number(v) -> bool:
     return isinstance(v, (int, float)) and not isinstance(v, bool)
 
 
+@contextlib.contextmanager
+def _interrupt_after():
+    """Holds a SIGINT (Ctrl-C) until the block ends, then raises it: a checkpoint is never cut in half, and
+    orbax's threads never log a traceback of an interrupted save."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    caught = []
+    previous = signal.signal(signal.SIGINT, lambda signum, frame: caught.append(signum))
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, previous)
+        if caught:
+            raise KeyboardInterrupt
+
+
 class Checkpointer:
     """Per-round study checkpoints with orbax (atomic: orbax writes a temporary directory and renames).
 
@@ -313,9 +333,11 @@ class Checkpointer:
         )
 
     def save(self, step: int, tree: Any) -> None:
+        """Saves step's tree and waits for it; a Ctrl-C meanwhile takes effect once it is on disk."""
         tree = jax.tree.map(np.asarray, tree)
-        self.manager.save(step, args=ocp.args.StandardSave(tree))
-        self.manager.wait_until_finished()
+        with _interrupt_after():
+            self.manager.save(step, args=ocp.args.StandardSave(tree))
+            self.manager.wait_until_finished()
 
     def restore_latest(self, template: Any, log: Callable[[str], None] | None = None) -> tuple[int, Any] | None:
         """(step, tree) of the newest checkpoint that restores, or None when there is none.

@@ -522,3 +522,21 @@ def test_show_prints_the_studys_summary(finished_study, capsys):
     best = json.loads((finished_study / results.BEST).read_text())
     assert f"{best['test_accuracy']:.4f}" in out and "best accuracy" in out and "optimizer" in out
     assert cli.main(["show", str(finished_study.parent / "nothing")]) == 2
+
+
+def test_ctrl_c_during_a_study_is_one_line_saying_how_to_resume(tmp_path):
+    """SIGINT in the middle of the rounds: exit 130, no traceback, one line naming the --resume command."""
+    out = tmp_path / "s"
+    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    proc = subprocess.Popen([sys.executable, "-m", "jaxswarm.cli", "run", "--out", str(out), "--swarm-size", "4",
+                             "--rounds", "200", "--epochs", "1", "--max-layers", "1", "--units", "4", "8", "--quiet"],
+                            env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    deadline = time.time() + 240
+    while time.time() < deadline and proc.poll() is None and len(results.read_jsonl(out / results.ROUNDS)) < 2:
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGINT)
+    _, err = proc.communicate(timeout=120)
+    assert proc.returncode == 130, err
+    assert "Traceback" not in err
+    lines = [ln for ln in err.splitlines() if ln.strip()]
+    assert lines[-1] == f"jaxswarm: interrupted; the rounds done are saved: continue with `jaxswarm run --resume {out}`"
