@@ -524,6 +524,7 @@ def test_show_prints_the_studys_summary(finished_study, capsys):
     assert cli.main(["show", str(finished_study.parent / "nothing")]) == 2
 
 
+@pytest.mark.slow  # ~20 s: a study process interrupted mid-round (the checkpoint's held SIGINT included)
 def test_ctrl_c_during_a_study_is_one_line_saying_how_to_resume(tmp_path):
     """SIGINT in the middle of the rounds: exit 130, no traceback, one line naming the --resume command."""
     out = tmp_path / "s"
