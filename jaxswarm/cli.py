@@ -579,6 +579,8 @@ def plot(args: argparse.Namespace) -> int:
 
 def _read_rows(path: Path) -> np.ndarray:
     """The rows of an .npy, .npz or .csv file as a float array, or one InputError line."""
+    if path.is_dir():
+        raise InputError(f"--input {path} is a directory; name a .npy, .npz or .csv file")
     if not path.is_file():
         raise InputError(f"--input {path} does not exist")
     try:
@@ -611,6 +613,7 @@ def _is_float(text: str) -> bool:
 
 def predict(args: argparse.Namespace) -> int:
     """`jaxswarm predict`: labels (or probabilities) of each input row, to a file or stdout."""
+    _check_output(args.output)  # before the work: a bad path fails in a second, in one line
     try:
         model = load_model(args.dir)
         x = _read_rows(args.input)
@@ -620,17 +623,32 @@ def predict(args: argparse.Namespace) -> int:
     if args.output is None:
         for row in out:
             print(" ".join(f"{p:.6g}" for p in row) if args.proba else row)
-    elif args.output.suffix == ".npy":
-        np.save(args.output, out)
-    elif args.output.suffix == ".csv":
-        header = ",".join(str(c) for c in model.classes_) if args.proba else "label"
-        np.savetxt(args.output, out if args.proba else out.reshape(-1, 1), delimiter=",", header=header,
-                   comments="", fmt="%.6g" if args.proba else "%s")
-    else:
-        raise InputError(f"--output {args.output}: use a .npy or .csv file (or leave it out for stdout)")
+        return 0
+    try:
+        if args.output.suffix == ".npy":
+            np.save(args.output, out)
+        else:
+            header = ",".join(str(c) for c in model.classes_) if args.proba else "label"
+            np.savetxt(args.output, out if args.proba else out.reshape(-1, 1), delimiter=",", header=header,
+                       comments="", fmt="%.6g" if args.proba else "%s")
+    except OSError as e:
+        raise InputError(f"cannot write --output {args.output}: {e.strerror or _one_line(e)}") from None
     if args.output is not None:
         print(f"{len(out)} predictions in {args.output}")
     return 0
+
+
+def _check_output(output: Path | None) -> None:
+    """One InputError line for a `predict --output` that cannot be written: a directory, a missing folder,
+    another suffix."""
+    if output is None:
+        return
+    if output.is_dir():
+        raise InputError(f"--output {output} is a directory; name a .npy or .csv file in it")
+    if output.suffix not in (".npy", ".csv"):
+        raise InputError(f"--output {output}: use a .npy or .csv file (or leave it out for stdout)")
+    if not output.parent.is_dir():
+        raise InputError(f"--output {output}: the folder {output.parent} does not exist")
 
 
 def show(args: argparse.Namespace) -> int:

@@ -1,6 +1,7 @@
 import gzip
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -513,6 +514,28 @@ def test_predict_writes_the_saved_winners_predictions(finished_study, tmp_path, 
     assert cli.main(["predict", str(finished_study), "--input", str(tmp_path / "bad.npy")]) == 2
     err = capsys.readouterr().err
     assert len(err.strip().splitlines()) == 1 and "64" in err
+
+
+@pytest.mark.parametrize("where, message", [
+    ("missing/p.npy", "the folder .*missing does not exist"),
+    (".", "is a directory; name a .npy or .csv file in it"),
+    ("p.txt", "use a .npy or .csv file"),
+])
+def test_predict_refuses_an_output_it_cannot_write_in_one_line(finished_study, tmp_path, capsys, where, message):
+    """A missing folder or a directory as --output was a traceback with exit 1, after the predictions."""
+    ds = load_dataset("digits", seed=0)
+    np.save(tmp_path / "x.npy", ds.flat(ds.x_test[:3]))
+    capsys.readouterr()
+    output = tmp_path / where
+    assert cli.main(["predict", str(finished_study), "--input", str(tmp_path / "x.npy"), "--output", str(output)]) == 2
+    err = capsys.readouterr().err
+    assert len(err.strip().splitlines()) == 1 and re.search(message, err), err
+
+
+def test_predict_names_a_directory_given_as_input(finished_study, tmp_path, capsys):
+    capsys.readouterr()
+    assert cli.main(["predict", str(finished_study), "--input", str(tmp_path)]) == 2
+    assert "is a directory" in capsys.readouterr().err
 
 
 def test_show_prints_the_studys_summary(finished_study, capsys):
