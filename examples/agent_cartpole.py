@@ -23,7 +23,7 @@ import jax.numpy as jnp
 import optax
 
 import jaxswarm as js
-from jaxswarm.study import initial_state
+from jaxswarm.study import initial_state, round_keys
 
 ENVS = 16  # environments stepped side by side per iteration
 STEPS = 200  # steps per environment per iteration (an episode ends and restarts inside them)
@@ -139,9 +139,9 @@ def main(argv=None) -> dict:
     strategy = js.make_strategy("pso", SPACE, args.swarm_size, rounds=args.rounds, seed=args.seed)
     state = initial_state(key, strategy, "lhs", args.swarm_size, SPACE.num_dims)
     for r in range(args.rounds):
-        k_members, k_tell = jax.random.split(jax.random.fold_in(key, r))
+        keys, k_tell = round_keys(key, r, args.swarm_size)  # a study's: members' keys and the tell key
         positions = strategy.ask(state)
-        result = engine.train(jax.random.split(k_members, args.swarm_size), positions)
+        result = engine.train(keys, positions)
         state = strategy.tell(k_tell, state, result.fitness)
         print(f"round {r}: best return {float(strategy.best(state)[1]):.1f}, round median "
               f"{float(jnp.median(result.metrics['return'])):.1f}  (programs so far: {engine.stats['compiles']})")

@@ -10,6 +10,7 @@ scikit-learn's `MLPRegressor()` with its defaults, on the same standardized spli
 """
 
 import argparse
+import functools
 import time
 
 import flax.linen as nn
@@ -21,7 +22,7 @@ from sklearn.neural_network import MLPRegressor
 from sklearn.preprocessing import StandardScaler
 
 import jaxswarm as js
-from jaxswarm.study import initial_state
+from jaxswarm.study import initial_state, round_keys
 
 
 class MLP(nn.Module):
@@ -72,9 +73,9 @@ def main(argv=None) -> dict:
     strategy = js.make_strategy("pso", space, args.swarm_size, rounds=args.rounds, seed=args.seed)
     state = initial_state(key, strategy, "lhs", args.swarm_size, space.num_dims)
     for r in range(args.rounds):
-        k_members, k_tell = jax.random.split(jax.random.fold_in(key, r))
+        keys, k_tell = round_keys(key, r, args.swarm_size)  # a study's: members' keys and the tell key
         positions = strategy.ask(state)
-        result = engine.train(jax.random.split(k_members, args.swarm_size), positions)
+        result = engine.train(keys, positions)
         state = strategy.tell(k_tell, state, result.fitness)
         print(f"round {r}: best validation MSE {-float(strategy.best(state)[1]):.4f}  "
               f"(programs compiled so far: {engine.stats['compiles']})")
@@ -84,9 +85,9 @@ def main(argv=None) -> dict:
     # The winner alone, on train + validation, scored on the test split.
     both = {k: np.concatenate([train[k], val[k]]) for k in train}
     retrain = js.supervised(task._replace(data=js.TaskData(both, test)))(static)
-    k_init, k_train = jax.random.split(jax.random.fold_in(key, 10_000))
-    final = jax.jit(lambda: retrain.train(retrain.init(k_init, hp), hp, k_train, args.epochs))()
-    swarm_mse = float(retrain.evaluate(final, hp)["mse"])
+    _, metrics = jax.jit(functools.partial(js.task.run_member, retrain, epochs=args.epochs))(
+        jax.random.fold_in(key, 10_000), hp)
+    swarm_mse = float(metrics["mse"])
     seconds = time.perf_counter() - t0
     mlp = MLPRegressor(random_state=args.seed).fit(both["x"], both["y"])
     sklearn_mse = float(np.mean((mlp.predict(test["x"]) - test["y"]) ** 2))

@@ -633,8 +633,7 @@ def predict(args: argparse.Namespace) -> int:
                        comments="", fmt="%.6g" if args.proba else "%s")
     except OSError as e:
         raise InputError(f"cannot write --output {args.output}: {e.strerror or _one_line(e)}") from None
-    if args.output is not None:
-        print(f"{len(out)} predictions in {args.output}")
+    print(f"{len(out)} predictions in {args.output}")
     return 0
 
 

@@ -582,7 +582,7 @@ class Study:
             status = "ok" if np.isfinite(best_fitness) else "all_diverged"
             test_acc = model = None
             if cfg.retrain and status == "ok":
-                metrics, model = self.retrain_model(best_position)
+                _, model = self.retrain_model(best_position)
                 test_acc = model.metrics["test_accuracy"]  # None without test rows
             wall = time.perf_counter() - t_start
             if self.out_dir is not None and execute.is_primary():
@@ -643,24 +643,24 @@ class Study:
             results.truncate_rounds(self.out_dir / name, start)
         self.evaluations = results.read_jsonl(self.out_dir / results.EVALUATIONS)
         if execute.is_primary():  # the one process that writes the record
-            self._check_record(start)
+            self._check_record(start, {results.EVALUATIONS: self.evaluations,
+                                       results.ROUNDS: results.read_jsonl(self.out_dir / results.ROUNDS)})
         state = strategies.from_checkpoint(state, tree[self.strategy.name])
         return start, state, warm, int(tree["stale"]), float(tree["best_seen"])
 
-    def _check_record(self, rounds: int) -> None:
-        """Refuses to continue when the result files lack rows of the `rounds` the checkpoint holds (a line
-        removed or lost): the study would end with a record that silently misses evaluations."""
-        want = {results.EVALUATIONS: rounds * self.config.swarm_size, results.ROUNDS: rounds}
-        for name, count in want.items():
-            rows = results.read_jsonl(self.out_dir / name)
+    def _check_record(self, rounds: int, rows_of: dict[str, list[dict]]) -> None:
+        """Refuses to continue when the result files (`rows_of`: file name -> its rows) lack rows of the
+        `rounds` the checkpoint holds (a line removed or lost): the study would end with a record that
+        silently misses evaluations."""
+        per_round = {results.EVALUATIONS: self.config.swarm_size, results.ROUNDS: 1}
+        for name, rows in rows_of.items():
             have = [sum(r["round"] == k for r in rows) for k in range(rounds)]
-            per_round = count // rounds if rounds else 0
-            short = [k for k, n in enumerate(have) if n != per_round]
+            short = [k for k, n in enumerate(have) if n != per_round[name]]
             if short:
                 raise StudyError(f"cannot resume {self.out_dir}: its checkpoint holds {rounds} round(s) but {name} "
-                                 f"has {len(rows)} of their {count} rows (round {short[0]} has {have[short[0]]} of "
-                                 f"{per_round}); the record was cut or edited, so continuing would leave it "
-                                 "incomplete: restore the file, or start a new study")
+                                 f"has {len(rows)} of their {rounds * per_round[name]} rows (round {short[0]} has "
+                                 f"{have[short[0]]} of {per_round[name]}); the record was cut or edited, so "
+                                 "continuing would leave it incomplete: restore the file, or start a new study")
 
     def _write_best(self, position, config, fitness, test_accuracy, rounds_run, compile_seconds,
                     status) -> None:

@@ -52,7 +52,7 @@ from jaxswarm.space import Choice, Fixed, Float, Int, SearchSpace
 
 __all__ = ["Objective", "Trainable", "Builder", "TaskData", "Task", "SupervisedState", "supervised",
            "softmax_loss", "classification_metrics", "mse_loss", "regression_metrics", "default_optimizer",
-           "static_names", "SwarmResult", "Engine", "make_engine", "MAX_STATIC_VALUES"]
+           "static_names", "run_member", "SwarmResult", "Engine", "make_engine", "MAX_STATIC_VALUES"]
 
 # A static Int compiles a program per value it takes: past this many values, bucket it or trace it.
 MAX_STATIC_VALUES = 32
@@ -272,6 +272,17 @@ def static_names(space: SearchSpace, static: tuple[str, ...] | None = None) -> t
     return names
 
 
+def run_member(trainable: Trainable, key, hp, state=None, *, epochs: int):
+    """One member as the engine trains it: ``(state, metrics)`` after `epochs` epochs from `state` (None: from
+    ``init``), with ``key`` split into its init and training keys. Under `jax.vmap` it is the engine's
+    program; alone (jitted) it is the member trained by itself, e.g. a winner's retrain."""
+    k_init, k_train = jax.random.split(key)
+    if state is None:
+        state = trainable.init(k_init, hp)
+    state = trainable.train(state, hp, k_train, epochs)
+    return state, trainable.evaluate(state, hp)
+
+
 class SwarmResult(NamedTuple):
     """One swarm's training: per member, in the members' order."""
 
@@ -345,16 +356,9 @@ def make_engine(build: Builder, space: SearchSpace, epochs: int, objective: Obje
         if (sig, size, n_epochs, fresh) not in programs:
             trainable = build(dict(sig))
 
-            def member(key, hp, state):
-                k_init, k_train = jax.random.split(key)
-                if fresh:
-                    state = trainable.init(k_init, hp)
-                state = trainable.train(state, hp, k_train, n_epochs)
-                return state, trainable.evaluate(state, hp)
-
             def swarm(keys, hp, states):
                 stats["compiles"] += 1  # a trace: each cached program traces once
-                return jax.vmap(member)(keys, hp, states)
+                return jax.vmap(functools.partial(run_member, trainable, epochs=n_epochs))(keys, hp, states)
 
             programs[sig, size, n_epochs, fresh] = jax.jit(swarm)
             if sig not in stats["signatures"]:

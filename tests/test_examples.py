@@ -1,6 +1,7 @@
 """Every example in examples/ runs end to end on a tiny budget (the README's and the examples' own
 commands run them at full size)."""
 
+import functools
 import importlib.util
 from pathlib import Path
 
@@ -41,13 +42,7 @@ def test_agent_members_equal_the_agent_trained_alone():
         static, hp = engine.hyperparameters(position)
         trainable = example.agent(static)
 
-        @jax.jit
-        def alone(key, hp):
-            k_init, k_train = jax.random.split(key)
-            state = trainable.train(trainable.init(k_init, hp), hp, k_train, 2)
-            return state, trainable.evaluate(state, hp)
-
-        state, metrics = alone(keys[m], hp)
+        state, metrics = jax.jit(functools.partial(js.task.run_member, trainable, epochs=2))(keys[m], hp)
         # float32 ulps between a vmapped and a single program; a wrong key or hyperparameter moves far more
         jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-6),
                      result.states[m].params, state.params)

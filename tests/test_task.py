@@ -1,6 +1,8 @@
 """The Task protocol: a swarm of your own Flax module trains as each member would alone, compiles once
 per static signature, continues spans exactly, and refuses bad input in one line."""
 
+import functools
+
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
@@ -60,13 +62,7 @@ def test_each_member_equals_its_module_trained_alone():
         trainable = build({"width": config["width"]})
         hp = {"learning_rate": jnp.float32(config["learning_rate"]), "dropout": jnp.float32(config["dropout"])}
 
-        @jax.jit
-        def alone(key, hp):
-            k_init, k_train = jax.random.split(key)
-            state = trainable.train(trainable.init(k_init, hp), hp, k_train, 2)
-            return state, trainable.evaluate(state, hp)
-
-        state, metrics = alone(keys[m], hp)
+        state, metrics = jax.jit(functools.partial(tk.run_member, trainable, epochs=2))(keys[m], hp)
         # vmapped and single matmuls may round differently in float32 (a few ulps); any wrong key,
         # hyperparameter or data order moves these by far more.
         jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6),
