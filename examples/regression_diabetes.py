@@ -1,8 +1,8 @@
 """Your own Flax regression MLP under the swarm: scikit-learn's diabetes data, MSE minimized.
 
-The depth and width are static (each pair compiles one program, reused whenever the swarm comes back
-to it); the learning rate and weight decay are traced. PSO moves the swarm between rounds (`ask` /
-`tell`); the winner is retrained alone on train + validation and scored on the test split beside
+The depth and width are static (each pair compiles its programs once, reused whenever the swarm comes
+back to it); the learning rate and weight decay are traced. `js.tune` runs the study (PSO by default);
+the winner is retrained alone on train + validation and scored on the test split beside
 scikit-learn's `MLPRegressor()` with its defaults, on the same standardized split.
 
     python examples/regression_diabetes.py                 # about a minute on a small CPU
@@ -10,11 +10,9 @@ scikit-learn's `MLPRegressor()` with its defaults, on the same standardized spli
 """
 
 import argparse
-import functools
 import time
 
 import flax.linen as nn
-import jax
 import numpy as np
 from sklearn.datasets import load_diabetes
 from sklearn.model_selection import train_test_split
@@ -22,7 +20,6 @@ from sklearn.neural_network import MLPRegressor
 from sklearn.preprocessing import StandardScaler
 
 import jaxswarm as js
-from jaxswarm.study import initial_state, round_keys
 
 
 class MLP(nn.Module):
@@ -55,6 +52,7 @@ def main(argv=None) -> dict:
     p.add_argument("--rounds", type=int, default=5)
     p.add_argument("--epochs", type=int, default=60)
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--out", help="results folder (evaluations, best.json, the saved winner)  [none: in memory]")
     args = p.parse_args(argv)
 
     train, val, test = splits(args.seed)
@@ -65,37 +63,20 @@ def main(argv=None) -> dict:
         "weight_decay": js.Float(1e-6, 1e-1, log=True),
     })
     task = js.Task(lambda static: MLP(static["depth"], static["width"]), js.task.mse_loss,
-                   js.task.regression_metrics, js.Objective("mse", "min"), js.TaskData(train, val), batch_size=32)
-    engine = js.make_engine(js.supervised(task), space, epochs=args.epochs, objective=task.objective)
-
+                   js.task.regression_metrics, js.Objective("mse", "min"), js.TaskData(train, val, test),
+                   batch_size=32)
     t0 = time.perf_counter()
-    key = jax.random.key(args.seed)
-    strategy = js.make_strategy("pso", space, args.swarm_size, rounds=args.rounds, seed=args.seed)
-    state = initial_state(key, strategy, "lhs", args.swarm_size, space.num_dims)
-    for r in range(args.rounds):
-        keys, k_tell = round_keys(key, r, args.swarm_size)  # a study's: members' keys and the tell key
-        positions = strategy.ask(state)
-        result = engine.train(keys, positions)
-        state = strategy.tell(k_tell, state, result.fitness)
-        print(f"round {r}: best validation MSE {-float(strategy.best(state)[1]):.4f}  "
-              f"(programs compiled so far: {engine.stats['compiles']})")
-    best_position, _ = strategy.best(state)
-    static, hp = engine.hyperparameters(best_position)
-
-    # The winner alone, on train + validation, scored on the test split.
-    both = {k: np.concatenate([train[k], val[k]]) for k in train}
-    retrain = js.supervised(task._replace(data=js.TaskData(both, test)))(static)
-    _, metrics = jax.jit(functools.partial(js.task.run_member, retrain, epochs=args.epochs))(
-        jax.random.fold_in(key, 10_000), hp)
-    swarm_mse = float(metrics["mse"])
+    result = js.tune(space, task, swarm_size=args.swarm_size, rounds=args.rounds, epochs=args.epochs,
+                     seed=args.seed, out_dir=args.out)  # the winner retrains on train + val, scored on test
     seconds = time.perf_counter() - t0
+    swarm_mse = result.test_metrics["test_mse"]
+    both = {k: np.concatenate([train[k], val[k]]) for k in train}
     mlp = MLPRegressor(random_state=args.seed).fit(both["x"], both["y"])
     sklearn_mse = float(np.mean((mlp.predict(test["x"]) - test["y"]) ** 2))
-    config = space.to_python(np.asarray(best_position))
-    print(f"winner {config}")
+    print(f"winner {result.best_config}")
     print(f"test MSE (standardized target): swarm winner {swarm_mse:.4f}, MLPRegressor() {sklearn_mse:.4f}; "
           f"{seconds:.0f} s for the swarm and its retrain")
-    return {"config": config, "swarm_mse": swarm_mse, "sklearn_mse": sklearn_mse, "seconds": seconds}
+    return {"config": result.best_config, "swarm_mse": swarm_mse, "sklearn_mse": sklearn_mse, "seconds": seconds}
 
 
 if __name__ == "__main__":

@@ -46,6 +46,7 @@ import numpy as np
 from jaxswarm import costs, design, execute, results
 from jaxswarm import pso as pso_lib
 from jaxswarm.data import DATASETS, DatasetError, load_dataset
+from jaxswarm.task import load_task
 from jaxswarm.layouts import LAYOUT_NAMES, auto
 from jaxswarm.models import DEFAULT_FAMILY, FAMILIES
 from jaxswarm.models.layers import INIT_SCHEMES
@@ -140,6 +141,9 @@ def _add_run_parser(sub) -> None:
     g = run.add_argument_group("study")
     g.add_argument("--config", type=Path, help="study file (.toml, .yaml/.yml, .json) with any of these settings")
     _add_data_arguments(g)
+    g.add_argument("--task", metavar="MODULE:ATTR",
+                   help="your own network, loss and data: a jaxswarm Task (or a function returning one) to tune "
+                        "in place of --dataset and the built-in networks; the space searched is its Task.space")
     g.add_argument("--out", type=Path, help="results directory  [runs/<dataset>-<time>]")
     g.add_argument("--resume", type=Path, metavar="DIR", help="continue the killed study in DIR")
     g.add_argument("--swarm-size", type=int, help=f"particles (networks trained at once)  {_show(_STUDY.swarm_size)}")
@@ -346,6 +350,13 @@ def settings_from_args(args: argparse.Namespace) -> dict:
     for k in PSO_KEYS:
         if flags.get(k) is not None:
             cfg["pso"][k] = flags[k]
+    if flags.get("task") is not None:
+        # The defaults' dataset aside, any data or space setting (a flag or the study file's) would be ignored.
+        given = [k for k in DATA_KEYS if k in cfg and (k, cfg[k]) != ("dataset", "digits")] + sorted(cfg["space"])
+        if given:
+            raise InputError(f"--task brings its own data and space (Task.data, Task.space): drop the "
+                             f"setting(s) {', '.join(given)}")
+        cfg.update(task=flags["task"], dataset="task")
     inertia = cfg["pso"].get("inertia")
     if isinstance(inertia, (list, tuple)):
         if len(inertia) not in (1, 2):
@@ -383,7 +394,7 @@ def _resume_settings(args: argparse.Namespace) -> dict:
         of `jaxswarm run` in the directory.
     """
     flags = vars(args)
-    changed = [_flag(k) for k in STUDY_KEYS + SPACE_KEYS + PSO_KEYS + DATA_KEYS + ("config", "out")
+    changed = [_flag(k) for k in STUDY_KEYS + SPACE_KEYS + PSO_KEYS + DATA_KEYS + ("config", "out", "task")
                if flags.get(k) is not None]
     if changed:  # the checkpoint belongs to the saved settings: a changed one would silently not apply
         raise InputError(f"--resume continues the study in {args.resume} with its saved settings; it cannot take "
@@ -428,7 +439,6 @@ def run(args: argparse.Namespace) -> int:
     if args.distributed:
         execute.initialize_distributed()  # before any computation touches a device
     try:
-        space = build_space(cfg["space"])
         # A study saved before strategies existed has no strategy_options table.
         study_cfg = StudyConfig(**{k: cfg[k] for k in STUDY_KEYS if k in cfg}, pso=dict(cfg["pso"]),
                                 strategy_options=dict(cfg.get("strategy_options", {})),
@@ -436,8 +446,15 @@ def run(args: argparse.Namespace) -> int:
         study_cfg.validate()  # before the data: a bad setting fails in a second
         if args.resume is not None:
             print(f"resuming {out}")
-        dataset = load_dataset(cfg["dataset"], data_dir=cfg.get("data_dir"),
-                               val_fraction=cfg.get("val_fraction", 0.1), seed=study_cfg.seed)
+        if cfg.get("task") is not None:
+            dataset = load_task(cfg["task"])
+            if dataset.space is None:
+                raise ValueError(f"task {cfg['task']} has no space to search: set Task.space")
+            space = dataset.space
+        else:
+            space = build_space(cfg["space"])
+            dataset = load_dataset(cfg["dataset"], data_dir=cfg.get("data_dir"),
+                                   val_fraction=cfg.get("val_fraction", 0.1), seed=study_cfg.seed)
         study = Study(space, dataset, study_cfg, out, progress=not args.quiet, settings=_json_settings(cfg))
     except (DatasetError, StudyError, ValueError, TypeError) as e:
         raise InputError(e) from None
@@ -663,9 +680,16 @@ def show(args: argparse.Namespace) -> int:
     seconds = sum(r.get("seconds") or 0.0 for r in rounds)
     fitness = best.get("best_fitness")
     test = best.get("test_accuracy")
-    table = [("status", best.get("status", "ok")),
-             (f"best {best.get('fitness', 'fitness')}", "-" if fitness is None else f"{fitness:.4f}"),
-             ("test accuracy", "-" if test is None else f"{test:.4f}"),
+    objective = best.get("objective") if isinstance(best.get("objective"), dict) else None
+    if objective is not None:  # your own task's: its objective's value, its test metrics by name
+        value = best.get("best_value")
+        scores = [(f"best {objective.get('metric')} ({objective.get('direction')})",
+                   "-" if value is None else f"{value:.4g}")]
+        scores += [(name.replace("_", " "), f"{v:.4g}") for name, v in (best.get("test_metrics") or {}).items()]
+    else:
+        scores = [(f"best {best.get('fitness', 'fitness')}", "-" if fitness is None else f"{fitness:.4f}"),
+                  ("test accuracy", "-" if test is None else f"{test:.4f}")]
+    table = [("status", best.get("status", "ok")), *scores,
              ("rounds", str(best.get("rounds_run", len(rounds)))),
              ("round time", f"{seconds:.1f} s"),
              *((f"  {k}", str(v)) for k, v in (best.get("hyperparameters") or best.get("best_config") or {}).items())]

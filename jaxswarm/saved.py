@@ -41,12 +41,14 @@ import numpy as np
 
 from jaxswarm import results
 from jaxswarm.models import FAMILIES, ModelFamily
+from jaxswarm.task import load_task, predictor, supervised
 
-__all__ = ["ModelError", "SavedModel", "load_model", "MODEL_DIR", "MODEL_JSON", "VARIABLES", "version"]
+__all__ = ["ModelError", "SavedModel", "TaskModel", "load_model", "MODEL_DIR", "MODEL_JSON", "VARIABLES", "version"]
 
 MODEL_DIR = "model"  # the model's folder inside a results folder
 MODEL_JSON = "model.json"
 VARIABLES = "variables.msgpack"
+TASK_STATE = "state.msgpack"  # a TaskModel's training state
 FORMAT = 1  # model.json's layout; bump when it changes incompatibly
 PREDICT_BATCH = 1024  # rows per jitted call: one compile whatever the number of rows asked for
 # What predict does to X before the network, the same as data.from_arrays does to training data.
@@ -313,45 +315,30 @@ class SavedModel:
         """
         directory = Path(directory)
         directory.mkdir(parents=True, exist_ok=True)
-        target = directory / MODEL_DIR
         try:
             text = json.dumps(self.spec(), indent=2, allow_nan=False) + "\n"
         except (TypeError, ValueError) as e:
             raise ModelError(f"cannot save the model: its classes, hyperparameters or metrics are not "
                              f"JSON values ({e}); use strings or numbers") from None
-        blob = flax.serialization.to_bytes(self.variables)
-        tmp = directory / f".{MODEL_DIR}.{os.getpid()}.{os.urandom(6).hex()}"
-        os.mkdir(tmp)  # mode 0777 less the umask, as the results folder (mkdtemp would make it 0700)
-        try:
-            results.write_text(tmp / MODEL_JSON, text)
-            _write_bytes(tmp / VARIABLES, blob)
-            if target.exists():
-                # A directory cannot be renamed over a non-empty one: move the old aside first. Between
-                # the two renames there is no model/ for an instant, never a half-written one.
-                old = directory / f".{MODEL_DIR}.old.{os.getpid()}.{os.urandom(6).hex()}"
-                os.replace(target, old)
-                os.replace(tmp, target)
-                shutil.rmtree(old, ignore_errors=True)
-            else:
-                os.replace(tmp, target)
-        except BaseException:
-            shutil.rmtree(tmp, ignore_errors=True)
-            raise
-        return target
+        return _write_model(directory, text, VARIABLES, flax.serialization.to_bytes(self.variables))
 
 
-def load_model(directory) -> SavedModel:
-    """Loads a model saved by `SavedModel.save`: from a results folder or the model folder itself.
+def load_model(directory, task=None):
+    """Loads a model saved by `SavedModel.save` or `TaskModel.save`: from a results folder or the model folder.
 
     Args:
         directory: a results folder holding ``model/``, or that ``model/`` folder.
+        task: the `task.Task` a `TaskModel` was trained on (as a Flax restore is given its target): it builds
+            the network the saved state belongs to. None: the task's import path recorded in model.json
+            (``jaxswarm run --task``), imported again. A built-in network needs none.
 
     Returns:
-        The `SavedModel`, ready to predict (nothing of the study is rebuilt).
+        The `SavedModel` or `TaskModel`, ready to predict (nothing of the study is rebuilt).
 
     Raises:
-        ModelError: one line for a missing folder or file, unparseable model.json,
-            a truncated or corrupt variables file, or an unknown model family.
+        ModelError: one line for a missing folder or file, unparseable model.json, a format this version
+            does not read, a truncated or corrupt variables file, an unknown model family, or a task
+            model loaded without its task.
 
     Example:
         >>> import jaxswarm
@@ -359,7 +346,7 @@ def load_model(directory) -> SavedModel:
         'jaxswarm model: mlp, 64 inputs (8x8x1) -> 10 classes ...'
     """
     folder = _model_folder(Path(directory))
-    spec_path, blob_path = folder / MODEL_JSON, folder / VARIABLES
+    spec_path = folder / MODEL_JSON
     try:
         spec = json.loads(spec_path.read_text())
     except FileNotFoundError:
@@ -370,6 +357,14 @@ def load_model(directory) -> SavedModel:
         raise ModelError(f"{spec_path} is not valid JSON ({e}): the file is corrupt; save the model again") from None
     if not isinstance(spec, dict):
         raise ModelError(f"{spec_path} holds {type(spec).__name__}, not a model description; save the model again")
+    if spec.get("format", FORMAT) != FORMAT:
+        raise ModelError(f"{spec_path} is model format {spec.get('format')!r}; this jaxswarm ({version()}) reads "
+                         f"format {FORMAT}: load it with the version that wrote it ({spec.get('jaxswarm_version')})")
+    if spec.get("kind") == "task":
+        return _load_task_model(folder, spec, task)
+    if task is not None:
+        raise ModelError(f"{folder} holds a built-in {spec.get('family')} network, not a task's model: load it "
+                         "without task=")
     missing = [k for k in _REQUIRED if k not in spec]
     if missing:
         raise ModelError(f"{spec_path} lacks {', '.join(missing)}; it was not written by SavedModel.save")
@@ -380,23 +375,114 @@ def load_model(directory) -> SavedModel:
         raise ModelError(f"{spec_path}: model_config does not fit the {family.name} family's config "
                          f"({e}); it was written by another jaxswarm version ({spec.get('jaxswarm_version')})") from None
     arch = _tuples(spec["arch"])
-    try:
-        blob = blob_path.read_bytes()
-    except FileNotFoundError:
-        raise ModelError(f"{folder} has no {VARIABLES}: the model folder is incomplete; save the model again") from None
-    except OSError as e:
-        raise ModelError(f"cannot read {blob_path}: {e}") from None
-    try:
-        variables = flax.serialization.msgpack_restore(blob)
-    except Exception as e:  # msgpack raises several types (ValueError, ExtraData, ...): all mean corrupt
-        raise ModelError(f"{blob_path} is truncated or corrupt ({type(e).__name__}: {e}); "
-                         "save the model again") from None
-    _check_variables(variables, family, arch, cfg, blob_path)
+    variables = _read_blob(folder, VARIABLES)
+    _check_variables(variables, family, arch, cfg, folder / VARIABLES)
     try:
         return SavedModel(family, cfg, arch, variables, tuple(spec["classes"]), spec.get("hyperparameters"),
                           spec.get("metrics"), input_shape=spec.get("input_shape"))
     except ModelError as e:
         raise ModelError(f"{spec_path}: {e}") from None
+
+
+class TaskModel:
+    """Your own task's trained network: the member's static and traced hyperparameters and its training state.
+
+    A study of a `task.Task` returns its retrained winner as one (`StudyResult.model`) and saves it as
+    ``model/`` (model.json: the static and traced hyperparameters, metrics, the task's import path when
+    known; state.msgpack: the `task.SupervisedState`). `load_model(dir, task=task)` reads it back.
+
+    Args:
+        task: the `task.Task` it was trained on.
+        static: its static hyperparameters (Python values).
+        hp: its traced hyperparameters ({name: array scalar}).
+        state: its `task.SupervisedState`.
+        hyperparameters: what it trained with (recorded).
+        metrics: e.g. ``{"test_mse": ...}`` (recorded).
+        task_path: the task's ``module:attribute``, recorded so a later `load_model` can import it.
+    """
+
+    def __init__(self, task, static: dict, hp: dict, state, hyperparameters: dict | None = None,
+                 metrics: dict | None = None, *, task_path: str | None = None):
+        self.task, self.static, self.task_path = task, dict(static), task_path
+        self.hp = {name: np.asarray(v) for name, v in hp.items()}
+        self.state = jax.tree.map(np.asarray, state)
+        self.hyperparameters, self.metrics = dict(hyperparameters or {}), dict(metrics or {})
+        self._forward = None
+
+    def predict(self, batch):
+        """The network's outputs on `batch`, evaluating (no dropout): a pytree of arrays shaped as the task's
+        data (its inputs taken as `task.Task.inputs` takes them), every row at once."""
+        if self._forward is None:
+            self._forward = predictor(self.task, self.static)
+        return jax.tree.map(np.asarray, self._forward(self.state, self.hp, batch))
+
+    def spec(self) -> dict:
+        """The contents of model.json (JSON-safe)."""
+        return results.clean({
+            "format": FORMAT, "kind": "task", "task": self.task_path, "static": self.static,
+            "traced": {name: [v.item(), v.dtype.name] for name, v in self.hp.items()},
+            "objective": self.task.objective._asdict(), "hyperparameters": self.hyperparameters,
+            "metrics": self.metrics, "jaxswarm_version": version()})
+
+    def describe(self) -> str:
+        """One line: the static and traced hyperparameters and the metrics."""
+        traced = {name: v.item() for name, v in self.hp.items()}
+        return f"jaxswarm task model: static {_pairs(self.static)}; traced {_pairs(traced)}; {_pairs(self.metrics)}"
+
+    def save(self, directory) -> Path:
+        """Writes ``directory/model/`` (model.json and state.msgpack) atomically; returns its path."""
+        directory = Path(directory)
+        directory.mkdir(parents=True, exist_ok=True)
+        try:
+            text = json.dumps(self.spec(), indent=2, allow_nan=False) + "\n"
+        except (TypeError, ValueError) as e:
+            raise ModelError(f"cannot save the model: its static hyperparameters or metrics are not JSON values "
+                             f"({e}); use strings or numbers") from None
+        return _write_model(directory, text, TASK_STATE, flax.serialization.to_bytes(self.state))
+
+
+def _load_task_model(folder: Path, spec: dict, task) -> TaskModel:
+    """`load_model` of a `TaskModel`: the saved state restored into the structure `task` builds at its static values."""
+    path = spec.get("task")
+    if task is None and path:
+        try:
+            task = load_task(path)
+        except ValueError as e:
+            raise ModelError(f"{folder} holds a model of task {path}, which does not load here ({e}); pass "
+                             "load_model(dir, task=...)") from None
+    if task is None:
+        raise ModelError(f"{folder} holds a model of your own task: load it with load_model(dir, task=your_task), "
+                         "the task it was trained on (it builds the network the weights belong to)")
+    try:
+        static = dict(spec["static"])
+        hp = {name: np.asarray(value, dtype) for name, (value, dtype) in spec["traced"].items()}
+    except (KeyError, TypeError, ValueError) as e:
+        raise ModelError(f"{folder / MODEL_JSON} lacks a task model's static or traced hyperparameters ({e}); "
+                         "save the model again") from None
+    template = jax.eval_shape(lambda: supervised(task)(static).init(jax.random.key(0), hp))
+    restored = _read_blob(folder, TASK_STATE)
+    want = jax.tree.map(lambda a: list(a.shape), flax.serialization.to_state_dict(template))
+    have = jax.tree.map(lambda a: list(np.shape(a)), restored)
+    if want != have:
+        raise ModelError(f"{folder / TASK_STATE} does not fit the network this task builds at {static}: "
+                         "the task differs from the one the model was trained on")
+    state = flax.serialization.from_state_dict(template, restored)
+    return TaskModel(task, static, hp, state, spec.get("hyperparameters"), spec.get("metrics"), task_path=path)
+
+
+def _read_blob(folder: Path, name: str):
+    """The msgpack state dict in ``folder/name`` (one `ModelError` line for a missing or corrupt file)."""
+    path = folder / name
+    try:
+        blob = path.read_bytes()
+    except FileNotFoundError:
+        raise ModelError(f"{folder} has no {name}: the model folder is incomplete; save the model again") from None
+    except OSError as e:
+        raise ModelError(f"cannot read {path}: {e}") from None
+    try:
+        return flax.serialization.msgpack_restore(blob)
+    except Exception as e:  # msgpack raises several types (ValueError, ExtraData, ...): all mean corrupt
+        raise ModelError(f"{path} is truncated or corrupt ({type(e).__name__}: {e}); save the model again") from None
 
 
 # -- helpers -----------------------------------------------------------------
@@ -410,7 +496,7 @@ def _model_folder(path: Path) -> Path:
         raise ModelError(f"{path} is a file; pass the results folder (holding {MODEL_DIR}/) or the model folder")
     if (path / MODEL_DIR).is_dir():
         return path / MODEL_DIR
-    if (path / MODEL_JSON).exists() or (path / VARIABLES).exists():
+    if (path / MODEL_JSON).exists() or (path / VARIABLES).exists() or (path / TASK_STATE).exists():
         return path
     raise ModelError(f"no saved model in {path}: it holds neither {MODEL_DIR}/ (a results folder) nor "
                      f"{MODEL_JSON} (a model folder); a study saves its model when it retrains its winner")
@@ -463,6 +549,29 @@ def _pairs(d: dict) -> str:
             return f"{v:.4g}"
         return str(v)
     return ", ".join(f"{k}={fmt(v)}" for k, v in d.items())
+
+
+def _write_model(directory: Path, text: str, blob_name: str, blob: bytes) -> Path:
+    """Writes ``directory/model/`` (model.json holding `text`, `blob_name` holding `blob`) atomically."""
+    target = directory / MODEL_DIR
+    tmp = directory / f".{MODEL_DIR}.{os.getpid()}.{os.urandom(6).hex()}"
+    os.mkdir(tmp)  # mode 0777 less the umask, as the results folder (mkdtemp would make it 0700)
+    try:
+        results.write_text(tmp / MODEL_JSON, text)
+        _write_bytes(tmp / blob_name, blob)
+        if target.exists():
+            # A directory cannot be renamed over a non-empty one: move the old aside first. Between
+            # the two renames there is no model/ for an instant, never a half-written one.
+            old = directory / f".{MODEL_DIR}.old.{os.getpid()}.{os.urandom(6).hex()}"
+            os.replace(target, old)
+            os.replace(tmp, target)
+            shutil.rmtree(old, ignore_errors=True)
+        else:
+            os.replace(tmp, target)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return target
 
 
 def _write_bytes(path: Path, blob: bytes) -> None:

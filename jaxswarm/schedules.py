@@ -124,8 +124,12 @@ def survivors(fitness: np.ndarray, members: int) -> np.ndarray:
 
 def scores(fitness: np.ndarray, rung: np.ndarray, top: int, kind: str) -> np.ndarray:
     """What the strategy is told: `fitness` less ``(top - rung) * span`` (see the module docstring)."""
-    span = 1.0 if kind == "accuracy" else LOSS_SPAN
     fitness = np.asarray(fitness, np.float32)
+    if kind == "unbounded":  # your own task's objective: the round's finite range, plus one
+        finite = fitness[np.isfinite(fitness)]
+        span = 1.0 + (float(finite.max() - finite.min()) if finite.size else 0.0)
+    else:
+        span = 1.0 if kind == "accuracy" else LOSS_SPAN
     return (fitness - (top - np.asarray(rung)) * span).astype(np.float32)
 
 

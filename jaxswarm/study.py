@@ -62,11 +62,12 @@ from jaxswarm import costs, design, execute, results, schedules, strategies, tra
 from jaxswarm import pso as pso_lib
 from jaxswarm.data import Dataset, kfold_indices
 from jaxswarm.layouts import DEFAULT_LAYOUT, LAYOUT_NAMES, resolve
-from jaxswarm.layouts.masked import DataShape
+from jaxswarm.layouts.masked import DataShape, SwarmProgram
 from jaxswarm.models import family_of, mlp_space
 from jaxswarm.optim import optimizer_names
-from jaxswarm.saved import SavedModel
+from jaxswarm.saved import SavedModel, TaskModel
 from jaxswarm.space import Float, SearchSpace
+from jaxswarm.task import Task, TaskMetrics, data_digest, fit_winner, make_engine, static_names, supervised
 
 __all__ = ["MODES", "StudyConfig", "StudyResult", "StudyError", "Study", "tune", "load_result",
            "round_keys", "initial_state", "retrain_model", "retrain_metrics"]
@@ -78,6 +79,7 @@ RETRAIN_FOLD = 2**30  # fold_in index of the retrain's key
 # mistyped swarm size should fail in a second, not after a compile.
 HUGE_FACTOR = 64
 _INIT_FOLD = -1 % (2**31)  # fold_in index of the initial design's key
+TASK_GROUP_SIZE = 8  # a task's members of one static signature trained together (StudyConfig.chunk_size overrides)
 
 
 @dataclasses.dataclass
@@ -204,7 +206,8 @@ class StudyResult(NamedTuple):
     wall_time: float  # seconds, this process only
     out_dir: Path | None
     status: str = "ok"  # "ok", or "all_diverged": no evaluation finished finite (nothing retrained)
-    model: Any = None  # the retrained winner, a saved.SavedModel (None without a retrain)
+    model: Any = None  # the retrained winner, a saved.SavedModel or TaskModel (None without a retrain)
+    test_metrics: dict | None = None  # the winner's test metrics after the retrain ({"test_accuracy": ...} built in)
 
 
 # What a resumed study may change: how long it goes on and its final retrain. Any other setting, the space
@@ -293,7 +296,8 @@ class Study:
 
     Args:
       space: the search space (its family comes from `models.family_of`).
-      dataset: a `data.Dataset` (see `data.load_dataset`, `data.from_arrays`).
+      dataset: a `data.Dataset` (see `data.load_dataset`, `data.from_arrays`) for the built-in networks, or
+        your own `task.Task` (fresh mode, one hold-out split, no schedule yet).
       config: the study's `StudyConfig`.
       out_dir: results directory (None: keep results in memory only; no checkpoints).
       progress: show a progress bar and one line per round.
@@ -308,18 +312,28 @@ class Study:
         self.settings = settings
         self.space, self.dataset, self.config, self.progress = space, dataset, config, progress
         self.out_dir = None if out_dir is None else Path(out_dir).absolute()
-        self.family = family_of(space)
-        if config.mode == "warm" and self.family.signature is None:
+        self.task = dataset if isinstance(dataset, Task) else None
+        self.family = None if self.task is not None else family_of(space)
+        if self.task is not None:
+            _check_task_config(config)
+        elif config.mode == "warm" and self.family.signature is None:
             raise ValueError(f"mode 'warm' is not available for the {self.family.name} family; use mode 'fresh'")
         self.train_config = train.TrainConfig(epochs=config.epochs, batch_size=config.batch_size,
                                               fitness=config.fitness)
-        shape = DataShape(int(np.prod(dataset.x_train.shape[1:])), dataset.num_classes, dataset.input_shape)
         # One of pso and strategy_options is empty (validate): the strategy's own settings.
         self.strategy = strategies.make_strategy(config.strategy, space, config.swarm_size, rounds=config.rounds,
                                                  seed=config.seed, out_dir=self.out_dir,
                                                  options={**config.pso, **config.strategy_options})
         # Compiled once per study (op by op, PSO's tell compiles ~40 small programs); a host strategy runs as it is.
         self._tell = jax.jit(self.strategy.tell) if self.strategy.jittable else self.strategy.tell
+        self.last_rungs: dict | None = None  # the last round's rungs: each member's rung and epochs, survivors
+        self.last_pbt: dict | None = None  # the last PBT round's exploits and the members' last positions
+        self.evaluations: list[dict] = []  # every evaluation row of the study, as evaluations.jsonl holds them
+        self.key = jax.random.key(config.seed)
+        if self.task is not None:
+            self._init_task()
+            return
+        shape = DataShape(int(np.prod(dataset.x_train.shape[1:])), dataset.num_classes, dataset.input_shape)
         n_train, n_val = len(dataset.x_train), len(dataset.x_val)
         if config.folds > 1:  # one pool, k (train, val) splits of it
             n_val = (n_train + n_val) // config.folds
@@ -337,7 +351,6 @@ class Study:
             data = train.fold_data(x, y, tr, va)
         else:
             data = train.device_data(dataset.x_train, dataset.y_train, dataset.x_val, dataset.y_val)
-        self.key = jax.random.key(config.seed)
         model_config = self.family.config(space, shape.in_features, shape.num_classes, shape.input_shape, False)
         self.memory_estimate = execute.estimate_memory(  # at the space's batch sizes, the largest a member steps on
             self.family, model_config, train.batch_config(space, self.train_config, self.family), config.swarm_size,
@@ -348,11 +361,22 @@ class Study:
                                          self.memory_estimate, self._log)
         if config.schedule != "none" and self.program.span is None:
             raise ValueError(f"layout {self.layout.name!r} cannot train in rungs (schedule {config.schedule!r})")
-        self.last_rungs: dict | None = None  # the last round's rungs: each member's rung and epochs, survivors
-        self.last_pbt: dict | None = None  # the last PBT round's exploits and the members' last positions
         self.data = self.program.place(data)  # on every device once, not every round
         self._decode_swarm = jax.jit(jax.vmap(self.program.hparams))  # warm mode's signatures, compiled once
-        self.evaluations: list[dict] = []  # every evaluation row of the study, as evaluations.jsonl holds them
+
+    def _init_task(self) -> None:
+        """The engine of a study of your own `task.Task`: its members grouped by their static hyperparameters
+        (`task.make_engine`), the groups' programs compiled as the swarm reaches them."""
+        cfg, space = self.config, self.space
+        self.task = self.task._replace(batch_size=self.task.batch_size or cfg.batch_size)
+        group_size = cfg.chunk_size or TASK_GROUP_SIZE
+        self.engine = make_engine(supervised(self.task), space, cfg.epochs, self.task.objective,
+                                  group_size=group_size)
+        self.layout, self.data = None, None
+        self.layout_reason = (f"task: the members of each static signature ({', '.join(static_names(space)) or 'none'})"
+                              f" train {group_size} at a time in one jit(vmap) program, the rest one at a time")
+        self.program = _task_program(self.engine, self.layout_reason)
+        self._log(self.layout_reason)
 
     # -- one round: a pure function of its inputs ----------------------------
 
@@ -397,30 +421,33 @@ class Study:
         states = self.program.start_span(keys, positions, self.data)
         shuffle_key = jax.random.fold_in(keys[0], 1)  # where members share minibatches: the same at every rung
         rung_of, epochs_of = np.zeros(S, np.int32), np.zeros(S, np.int32)
-        last: dict[str, np.ndarray] = {}
-        curves = _empty_curves(S, E)
+        last = None  # every member's metrics at its last rung so far (the curves aside)
+        curves = _empty_curves(S, E) if self.task is None else {}  # a task's metrics have no curves
         survivors, start = [], 0
         for i, rung in enumerate(plan):
             if i > 0:
-                keep = schedules.survivors(last["fitness"][alive], rung.members)
+                keep = schedules.survivors(last.fitness[alive], rung.members)
                 alive = alive[np.sort(keep)]
-                states = train.take_members(states, np.searchsorted(previous, alive))
+                states = _take_members(states, np.searchsorted(previous, alive))
                 survivors.append(alive.tolist())
             m, states = self.program.span(keys[alive], positions[alive], self.data, states, start, rung.epochs - start,
                                           shuffle_key=shuffle_key)
             m = jax.tree.map(np.asarray, m)
-            for f, value in m._asdict().items():
-                if f in curves:  # the span's epochs of each member's curve
-                    curves[f][alive, start:rung.epochs] = value
-                else:  # the member's last rung so far
-                    last.setdefault(f, np.zeros((S,) + value.shape[1:], value.dtype))[alive] = value
+            for f in curves:  # the span's epochs of each member's curve
+                curves[f][alive, start:rung.epochs] = getattr(m, f)
+            m = m._replace(**dict.fromkeys(curves))
+            if last is None:
+                last = jax.tree.map(lambda v: np.zeros((S,) + v.shape[1:], v.dtype), m)
+            jax.tree.map(lambda to, v: to.__setitem__(alive, v), last, m)
             rung_of[alive], epochs_of[alive] = i, rung.epochs
             previous, start = alive, rung.epochs
-        last["best_val_accuracy"] = _best_of(curves, last["diverged"])
-        metrics = train.Metrics(**{f: curves[f] if f in curves else last[f] for f in train.Metrics._fields})
+        metrics = last._replace(**curves)
+        if self.task is None:
+            metrics = metrics._replace(best_val_accuracy=_best_of(curves, metrics.diverged))
         self.last_rungs = {"rung": rung_of, "epochs": epochs_of, "survivors": survivors,
                            "rungs": [list(x) for x in plan]}
-        return metrics, schedules.scores(metrics.fitness, rung_of, len(plan) - 1, cfg.fitness)
+        kind = cfg.fitness if self.task is None else "unbounded"
+        return metrics, schedules.scores(metrics.fitness, rung_of, len(plan) - 1, kind)
 
     def _train_pbt(self, r: int, keys, positions, warm: Warm | None):
         """Round r under PBT (`schedules.exploit`): ``(Metrics, the members' last positions, warm)``.
@@ -445,7 +472,7 @@ class Study:
         shuffle_key = jax.random.fold_in(keys[0], 1)  # where members share minibatches: the round's, every span
         rng = np.random.default_rng([cfg.seed, r])
         same = None if cfg.pbt_architecture else self._same_architecture
-        curves = _empty_curves(S, E)
+        curves = _empty_curves(S, E) if self.task is None else {}
         exploits, copied_from = [], [[] for _ in range(S)]
         for start in range(0, E, interval):
             end = min(start + interval, E)
@@ -467,7 +494,7 @@ class Study:
             for i in moved:
                 copied_from[i].append([end, int(ex.source[i])])
             positions = ex.positions
-        metrics = m._replace(**curves, best_val_accuracy=_best_of(curves, m.diverged))
+        metrics = m if self.task is not None else m._replace(**curves, best_val_accuracy=_best_of(curves, m.diverged))
         self.last_pbt = {"positions": positions, "exploits": exploits, "copied_from": copied_from}
         if warm is not None:
             warm = Warm({"params": states.params, "batch_stats": states.batch_stats}, self._signature(positions))
@@ -477,6 +504,9 @@ class Study:
         """The states after `ex`: ``(states, new weights [S], new optimizer state [S])`` (see `_train_pbt`)."""
         source = ex.source
         moved = source != np.arange(len(source))
+        if self.task is not None:  # a copy within a static group is the source's state itself; across, fresh
+            new_weights = moved & ~self._same_architecture(positions[source], ex.positions)
+            return [None if new else states[s] for s, new in zip(source, new_weights)], new_weights, new_weights
         arch_before, hp_before = self._decode_swarm(positions[source])
         arch_after, hp_after = self._decode_swarm(ex.positions)
         new_weights = moved & np.any(self.family.signature(arch_before) != self.family.signature(arch_after), axis=1)
@@ -487,6 +517,9 @@ class Study:
 
     def _same_architecture(self, a_NxD, b_NxD) -> np.ndarray:
         """bool[N]: rows of `a_NxD` and `b_NxD` decode to networks of the same shapes."""
+        if self.task is not None:  # the same static values
+            return np.array([self.engine.hyperparameters(a)[0] == self.engine.hyperparameters(b)[0]
+                             for a, b in zip(a_NxD, b_NxD)], bool)
         return np.all(self._signature(a_NxD) == self._signature(b_NxD), axis=1)
 
     def evaluate(self, positions_SxD, r: int = 0) -> train.Metrics:
@@ -544,6 +577,9 @@ class Study:
             compile_s = 0.0
             if start >= cfg.rounds:  # a finished study resumed (e.g. to retrain): nothing to compile
                 self._log(f"all {cfg.rounds} rounds are in the checkpoint; no training rounds to run")
+            elif self.task is not None:
+                self._log(f"{cfg.swarm_size} members, {self.space.num_dims} dims: each static signature's "
+                          "programs compile when the swarm first reaches it")
             else:
                 compile_s = self.compile(state, warm)
                 self._log(f"compiled the swarm program in {compile_s:.1f}s ({cfg.swarm_size} members, "
@@ -583,20 +619,28 @@ class Study:
             test_acc = model = None
             if cfg.retrain and status == "ok":
                 _, model = self.retrain_model(best_position)
-                test_acc = model.metrics["test_accuracy"]  # None without test rows
+                test_acc = model.metrics.get("test_accuracy")  # None without test rows (or a task's accuracy)
             wall = time.perf_counter() - t_start
             if self.out_dir is not None and execute.is_primary():
                 if model is not None:
                     model.save(self.out_dir)
-                self._write_best(best_position, best_config, best_fitness, test_acc, rounds_run, compile_s, status)
+                self._write_best(best_position, best_config, best_fitness, test_acc, rounds_run, compile_s, status,
+                                 None if model is None else model.metrics)
             if ckpt is not None:
                 ckpt.close()
-            if status == "ok":
+            if status == "ok" and self.task is not None:
+                objective = self.task.objective
+                value = best_fitness if objective.direction == "max" else -best_fitness
+                tested = "" if model is None or not model.metrics else "; after retrain " + ", ".join(
+                    f"{k} {v:.4g}" for k, v in model.metrics.items())
+                self._log(f"best {objective.metric} {value:.4g} with {best_config}{tested}")
+            elif status == "ok":
                 self._log(f"best {cfg.fitness} {best_fitness:.4f} with {best_config}"
                           + (f"; test accuracy after retrain {test_acc:.4f}" if test_acc is not None else ""))
             else:
                 self._log(f"every evaluation of the {rounds_run} round(s) diverged: no configuration to retrain")
-            return StudyResult(best_config, best_fitness, test_acc, rounds_run, wall, self.out_dir, status, model)
+            return StudyResult(best_config, best_fitness, test_acc, rounds_run, wall, self.out_dir, status, model,
+                               None if model is None else model.metrics)
         finally:
             if lock is not None:
                 lock.release()  # also when a round raises: a later run or --resume may take the folder
@@ -618,11 +662,24 @@ class Study:
         training set when the search ran on a part of it.
         """
         epochs = self.config.retrain_epochs or self.config.epochs
+        if self.task is not None:
+            return self._retrain_task(position_D, epochs)
         return retrain_model(
             self.space, self.dataset if dataset is None else dataset, position_D, seed=self.config.seed,
             epochs=epochs, batch_size=self.config.batch_size, fitness=self.config.fitness,
             on_epoch=_retrain_progress(epochs, self._log) if self.progress else None, log=self._log,
             hyperparameters={**self.trained_with(position_D), "epochs": epochs})
+
+    def _retrain_task(self, position_D, epochs: int):
+        """A task's winner retrained alone on train + val: ``(its test metrics or None, TaskModel)``."""
+        static, hp = self.engine.hyperparameters(position_D)
+        self._log(f"retraining {static or 'the winner'} for {epochs} epochs on train + val")
+        key = jax.random.fold_in(jax.random.key(self.config.seed), RETRAIN_FOLD)
+        state, test = fit_winner(self.task, static, hp, key, epochs)
+        test = None if test is None else {f"test_{name}": value for name, value in test.items()}
+        hyperparameters = {**self.trained_with(position_D), "epochs": epochs}
+        return test, TaskModel(self.task, static, hp, state, hyperparameters, test,
+                               task_path=(self.settings or {}).get("task"))
 
     # -- helpers -----------------------------------------------------------
 
@@ -663,11 +720,19 @@ class Study:
                                  "continuing would leave it incomplete: restore the file, or start a new study")
 
     def _write_best(self, position, config, fitness, test_accuracy, rounds_run, compile_seconds,
-                    status) -> None:
+                    status, test_metrics=None) -> None:
+        objective = None if self.task is None else self.task.objective
+        task = {} if objective is None else {  # the fitness is the objective, negated when minimized
+            "fitness": objective.metric if objective.direction == "max" else f"-{objective.metric}",
+            "objective": objective._asdict(),
+            "best_value": None if fitness is None else fitness if objective.direction == "max" else -fitness,
+            "test_metrics": test_metrics, "programs": {"compiled": self.engine.stats["compiles"],
+                                                       "signatures": [dict(sig) for sig in self.engine.stats["signatures"]]}}
         results.write_json(self.out_dir / results.BEST, {
             "status": status, "best_config": config, "best_fitness": fitness, "fitness": self.config.fitness,
             "hyperparameters": self.trained_with(position), "test_accuracy": test_accuracy,
-            "rounds_run": rounds_run, "position": position.tolist(), "compile_seconds": compile_seconds})
+            "rounds_run": rounds_run, "position": position.tolist(), "compile_seconds": compile_seconds,
+            **task})  # a task's "fitness" replaces the config's
         results.write_csv(self.out_dir / results.EVALUATIONS, self.out_dir / results.CSV)
         results.plot(self.out_dir)
 
@@ -692,6 +757,9 @@ class Study:
         family and `optim` fill in (e.g. the Adam that a space without an
         optimizer choice trains with, its momentum and learning-rate decay).
         """
+        if self.task is not None:  # what the space tunes; the task's own code holds the rest
+            return {**self.space.to_python(np.asarray(position_D, np.float32)), "epochs": self.config.epochs,
+                    "batch_size": self.task.batch_size}
         arch, hp = self.program.hparams(jnp.asarray(position_D, jnp.float32))
         hp = jax.tree.map(np.asarray, hp)
         return {**self.family.arch_to_python(jax.tree.map(np.asarray, arch)),
@@ -715,6 +783,7 @@ class Study:
             **({} if self.config.schedule in ("none", "pbt") else
                {"rungs": self.last_rungs["rungs"], "survivors": self.last_rungs["survivors"]}),
             **({"exploits": self.last_pbt["exploits"]} if self.config.schedule == "pbt" else {}),
+            **({} if self.task is None else {"programs_compiled": self.engine.stats["compiles"]}),
         }
 
     def _checkpoint_tree(self, state, warm: Warm | None, stale=0, best_seen=-np.inf):
@@ -739,12 +808,17 @@ class Study:
         pbt = self.config.schedule == "pbt"
         pos = np.asarray(self.last_pbt["positions"] if pbt else positions)  # PBT: where each member ended
         for i in range(self.config.swarm_size):
+            if isinstance(metrics, TaskMetrics):  # your task's metrics, by name
+                measured = {"metrics": {name: float(v[i]) for name, v in metrics.values.items()}}
+            else:
+                measured = {"val_accuracy": float(metrics.val_accuracy[i]),
+                            "best_val_accuracy": float(metrics.best_val_accuracy[i]),
+                            "val_loss": float(metrics.val_loss[i])}
             rows.append({
                 "round": r, "particle": i, "config": self.space.to_python(pos[i]),
-                "fitness": float(metrics.fitness[i]), "val_accuracy": float(metrics.val_accuracy[i]),
-                "best_val_accuracy": float(metrics.best_val_accuracy[i]),
-                "val_loss": float(metrics.val_loss[i]), "diverged": bool(metrics.diverged[i]),
-                "fold_fitness": np.asarray(metrics.fold_fitness[i]).tolist(),
+                "fitness": float(metrics.fitness[i]), **measured, "diverged": bool(metrics.diverged[i]),
+                **({} if isinstance(metrics, TaskMetrics) else
+                   {"fold_fitness": np.asarray(metrics.fold_fitness[i]).tolist()}),
                 "seconds": seconds / self.config.swarm_size,
                 "position": dict(zip(self.space.dim_names, pos[i].tolist())),
             })
@@ -787,7 +861,8 @@ class Study:
             if not resume:
                 results.write_json(out / results.STUDY, {
                     **self._record(), "settings": self.settings,
-                    "layout": {"name": self.layout.name, "reason": self.layout_reason},
+                    "layout": {"name": "task" if self.layout is None else self.layout.name,
+                               "reason": self.layout_reason},
                     "jax": jax.__version__, "devices": [str(d) for d in jax.devices()]})
         except BaseException:
             if lock is not None:
@@ -797,6 +872,11 @@ class Study:
 
     def _record(self) -> dict:
         """What study.json records of this study (before the layout's choice and the machine's)."""
+        if self.task is not None:
+            return {"config": dataclasses.asdict(self.config), "dataset": "task",
+                    "data_source": (self.settings or {}).get("task"), "data_digest": data_digest(self.task.data),
+                    "space": repr(self.space), "objective": self.task.objective._asdict(),
+                    "batch_size": self.task.batch_size}
         return {"config": dataclasses.asdict(self.config), "dataset": self.dataset.name,
                 "data_source": self.dataset.origin, "data_digest": _digest(self.dataset), "space": repr(self.space),
                 "train": self.train_config._asdict()}
@@ -839,6 +919,51 @@ class Study:
                   f"round max {round_max}  diverged {s['diverged']}  {s['seconds']:.1f}s  | {cfg}")
 
 
+def _check_task_config(config: StudyConfig) -> None:
+    """Refuses the settings a study of your own task does not serve yet, in one line each."""
+    if config.fitness != "accuracy":
+        raise ValueError(f"fitness {config.fitness!r}: a task's fitness is its objective (Task.objective)")
+    for name, value, default in (("mode", config.mode, "fresh"), ("folds", config.folds, 1),
+                                 ("layout", config.layout, DEFAULT_LAYOUT)):
+        if value != default:
+            raise ValueError(f"{name} {value!r} is not available for your own task yet (it takes {name} {default!r})")
+
+
+def _task_program(engine, description: str) -> SwarmProgram:
+    """A task engine as the study's round calls a layout's program. Its states are a list of the members'
+    own (opaque, each its static group's shapes); None marks a member that starts fresh at the span."""
+    def run(keys_S, positions_SxD, data, state=None, keep_S=None):
+        return span(keys_S, positions_SxD, data, None, 0, engine.epochs)[0], None
+
+    def span(keys_S, positions_SxD, data, states, start, num_epochs, shuffle_key=None):
+        S = len(positions_SxD)
+        states = [None] * S if states is None else states
+        fresh = np.array([st is None for st in states])
+        fitness, values, final = np.zeros(S, np.float32), {}, [None] * S
+        for part in (np.flatnonzero(fresh), np.flatnonzero(~fresh)):  # new members, then continuing ones
+            if len(part):
+                result = engine.train(keys_S[part], np.asarray(positions_SxD)[part],
+                                      None if fresh[part[0]] else [states[m] for m in part], num_epochs)
+                fitness[part] = result.fitness
+                for name, v in result.metrics.items():
+                    values.setdefault(name, np.zeros(S, np.float32))[part] = v
+                for j, m in enumerate(part):
+                    final[m] = result.states[j]
+        return TaskMetrics(fitness, ~np.isfinite(fitness), values), final
+
+    def unavailable(*_args, **_kwargs):
+        raise NotImplementedError("a task's swarm keeps no warm weights between rounds")
+
+    return SwarmProgram(compile=lambda *a: 0.0, run=run, place=lambda data: data, init_state=unavailable,
+                        unpad=unavailable, describe=lambda S: description, hparams=unavailable,
+                        start_span=lambda keys_S, positions_SxD, data, *_: [None] * len(positions_SxD), span=span)
+
+
+def _take_members(states, index):
+    """The members at `index` of a span's states: stacked (a layout's) or a list (a task's)."""
+    return [states[i] for i in index] if isinstance(states, list) else train.take_members(states, index)
+
+
 def _kept(warm: Warm, signature: np.ndarray) -> np.ndarray:
     """bool[S]: the members whose warm weights belong to the architecture they now decode to (`signature`)."""
     if warm.signature is None:
@@ -878,8 +1003,13 @@ def tune(space: SearchSpace | None, dataset: Dataset, *, out_dir=None, progress=
          resume=False, **config) -> StudyResult:
     """Runs a PSO study in one call: `tune(space, dataset, swarm_size=16, rounds=8, ...)`.
 
-    Keyword arguments are `StudyConfig` fields; `space=None` uses `models.mlp_space()`.
+    `dataset` is a `data.Dataset` for the built-in networks or your own `task.Task`. Keyword arguments are
+    `StudyConfig` fields; `space=None` uses the task's space, or `models.mlp_space()`.
     """
+    if space is None and isinstance(dataset, Task):
+        if dataset.space is None:
+            raise ValueError("tune(None, task): give the space to search, or set the task's space (Task.space)")
+        space = dataset.space
     study = Study(space or mlp_space(), dataset, StudyConfig(**config), out_dir, progress)
     return study.run(resume=resume)
 

@@ -40,6 +40,10 @@ Example:
 from __future__ import annotations
 
 import functools
+import hashlib
+import importlib
+import os
+import sys
 from collections.abc import Callable
 from typing import Any, NamedTuple
 
@@ -52,7 +56,7 @@ from jaxswarm.space import Choice, Fixed, Float, Int, SearchSpace
 
 __all__ = ["Objective", "Trainable", "Builder", "TaskData", "Task", "SupervisedState", "supervised",
            "softmax_loss", "classification_metrics", "mse_loss", "regression_metrics", "default_optimizer",
-           "static_names", "run_member", "SwarmResult", "Engine", "make_engine", "MAX_STATIC_VALUES"]
+           "static_names", "run_member", "joined", "data_digest", "predictor", "fit_winner", "TaskMetrics", "load_task", "SwarmResult", "Engine", "make_engine", "MAX_STATIC_VALUES"]
 
 # A static Int compiles a program per value it takes: past this many values, bucket it or trace it.
 MAX_STATIC_VALUES = 32
@@ -88,10 +92,22 @@ Builder = Callable[[dict], Trainable]  # a member's static hyperparameters -> it
 
 class TaskData(NamedTuple):
     """A supervised task's data: pytrees of arrays (dicts of images, sequences, targets) with a leading
-    example axis of one length within each split."""
+    example axis of one length within each split. A study trains its members on ``train``, scores them on
+    ``val``, and retrains its winner on both, scored on ``test`` (None: the winner trains unscored)."""
 
     train: Any
     val: Any
+    test: Any = None
+
+    @classmethod
+    def from_dataset(cls, dataset) -> TaskData:
+        """A `data.Dataset`'s splits as ``{"x": images [N, H, W, C], "y": labels}`` batches (no test split when it
+        has no test rows)."""
+        def split(x, y):
+            return {"x": np.asarray(x), "y": np.asarray(y)}
+
+        test = split(dataset.x_test, dataset.y_test) if len(dataset.y_test) else None
+        return cls(split(dataset.x_train, dataset.y_train), split(dataset.x_val, dataset.y_val), test)
 
 
 class Task(NamedTuple):
@@ -107,9 +123,12 @@ class Task(NamedTuple):
         data: `TaskData`.
         optimizer: ``optimizer(hp) -> optax.GradientTransformation``, built inside the member's
             program so its float hyperparameters are traced.
-        batch_size: training minibatch size (capped at the training rows).
+        batch_size: training minibatch size, capped at the training rows (None: a study's
+            ``batch_size``; 64 outside a study).
         inputs: ``inputs(batch) -> model inputs`` (default: ``batch["x"]``).
         eval_batch_size: validation chunk size.
+        space: the `SearchSpace` a study of this task searches when it is given none (the command
+            line's ``--task``).
     """
 
     model: Callable
@@ -118,9 +137,35 @@ class Task(NamedTuple):
     objective: Objective
     data: TaskData
     optimizer: Callable | None = None
-    batch_size: int = 128
+    batch_size: int | None = None
     inputs: Callable | None = None
     eval_batch_size: int = 1024
+    space: SearchSpace | None = None
+
+
+def load_task(path: str) -> Task:
+    """The `Task` at ``module:attribute`` (an import path, as uvicorn takes an app): the attribute is a Task or
+    a function of no arguments returning one. The current folder is importable, as it is for ``python -c``.
+
+    Raises:
+        ValueError: one line when the path is malformed, does not import, or names no Task.
+    """
+    module, _, attribute = str(path).partition(":")
+    if not module or not attribute:
+        raise ValueError(f"a task is named module:attribute (e.g. mytasks:task), got {path!r}")
+    if os.getcwd() not in sys.path and "" not in sys.path:
+        sys.path.insert(0, os.getcwd())
+    try:
+        obj = getattr(importlib.import_module(module), attribute)
+    except ImportError as e:
+        raise ValueError(f"cannot import {module!r} for task {path!r}: {e}") from None
+    except AttributeError:
+        raise ValueError(f"module {module!r} has no attribute {attribute!r} (task {path!r})") from None
+    if callable(obj) and not isinstance(obj, Task):
+        obj = obj()
+    if not isinstance(obj, Task):
+        raise ValueError(f"{path!r} is a {type(obj).__name__}, not a jaxswarm Task")
+    return obj
 
 
 def softmax_loss(logits, batch) -> jax.Array:
@@ -174,6 +219,39 @@ def _take(tree, idx):
     return jax.tree.map(lambda a: a[idx], tree)
 
 
+def joined(a, b):
+    """The examples of two data pytrees of the same structure, one after the other (e.g. train + val)."""
+    return jax.tree.map(lambda x, y: np.concatenate([np.asarray(x), np.asarray(y)]), a, b)
+
+
+def data_digest(data: TaskData) -> str:
+    """A short fingerprint of a task's splits (structure, shapes, dtypes and bytes): other data resumes nothing."""
+    h = hashlib.blake2b(digest_size=8)
+    for split in data:
+        leaves, treedef = jax.tree.flatten(split)
+        h.update(str(treedef).encode())
+        for a in leaves:
+            a = np.ascontiguousarray(a)
+            h.update(str((a.shape, a.dtype.str)).encode())
+            h.update(a.data)
+    return h.hexdigest()
+
+
+def _apply(module, params, collections, x, hp, train: bool, key=None):
+    """`module` on inputs `x`: training, ``(outputs, updated collections)``; evaluating, ``(outputs, collections)``."""
+    mutable = [name for name in collections] if train else False
+    rngs = {"dropout": key} if key is not None else {}
+    out = module.apply({"params": params, **collections}, x, hp, train, rngs=rngs, mutable=mutable)
+    return out if train else (out, collections)
+
+
+def predictor(task: Task, static: dict) -> Callable:
+    """``(state, hp, batch) -> outputs``: a trained member of `task` at `static` on a batch (as the data's leaves),
+    evaluating (no dropout), jitted."""
+    module, inputs = task.model(static), task.inputs or (lambda b: b["x"])
+    return jax.jit(lambda state, hp, batch: _apply(module, state.params, state.collections, inputs(batch), hp, False)[0])
+
+
 def supervised(task: Task) -> Builder:
     """The trainable of each member of `task` (see `Task`), as a `Builder` of static hyperparameters.
 
@@ -181,8 +259,8 @@ def supervised(task: Task) -> Builder:
     epoch e shuffles and drops out with ``fold_in(key, e)``, so two spans of epochs train as one.
     """
     n_train, n_val = _rows(task.data.train), _rows(task.data.val)
-    train_data, val_data = (jax.tree.map(jnp.asarray, d) for d in task.data)  # on the device once
-    batch = min(int(task.batch_size), n_train)
+    train_data, val_data = (jax.tree.map(jnp.asarray, d) for d in task.data[:2])  # on the device once
+    batch = min(int(task.batch_size or 64), n_train)
     steps = n_train // batch
     chunk = min(int(task.eval_batch_size), n_val)
     inputs = task.inputs or (lambda b: b["x"])
@@ -190,12 +268,7 @@ def supervised(task: Task) -> Builder:
 
     def build(static: dict) -> Trainable:
         module = task.model(static)
-
-        def apply(params, collections, x, hp, train: bool, key=None):
-            mutable = [name for name in collections] if train else False
-            rngs = {"dropout": key} if key is not None else {}
-            out = module.apply({"params": params, **collections}, x, hp, train, rngs=rngs, mutable=mutable)
-            return out if train else (out, collections)
+        apply = functools.partial(_apply, module)
 
         def init(key, hp) -> SupervisedState:
             k_params, k_dropout = jax.random.split(key)
@@ -283,6 +356,24 @@ def run_member(trainable: Trainable, key, hp, state=None, *, epochs: int):
     return state, trainable.evaluate(state, hp)
 
 
+def fit_winner(task: Task, static: dict, hp: dict, key, epochs: int):
+    """A study's winner retrained alone on train + val for `epochs`: ``(state, test metrics or None)``, the metrics
+    those of ``task.data.test`` (None when the task has no test split)."""
+    train, val, test = task.data
+    data = TaskData(joined(train, val), val if test is None else test)
+    trainable = supervised(task._replace(data=data))(static)
+    state, metrics = jax.jit(functools.partial(run_member, trainable, epochs=int(epochs)))(key, hp)
+    return state, None if test is None else {name: float(v) for name, v in metrics.items()}
+
+
+class TaskMetrics(NamedTuple):
+    """A Study's view of one round of a task's swarm (per member)."""
+
+    fitness: np.ndarray  # f32[S]: the objective, larger is better, -inf where not finite
+    diverged: np.ndarray  # bool[S]: the objective is not finite
+    values: dict  # {metric name: f32[S]}
+
+
 class SwarmResult(NamedTuple):
     """One swarm's training: per member, in the members' order."""
 
@@ -301,12 +392,14 @@ class Engine(NamedTuple):
         hyperparameters: ``(position_D) -> (static dict, traced hp dict)``: what one member's builder
             and trainable get (e.g. to retrain a winner alone).
         stats: {"compiles": programs traced so far, "signatures": the static values seen}.
+        epochs: the epochs a call trains unless it says otherwise.
     """
 
     train: Callable
     groups: Callable
     hyperparameters: Callable
     stats: dict
+    epochs: int
 
 
 def _calls(idx: np.ndarray, group_size: int) -> list[np.ndarray]:
@@ -402,4 +495,4 @@ def make_engine(build: Builder, space: SearchSpace, epochs: int, objective: Obje
         fitness = np.asarray(objective.fitness(metrics))
         return SwarmResult(metrics, fitness, final)
 
-    return Engine(train, groups, hyperparameters, stats)
+    return Engine(train, groups, hyperparameters, stats, int(epochs))

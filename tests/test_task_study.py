@@ -1,0 +1,223 @@
+"""A study of your own Task: the record, the compile count, resume, the saved winner, the command line."""
+
+import json
+import subprocess
+import sys
+import textwrap
+
+import numpy as np
+import pytest
+
+from jaxswarm import cli, results, schedules
+from jaxswarm.saved import ModelError, TaskModel, load_model
+from jaxswarm.study import Study, StudyConfig, StudyError, initial_state, round_keys, tune
+from jaxswarm.task import load_task
+
+# A task module as a user writes one: a Flax regression MLP of static width, data with a test split.
+TASK_MODULE = textwrap.dedent('''
+    import flax.linen as nn
+    import numpy as np
+    from jaxswarm import task as tk
+    from jaxswarm.space import Choice, Float, SearchSpace
+
+    class Net(nn.Module):
+        width: int
+
+        @nn.compact
+        def __call__(self, x, hp, train):
+            return nn.Dense(1)(nn.relu(nn.Dense(self.width)(x)))[:, 0]
+
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(200, 4)).astype(np.float32)
+    y = (x @ np.array([1.0, -2.0, 0.5, 0.0], np.float32)).astype(np.float32)
+    WIDTHS = [4, 8, 16]
+    task = tk.Task(lambda s: Net(s["width"]), tk.mse_loss, tk.regression_metrics, tk.Objective("mse", "min"),
+                   tk.TaskData({"x": x[:120], "y": y[:120]}, {"x": x[120:160], "y": y[120:160]},
+                               {"x": x[160:], "y": y[160:]}),
+                   batch_size=32,
+                   space=SearchSpace({"width": Choice(WIDTHS), "learning_rate": Float(1e-3, 1e-1, log=True)}))
+''')
+
+
+@pytest.fixture
+def mytask(tmp_path, monkeypatch):
+    """The module `mytask` in a folder of its own, importable here and by a process started there."""
+    folder = tmp_path / "code"
+    folder.mkdir()
+    (folder / "mytask.py").write_text(TASK_MODULE)
+    monkeypatch.syspath_prepend(str(folder))
+    monkeypatch.delitem(sys.modules, "mytask", raising=False)
+    return folder
+
+
+def _study(out, **kw):
+    task = load_task("mytask:task")
+    cfg = {"swarm_size": 4, "rounds": 3, "epochs": 2, **kw}
+    return Study(task.space, task, StudyConfig(**cfg), out, progress=False)
+
+
+def test_task_study_records_its_metrics_and_minimizes_its_objective(mytask, tmp_path):
+    task = load_task("mytask:task")
+    result = tune(None, task, swarm_size=4, rounds=3, epochs=2, out_dir=tmp_path / "r", progress=False)
+    rows = results.read_jsonl(tmp_path / "r" / results.EVALUATIONS)
+    assert len(rows) == 12 and all(set(r["metrics"]) == {"mse", "mae"} for r in rows)
+    assert all(r["fitness"] == pytest.approx(-r["metrics"]["mse"]) for r in rows)  # minimized: fitness is -mse
+    best = json.loads((tmp_path / "r" / results.BEST).read_text())
+    assert best["objective"] == {"metric": "mse", "direction": "min"}
+    assert best["best_value"] == pytest.approx(min(r["metrics"]["mse"] for r in rows))
+    assert result.best_fitness == pytest.approx(-best["best_value"])
+    assert set(result.test_metrics) == {"test_mse", "test_mae"} and best["test_metrics"] == result.test_metrics
+    assert isinstance(result.model, TaskModel)
+
+
+def test_each_static_signature_compiles_once_through_the_study(mytask, tmp_path):
+    """One member per program call (chunk_size 1): after round r the study has compiled exactly one program per
+    width its swarm has visited; floats move every round and compile nothing."""
+    _study(tmp_path / "r", rounds=4, chunk_size=1).run()
+    rows = results.read_jsonl(tmp_path / "r" / results.EVALUATIONS)
+    rounds = results.read_jsonl(tmp_path / "r" / results.ROUNDS)
+    for summary in rounds:
+        seen = {r["config"]["width"] for r in rows if r["round"] <= summary["round"]}
+        assert summary["programs_compiled"] == len(seen), summary
+    lrs = {r["round"]: r["config"]["learning_rate"] for r in rows if r["particle"] == 0}
+    assert len(set(lrs.values())) > 1  # the floats did move
+
+
+def test_a_killed_task_study_resumes_to_the_uninterrupted_result(mytask, tmp_path):
+    _study(tmp_path / "whole", rounds=4).run()
+
+    def kill_after_round_1(summary):
+        if summary["round"] == 1:
+            raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        _study(tmp_path / "killed", rounds=4).run(on_round=kill_after_round_1)
+    resumed = []
+    _study(tmp_path / "killed", rounds=4).run(resume=True, on_round=lambda s: resumed.append(s["round"]))
+    assert resumed == [2, 3]  # from its checkpoint, not from the start
+
+    def record(name):
+        rows = results.read_jsonl(tmp_path / name / results.EVALUATIONS)
+        return [{k: v for k, v in r.items() if k != "seconds"} for r in rows]
+
+    assert record("killed") == record("whole")
+    best = [json.loads((tmp_path / n / results.BEST).read_text()) for n in ("whole", "killed")]
+    assert best[0]["best_config"] == best[1]["best_config"] and best[0]["test_metrics"] == best[1]["test_metrics"]
+
+
+def test_a_task_study_resumes_only_on_its_own_data(mytask, tmp_path):
+    def stop(summary):
+        raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        _study(tmp_path / "r").run(on_round=stop)
+    task = load_task("mytask:task")
+    other = task._replace(data=task.data._replace(val={k: v[::-1] for k, v in task.data.val.items()}))
+    with pytest.raises(StudyError, match="data_digest"):
+        Study(task.space, other, StudyConfig(swarm_size=4, rounds=3, epochs=2), tmp_path / "r",
+              progress=False).run(resume=True)
+
+
+@pytest.mark.parametrize("setting", [{"mode": "warm"}, {"folds": 3}, {"layout": "masked"}, {"fitness": "loss"}])
+def test_a_task_study_refuses_what_it_does_not_serve_yet(mytask, setting):
+    with pytest.raises(ValueError, match="task"):
+        _study(None, **setting)
+
+
+def test_a_saved_task_winner_predicts_in_a_fresh_process_what_it_predicted_in_the_study(mytask, tmp_path):
+    task = load_task("mytask:task")
+    result = tune(None, task, swarm_size=4, rounds=2, epochs=2, out_dir=tmp_path / "r", progress=False)
+    x = task.data.test["x"]
+    np.save(tmp_path / "x.npy", x)
+    script = ("import numpy as np, jaxswarm\nfrom jaxswarm.task import load_task\n"
+              f"m = jaxswarm.load_model({str(tmp_path / 'r')!r}, task=load_task('mytask:task'))\n"
+              f"np.save({str(tmp_path / 'y.npy')!r}, m.predict({{'x': np.load({str(tmp_path / 'x.npy')!r})}}))\n")
+    subprocess.run([sys.executable, "-c", script], cwd=mytask, check=True)
+    expected = result.model.predict({"x": x})
+    np.testing.assert_array_equal(np.load(tmp_path / "y.npy"), expected)
+    assert float(np.mean((expected - task.data.test["y"]) ** 2)) == pytest.approx(result.test_metrics["test_mse"],
+                                                                                 rel=1e-5)
+
+
+def test_a_task_model_loads_only_with_its_task(mytask, tmp_path):
+    task = load_task("mytask:task")
+    tune(None, task, swarm_size=4, rounds=1, epochs=1, out_dir=tmp_path / "r", progress=False)
+    with pytest.raises(ModelError, match="load_model\\(dir, task="):
+        load_model(tmp_path / "r")  # from Python no import path is recorded
+    narrow = task._replace(model=lambda s: task.model({"width": 2}))  # another network: its weights do not fit
+    with pytest.raises(ModelError, match="does not fit"):
+        load_model(tmp_path / "r", task=narrow)
+    spec = tmp_path / "r" / "model" / "model.json"
+    spec.write_text(json.dumps({**json.loads(spec.read_text()), "format": 99}))
+    with pytest.raises(ModelError, match="format 99"):
+        load_model(tmp_path / "r", task=task)
+
+
+def test_the_command_line_runs_shows_and_resumes_a_task(mytask, tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(mytask)  # where the user's module is, as for `python -m`
+
+    def jaxswarm(*args):
+        code = cli.main(list(args))
+        out, err = capsys.readouterr()
+        return code, out, err
+
+    out = tmp_path / "r"
+    code, _, err = jaxswarm("run", "--task", "mytask:task", "--swarm-size", "4", "--rounds", "2", "--epochs", "2",
+                            "--out", str(out), "--quiet")
+    assert code == 0, err
+    assert json.loads((out / results.STUDY).read_text())["settings"]["task"] == "mytask:task"
+    monkeypatch.delitem(sys.modules, "mytask")  # show imports the recorded task path again
+    code, shown, _ = jaxswarm("show", str(out))
+    assert code == 0 and "best mse (min)" in shown and "static width=" in shown
+    code, _, err = jaxswarm("run", "--resume", str(out), "--quiet")  # finished: nothing to train
+    assert code == 0, err
+    code, _, err = jaxswarm("run", "--task", "mytask:task", "--units", "4", "8")
+    assert code == 2 and err.count("\n") == 1 and "units" in err
+    code, _, err = jaxswarm("run", "--task", "mytask:nothing")
+    assert code == 2 and "no attribute 'nothing'" in err
+
+
+def _start(study):
+    """Round 0's member keys and the positions the strategy asks first."""
+    state = initial_state(study.key, study.strategy, study.config.init, study.config.swarm_size,
+                          study.space.num_dims)
+    return round_keys(study.key, 0, study.config.swarm_size)[0], np.asarray(study.strategy.ask(state))
+
+
+def _close(row_metrics, result, j=0):
+    for name, value in row_metrics.items():
+        np.testing.assert_allclose(value, result.metrics[name][j], rtol=1e-5, atol=1e-6)
+
+
+def test_successive_halving_on_a_task_continues_each_member_as_one_straight_run(mytask, tmp_path):
+    """A member that reached the top rung trained 1, then 2, then 4 epochs from its own state: its metrics equal
+    4 epochs in one go (vmapped and single programs may differ by float32 ulps, a restart by far more)."""
+    study = _study(tmp_path / "r", rounds=1, epochs=4, schedule="sha", eta=2, min_epochs=1)
+    study.run()
+    rows = results.read_jsonl(tmp_path / "r" / results.EVALUATIONS)
+    assert sorted(r["epochs"] for r in rows) == [1, 1, 2, 4]
+    keys, positions = _start(study)
+    (top,) = [r for r in rows if r["epochs"] == 4]
+    i = top["particle"]
+    _close(top["metrics"], study.engine.train(keys[np.array([i])], positions[[i]], n_epochs=4))
+
+
+def test_pbt_on_a_task_copies_the_source_state_exactly_and_trains_on_with_its_own_keys(mytask, tmp_path):
+    study = _study(tmp_path / "r", rounds=1, epochs=4, schedule="pbt", pbt_interval=2, pbt_fraction=0.25)
+    study.run()
+    rows = results.read_jsonl(tmp_path / "r" / results.EVALUATIONS)
+    (copier,) = [r for r in rows if r["copied_from"]]
+    assert copier["copied_from"][0][0] == 2
+    i, j = copier["particle"], copier["copied_from"][0][1]
+    keys, positions = _start(study)
+    source = study.engine.train(keys[np.array([j])], positions[[j]], n_epochs=2)  # the source's state at the exploit
+    moved = np.array([[copier["position"][n] for n in study.space.dim_names]], np.float32)
+    assert not np.allclose(moved, positions[[i]])  # it went on from a moved position
+    _close(copier["metrics"], study.engine.train(keys[np.array([i])], moved, states=source.states, n_epochs=2))
+
+
+def test_a_lower_rung_ranks_below_every_top_rung_member_whatever_the_objective_s_scale():
+    """A task's fitness is unbounded (minus an MSE of 100): what the strategy is told still puts every member
+    that reached a higher rung above every member that stopped lower."""
+    told = schedules.scores(np.array([-100.0, -1.0, -50.0]), np.array([2, 0, 1]), 2, "unbounded")
+    assert np.argsort(-told).tolist() == [0, 2, 1]
