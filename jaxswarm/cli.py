@@ -52,7 +52,7 @@ from jaxswarm.models import DEFAULT_FAMILY, FAMILIES
 from jaxswarm.models.layers import INIT_SCHEMES
 from jaxswarm.optim import OPTIMIZERS
 from jaxswarm.schedules import SCHEDULES
-from jaxswarm.saved import MODEL_DIR, ModelError, load_model
+from jaxswarm.saved import MODEL_DIR, ModelError, TaskModel, load_model
 from jaxswarm.strategies import OPTUNA_DB, STRATEGIES
 from jaxswarm.study import MODES, Study, StudyConfig, StudyError
 from jaxswarm.train import FITNESS_KINDS
@@ -633,6 +633,8 @@ def predict(args: argparse.Namespace) -> int:
     _check_output(args.output)  # before the work: a bad path fails in a second, in one line
     try:
         model = load_model(args.dir)
+        if isinstance(model, TaskModel):
+            return _predict_task(model, args)
         x = _read_rows(args.input)
         out = model.predict_proba(x) if args.proba else model.predict(x)
     except ModelError as e:
@@ -651,6 +653,43 @@ def predict(args: argparse.Namespace) -> int:
     except OSError as e:
         raise InputError(f"cannot write --output {args.output}: {e.strerror or _one_line(e)}") from None
     print(f"{len(out)} predictions in {args.output}")
+    return 0
+
+
+def _predict_task(model: TaskModel, args: argparse.Namespace) -> int:
+    """`jaxswarm predict` with your own task's model: its module's outputs on the batch --input holds (an .npz's
+    arrays by name, else its rows as ``{"x": rows}``), one row per line or to --output."""
+    if args.proba:
+        raise InputError("--proba applies to the built-in classifiers; a task's model predicts its module's outputs")
+    if args.input.suffix == ".npz" and args.input.is_file():
+        try:
+            with np.load(args.input, allow_pickle=False) as z:
+                batch = {name: z[name] for name in z.files}
+        except (OSError, ValueError) as e:
+            raise InputError(f"cannot read --input {args.input}: {_one_line(e)}") from None
+    else:
+        batch = {"x": _read_rows(args.input)}
+    try:
+        out = model.predict(batch)
+    except Exception as e:  # noqa: BLE001 - the user's module on the user's batch: one line, the cause named
+        raise InputError(f"the task's model cannot predict on --input {args.input} (batch {sorted(batch)}): "
+                         f"{type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}") from None
+    if not isinstance(out, np.ndarray):
+        raise InputError("the task's module returns a pytree, not one array: predict from Python "
+                         "(load_model(dir).predict(batch))")
+    rows = out.reshape(len(out), -1) if out.ndim else out.reshape(1, 1)
+    if args.output is None:
+        for row in rows:
+            print(" ".join(f"{v:.6g}" for v in row))
+        return 0
+    try:
+        if args.output.suffix == ".npy":
+            np.save(args.output, out)
+        else:
+            np.savetxt(args.output, rows, delimiter=",", fmt="%.6g")
+    except OSError as e:
+        raise InputError(f"cannot write --output {args.output}: {e.strerror or _one_line(e)}") from None
+    print(f"{len(rows)} predictions in {args.output}")
     return 0
 
 

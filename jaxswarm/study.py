@@ -79,7 +79,10 @@ RETRAIN_FOLD = 2**30  # fold_in index of the retrain's key
 # mistyped swarm size should fail in a second, not after a compile.
 HUGE_FACTOR = 64
 _INIT_FOLD = -1 % (2**31)  # fold_in index of the initial design's key
-TASK_GROUP_SIZE = 8  # a task's members of one static signature trained together (StudyConfig.chunk_size overrides)
+# A task's members of one static signature trained together off a CPU (StudyConfig.chunk_size overrides). On a CPU,
+# 1: a vmapped group trains faster (4 MLP members 1.35x) but compiles slower (11.7 s against 7.3 s), and in a
+# study of a few rounds the compile weighs more (bench/bench_task.py, bench/NOTES.md).
+TASK_GROUP_SIZE = 8
 
 
 @dataclasses.dataclass
@@ -369,12 +372,12 @@ class Study:
         (`task.make_engine`), the groups' programs compiled as the swarm reaches them."""
         cfg, space = self.config, self.space
         self.task = self.task._replace(batch_size=self.task.batch_size or cfg.batch_size)
-        group_size = cfg.chunk_size or TASK_GROUP_SIZE
+        group_size = cfg.chunk_size or (1 if jax.default_backend() == "cpu" else TASK_GROUP_SIZE)
         self.engine = make_engine(supervised(self.task), space, cfg.epochs, self.task.objective,
                                   group_size=group_size)
         self.layout, self.data = None, None
         self.layout_reason = (f"task: the members of each static signature ({', '.join(static_names(space)) or 'none'})"
-                              f" train {group_size} at a time in one jit(vmap) program, the rest one at a time")
+                              f" train {group_size} at a time in one jit(vmap) program, the rest in calls of powers of two")
         self.program = _task_program(self.engine, self.layout_reason)
         self._log(self.layout_reason)
 

@@ -14,9 +14,9 @@ Two tiers, the lower one for any training loop:
 
 `make_engine` trains a swarm of any builder: the members are grouped by their
 static values and each group trains in a `jax.jit(jax.vmap(...))` program of
-``group_size`` members at a time (the rest one at a time), so a static
-signature compiles at most two programs, reused whenever the swarm comes back
-to it, and changing group sizes compile nothing new.
+``group_size`` members at a time (the rest in calls of powers of two), so a
+static signature compiles at most ``2 + log2(group_size)`` program sizes, each
+reused whenever the swarm comes back to it.
 
 Example:
     >>> import flax.linen as nn, numpy as np, optax
@@ -403,10 +403,17 @@ class Engine(NamedTuple):
 
 
 def _calls(idx: np.ndarray, group_size: int) -> list[np.ndarray]:
-    """A group's members as program calls: `group_size` at a time, the rest one at a time. Two program sizes
-    per static signature, and no member is computed twice (a padded call would repeat some)."""
+    """A group's members as program calls: `group_size` at a time, the rest in calls of the powers of two it
+    sums to (5 -> 4 + 1). A signature compiles at most ``2 + log2(group_size)`` program sizes, each reused;
+    a small group still trains vmapped, and no member is computed twice (a padded call would repeat some)."""
     whole = len(idx) // group_size * group_size
-    return [idx[lo:lo + group_size] for lo in range(0, whole, group_size)] + [idx[m:m + 1] for m in range(whole, len(idx))]
+    calls = [idx[lo:lo + group_size] for lo in range(0, whole, group_size)]
+    rest = idx[whole:]
+    while len(rest):
+        size = 1 << (len(rest).bit_length() - 1)
+        calls.append(rest[:size])
+        rest = rest[size:]
+    return calls
 
 
 def make_engine(build: Builder, space: SearchSpace, epochs: int, objective: Objective,
@@ -422,8 +429,9 @@ def make_engine(build: Builder, space: SearchSpace, epochs: int, objective: Obje
         objective: what `evaluate`'s metrics the fitness is.
         static: the static names (default: every Int and Choice of the space).
         group_size: members of one static signature that train together in one vmapped program; a
-            group's remainder trains one member at a time, so a signature compiles at most two
-            programs (per epoch count). On a CPU a few suffice; an accelerator wants more.
+            group's remainder trains in calls of the powers of two it sums to, so a signature
+            compiles at most ``2 + log2(group_size)`` programs (per epoch count). On a CPU a few
+            suffice; an accelerator wants more.
 
     Returns:
         `Engine`.

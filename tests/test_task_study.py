@@ -171,6 +171,14 @@ def test_the_command_line_runs_shows_and_resumes_a_task(mytask, tmp_path, monkey
     assert code == 0 and "best mse (min)" in shown and "static width=" in shown
     code, _, err = jaxswarm("run", "--resume", str(out), "--quiet")  # finished: nothing to train
     assert code == 0, err
+    x = load_task("mytask:task").data.test["x"]
+    np.save(tmp_path / "x.npy", x)
+    code, _, err = jaxswarm("predict", str(out), "--input", str(tmp_path / "x.npy"), "--output",
+                            str(tmp_path / "y.npy"))
+    assert code == 0, err
+    np.testing.assert_array_equal(np.load(tmp_path / "y.npy"), load_model(out).predict({"x": x}))
+    code, _, err = jaxswarm("predict", str(out), "--input", str(tmp_path / "x.npy"), "--proba")
+    assert code == 2 and "--proba" in err
     code, _, err = jaxswarm("run", "--task", "mytask:task", "--units", "4", "8")
     assert code == 2 and err.count("\n") == 1 and "units" in err
     code, _, err = jaxswarm("run", "--task", "mytask:nothing")
