@@ -3,12 +3,14 @@
 The agent is a `Trainable`, the Task protocol's lower tier: ``init(key, hp) -> state``, ``train(state, hp,
 key, epochs) -> state`` and ``evaluate(state, hp) -> metrics`` over a state of its own (the policy's
 parameters, the optimizer's state, the iterations done). The swarm tunes the learning rate and the
-entropy coefficient (traced) and the policy's width (static: a program per width). Each iteration
+entropy coefficient (traced) and the policy's width (static: a program per width); `js.tune` runs the
+study as it runs one of a supervised Task (`--schedule sha` / `pbt` included). Each iteration
 collects a batch of episodes from vectorized environments and takes one REINFORCE step with a
 return baseline (Williams, 1992); the fitness is the greedy policy's mean episode return.
 
     pip install gymnax six                  # the environment (gymnax imports six without declaring it)
     python examples/agent_cartpole.py       # a few minutes on a small CPU
+    python examples/agent_cartpole.py --schedule pbt      # population-based training inside each round
     python examples/agent_cartpole.py --rounds 1 --swarm-size 2 --iterations 2   # a smoke run
 """
 
@@ -23,7 +25,6 @@ import jax.numpy as jnp
 import optax
 
 import jaxswarm as js
-from jaxswarm.study import initial_state, round_keys
 
 ENVS = 16  # environments stepped side by side per iteration
 STEPS = 200  # steps per environment per iteration (an episode ends and restarts inside them)
@@ -125,30 +126,30 @@ SPACE = js.SearchSpace({
 })
 
 
+# The agent as a study takes it: `js.tune(None, LOOP, ...)`, or `jaxswarm run --task agent_cartpole:LOOP`.
+LOOP = js.TrainingLoop(agent, js.Objective("return", "max"), SPACE,
+                       fingerprint=f"gymnax CartPole-v1, {ENVS} environments x {STEPS} steps, gamma {GAMMA}")
+
+
 def main(argv=None) -> dict:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--swarm-size", type=int, default=8)
     p.add_argument("--rounds", type=int, default=4)
     p.add_argument("--iterations", type=int, default=40, help="training iterations per member and round")
+    p.add_argument("--schedule", default="none", choices=("none", "sha", "hyperband", "pbt"),
+                   help="inside each round: successive halving, Hyperband or population-based training")
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--out", help="results folder (evaluations, best.json, the winner's state)  [none: in memory]")
     args = p.parse_args(argv)
 
-    engine = js.make_engine(agent, SPACE, epochs=args.iterations, objective=js.Objective("return", "max"))
     t0 = time.perf_counter()
-    key = jax.random.key(args.seed)
-    strategy = js.make_strategy("pso", SPACE, args.swarm_size, rounds=args.rounds, seed=args.seed)
-    state = initial_state(key, strategy, "lhs", args.swarm_size, SPACE.num_dims)
-    for r in range(args.rounds):
-        keys, k_tell = round_keys(key, r, args.swarm_size)  # a study's: members' keys and the tell key
-        positions = strategy.ask(state)
-        result = engine.train(keys, positions)
-        state = strategy.tell(k_tell, state, result.fitness)
-        print(f"round {r}: best return {float(strategy.best(state)[1]):.1f}, round median "
-              f"{float(jnp.median(result.metrics['return'])):.1f}  (programs so far: {engine.stats['compiles']})")
-    best_position, best_return = strategy.best(state)
-    config = SPACE.to_python(jax.device_get(best_position))
-    print(f"winner {config}: greedy return {float(best_return):.1f} of 500; {time.perf_counter() - t0:.0f} s")
-    return {"config": config, "best_return": float(best_return)}
+    result = js.tune(None, LOOP, swarm_size=args.swarm_size, rounds=args.rounds, epochs=args.iterations,
+                     schedule=args.schedule, seed=args.seed, out_dir=args.out, progress=False)
+    retrained = result.test_metrics["retrain_return"]
+    print(f"winner {result.best_config}: greedy return {result.best_fitness:.1f} of 500 in the search, "
+          f"{retrained:.1f} after its retrain; {time.perf_counter() - t0:.0f} s")
+    return {"config": result.best_config, "best_return": result.best_fitness, "retrained_return": retrained,
+            "result": result}
 
 
 if __name__ == "__main__":

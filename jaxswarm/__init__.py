@@ -13,7 +13,7 @@ from jaxswarm.pso import PSO, PSOState, make_pso
 from jaxswarm.saved import ModelError, SavedModel, load_model
 from jaxswarm.space import Choice, Fixed, Float, Int, SearchSpace
 from jaxswarm.strategies import STRATEGIES, Strategy, make_strategy, optimize_batches, suggest
-from jaxswarm.task import Objective, Task, TaskData, Trainable, make_engine, supervised
+from jaxswarm.task import Objective, Task, TaskData, Trainable, TrainingLoop, make_engine, supervised
 from jaxswarm.study import Study, StudyConfig, StudyError, StudyResult, load_result, tune
 from jaxswarm.train import Data, Metrics, TrainConfig, make_dense_train, make_train
 from jaxswarm.tuners import TUNERS, BaselineError, BaselineResult, Tuner, run_baseline
@@ -28,5 +28,5 @@ __all__ = [
     "from_arrays", "initial_design", "initialize_distributed", "kfold_indices", "load_dataset", "load_model",
     "load_result", "make_dense_train", "make_pso", "make_strategy", "make_swarm_runner", "make_train", "mlp_space",
     "optimize_batches", "run_baseline", "suggest", "tune",
-    "Objective", "Task", "TaskData", "Trainable", "make_engine", "supervised",
+    "Objective", "Task", "TaskData", "Trainable", "TrainingLoop", "make_engine", "supervised",
 ]

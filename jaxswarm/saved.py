@@ -41,7 +41,7 @@ import numpy as np
 
 from jaxswarm import results
 from jaxswarm.models import FAMILIES, ModelFamily
-from jaxswarm.task import load_task, predictor, supervised
+from jaxswarm.task import Task, builder, load_task, predictor
 
 __all__ = ["ModelError", "SavedModel", "TaskModel", "load_model", "MODEL_DIR", "MODEL_JSON", "VARIABLES", "version"]
 
@@ -387,9 +387,10 @@ def load_model(directory, task=None):
 class TaskModel:
     """Your own task's trained network: the member's static and traced hyperparameters and its training state.
 
-    A study of a `task.Task` returns its retrained winner as one (`StudyResult.model`) and saves it as
-    ``model/`` (model.json: the static and traced hyperparameters, metrics, the task's import path when
-    known; state.msgpack: the `task.SupervisedState`). `load_model(dir, task=task)` reads it back.
+    A study of a `task.Task` (or a `task.TrainingLoop`) returns its retrained winner as one
+    (`StudyResult.model`) and saves it as ``model/`` (model.json: the static and traced hyperparameters,
+    metrics, the task's import path when known; state.msgpack: the `task.SupervisedState`, or the loop's
+    own state). `load_model(dir, task=task)` reads it back; only a Task's model can `predict`.
 
     Args:
         task: the `task.Task` it was trained on.
@@ -412,6 +413,8 @@ class TaskModel:
     def predict(self, batch):
         """The network's outputs on `batch`, evaluating (no dropout): a pytree of arrays shaped as the task's
         data (its inputs taken as `task.Task.inputs` takes them), every row at once."""
+        if not isinstance(self.task, Task):
+            raise ModelError("a training loop's model has no predict: its trained state is .state")
         if self._forward is None:
             self._forward = predictor(self.task, self.static)
         return jax.tree.map(np.asarray, self._forward(self.state, self.hp, batch))
@@ -459,7 +462,7 @@ def _load_task_model(folder: Path, spec: dict, task) -> TaskModel:
     except (KeyError, TypeError, ValueError) as e:
         raise ModelError(f"{folder / MODEL_JSON} lacks a task model's static or traced hyperparameters ({e}); "
                          "save the model again") from None
-    template = jax.eval_shape(lambda: supervised(task)(static).init(jax.random.key(0), hp))
+    template = jax.eval_shape(lambda: builder(task)(static).init(jax.random.key(0), hp))
     restored = _read_blob(folder, TASK_STATE)
     want = jax.tree.map(lambda a: list(a.shape), flax.serialization.to_state_dict(template))
     have = jax.tree.map(lambda a: list(np.shape(a)), restored)

@@ -67,7 +67,8 @@ from jaxswarm.models import family_of, mlp_space
 from jaxswarm.optim import optimizer_names
 from jaxswarm.saved import SavedModel, TaskModel
 from jaxswarm.space import Float, SearchSpace
-from jaxswarm.task import Task, TaskMetrics, data_digest, fit_winner, make_engine, static_names, supervised
+from jaxswarm.task import (Task, TaskMetrics, TrainingLoop, builder, data_digest, fit_winner, make_engine,
+                           run_member, static_names)
 
 __all__ = ["MODES", "StudyConfig", "StudyResult", "StudyError", "Study", "tune", "load_result",
            "round_keys", "initial_state", "retrain_model", "retrain_metrics"]
@@ -315,7 +316,7 @@ class Study:
         self.settings = settings
         self.space, self.dataset, self.config, self.progress = space, dataset, config, progress
         self.out_dir = None if out_dir is None else Path(out_dir).absolute()
-        self.task = dataset if isinstance(dataset, Task) else None
+        self.task = dataset if isinstance(dataset, (Task, TrainingLoop)) else None
         self.family = None if self.task is not None else family_of(space)
         if self.task is not None:
             _check_task_config(config)
@@ -371,9 +372,10 @@ class Study:
         """The engine of a study of your own `task.Task`: its members grouped by their static hyperparameters
         (`task.make_engine`), the groups' programs compiled as the swarm reaches them."""
         cfg, space = self.config, self.space
-        self.task = self.task._replace(batch_size=self.task.batch_size or cfg.batch_size)
+        if isinstance(self.task, Task):
+            self.task = self.task._replace(batch_size=self.task.batch_size or cfg.batch_size)
         group_size = cfg.chunk_size or (1 if jax.default_backend() == "cpu" else TASK_GROUP_SIZE)
-        self.engine = make_engine(supervised(self.task), space, cfg.epochs, self.task.objective,
+        self.engine = make_engine(builder(self.task), space, cfg.epochs, self.task.objective,
                                   group_size=group_size)
         self.layout, self.data = None, None
         self.layout_reason = (f"task: the members of each static signature ({', '.join(static_names(space)) or 'none'})"
@@ -678,8 +680,12 @@ class Study:
         static, hp = self.engine.hyperparameters(position_D)
         self._log(f"retraining {static or 'the winner'} for {epochs} epochs on train + val")
         key = jax.random.fold_in(jax.random.key(self.config.seed), RETRAIN_FOLD)
-        state, test = fit_winner(self.task, static, hp, key, epochs)
-        test = None if test is None else {f"test_{name}": value for name, value in test.items()}
+        if isinstance(self.task, Task):
+            state, test = fit_winner(self.task, static, hp, key, epochs)
+            test = None if test is None else {f"test_{name}": value for name, value in test.items()}
+        else:  # a training loop has no test split: its evaluation after the retrain
+            state, metrics = jax.jit(functools.partial(run_member, self.task.build(static), epochs=epochs))(key, hp)
+            test = {f"retrain_{name}": float(v) for name, v in metrics.items()}
         hyperparameters = {**self.trained_with(position_D), "epochs": epochs}
         return test, TaskModel(self.task, static, hp, state, hyperparameters, test,
                                task_path=(self.settings or {}).get("task"))
@@ -762,7 +768,7 @@ class Study:
         """
         if self.task is not None:  # what the space tunes; the task's own code holds the rest
             return {**self.space.to_python(np.asarray(position_D, np.float32)), "epochs": self.config.epochs,
-                    "batch_size": self.task.batch_size}
+                    **({"batch_size": self.task.batch_size} if isinstance(self.task, Task) else {})}
         arch, hp = self.program.hparams(jnp.asarray(position_D, jnp.float32))
         hp = jax.tree.map(np.asarray, hp)
         return {**self.family.arch_to_python(jax.tree.map(np.asarray, arch)),
@@ -876,10 +882,12 @@ class Study:
     def _record(self) -> dict:
         """What study.json records of this study (before the layout's choice and the machine's)."""
         if self.task is not None:
+            task = self.task
             return {"config": dataclasses.asdict(self.config), "dataset": "task",
-                    "data_source": (self.settings or {}).get("task"), "data_digest": data_digest(self.task.data),
-                    "space": repr(self.space), "objective": self.task.objective._asdict(),
-                    "batch_size": self.task.batch_size}
+                    "data_source": (self.settings or {}).get("task"),
+                    "data_digest": data_digest(task.data) if isinstance(task, Task) else task.fingerprint,
+                    "space": repr(self.space), "objective": task.objective._asdict(),
+                    "batch_size": task.batch_size if isinstance(task, Task) else None}
         return {"config": dataclasses.asdict(self.config), "dataset": self.dataset.name,
                 "data_source": self.dataset.origin, "data_digest": _digest(self.dataset), "space": repr(self.space),
                 "train": self.train_config._asdict()}
@@ -1009,7 +1017,7 @@ def tune(space: SearchSpace | None, dataset: Dataset, *, out_dir=None, progress=
     `dataset` is a `data.Dataset` for the built-in networks or your own `task.Task`. Keyword arguments are
     `StudyConfig` fields; `space=None` uses the task's space, or `models.mlp_space()`.
     """
-    if space is None and isinstance(dataset, Task):
+    if space is None and isinstance(dataset, (Task, TrainingLoop)):
         if dataset.space is None:
             raise ValueError("tune(None, task): give the space to search, or set the task's space (Task.space)")
         space = dataset.space

@@ -56,7 +56,7 @@ from jaxswarm.space import Choice, Fixed, Float, Int, SearchSpace
 
 __all__ = ["Objective", "Trainable", "Builder", "TaskData", "Task", "SupervisedState", "supervised",
            "softmax_loss", "classification_metrics", "mse_loss", "regression_metrics", "default_optimizer",
-           "static_names", "run_member", "joined", "data_digest", "predictor", "fit_winner", "TaskMetrics", "load_task", "SwarmResult", "Engine", "make_engine", "MAX_STATIC_VALUES"]
+           "static_names", "run_member", "joined", "data_digest", "predictor", "fit_winner", "TaskMetrics", "load_task", "TrainingLoop", "builder", "SwarmResult", "Engine", "make_engine", "MAX_STATIC_VALUES"]
 
 # A static Int compiles a program per value it takes: past this many values, bucket it or trace it.
 MAX_STATIC_VALUES = 32
@@ -143,9 +143,35 @@ class Task(NamedTuple):
     space: SearchSpace | None = None
 
 
-def load_task(path: str) -> Task:
-    """The `Task` at ``module:attribute`` (an import path, as uvicorn takes an app): the attribute is a Task or
-    a function of no arguments returning one. The current folder is importable, as it is for ``python -c``.
+class TrainingLoop(NamedTuple):
+    """Your own training loop (the lower tier: reinforcement learning, anything not supervised) as a study
+    takes it: `tune(space, loop)` and ``jaxswarm run --task`` serve it as they serve a `Task`.
+
+    Its winner retrains from fresh (``init``, ``epochs`` of ``train``) and is scored by ``evaluate``;
+    there is no test split and no ``predict``: the saved model is its state.
+
+    Attributes:
+        build: ``static dict -> Trainable`` (the `Builder` that `make_engine` takes).
+        objective: the metric of ``evaluate`` the swarm optimizes.
+        space: the `SearchSpace` a study searches when given none.
+        fingerprint: a string naming what the loop trains on (an environment and its settings): a study
+            resumes only with the same one (study.json records it).
+    """
+
+    build: Callable
+    objective: Objective
+    space: SearchSpace | None = None
+    fingerprint: str = ""
+
+
+def builder(problem) -> Builder:
+    """The `Builder` of a `Task` (`supervised`) or a `TrainingLoop` (its own)."""
+    return problem.build if isinstance(problem, TrainingLoop) else supervised(problem)
+
+
+def load_task(path: str):
+    """The `Task` or `TrainingLoop` at ``module:attribute`` (an import path, as uvicorn takes an app): the
+    attribute is one, or a function of no arguments returning one. The current folder is importable, as it is for ``python -c``.
 
     Raises:
         ValueError: one line when the path is malformed, does not import, or names no Task.
@@ -161,10 +187,10 @@ def load_task(path: str) -> Task:
         raise ValueError(f"cannot import {module!r} for task {path!r}: {e}") from None
     except AttributeError:
         raise ValueError(f"module {module!r} has no attribute {attribute!r} (task {path!r})") from None
-    if callable(obj) and not isinstance(obj, Task):
+    if callable(obj) and not isinstance(obj, (Task, TrainingLoop)):
         obj = obj()
-    if not isinstance(obj, Task):
-        raise ValueError(f"{path!r} is a {type(obj).__name__}, not a jaxswarm Task")
+    if not isinstance(obj, (Task, TrainingLoop)):
+        raise ValueError(f"{path!r} is a {type(obj).__name__}, not a jaxswarm Task or TrainingLoop")
     return obj
 
 

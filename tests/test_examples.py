@@ -48,3 +48,14 @@ def test_agent_members_equal_the_agent_trained_alone():
                      result.states[m].params, state.params)
         assert int(result.states[m].iteration) == 2
         np.testing.assert_allclose(result.metrics["return"][m], metrics["return"], rtol=1e-5)
+
+
+@pytest.mark.slow  # ~1 min: the agent's programs compile for every rung and span
+@pytest.mark.parametrize("schedule", ["sha", "pbt"])
+def test_agent_example_runs_under_a_schedule(schedule, capsys):
+    """The lower tier under `tune`: successive halving and PBT run on the agent, its winner retrained."""
+    pytest.importorskip("gymnax")
+    out = _load("agent_cartpole").main(["--rounds", "1", "--swarm-size", "4", "--iterations", "4",
+                                        "--schedule", schedule])
+    assert np.isfinite(out["best_return"]) and np.isfinite(out["retrained_return"])
+    assert out["result"].rounds_run == 1 and "after its retrain" in capsys.readouterr().out

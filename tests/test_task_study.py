@@ -5,11 +5,16 @@ import subprocess
 import sys
 import textwrap
 
+import jax
+import jax.numpy as jnp
 import numpy as np
 import pytest
 
+import jaxswarm as js
+
 from jaxswarm import cli, results, schedules
 from jaxswarm.saved import ModelError, TaskModel, load_model
+from jaxswarm.space import Choice, Float, SearchSpace
 from jaxswarm.study import Study, StudyConfig, StudyError, initial_state, round_keys, tune
 from jaxswarm.task import load_task
 
@@ -229,3 +234,43 @@ def test_a_lower_rung_ranks_below_every_top_rung_member_whatever_the_objective_s
     that reached a higher rung above every member that stopped lower."""
     told = schedules.scores(np.array([-100.0, -1.0, -50.0]), np.array([2, 0, 1]), 2, "unbounded")
     assert np.argsort(-told).tolist() == [0, 2, 1]
+
+
+def _toy_loop():
+    """The lower tier at its smallest: a noisy gradient descent on |w|^2, its start scaled by a static value."""
+    def build(static):
+        def init(key, hp):
+            return {"w": jax.random.normal(key, (3,)) * static["scale"], "t": jnp.int32(0)}
+
+        def train(state, hp, key, epochs):
+            def epoch(st, _):
+                noise = jax.random.normal(jax.random.fold_in(key, st["t"]), (3,)) * 0.05
+                return {"w": st["w"] - hp["learning_rate"] * (2 * st["w"] + noise), "t": st["t"] + 1}, None
+            return jax.lax.scan(epoch, state, None, length=epochs)[0]
+
+        def evaluate(state, hp):
+            return {"loss": jnp.sum(state["w"] ** 2)}
+
+        return js.Trainable(init, train, evaluate)
+
+    space = SearchSpace({"scale": Choice([1, 2]), "learning_rate": Float(1e-3, 0.3, log=True)})
+    return js.TrainingLoop(build, js.Objective("loss", "min"), space, fingerprint="toy")
+
+
+def test_a_training_loop_runs_pbt_copies_its_state_exactly_and_saves_its_winner(tmp_path):
+    loop = _toy_loop()
+    study = Study(loop.space, loop, StudyConfig(swarm_size=4, rounds=1, epochs=4, schedule="pbt", pbt_interval=2,
+                                                pbt_fraction=0.25), tmp_path / "r", progress=False)
+    result = study.run()
+    rows = results.read_jsonl(tmp_path / "r" / results.EVALUATIONS)
+    (copier,) = [r for r in rows if r["copied_from"]]
+    i, j = copier["particle"], copier["copied_from"][0][1]
+    keys, positions = _start(study)
+    source = study.engine.train(keys[np.array([j])], positions[[j]], n_epochs=2)
+    moved = np.array([[copier["position"][n] for n in study.space.dim_names]], np.float32)
+    _close(copier["metrics"], study.engine.train(keys[np.array([i])], moved, states=source.states, n_epochs=2))
+    assert set(result.test_metrics) == {"retrain_loss"}
+    loaded = load_model(tmp_path / "r", task=loop)
+    jax.tree.map(np.testing.assert_array_equal, loaded.state, result.model.state)
+    with pytest.raises(ModelError, match="no predict"):
+        loaded.predict({"x": np.zeros(1)})
