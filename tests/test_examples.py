@@ -59,3 +59,20 @@ def test_agent_example_runs_under_a_schedule(schedule, capsys):
                                         "--schedule", schedule])
     assert np.isfinite(out["best_return"]) and np.isfinite(out["retrained_return"])
     assert out["result"].rounds_run == 1 and "after its retrain" in capsys.readouterr().out
+
+
+@pytest.mark.slow  # ~20 s: a GRU program per (embed, hidden) pair
+def test_sequence_example_learns_beyond_the_majority_class():
+    out = _load("sequence_gru").main(["--rounds", "1", "--swarm-size", "2", "--epochs", "2"])
+    assert set(out["config"]) == {"embed", "hidden", "learning_rate"}
+    assert out["test_accuracy"] > out["majority"] + 0.05  # the GRU reads the sequence: better than a constant
+
+
+@pytest.mark.slow  # ~30 s: a conv program per width
+def test_cnn_example_runs_on_fashion_mnist():
+    if not Path("/usr/share/datasets/fashion-mnist/train-images-idx3-ubyte.gz").exists():
+        pytest.skip("Fashion-MNIST is not installed (apt-get install dataset-fashion-mnist)")
+    out = _load("cnn_fashion_mnist").main(["--rounds", "1", "--swarm-size", "2", "--epochs", "1",
+                                           "--train-rows", "256"])
+    assert set(out["config"]) == {"width", "learning_rate", "weight_decay", "dropout"}
+    assert out["test_accuracy"] > 0.2  # ten classes: a trained network, not chance
