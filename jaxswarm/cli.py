@@ -46,7 +46,7 @@ import numpy as np
 from jaxswarm import costs, design, execute, results
 from jaxswarm import pso as pso_lib
 from jaxswarm.data import DATASETS, DatasetError, load_dataset
-from jaxswarm.task import load_task
+from jaxswarm.task import TaskError, load_task
 from jaxswarm.layouts import LAYOUT_NAMES, auto
 from jaxswarm.models import DEFAULT_FAMILY, FAMILIES
 from jaxswarm.models.layers import INIT_SCHEMES
@@ -462,6 +462,8 @@ def run(args: argparse.Namespace) -> int:
         result = study.run(resume=args.resume is not None)
     except (StudyError, results.FolderLocked) as e:  # the results folder: not writable, a study's, locked
         raise InputError(e) from None
+    except TaskError as e:  # the task's own code (model, loss, metrics) failed: bad input, one line
+        raise InputError(f"your task failed in the study in {out}: {e}") from None
     except KeyboardInterrupt:  # its checkpoints stay: one line says how to go on, no traceback
         print(f"\njaxswarm: interrupted; the rounds done are saved: continue with `jaxswarm run --resume {out}`",
               file=sys.stderr)

@@ -54,12 +54,17 @@ import optax
 
 from jaxswarm.space import Choice, Fixed, Float, Int, SearchSpace
 
-__all__ = ["Objective", "Trainable", "Builder", "TaskData", "Task", "SupervisedState", "supervised",
+__all__ = ["TaskError", "Objective", "Trainable", "Builder", "TaskData", "Task", "SupervisedState", "supervised",
            "softmax_loss", "classification_metrics", "mse_loss", "regression_metrics", "default_optimizer",
            "static_names", "run_member", "joined", "data_digest", "predictor", "fit_winner", "TaskMetrics", "load_task", "TrainingLoop", "builder", "SwarmResult", "Engine", "make_engine", "MAX_STATIC_VALUES"]
 
 # A static Int compiles a program per value it takes: past this many values, bucket it or trace it.
 MAX_STATIC_VALUES = 32
+
+
+class TaskError(ValueError):
+    """Your task's own code failed for a member (its model, loss or metrics): the message names the member's
+    static hyperparameters and the first line of the cause (chained)."""
 
 
 class Objective(NamedTuple):
@@ -517,11 +522,11 @@ def make_engine(build: Builder, space: SearchSpace, epochs: int, objective: Obje
                     out_states, out_metrics = program(sig, len(part), n_epochs, states is None)(
                         keys_S[part], _take(hp_S, part), part_states)
                 except Exception as e:  # noqa: BLE001 - name the member's static values, keep the cause
-                    raise ValueError(f"the trainable of static hyperparameters {dict(sig)} failed: "
+                    raise TaskError(f"the trainable of static hyperparameters {dict(sig)} failed: "
                                      f"{type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}") from e
                 for name, value in out_metrics.items():
                     if np.ndim(value) != 1:
-                        raise ValueError(f"metric {name!r} must be a scalar per member, got shape "
+                        raise TaskError(f"metric {name!r} must be a scalar per member, got shape "
                                          f"{np.shape(value)[1:]}")
                     metrics.setdefault(name, np.zeros(S, np.float32))[part] = np.asarray(value)
                 for j, m in enumerate(part):

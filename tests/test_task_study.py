@@ -41,6 +41,7 @@ TASK_MODULE = textwrap.dedent('''
                                {"x": x[160:], "y": y[160:]}),
                    batch_size=32,
                    space=SearchSpace({"width": Choice(WIDTHS), "learning_rate": Float(1e-3, 1e-1, log=True)}))
+    per_example_loss = task._replace(loss=lambda outputs, batch: (outputs - batch["y"]) ** 2)  # not a mean
 ''')
 
 
@@ -188,6 +189,10 @@ def test_the_command_line_runs_shows_and_resumes_a_task(mytask, tmp_path, monkey
     assert code == 2 and err.count("\n") == 1 and "units" in err
     code, _, err = jaxswarm("run", "--task", "mytask:nothing")
     assert code == 2 and "no attribute 'nothing'" in err
+    code, _, err = jaxswarm("run", "--task", "mytask:per_example_loss", "--swarm-size", "2", "--rounds", "1",
+                            "--epochs", "1", "--out", str(tmp_path / "bad"), "--quiet")
+    assert code == 2 and err.count("\n") == 1, err
+    assert "static hyperparameters {'width':" in err and "must be a scalar" in err
 
 
 def _start(study):
