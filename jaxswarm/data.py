@@ -344,6 +344,17 @@ def from_arrays(
             f"y has {len(classes)} distinct label(s) {classes.tolist()}; classification needs at least 2"
         )
     y = np.searchsorted(classes, y).astype(np.int32)
+    # One example of a class per split it is drawn into: fewer, and a split lacks it (3 rows split 1/1/1,
+    # and a study then reports a perfect validation score beside a test score of 0).
+    need = 3 if x_test is None and test_fraction > 0 else 2
+    counts = np.bincount(y, minlength=len(classes))
+    if counts.min() < need:
+        short = int(np.argmin(counts))
+        raise DatasetError(
+            f"label {classes[short].item()!r} has {counts[short]} example(s); every class needs at least {need} "
+            f"(one for training, one for validation{', one for test' if need == 3 else ''}): add examples "
+            "or drop the class"
+        )
 
     if x_test is None:
         train_idx, test_idx = _stratified_split(y, test_fraction, np.random.default_rng(_TEST_SEED))

@@ -176,17 +176,20 @@ def test_from_arrays_val_fraction_zero_is_one_line_error():
     _one_line(err)
 
 
-def test_from_arrays_too_few_examples_for_a_validation_split():
-    # Two examples, one held out for test: one left, which cannot be split into train and val.
-    x, y = np.eye(2), np.array([0, 1])
-    for frac, split in ((0.1, "validation"), (0.6, "training")):
-        with pytest.raises(DatasetError, match=rf"^val_fraction={frac} would leave the {split} split of "
-                                               r"'arrays' empty: only 1 example\(s\) .*x_test=") as err:
-            data.from_arrays(x, y, val_fraction=frac)
-        _one_line(err)
-    # With an explicit test set both examples stay for train + val.
+def test_from_arrays_with_a_test_set_needs_two_examples_a_class():
+    # With an explicit test set two examples a class suffice: one for training, one for validation.
+    x, y = np.eye(4), np.array([0, 1, 0, 1])
     ds = data.from_arrays(x, y, x_test=x, y_test=y, val_fraction=0.5)
-    assert (len(ds.y_train), len(ds.y_val)) == (1, 1)
+    assert (len(ds.y_train), len(ds.y_val)) == (2, 2)
+
+
+def test_from_arrays_needs_an_example_of_every_class_for_every_split():
+    """Three rows of two classes split 1/1/1: a study of them reported validation 1.0 beside test 0.0."""
+    with pytest.raises(DatasetError, match=r"^label 1 has 1 example\(s\); every class needs at least 3") as err:
+        data.from_arrays(np.zeros((3, 2)), np.array([0, 1, 0]))
+    _one_line(err)
+    with pytest.raises(DatasetError, match="at least 2 .one for training, one for validation.:"):
+        data.from_arrays(np.zeros((3, 2)), np.array([0, 1, 0]), x_test=np.zeros((1, 2)), y_test=np.array([0]))
 
 
 @pytest.mark.parametrize("bad", ["cifar10", "mnist2", ""])
