@@ -52,7 +52,7 @@ from jaxswarm.models import DEFAULT_FAMILY, FAMILIES
 from jaxswarm.models.layers import INIT_SCHEMES
 from jaxswarm.optim import OPTIMIZERS
 from jaxswarm.schedules import SCHEDULES
-from jaxswarm.saved import MODEL_DIR, ModelError, TaskModel, load_model
+from jaxswarm.saved import MODEL_DIR, ModelError, TaskModel, load_model, model_leftovers
 from jaxswarm.strategies import OPTUNA_DB, STRATEGIES
 from jaxswarm.study import MODES, Study, StudyConfig, StudyError
 from jaxswarm.train import FITNESS_KINDS
@@ -743,6 +743,11 @@ def show(args: argparse.Namespace) -> int:
             print(load_model(model_dir).describe())
         except ModelError as e:
             print(f"model: {_one_line(e)}")
+    leftovers = model_leftovers(args.dir)
+    if leftovers:
+        print(f"model: {', '.join(f.name for f in leftovers)} left by a model save that was cut short"
+              f"{'' if model_dir.is_dir() else ' (so there is no model/)'}; `jaxswarm run --resume {args.dir}` "
+              "removes them and saves the model again")
     return 0
 
 

@@ -43,7 +43,7 @@ from jaxswarm import results
 from jaxswarm.models import FAMILIES, ModelFamily
 from jaxswarm.task import Task, builder, load_task, predictor
 
-__all__ = ["ModelError", "SavedModel", "TaskModel", "load_model", "MODEL_DIR", "MODEL_JSON", "VARIABLES", "version"]
+__all__ = ["ModelError", "SavedModel", "TaskModel", "load_model", "model_leftovers", "MODEL_DIR", "MODEL_JSON", "VARIABLES", "version"]
 
 MODEL_DIR = "model"  # the model's folder inside a results folder
 MODEL_JSON = "model.json"
@@ -552,6 +552,12 @@ def _pairs(d: dict) -> str:
             return f"{v:.4g}"
         return str(v)
     return ", ".join(f"{k}={fmt(v)}" for k, v in d.items())
+
+
+def model_leftovers(directory) -> list[Path]:
+    """The temporary folders (``.model.*``) a model save leaves in `directory` when it is killed before its
+    renames finish: its new files half-written, or the model it was replacing."""
+    return sorted(p for p in Path(directory).glob(f".{MODEL_DIR}.*") if p.is_dir())
 
 
 def _write_model(directory: Path, text: str, blob_name: str, blob: bytes) -> Path:

@@ -48,6 +48,7 @@ import dataclasses
 import functools
 import hashlib
 import json
+import shutil
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -65,7 +66,7 @@ from jaxswarm.layouts import DEFAULT_LAYOUT, LAYOUT_NAMES, resolve
 from jaxswarm.layouts.masked import DataShape, SwarmProgram
 from jaxswarm.models import family_of, mlp_space
 from jaxswarm.optim import optimizer_names
-from jaxswarm.saved import SavedModel, TaskModel
+from jaxswarm.saved import SavedModel, TaskModel, model_leftovers
 from jaxswarm.space import Float, SearchSpace
 from jaxswarm.task import (Task, TaskMetrics, TrainingLoop, builder, data_digest, fit_winner, make_engine,
                            run_member, static_names)
@@ -867,6 +868,12 @@ class Study:
                                  "command line) or choose a new directory")
             if resume:
                 self._check_same_study(out / results.STUDY)
+                leftovers = model_leftovers(out) if execute.is_primary() else []
+                for folder in leftovers:  # a model save killed mid-way: this run saves the model again
+                    shutil.rmtree(folder, ignore_errors=True)
+                if leftovers:
+                    self._log(f"removed {len(leftovers)} leftover model folder(s) of a save that was cut short "
+                              f"({', '.join(f.name for f in leftovers)})")
             if not resume:
                 results.write_json(out / results.STUDY, {
                     **self._record(), "settings": self.settings,

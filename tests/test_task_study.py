@@ -279,3 +279,17 @@ def test_a_training_loop_runs_pbt_copies_its_state_exactly_and_saves_its_winner(
     jax.tree.map(np.testing.assert_array_equal, loaded.state, result.model.state)
     with pytest.raises(ModelError, match="no predict"):
         loaded.predict({"x": np.zeros(1)})
+
+
+def test_leftovers_of_a_killed_model_save_are_explained_by_show_and_removed_by_resume(mytask, tmp_path, capsys):
+    task = load_task("mytask:task")
+    out = tmp_path / "r"
+    tune(None, task, swarm_size=4, rounds=1, epochs=1, out_dir=out, progress=False)
+    (out / "model").rename(out / ".model.old.1.aa")  # killed between the save's two renames
+    (out / ".model.2.bb").mkdir()
+    (out / ".model.2.bb" / "model.json").write_text("{")
+    assert cli.main(["show", str(out)]) == 0
+    shown = capsys.readouterr().out
+    assert ".model.2.bb, .model.old.1.aa left by a model save that was cut short (so there is no model/)" in shown
+    _study(out, rounds=1, epochs=1).run(resume=True)
+    assert not list(out.glob(".model.*")) and (out / "model" / "model.json").is_file()
