@@ -513,7 +513,9 @@ def baseline(args: argparse.Namespace) -> int:
     try:
         space = build_space(cfg["space"])
         # The settings a baseline shares with a study, checked the same way (before the data).
-        StudyConfig(**{k: cfg[k] for k in BASELINE_KEYS if k in cfg}, pso=dict(cfg["pso"])).validate()
+        # (eta and min_epochs are the tuners' own options there, checked by the tuner, not a schedule's.)
+        StudyConfig(**{k: cfg[k] for k in BASELINE_KEYS if k in cfg and k not in ("eta", "min_epochs")},
+                    pso=dict(cfg["pso"])).validate()
         dataset = load_dataset(cfg["dataset"], data_dir=cfg.get("data_dir"),
                                val_fraction=cfg.get("val_fraction", 0.1), seed=seed)
     except (DatasetError, ValueError, TypeError) as e:
@@ -611,9 +613,11 @@ def _read_rows(path: Path) -> np.ndarray:
                     raise InputError(f"--input {path} holds no array")
                 return z["x"] if "x" in z.files else z["X"] if "X" in z.files else z[z.files[0]]
         if path.suffix == ".csv":
-            text = path.read_text().splitlines()
+            text = [line for line in path.read_text().splitlines() if line.strip()]
             first = text[0].split(",") if text else []
             header = bool(first) and not all(_is_float(v) for v in first)
+            if len(text) <= int(header):
+                raise InputError(f"--input {path} holds no rows" + (" (only a header)" if header else ""))
             return np.loadtxt(path, delimiter=",", skiprows=int(header), ndmin=2, dtype=np.float32)
     except InputError:
         raise

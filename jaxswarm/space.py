@@ -789,6 +789,13 @@ def range_arg(arg: Any, what: str) -> tuple[float, float]:
 
 
 
+def real_range(arg: Any, what: str, log: bool = False) -> Param:
+    """A preset's ``(lo, hi)`` real range as a Float, or as a Fixed value when ``lo == hi`` (a pinned value,
+    e.g. ``--learning-rate 0.001 0.001`` on the command line)."""
+    lo, hi = range_arg(arg, what)
+    return Fixed(lo) if _is_real(lo) and _is_real(hi) and lo == hi else Float(lo, hi, log=log)
+
+
 def value_reader(space: SearchSpace, vocabularies: Mapping[str, Sequence[Any]]) -> Callable:
     """Returns ``value(decoded, name, default)``: a hyperparameter as a model reads it (traceable).
 

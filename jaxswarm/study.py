@@ -181,6 +181,14 @@ class StudyConfig:
             strategies.make_strategy(self.strategy, SearchSpace({"x": Float(0.0, 1.0)}), self.swarm_size,
                                      rounds=self.rounds, seed=self.seed, options=self.strategy_options)
         schedules.check(self.schedule, self.eta, self.min_epochs, self.epochs)
+        defaults = {f.name: f.default for f in dataclasses.fields(StudyConfig)}
+        for names, takers in ((("eta", "min_epochs"), ("sha", "hyperband")),
+                              (("pbt_interval", "pbt_fraction", "pbt_perturb", "pbt_architecture"), ("pbt",))):
+            ignored = [n for n in names if getattr(self, n) != defaults[n]]
+            if ignored and self.schedule not in takers:  # it would silently do nothing
+                verb = "applies" if len(ignored) == 1 else "apply"
+                raise ValueError(f"{', '.join(ignored)} {verb} to schedule {' or '.join(map(repr, takers))}, not "
+                                 f"{self.schedule!r}: set the schedule (--schedule) or drop them")
         if self.schedule in ("sha", "hyperband") and (self.mode != "fresh" or self.folds > 1):
             raise ValueError(f"schedule {self.schedule!r} trains fresh members on one hold-out split: "
                              f"it cannot be combined with mode {self.mode!r} / folds {self.folds}")

@@ -293,3 +293,4 @@ def test_leftovers_of_a_killed_model_save_are_explained_by_show_and_removed_by_r
     assert ".model.2.bb, .model.old.1.aa left by a model save that was cut short (so there is no model/)" in shown
     _study(out, rounds=1, epochs=1).run(resume=True)
     assert not list(out.glob(".model.*")) and (out / "model" / "model.json").is_file()
+

@@ -121,7 +121,7 @@ from jaxswarm.models.layers import (
     unit_uniform,
     uses_uniform,
 )
-from jaxswarm.space import AtLeast, Choice, Fixed, Float, Int, SearchSpace, range_arg, value_reader
+from jaxswarm.space import AtLeast, Choice, Fixed, Float, Int, SearchSpace, range_arg, real_range, value_reader
 
 __all__ = [
     "POOLINGS",
@@ -1153,15 +1153,15 @@ def cnn_space(
     params["dense_units"] = _named("dense_units", lambda: Int(*range_arg(dense_units, "dense_units"), log=True))
     params.update(_activation_params(int(max_blocks), activations, per_layer_activation))
     params["learning_rate"] = _named("learning_rate",
-                                     lambda: Float(*range_arg(learning_rate, "learning_rate"), log=True))
+                                     lambda: real_range(learning_rate, "learning_rate", log=True))
     params.update(optim.optimizer_params(optimizers, momentum, weight_decay, beta2, eps))
     if lr_decay is not None:
-        decay = _named("lr_decay", lambda: Float(*range_arg(lr_decay, "lr_decay")))
+        decay = _named("lr_decay", lambda: real_range(lr_decay, "lr_decay"))
         if not (0 < decay.lo and decay.hi <= 1):  # final / initial learning rate, on a log scale
             raise ValueError(f"lr_decay must lie in (0, 1], got ({decay.lo:g}, {decay.hi:g})")
     params.update(optim.lr_decay_param(lr_decay))
     if dropout is not None:
-        params["dropout"] = _named("dropout", lambda: Float(*range_arg(dropout, "dropout")))
+        params["dropout"] = _named("dropout", lambda: real_range(dropout, "dropout"))
         if not (0 <= params["dropout"].lo and params["dropout"].hi < 1):  # a rate of 1 drops every map
             raise ValueError(f"dropout must lie in [0, 1), got ({params['dropout'].lo:g}, {params['dropout'].hi:g})")
     if not isinstance(batch_norm, (bool, np.bool_)):  # "no" would switch it on

@@ -93,7 +93,7 @@ from jaxswarm.models.layers import (
     unit_uniform,
     uses_uniform,
 )
-from jaxswarm.space import AtLeast, Choice, Fixed, Float, Int, SearchSpace, as_int, range_arg, value_reader
+from jaxswarm.space import AtLeast, Choice, Fixed, Float, Int, SearchSpace, as_int, range_arg, real_range, value_reader
 
 __all__ = [
     "MLPConfig",
@@ -826,10 +826,10 @@ def mlp_space(max_layers: int = 3,
     if unknown:
         raise ValueError(f"activations {unknown} are not among the supported {list(ACTIVATION_NAMES)}")
     params["learning_rate"] = named("learning_rate",
-                                    lambda: Float(*range_arg(learning_rate, "learning_rate"), log=True))
+                                    lambda: real_range(learning_rate, "learning_rate", log=True))
     params.update(optim.optimizer_params(optimizers, momentum, weight_decay, beta2, eps))
     if dropout is not None:
-        params["dropout"] = named("dropout", lambda: Float(*range_arg(dropout, "dropout")))
+        params["dropout"] = named("dropout", lambda: real_range(dropout, "dropout"))
         if not (0 <= params["dropout"].lo and params["dropout"].hi < 1):  # a rate of 1 drops every unit
             raise ValueError(f"dropout must lie in [0, 1), got ({params['dropout'].lo:g}, {params['dropout'].hi:g})")
     if not isinstance(batch_norm, (bool, np.bool_)):  # "no" would switch it on
@@ -837,7 +837,7 @@ def mlp_space(max_layers: int = 3,
     if batch_norm:
         params["batch_norm"] = Choice([False, True])
     if lr_decay is not None:
-        decay = named("lr_decay", lambda: Float(*range_arg(lr_decay, "lr_decay")))
+        decay = named("lr_decay", lambda: real_range(lr_decay, "lr_decay"))
         if not (0 < decay.lo and decay.hi <= 1):  # final / initial learning rate, on a log scale
             raise ValueError(f"lr_decay must lie in (0, 1], got ({decay.lo:g}, {decay.hi:g})")
     params.update(optim.lr_decay_param(lr_decay))
