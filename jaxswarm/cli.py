@@ -586,6 +586,10 @@ def plot(args: argparse.Namespace) -> int:
     else:
         try:
             written = results.plot(args.dir)
+        except PermissionError as e:  # the plots are written next to the results: a read-only folder
+            print(f"jaxswarm: error: cannot write the plots into {args.dir}: {e.strerror or _one_line(e)} "
+                  f"({e.filename}); copy the folder somewhere writable and plot the copy", file=sys.stderr)
+            return 1
         except (OSError, ValueError) as e:
             why = f"cannot read {args.dir}: {_one_line(e)}"
         else:

@@ -31,3 +31,18 @@ def test_predict_refuses_an_empty_csv_in_one_line(tmp_path):
     (tmp_path / "empty.csv").write_text("a,b\n")
     with pytest.raises(cli.InputError, match="holds no rows .only a header."):
         cli._read_rows(tmp_path / "empty.csv")
+
+
+def test_plot_into_a_folder_it_cannot_write_says_so(tmp_path, monkeypatch, capsys):
+    """A read-only results folder was reported as 'nothing to plot'. (Root writes anywhere, so the refusal is
+    raised where the plot would be written.)"""
+    (tmp_path / "rounds.jsonl").write_text('{"round": 0, "best_fitness": 0.5, "median_fitness": 0.4}\n')
+
+    def read_only(out_dir):
+        raise PermissionError(13, "Permission denied", str(out_dir / "progress.png"))
+
+    monkeypatch.setattr(cli.results, "plot", read_only)
+    assert cli.main(["plot", str(tmp_path)]) == 1
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "cannot write the plots" in err and "Permission denied" in err
+    assert "nothing to plot" not in err
