@@ -464,6 +464,10 @@ def run(args: argparse.Namespace) -> int:
         raise InputError(e) from None
     except TaskError as e:  # the task's own code (model, loss, metrics) failed: bad input, one line
         raise InputError(f"your task failed in the study in {out}: {e}") from None
+    except (results.CheckpointError, ModelError) as e:  # writing its files failed (a full disk): one line
+        print(f"jaxswarm: error: the study in {out} stopped: {e}; free space and continue with "
+              f"`jaxswarm run --resume {out}`", file=sys.stderr)
+        return 1
     except KeyboardInterrupt:  # its checkpoints stay: one line says how to go on, no traceback
         print(f"\njaxswarm: interrupted; the rounds done are saved: continue with `jaxswarm run --resume {out}`",
               file=sys.stderr)

@@ -52,6 +52,18 @@ class CheckpointError(ValueError):
     """No checkpoint of a study restores."""
 
 
+def os_reason(e: BaseException) -> str:
+    """The operating system's words for `e` (``No space left on device: 'path'``) when an OSError lies in its
+    chain of causes, else its type and first line."""
+    first, seen = e, set()
+    while e is not None and id(e) not in seen:
+        seen.add(id(e))
+        if isinstance(e, OSError) and e.strerror:
+            return e.strerror + (f": {e.filename!r}" if e.filename else "")
+        e = e.__cause__ or e.__context__
+    return f"{type(first).__name__}: {_first_line(first)}"
+
+
 def _first_line(e: BaseException, limit: int = 160) -> str:
     """An exception's message, first line only, cut at `limit` characters (orbax's run to kilobytes)."""
     text = (str(e).strip().splitlines() or [""])[0]
@@ -336,8 +348,12 @@ class Checkpointer:
         """Saves step's tree and waits for it; a Ctrl-C meanwhile takes effect once it is on disk."""
         tree = jax.tree.map(np.asarray, tree)
         with _interrupt_after():
-            self.manager.save(step, args=ocp.args.StandardSave(tree))
-            self.manager.wait_until_finished()
+            try:
+                self.manager.save(step, args=ocp.args.StandardSave(tree))
+                self.manager.wait_until_finished()
+            except Exception as e:  # noqa: BLE001 - orbax wraps the OSError (a full disk) in kilobytes of its own
+                raise CheckpointError(f"cannot save the checkpoint of round {step} in {self.manager.directory}: "
+                                      f"{os_reason(e)}; the rounds before it are saved") from None
 
     def restore_latest(self, template: Any, log: Callable[[str], None] | None = None) -> tuple[int, Any] | None:
         """(step, tree) of the newest checkpoint that restores, or None when there is none.

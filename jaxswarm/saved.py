@@ -564,7 +564,10 @@ def _write_model(directory: Path, text: str, blob_name: str, blob: bytes) -> Pat
     """Writes ``directory/model/`` (model.json holding `text`, `blob_name` holding `blob`) atomically."""
     target = directory / MODEL_DIR
     tmp = directory / f".{MODEL_DIR}.{os.getpid()}.{os.urandom(6).hex()}"
-    os.mkdir(tmp)  # mode 0777 less the umask, as the results folder (mkdtemp would make it 0700)
+    try:
+        os.mkdir(tmp)  # mode 0777 less the umask, as the results folder (mkdtemp would make it 0700)
+    except OSError as e:
+        raise ModelError(f"cannot save the model in {directory}: {results.os_reason(e)}") from None
     try:
         results.write_text(tmp / MODEL_JSON, text)
         _write_bytes(tmp / blob_name, blob)
@@ -577,6 +580,9 @@ def _write_model(directory: Path, text: str, blob_name: str, blob: bytes) -> Pat
             shutil.rmtree(old, ignore_errors=True)
         else:
             os.replace(tmp, target)
+    except OSError as e:  # a full disk: one line naming the file
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise ModelError(f"cannot save the model in {directory}: {results.os_reason(e)}") from None
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
