@@ -26,6 +26,7 @@ import csv
 import fcntl
 import io
 import json
+import logging
 import math
 import os
 import shutil
@@ -330,6 +331,18 @@ def _interrupt_after():
             raise KeyboardInterrupt
 
 
+@contextlib.contextmanager
+def _quiet(logger: str):
+    """Only critical records of `logger` while the block runs (the error it would log is raised instead)."""
+    log = logging.getLogger(logger)
+    level = log.level
+    log.setLevel(logging.CRITICAL)
+    try:
+        yield
+    finally:
+        log.setLevel(level)
+
+
 class Checkpointer:
     """Per-round study checkpoints with orbax (atomic: orbax writes a temporary directory and renames).
 
@@ -347,13 +360,13 @@ class Checkpointer:
     def save(self, step: int, tree: Any) -> None:
         """Saves step's tree and waits for it; a Ctrl-C meanwhile takes effect once it is on disk."""
         tree = jax.tree.map(np.asarray, tree)
-        with _interrupt_after():
+        with _interrupt_after(), _quiet("absl"):  # orbax's save thread logs a failure's traceback (110 lines)
             try:
                 self.manager.save(step, args=ocp.args.StandardSave(tree))
                 self.manager.wait_until_finished()
             except Exception as e:  # noqa: BLE001 - orbax wraps the OSError (a full disk) in kilobytes of its own
-                raise CheckpointError(f"cannot save the checkpoint of round {step} in {self.manager.directory}: "
-                                      f"{os_reason(e)}; the rounds before it are saved") from None
+                raise CheckpointError(f"cannot save the checkpoint after round {step - 1} in "
+                                      f"{self.manager.directory}: {os_reason(e)}; the rounds before it are saved") from None
 
     def restore_latest(self, template: Any, log: Callable[[str], None] | None = None) -> tuple[int, Any] | None:
         """(step, tree) of the newest checkpoint that restores, or None when there is none.
