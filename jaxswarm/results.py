@@ -366,7 +366,8 @@ class Checkpointer:
                 self.manager.wait_until_finished()
             except Exception as e:  # noqa: BLE001 - orbax wraps the OSError (a full disk) in kilobytes of its own
                 raise CheckpointError(f"cannot save the checkpoint after round {step - 1} in "
-                                      f"{self.manager.directory}: {os_reason(e)}; the rounds before it are saved") from None
+                                      f"{self.manager.directory}: {os_reason(e)}; "
+                                      "the rounds before it are saved") from None
 
     def restore_latest(self, template: Any, log: Callable[[str], None] | None = None) -> tuple[int, Any] | None:
         """(step, tree) of the newest checkpoint that restores, or None when there is none.

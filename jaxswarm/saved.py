@@ -43,7 +43,8 @@ from jaxswarm import results
 from jaxswarm.models import FAMILIES, ModelFamily
 from jaxswarm.task import Task, builder, load_task, predictor
 
-__all__ = ["ModelError", "SavedModel", "TaskModel", "load_model", "model_leftovers", "MODEL_DIR", "MODEL_JSON", "VARIABLES", "version"]
+__all__ = ["ModelError", "SavedModel", "TaskModel", "load_model", "model_leftovers",
+           "MODEL_DIR", "MODEL_JSON", "VARIABLES", "version"]
 
 MODEL_DIR = "model"  # the model's folder inside a results folder
 MODEL_JSON = "model.json"

@@ -387,8 +387,9 @@ class Study:
         self.engine = make_engine(builder(self.task), space, cfg.epochs, self.task.objective,
                                   group_size=group_size)
         self.layout, self.data = None, None
-        self.layout_reason = (f"task: the members of each static signature ({', '.join(static_names(space)) or 'none'})"
-                              f" train {group_size} at a time in one jit(vmap) program, the rest in calls of powers of two")
+        names = ", ".join(static_names(space)) or "none"
+        self.layout_reason = (f"task: the members of each static signature ({names}) train {group_size} at a time "
+                              "in one jit(vmap) program, the rest in calls of powers of two")
         self.program = _task_program(self.engine, self.layout_reason)
         self._log(self.layout_reason)
 
@@ -744,8 +745,9 @@ class Study:
             "fitness": objective.metric if objective.direction == "max" else f"-{objective.metric}",
             "objective": objective._asdict(),
             "best_value": None if fitness is None else fitness if objective.direction == "max" else -fitness,
-            "test_metrics": test_metrics, "programs": {"compiled": self.engine.stats["compiles"],
-                                                       "signatures": [dict(sig) for sig in self.engine.stats["signatures"]]}}
+            "test_metrics": test_metrics,
+            "programs": {"compiled": self.engine.stats["compiles"],
+                         "signatures": [dict(sig) for sig in self.engine.stats["signatures"]]}}
         results.write_json(self.out_dir / results.BEST, {
             "status": status, "best_config": config, "best_fitness": fitness, "fitness": self.config.fitness,
             "hyperparameters": self.trained_with(position), "test_accuracy": test_accuracy,

@@ -54,9 +54,11 @@ import optax
 
 from jaxswarm.space import Choice, Fixed, Float, Int, SearchSpace
 
-__all__ = ["TaskError", "Objective", "Trainable", "Builder", "TaskData", "Task", "SupervisedState", "supervised",
-           "softmax_loss", "classification_metrics", "mse_loss", "regression_metrics", "default_optimizer",
-           "static_names", "run_member", "joined", "data_digest", "predictor", "fit_winner", "TaskMetrics", "load_task", "TrainingLoop", "builder", "SwarmResult", "Engine", "make_engine", "MAX_STATIC_VALUES"]
+__all__ = ["TaskError", "Objective", "Trainable", "Builder", "TaskData", "Task", "SupervisedState",
+           "supervised", "softmax_loss", "classification_metrics", "mse_loss", "regression_metrics",
+           "default_optimizer", "static_names", "run_member", "joined", "data_digest", "predictor",
+           "fit_winner", "TaskMetrics", "load_task", "TrainingLoop", "builder", "SwarmResult", "Engine",
+           "make_engine", "MAX_STATIC_VALUES"]
 
 # A static Int compiles a program per value it takes: past this many values, bucket it or trace it.
 MAX_STATIC_VALUES = 32
