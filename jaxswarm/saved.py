@@ -379,10 +379,16 @@ def load_model(directory, task=None):
     variables = _read_blob(folder, VARIABLES)
     _check_variables(variables, family, arch, cfg, folder / VARIABLES)
     try:
-        return SavedModel(family, cfg, arch, variables, tuple(spec["classes"]), spec.get("hyperparameters"),
-                          spec.get("metrics"), input_shape=spec.get("input_shape"))
+        model = SavedModel(family, cfg, arch, variables, tuple(spec["classes"]), spec.get("hyperparameters"),
+                           spec.get("metrics"), input_shape=spec.get("input_shape"))
     except ModelError as e:
         raise ModelError(f"{spec_path}: {e}") from None
+    for name, actual in (("in_features", model.n_features_in_), ("num_classes", len(model.classes_)),
+                         ("parameters", model.num_parameters)):  # what model.json states beside the config
+        if name in spec and spec[name] != actual:
+            raise ModelError(f"{spec_path}: {name} is {spec[name]!r} but the network holds {actual}: the file was "
+                             "edited or is corrupt; save the model again")
+    return model
 
 
 class TaskModel:

@@ -217,6 +217,10 @@ def _corrupt(tmp_path, mlp, how):
         d = json.loads(spec.read_text())
         d["arch"]["units"] = [16, 16]  # the saved kernels are 32 and 16 wide
         spec.write_text(json.dumps(d))
+    elif how in ("other format", "other sizes"):
+        d = json.loads(spec.read_text())
+        d.update({"format": 99} if how == "other format" else {"in_features": 32})
+        spec.write_text(json.dumps(d))
     return root
 
 
@@ -234,6 +238,8 @@ def _corrupt(tmp_path, mlp, how):
     ("truncated variables", "truncated or corrupt"),
     ("garbage variables", "truncated or corrupt"),
     ("wrong weights", "does not hold the weights of the architecture"),
+    ("other format", "is model format 99; this jaxswarm .* reads format 1"),
+    ("other sizes", "in_features is 32 but the network holds 64"),
 ])
 def test_missing_or_corrupt_files_are_one_model_error_line(mlp, tmp_path, how, match):
     path = _corrupt(tmp_path, mlp, how)
