@@ -1,4 +1,4 @@
-"""`SwarmSearchClassifier`: a PSO study behind scikit-learn's estimator interface.
+"""`SwarmSearchClassifier` and `SwarmSearchRegressor`: a PSO study behind scikit-learn's estimator interface.
 
 `fit(X, y)` runs a study (`study.Study`) on the arrays, k-fold cross-validated
 when ``cv > 1`` (the folds vectorized with the swarm, as in any study), and keeps
@@ -6,6 +6,8 @@ the retrained winner (`saved.SavedModel`) as ``best_model_``; `predict`,
 `predict_proba` and `score` ask it. The search is reported the way
 ``GridSearchCV`` reports its own: ``best_params_``, ``best_score_`` and
 ``cv_results_`` (one row per evaluated configuration, every round's particles).
+`SwarmSearchRegressor` tunes a Flax MLP (a `task.Task`, its depth and width static)
+for the mean squared error of a standardized target and predicts in y's units.
 
 Example:
     >>> from sklearn.datasets import load_iris
@@ -23,7 +25,9 @@ import numbers
 
 import numpy as np
 from scipy.stats import rankdata
-from sklearn.base import BaseEstimator, ClassifierMixin
+import flax.linen as nn
+import jax.numpy as jnp
+from sklearn.base import BaseEstimator, ClassifierMixin, RegressorMixin
 from sklearn.utils import check_random_state
 from sklearn.utils.multiclass import check_classification_targets
 from sklearn.utils.validation import check_array, check_is_fitted, check_X_y
@@ -36,9 +40,12 @@ except ImportError:  # scikit-learn < 1.6: the estimator's own method (pyproject
 
 from jaxswarm import data
 from jaxswarm.models import mlp_space
+from jaxswarm.space import Choice, Float, SearchSpace
 from jaxswarm.study import Study, StudyConfig
+from jaxswarm.task import Objective, Task, TaskData
 
-__all__ = ["SwarmSearchClassifier", "SCORINGS", "default_space", "search_results"]
+__all__ = ["SwarmSearchClassifier", "SwarmSearchRegressor", "SCORINGS", "default_space", "regression_space",
+           "search_results"]
 
 
 # scikit-learn scoring name -> the study's fitness (both higher-is-better: fitness "loss" is minus the loss).
@@ -205,6 +212,133 @@ class SwarmSearchClassifier(ClassifierMixin, BaseEstimator):
         if rs is None or isinstance(rs, np.random.RandomState):
             return int(check_random_state(rs).randint(2**31 - 1))
         raise ValueError(f"random_state must be an int, None or a numpy.random.RandomState, got {rs!r}")
+
+
+def regression_space() -> SearchSpace:
+    """`SwarmSearchRegressor`'s space when given none: an MLP of 1-2 hidden layers of 32 or 128 ReLU units (static:
+    four programs), Adam's learning rate and AdamW's weight decay (traced).
+
+    Example:
+        >>> regression_space().names
+        ('depth', 'width', 'learning_rate', 'weight_decay')
+    """
+    return SearchSpace({"depth": Choice([1, 2]), "width": Choice([32, 128]),
+                        "learning_rate": Float(1e-4, 3e-2, log=True), "weight_decay": Float(1e-6, 1e-1, log=True)})
+
+
+class _MLP(nn.Module):
+    """``depth`` hidden layers of ``width`` ReLU units and ``outputs`` linear outputs."""
+
+    depth: int
+    width: int
+    outputs: int
+
+    @nn.compact
+    def __call__(self, x, hp, train):
+        for _ in range(self.depth):
+            x = nn.relu(nn.Dense(self.width)(x))
+        return nn.Dense(self.outputs)(x)
+
+
+def _mse(predictions, batch):
+    return jnp.mean((predictions - batch["y"]) ** 2)
+
+
+def _regression_metrics(predictions, batch):
+    return {"mse": _mse(predictions, batch), "mae": jnp.mean(jnp.abs(predictions - batch["y"]))}
+
+
+class SwarmSearchRegressor(RegressorMixin, BaseEstimator):
+    """Tunes and trains a Flax MLP regressor by particle swarm search, as a scikit-learn regressor.
+
+    X and y are standardized with their own mean and standard deviation (kept, so `predict` answers in
+    y's units); a ``val_fraction`` of the rows scores the members (the mean squared error of the
+    standardized target, minimized), and the winner retrains on all of X, as ``GridSearchCV`` refits.
+
+    Args:
+        space: the `SearchSpace` (None: `regression_space()`); its ``depth`` and ``width`` (static, 1 and
+            64 when absent) shape the MLP, its ``learning_rate`` and ``weight_decay`` the optimizer.
+        swarm_size, rounds, epochs, batch_size: the study's.
+        val_fraction: the hold-out validation fraction.
+        random_state: int seed, None, or a ``numpy.random.RandomState``.
+        retrain_epochs: epochs of the winner's retrain on all of X (None: ``epochs``).
+        verbose: show the study's progress.
+
+    Attributes:
+        best_params_, best_score_ (minus the validation MSE of the standardized target), best_index_,
+        cv_results_ (as `SwarmSearchClassifier`'s), best_model_ (a `saved.TaskModel`), n_features_in_.
+
+    Example:
+        >>> from sklearn.datasets import load_diabetes
+        >>> X, y = load_diabetes(return_X_y=True)
+        >>> SwarmSearchRegressor(swarm_size=4, rounds=2, epochs=20).fit(X, y).score(X, y) > 0.3  # doctest: +SKIP
+        True
+    """
+
+    def __init__(self, space=None, swarm_size=8, rounds=4, epochs=50, batch_size=32, val_fraction=0.2,
+                 random_state=0, retrain_epochs=None, verbose=False):
+        self.space = space
+        self.swarm_size = swarm_size
+        self.rounds = rounds
+        self.epochs = epochs
+        self.batch_size = batch_size
+        self.val_fraction = val_fraction
+        self.random_state = random_state
+        self.retrain_epochs = retrain_epochs
+        self.verbose = verbose
+
+    def fit(self, X, y):
+        """Runs the study on ``(X, y)`` (y of shape ``[N]`` or ``[N, K]``) and retrains its winner on all of X."""
+        X, y = validate_data(self, X, y, y_numeric=True, multi_output=True, dtype=np.float64)
+        if not 0 < self.val_fraction < 1:
+            raise ValueError(f"val_fraction must be in (0, 1), got {self.val_fraction!r}")
+        n = len(X)
+        n_val = max(1, int(round(self.val_fraction * n)))
+        if n - n_val < 1:
+            raise ValueError(f"SwarmSearchRegressor needs at least 2 rows (one to train, one to validate), got {n}")
+        Y = y.reshape(n, -1)
+        self.x_mean_, self.x_scale_ = X.mean(0), _scale(X.std(0))
+        self.y_mean_, self.y_scale_ = Y.mean(0), _scale(Y.std(0))
+        rows = {"x": ((X - self.x_mean_) / self.x_scale_).astype(np.float32),
+                "y": ((Y - self.y_mean_) / self.y_scale_).astype(np.float32)}
+        seed = SwarmSearchClassifier._seed(self)
+        order = np.random.default_rng(seed).permutation(n)
+        train, val = ({k: v[idx] for k, v in rows.items()} for idx in (order[n_val:], order[:n_val]))
+        space = regression_space() if self.space is None else self.space
+        outputs = Y.shape[1]
+        task = Task(lambda s: _MLP(int(s.get("depth", 1)), int(s.get("width", 64)), outputs), _mse,
+                    _regression_metrics, Objective("mse", "min"), TaskData(train, val),
+                    batch_size=min(int(self.batch_size), n - n_val))
+        config = StudyConfig(swarm_size=self.swarm_size, rounds=self.rounds, epochs=self.epochs, seed=seed,
+                             retrain_epochs=self.retrain_epochs)
+        study = Study(space, task, config, progress=bool(self.verbose))
+        result = study.run()
+        if result.status != "ok" or result.model is None:
+            raise RuntimeError(f"the study found no configuration to keep (status {result.status!r}): every "
+                               "evaluation diverged; narrow the space's learning_rate")
+        self.best_params_ = dict(result.best_config)
+        self.best_score_ = float(result.best_fitness)
+        self.best_model_ = result.model
+        self.n_splits_ = 1
+        self.cv_results_ = search_results(study.evaluations, 1)
+        self.best_index_ = _best_index(self.cv_results_, self.best_params_, self.best_score_)
+        self._single_output = y.ndim == 1
+        return self
+
+    def predict(self, X) -> np.ndarray:
+        """The predicted target of each row, in y's units (``[N]``, or ``[N, K]`` for a 2-D y)."""
+        check_is_fitted(self, "best_model_")
+        X = validate_data(self, X, reset=False, dtype=np.float64)
+        x = ((X - self.x_mean_) / self.x_scale_).astype(np.float32)
+        out = np.asarray(self.best_model_.predict({"x": x}), np.float64) * self.y_scale_ + self.y_mean_
+        return out[:, 0] if self._single_output else out
+
+    # score: RegressorMixin's R^2 of predict(X).
+
+
+def _scale(std: np.ndarray) -> np.ndarray:
+    """A standard deviation to divide by: 1 where a column is constant."""
+    return np.where(std > 0, std, 1.0)
 
 
 def _ndim(X) -> int:

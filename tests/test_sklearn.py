@@ -219,3 +219,24 @@ def test_a_custom_space_survives_clone_and_pickle():
     for copy in (clone(clf).space, pickle.loads(pickle.dumps(clf)).space):
         assert copy.names == space.names and copy.dim_names == space.dim_names
         assert copy.to_python(np.full(space.num_dims, 0.3)) == space.to_python(np.full(space.num_dims, 0.3))
+
+
+def test_the_regressor_predicts_in_y_units_for_one_target_or_several():
+    """A Flax MLP tuned for MSE on a standardized target: held-out R^2 of a noisy linear map far above a
+    constant's 0, predictions in y's units and shape."""
+    from sklearn.base import clone
+
+    from jaxswarm.sklearn import SwarmSearchRegressor
+    from jaxswarm.space import Choice, Float, SearchSpace
+
+    rng = np.random.default_rng(0)
+    X = rng.normal(size=(300, 4)) * [1.0, 10.0, 0.1, 1.0] + 5.0  # columns of other scales and means
+    w = np.array([[2.0, -1.0], [0.3, 0.1], [-10.0, 4.0], [0.0, 1.0]])
+    Y = 1000.0 + X @ w + rng.normal(scale=0.1, size=(300, 2))
+    space = SearchSpace({"width": Choice([16]), "learning_rate": Float(3e-3, 3e-2, log=True)})
+    reg = SwarmSearchRegressor(space=space, swarm_size=2, rounds=1, epochs=30)
+    one = clone(reg).fit(X[:200], Y[:200, 0])
+    assert one.predict(X[200:]).shape == (100,) and one.score(X[200:], Y[200:, 0]) > 0.9
+    two = clone(reg).fit(X[:200], Y[:200])
+    assert two.predict(X[200:]).shape == (100, 2) and two.score(X[200:], Y[200:]) > 0.9
+    assert one.best_score_ == max(one.cv_results_["mean_test_score"]) and one.best_score_ < 0  # minus an MSE
