@@ -22,6 +22,7 @@ Example:
 from __future__ import annotations
 
 import numbers
+from typing import NamedTuple
 
 import numpy as np
 from scipy.stats import rankdata
@@ -48,6 +49,8 @@ __all__ = ["SwarmSearchClassifier", "SwarmSearchRegressor", "SCORINGS", "default
            "search_results"]
 
 
+MIN_STEPS = 500  # minibatch steps a member takes at least when `epochs` is None (small data: more epochs)
+
 # scikit-learn scoring name -> the study's fitness (both higher-is-better: fitness "loss" is minus the loss).
 SCORINGS = {"accuracy": "accuracy", "neg_log_loss": "loss"}
 
@@ -71,12 +74,17 @@ class SwarmSearchClassifier(ClassifierMixin, BaseEstimator):
             ``[N, H, W, C]``.
         swarm_size: particles per round (the study's ``swarm_size``).
         rounds: PSO rounds; ``swarm_size * rounds`` configurations are evaluated.
-        epochs: training epochs of each evaluation.
+        epochs: training epochs of each evaluation (None: enough for `MIN_STEPS` minibatch steps, at
+            least 10: small data needs more epochs than large data for the same training).
         cv: 1: a hold-out validation split of ``val_fraction``; k > 1: k-fold
             cross-validation over all of X.
         scoring: ``"accuracy"`` or ``"neg_log_loss"`` (the study's fitness
             ``"loss"``); None means ``"accuracy"``.
-        batch_size: minibatch size.
+        batch_size: minibatch size (None: 64, or an eighth of the training rows when that is smaller,
+            at least 16).
+        standardize: center and scale each feature of 2-D X by its mean and standard deviation over
+            the X that `fit` is given (kept, and applied by `predict`), as a `StandardScaler` in a
+            pipeline would; images (X of more than two dimensions) are left as they are.
         val_fraction: the hold-out validation fraction when ``cv == 1``.
         random_state: int seed, None, or a ``numpy.random.RandomState`` (an int is drawn from it).
         layout: the study's layout ("auto" or a key of `layouts.LAYOUTS`).
@@ -99,8 +107,9 @@ class SwarmSearchClassifier(ClassifierMixin, BaseEstimator):
         (2, array([0, 1]))
     """
 
-    def __init__(self, space=None, swarm_size=8, rounds=4, epochs=10, cv=1, scoring="accuracy", batch_size=64,
-                 val_fraction=0.1, random_state=0, layout="auto", retrain_epochs=None, verbose=False):
+    def __init__(self, space=None, swarm_size=8, rounds=4, epochs=None, cv=1, scoring="accuracy", batch_size=None,
+                 val_fraction=0.1, random_state=0, layout="auto", retrain_epochs=None, verbose=False,
+                 standardize=True):
         # scikit-learn's convention: store every argument as given; fit validates them.
         self.space = space
         self.swarm_size = swarm_size
@@ -114,6 +123,7 @@ class SwarmSearchClassifier(ClassifierMixin, BaseEstimator):
         self.layout = layout
         self.retrain_epochs = retrain_epochs
         self.verbose = verbose
+        self.standardize = standardize
 
     def fit(self, X, y):
         """Runs the study on ``(X, y)`` and retrains its winner on all of X.
@@ -142,13 +152,19 @@ class SwarmSearchClassifier(ClassifierMixin, BaseEstimator):
         if len(classes) < 2:
             raise ValueError(f"SwarmSearchClassifier needs at least 2 classes in y, got 1 class ({classes[0]!r})")
         seed = self._seed()
+        self.scaler_ = _Scaler.of(X) if self.standardize and np.ndim(X) == 2 else None
+        if self.scaler_ is not None:
+            X = self.scaler_(X)
+        n_train = len(X) * (folds - 1) // folds if folds > 1 else len(X) - max(1, round(self.val_fraction * len(X)))
+        batch_size = self.batch_size or min(64, max(16, n_train // 8))
+        epochs = self.epochs or max(10, -(-MIN_STEPS // max(1, n_train // batch_size)))
         # All of X is searched on (a validation split or k folds) and the winner retrains on all of it, as
         # GridSearchCV refits on all of X. The study's test set is X itself: its "test accuracy" is the
         # training accuracy, and nothing is held out of the final model.
         dataset = data.from_arrays(X, y, x_test=X, y_test=y, val_fraction=self.val_fraction, seed=seed,
                                    name="sklearn")
-        config = StudyConfig(swarm_size=self.swarm_size, rounds=self.rounds, epochs=self.epochs,
-                             batch_size=self.batch_size, folds=folds, fitness=fitness, seed=seed, retrain=True,
+        config = StudyConfig(swarm_size=self.swarm_size, rounds=self.rounds, epochs=epochs,
+                             batch_size=batch_size, folds=folds, fitness=fitness, seed=seed, retrain=True,
                              retrain_epochs=self.retrain_epochs, layout=self.layout)
         space = default_space() if self.space is None else self.space
         study = Study(space, dataset, config, progress=bool(self.verbose))
@@ -189,7 +205,8 @@ class SwarmSearchClassifier(ClassifierMixin, BaseEstimator):
         check_is_fitted(self, "best_model_")
         if _ndim(X) > 2:
             return check_array(X, allow_nd=True)
-        return validate_data(self, X, reset=False)
+        X = validate_data(self, X, reset=False)
+        return X if getattr(self, "scaler_", None) is None else self.scaler_(X)
 
     def _fitness(self) -> str:
         scoring = "accuracy" if self.scoring is None else self.scoring
@@ -297,10 +314,8 @@ class SwarmSearchRegressor(RegressorMixin, BaseEstimator):
         if n - n_val < 1:
             raise ValueError(f"SwarmSearchRegressor needs at least 2 rows (one to train, one to validate), got {n}")
         Y = y.reshape(n, -1)
-        self.x_mean_, self.x_scale_ = X.mean(0), _scale(X.std(0))
-        self.y_mean_, self.y_scale_ = Y.mean(0), _scale(Y.std(0))
-        rows = {"x": ((X - self.x_mean_) / self.x_scale_).astype(np.float32),
-                "y": ((Y - self.y_mean_) / self.y_scale_).astype(np.float32)}
+        self.scaler_, self.y_scaler_ = _Scaler.of(X), _Scaler.of(Y)
+        rows = {"x": self.scaler_(X), "y": self.y_scaler_(Y)}
         seed = SwarmSearchClassifier._seed(self)
         order = np.random.default_rng(seed).permutation(n)
         train, val = ({k: v[idx] for k, v in rows.items()} for idx in (order[n_val:], order[:n_val]))
@@ -329,8 +344,8 @@ class SwarmSearchRegressor(RegressorMixin, BaseEstimator):
         """The predicted target of each row, in y's units (``[N]``, or ``[N, K]`` for a 2-D y)."""
         check_is_fitted(self, "best_model_")
         X = validate_data(self, X, reset=False, dtype=np.float64)
-        x = ((X - self.x_mean_) / self.x_scale_).astype(np.float32)
-        out = np.asarray(self.best_model_.predict({"x": x}), np.float64) * self.y_scale_ + self.y_mean_
+        out = np.asarray(self.best_model_.predict({"x": self.scaler_(X)}), np.float64)
+        out = out * self.y_scaler_.scale + self.y_scaler_.mean
         return out[:, 0] if self._single_output else out
 
     # score: RegressorMixin's R^2 of predict(X).
@@ -339,6 +354,21 @@ class SwarmSearchRegressor(RegressorMixin, BaseEstimator):
 def _scale(std: np.ndarray) -> np.ndarray:
     """A standard deviation to divide by: 1 where a column is constant."""
     return np.where(std > 0, std, 1.0)
+
+
+class _Scaler(NamedTuple):
+    """A feature's mean and standard deviation (1 for a constant feature), as `StandardScaler` keeps them."""
+
+    mean: np.ndarray
+    scale: np.ndarray
+
+    @classmethod
+    def of(cls, X) -> _Scaler:
+        X = np.asarray(X, np.float64)
+        return cls(X.mean(0), _scale(X.std(0)))
+
+    def __call__(self, X) -> np.ndarray:
+        return ((np.asarray(X, np.float64) - self.mean) / self.scale).astype(np.float32)
 
 
 def _ndim(X) -> int:

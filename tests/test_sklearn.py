@@ -177,7 +177,8 @@ def test_params_are_stored_verbatim_and_clone():
     params = clf.get_params()
     assert params["space"] is space and params["swarm_size"] == 3 and params["cv"] == 5
     assert sorted(params) == sorted(["space", "swarm_size", "rounds", "epochs", "cv", "scoring", "batch_size",
-                                     "val_fraction", "random_state", "layout", "retrain_epochs", "verbose"])
+                                     "val_fraction", "random_state", "layout", "retrain_epochs", "verbose",
+                                     "standardize"])
     copy = clone(clf)
     assert copy.get_params()["swarm_size"] == 3 and copy.get_params()["space"].names == space.names
 
@@ -240,3 +241,13 @@ def test_the_regressor_predicts_in_y_units_for_one_target_or_several():
     two = clone(reg).fit(X[:200], Y[:200])
     assert two.predict(X[200:]).shape == (100, 2) and two.score(X[200:], Y[200:]) > 0.9
     assert one.best_score_ == max(one.cv_results_["mean_test_score"]) and one.best_score_ < 0  # minus an MSE
+
+
+def test_small_raw_data_trains_with_the_defaults():
+    """Iris unscaled, as a user meets it: the old defaults (10 epochs of ~2 steps, raw features) scored 0.76;
+    standardizing and sizing the epochs by minibatch steps brings the defaults to MLPClassifier's level."""
+    X, y = load_iris(return_X_y=True)
+    Xtr, Xte, ytr, yte = train_test_split(X, y, random_state=0)
+    clf = SwarmSearchClassifier(swarm_size=4, rounds=2, random_state=0).fit(Xtr, ytr)
+    assert clf.score(Xte, yte) > 0.9
+    assert np.allclose(clf.scaler_.mean, Xtr.mean(0)) and clf.predict(Xte).shape == yte.shape
