@@ -517,9 +517,10 @@ def baseline(args: argparse.Namespace) -> int:
     try:
         space = build_space(cfg["space"])
         # The settings a baseline shares with a study, checked the same way (before the data).
-        # (eta and min_epochs are the tuners' own options there, checked by the tuner, not a schedule's.)
-        StudyConfig(**{k: cfg[k] for k in BASELINE_KEYS if k in cfg and k not in ("eta", "min_epochs")},
-                    pso=dict(cfg["pso"])).validate()
+        # eta and min_epochs are a baseline tuner's rungs: checked as a successive-halving study's are.
+        shared = {k: cfg[k] for k in BASELINE_KEYS if k in cfg}
+        rungs = {"schedule": "sha"} if {"eta", "min_epochs"} & set(shared) else {}
+        StudyConfig(**shared, **rungs, pso=dict(cfg["pso"])).validate()
         dataset = load_dataset(cfg["dataset"], data_dir=cfg.get("data_dir"),
                                val_fraction=cfg.get("val_fraction", 0.1), seed=seed)
     except (DatasetError, ValueError, TypeError) as e:
