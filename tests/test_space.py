@@ -417,7 +417,6 @@ BAD_PRESET = {
     "mlp units log 0": (dict(units=(0, 8)), "units: Int with log=True needs lo >= 1"),
     "mlp units float": (dict(units=(4.5, 8)), "units: Int lo must be an integer, got 4.5"),
     "mlp learning_rate 0": (dict(learning_rate=(0.0, 0.1)), "learning_rate: Float with log=True needs lo > 0"),
-    "mlp learning_rate equal": (dict(learning_rate=(0.1, 0.1)), "learning_rate: Float needs lo < hi"),
     "mlp momentum str": (dict(momentum=("a", 0.9)), "momentum: Float bounds must be real numbers"),
     "mlp activations str": (dict(activations="relu"), "activations must be a list of names"),
     "mlp activations unknown": (dict(activations=("relu", "mish")), r"activations \['mish'\]"),
