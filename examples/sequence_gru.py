@@ -14,7 +14,6 @@ import argparse
 import time
 
 import flax.linen as nn
-import jax.numpy as jnp
 import numpy as np
 
 import jaxswarm as js

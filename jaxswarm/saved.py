@@ -314,14 +314,8 @@ class SavedModel:
             >>> model.save("results/digits")  # doctest: +SKIP
             PosixPath('results/digits/model')
         """
-        directory = Path(directory)
-        directory.mkdir(parents=True, exist_ok=True)
-        try:
-            text = json.dumps(self.spec(), indent=2, allow_nan=False) + "\n"
-        except (TypeError, ValueError) as e:
-            raise ModelError(f"cannot save the model: its classes, hyperparameters or metrics are not "
-                             f"JSON values ({e}); use strings or numbers") from None
-        return _write_model(directory, text, VARIABLES, flax.serialization.to_bytes(self.variables))
+        return _write_model(directory, self.spec(), "classes, hyperparameters or metrics", VARIABLES,
+                            flax.serialization.to_bytes(self.variables))
 
 
 def load_model(directory, task=None):
@@ -441,14 +435,8 @@ class TaskModel:
 
     def save(self, directory) -> Path:
         """Writes ``directory/model/`` (model.json and state.msgpack) atomically; returns its path."""
-        directory = Path(directory)
-        directory.mkdir(parents=True, exist_ok=True)
-        try:
-            text = json.dumps(self.spec(), indent=2, allow_nan=False) + "\n"
-        except (TypeError, ValueError) as e:
-            raise ModelError(f"cannot save the model: its static hyperparameters or metrics are not JSON values "
-                             f"({e}); use strings or numbers") from None
-        return _write_model(directory, text, TASK_STATE, flax.serialization.to_bytes(self.state))
+        return _write_model(directory, self.spec(), "static hyperparameters or metrics", TASK_STATE,
+                            flax.serialization.to_bytes(self.state))
 
 
 def _load_task_model(folder: Path, spec: dict, task) -> TaskModel:
@@ -567,8 +555,16 @@ def model_leftovers(directory) -> list[Path]:
     return sorted(p for p in Path(directory).glob(f".{MODEL_DIR}.*") if p.is_dir())
 
 
-def _write_model(directory: Path, text: str, blob_name: str, blob: bytes) -> Path:
-    """Writes ``directory/model/`` (model.json holding `text`, `blob_name` holding `blob`) atomically."""
+def _write_model(directory, spec: dict, values: str, blob_name: str, blob: bytes) -> Path:
+    """Writes ``directory/model/`` (model.json holding `spec`, `blob_name` holding `blob`) atomically, creating
+    `directory`; `values` names what of `spec` may fail to be JSON (for the error)."""
+    try:
+        text = json.dumps(spec, indent=2, allow_nan=False) + "\n"
+    except (TypeError, ValueError) as e:
+        raise ModelError(f"cannot save the model: its {values} are not JSON values ({e}); "
+                         "use strings or numbers") from None
+    directory = Path(directory)
+    directory.mkdir(parents=True, exist_ok=True)
     target = directory / MODEL_DIR
     tmp = directory / f".{MODEL_DIR}.{os.getpid()}.{os.urandom(6).hex()}"
     try:

@@ -151,7 +151,7 @@ class SwarmSearchClassifier(ClassifierMixin, BaseEstimator):
         classes = np.unique(y)
         if len(classes) < 2:
             raise ValueError(f"SwarmSearchClassifier needs at least 2 classes in y, got 1 class ({classes[0]!r})")
-        seed = self._seed()
+        seed = _seed(self.random_state)
         self.scaler_ = _Scaler.of(X) if self.standardize and np.ndim(X) == 2 else None
         if self.scaler_ is not None:
             X = self.scaler_(X)
@@ -167,22 +167,13 @@ class SwarmSearchClassifier(ClassifierMixin, BaseEstimator):
                              batch_size=batch_size, folds=folds, fitness=fitness, seed=seed, retrain=True,
                              retrain_epochs=self.retrain_epochs, layout=self.layout)
         space = default_space() if self.space is None else self.space
-        study = Study(space, dataset, config, progress=bool(self.verbose))
-        result = study.run()
-        if result.status != "ok" or result.model is None:
-            raise RuntimeError(f"the study found no configuration to keep (status {result.status!r}): every "
-                               "evaluation diverged; narrow the space's learning_rate or standardize X")
-        self.best_params_ = dict(result.best_config)
-        self.best_score_ = float(result.best_fitness)
-        self.best_model_ = result.model
+        _search(self, Study(space, dataset, config, progress=bool(self.verbose)), folds,
+                "narrow the space's learning_rate or standardize X")
         # Its "test" set was X itself (above): say what that accuracy is.
         if "test_accuracy" in self.best_model_.metrics:
             self.best_model_.metrics["train_accuracy"] = self.best_model_.metrics.pop("test_accuracy")
         self.classes_ = classes
         self.n_features_in_ = n_features
-        self.n_splits_ = folds
-        self.cv_results_ = search_results(study.evaluations, folds)
-        self.best_index_ = _best_index(self.cv_results_, self.best_params_, self.best_score_)
         return self
 
     def predict(self, X) -> np.ndarray:
@@ -222,13 +213,6 @@ class SwarmSearchClassifier(ClassifierMixin, BaseEstimator):
                              "splitter objects are not supported (the folds train inside the swarm's program)")
         return int(cv)
 
-    def _seed(self) -> int:
-        rs = self.random_state
-        if isinstance(rs, numbers.Integral) and not isinstance(rs, (bool, np.bool_)):
-            return int(rs)
-        if rs is None or isinstance(rs, np.random.RandomState):
-            return int(check_random_state(rs).randint(2**31 - 1))
-        raise ValueError(f"random_state must be an int, None or a numpy.random.RandomState, got {rs!r}")
 
 
 def regression_space() -> SearchSpace:
@@ -316,7 +300,7 @@ class SwarmSearchRegressor(RegressorMixin, BaseEstimator):
         Y = y.reshape(n, -1)
         self.scaler_, self.y_scaler_ = _Scaler.of(X), _Scaler.of(Y)
         rows = {"x": self.scaler_(X), "y": self.y_scaler_(Y)}
-        seed = SwarmSearchClassifier._seed(self)
+        seed = _seed(self.random_state)
         order = np.random.default_rng(seed).permutation(n)
         train, val = ({k: v[idx] for k, v in rows.items()} for idx in (order[n_val:], order[:n_val]))
         space = regression_space() if self.space is None else self.space
@@ -326,17 +310,7 @@ class SwarmSearchRegressor(RegressorMixin, BaseEstimator):
                     batch_size=min(int(self.batch_size), n - n_val))
         config = StudyConfig(swarm_size=self.swarm_size, rounds=self.rounds, epochs=self.epochs, seed=seed,
                              retrain_epochs=self.retrain_epochs)
-        study = Study(space, task, config, progress=bool(self.verbose))
-        result = study.run()
-        if result.status != "ok" or result.model is None:
-            raise RuntimeError(f"the study found no configuration to keep (status {result.status!r}): every "
-                               "evaluation diverged; narrow the space's learning_rate")
-        self.best_params_ = dict(result.best_config)
-        self.best_score_ = float(result.best_fitness)
-        self.best_model_ = result.model
-        self.n_splits_ = 1
-        self.cv_results_ = search_results(study.evaluations, 1)
-        self.best_index_ = _best_index(self.cv_results_, self.best_params_, self.best_score_)
+        _search(self, Study(space, task, config, progress=bool(self.verbose)), 1, "narrow the space's learning_rate")
         self._single_output = y.ndim == 1
         return self
 
@@ -349,6 +323,33 @@ class SwarmSearchRegressor(RegressorMixin, BaseEstimator):
         return out[:, 0] if self._single_output else out
 
     # score: RegressorMixin's R^2 of predict(X).
+
+
+def _seed(random_state) -> int:
+    """The study's seed from an estimator's ``random_state`` (an int drawn from a RandomState or None)."""
+    rs = random_state
+    if isinstance(rs, numbers.Integral) and not isinstance(rs, (bool, np.bool_)):
+        return int(rs)
+    if rs is None or isinstance(rs, np.random.RandomState):
+        return int(check_random_state(rs).randint(2**31 - 1))
+    raise ValueError(f"random_state must be an int, None or a numpy.random.RandomState, got {rs!r}")
+
+
+def _search(estimator, study: Study, folds: int, hint: str) -> None:
+    """Runs `study` and sets the search's attributes on `estimator` as ``GridSearchCV`` names them:
+    ``best_params_``, ``best_score_``, ``best_model_`` (the retrained winner), ``n_splits_``, ``cv_results_``
+    and ``best_index_``. A study that kept nothing (every evaluation diverged) is a RuntimeError ending in
+    `hint`."""
+    result = study.run()
+    if result.status != "ok" or result.model is None:
+        raise RuntimeError(f"the study found no configuration to keep (status {result.status!r}): every "
+                           f"evaluation diverged; {hint}")
+    estimator.best_params_ = dict(result.best_config)
+    estimator.best_score_ = float(result.best_fitness)
+    estimator.best_model_ = result.model
+    estimator.n_splits_ = folds
+    estimator.cv_results_ = search_results(study.evaluations, folds)
+    estimator.best_index_ = _best_index(estimator.cv_results_, estimator.best_params_, estimator.best_score_)
 
 
 def _scale(std: np.ndarray) -> np.ndarray:

@@ -69,7 +69,7 @@ from jaxswarm.optim import optimizer_names
 from jaxswarm.saved import SavedModel, TaskModel, model_leftovers
 from jaxswarm.space import Float, SearchSpace
 from jaxswarm.task import (Task, TaskMetrics, TrainingLoop, builder, data_digest, fit_winner, make_engine,
-                           run_member, static_names)
+                           static_names)
 
 __all__ = ["MODES", "StudyConfig", "StudyResult", "StudyError", "Study", "tune", "load_result",
            "round_keys", "initial_state", "retrain_model", "retrain_metrics"]
@@ -310,7 +310,7 @@ class Study:
     Args:
       space: the search space (its family comes from `models.family_of`).
       dataset: a `data.Dataset` (see `data.load_dataset`, `data.from_arrays`) for the built-in networks, or
-        your own `task.Task` (fresh mode, one hold-out split, no schedule yet).
+        your own `task.Task` or `task.TrainingLoop` (fresh mode, one hold-out split).
       config: the study's `StudyConfig`.
       out_dir: results directory (None: keep results in memory only; no checkpoints).
       progress: show a progress bar and one line per round.
@@ -533,9 +533,16 @@ class Study:
     def _same_architecture(self, a_NxD, b_NxD) -> np.ndarray:
         """bool[N]: rows of `a_NxD` and `b_NxD` decode to networks of the same shapes."""
         if self.task is not None:  # the same static values
-            return np.array([self.engine.hyperparameters(a)[0] == self.engine.hyperparameters(b)[0]
-                             for a, b in zip(a_NxD, b_NxD)], bool)
+            return np.array([a == b for a, b in zip(self._statics(a_NxD), self._statics(b_NxD))], bool)
         return np.all(self._signature(a_NxD) == self._signature(b_NxD), axis=1)
+
+    def _statics(self, positions_SxD) -> list[tuple]:
+        """Each member's static signature (a task's), from the engine's grouping of the swarm."""
+        out: list = [None] * len(positions_SxD)
+        for sig, idx in self.engine.groups(positions_SxD).items():
+            for m in idx:
+                out[m] = sig
+        return out
 
     def evaluate(self, positions_SxD, r: int = 0) -> train.Metrics:
         """Trains the S members at `positions_SxD` from fresh weights with round r's keys; returns their `Metrics`.
@@ -690,12 +697,7 @@ class Study:
         static, hp = self.engine.hyperparameters(position_D)
         self._log(f"retraining {static or 'the winner'} for {epochs} epochs on train + val")
         key = jax.random.fold_in(jax.random.key(self.config.seed), RETRAIN_FOLD)
-        if isinstance(self.task, Task):
-            state, test = fit_winner(self.task, static, hp, key, epochs)
-            test = None if test is None else {f"test_{name}": value for name, value in test.items()}
-        else:  # a training loop has no test split: its evaluation after the retrain
-            state, metrics = jax.jit(functools.partial(run_member, self.task.build(static), epochs=epochs))(key, hp)
-            test = {f"retrain_{name}": float(v) for name, v in metrics.items()}
+        state, test = fit_winner(self.task, static, hp, key, epochs)
         hyperparameters = {**self.trained_with(position_D), "epochs": epochs}
         return test, TaskModel(self.task, static, hp, state, hyperparameters, test,
                                task_path=(self.settings or {}).get("task"))

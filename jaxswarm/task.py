@@ -389,14 +389,20 @@ def run_member(trainable: Trainable, key, hp, state=None, *, epochs: int):
     return state, trainable.evaluate(state, hp)
 
 
-def fit_winner(task: Task, static: dict, hp: dict, key, epochs: int):
-    """A study's winner retrained alone on train + val for `epochs`: ``(state, test metrics or None)``, the metrics
-    those of ``task.data.test`` (None when the task has no test split)."""
-    train, val, test = task.data
-    data = TaskData(joined(train, val), val if test is None else test)
-    trainable = supervised(task._replace(data=data))(static)
+def fit_winner(problem, static: dict, hp: dict, key, epochs: int):
+    """A study's winner retrained alone for `epochs`: ``(state, metrics or None)``.
+
+    A `Task` trains on train + val and is scored on ``data.test`` (``test_*`` metrics; None when it has
+    no test split); a `TrainingLoop` trains from fresh and is scored by its own ``evaluate``
+    (``retrain_*``: it has no test split)."""
+    if isinstance(problem, TrainingLoop):
+        trainable, prefix, scored = problem.build(static), "retrain_", True
+    else:
+        train, val, test = problem.data
+        data = TaskData(joined(train, val), val if test is None else test)
+        trainable, prefix, scored = supervised(problem._replace(data=data))(static), "test_", test is not None
     state, metrics = jax.jit(functools.partial(run_member, trainable, epochs=int(epochs)))(key, hp)
-    return state, None if test is None else {name: float(v) for name, v in metrics.items()}
+    return state, {prefix + name: float(v) for name, v in metrics.items()} if scored else None
 
 
 class TaskMetrics(NamedTuple):

@@ -72,7 +72,7 @@ def test_a_full_disk_during_the_model_save_is_one_line_naming_the_file(tmp_path,
         OSError(28, "No space left on device", str(path))))
     with pytest.raises(saved.ModelError, match=r"^cannot save the model in .*: No space left on device: "
                                                r"'.*variables.msgpack'$"):
-        saved._write_model(tmp_path, "{}", saved.VARIABLES, b"weights")  # what SavedModel and TaskModel save by
+        saved._write_model(tmp_path, {}, "metrics", saved.VARIABLES, b"weights")  # what both models save by
     assert not list(tmp_path.glob(".model.*"))  # nothing half-written left behind
 
 
