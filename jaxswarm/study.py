@@ -69,7 +69,7 @@ from jaxswarm.optim import optimizer_names
 from jaxswarm.saved import SavedModel, TaskModel, model_leftovers
 from jaxswarm.space import Float, SearchSpace
 from jaxswarm.task import (Task, TaskMetrics, TrainingLoop, builder, data_digest, fit_winner, make_engine,
-                           static_names)
+                           static_names, supervised)
 
 __all__ = ["MODES", "StudyConfig", "StudyResult", "StudyError", "Study", "tune", "load_result",
            "round_keys", "initial_state", "retrain_model", "retrain_metrics"]
@@ -310,7 +310,8 @@ class Study:
     Args:
       space: the search space (its family comes from `models.family_of`).
       dataset: a `data.Dataset` (see `data.load_dataset`, `data.from_arrays`) for the built-in networks, or
-        your own `task.Task` or `task.TrainingLoop` (fresh mode, one hold-out split).
+        your own `task.Task` (fresh mode; folds > 1 trains each member once per fold) or `task.TrainingLoop`
+        (fresh mode, no folds).
       config: the study's `StudyConfig`.
       out_dir: results directory (None: keep results in memory only; no checkpoints).
       progress: show a progress bar and one line per round.
@@ -384,8 +385,13 @@ class Study:
         if isinstance(self.task, Task):
             self.task = self.task._replace(batch_size=self.task.batch_size or cfg.batch_size)
         group_size = cfg.chunk_size or (1 if jax.default_backend() == "cpu" else TASK_GROUP_SIZE)
-        self.engine = make_engine(builder(self.task), space, cfg.epochs, self.task.objective,
-                                  group_size=group_size)
+        build = builder(self.task)
+        if cfg.folds > 1:  # every member trains once per fold of train + val, inside its own program
+            if not isinstance(self.task, Task):
+                raise ValueError(f"folds {cfg.folds}: a TrainingLoop has no data to fold; use folds 1")
+            pool = len(jax.tree.leaves(self.task.data.train)[0]) + len(jax.tree.leaves(self.task.data.val)[0])
+            build = supervised(self.task, kfold_indices(pool, cfg.folds, seed=cfg.seed))
+        self.engine = make_engine(build, space, cfg.epochs, self.task.objective, group_size=group_size)
         self.layout, self.data = None, None
         names = ", ".join(static_names(space)) or "none"
         self.layout_reason = (f"task: the members of each static signature ({names}) train {group_size} at a time "
@@ -953,8 +959,7 @@ def _check_task_config(config: StudyConfig) -> None:
     """Refuses the settings a study of your own task does not serve yet, in one line each."""
     if config.fitness != "accuracy":
         raise ValueError(f"fitness {config.fitness!r}: a task's fitness is its objective (Task.objective)")
-    for name, value, default in (("mode", config.mode, "fresh"), ("folds", config.folds, 1),
-                                 ("layout", config.layout, DEFAULT_LAYOUT)):
+    for name, value, default in (("mode", config.mode, "fresh"), ("layout", config.layout, DEFAULT_LAYOUT)):
         if value != default:
             raise ValueError(f"{name} {value!r} is not available for your own task yet (it takes {name} {default!r})")
 

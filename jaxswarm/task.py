@@ -178,7 +178,8 @@ def builder(problem) -> Builder:
 
 def load_task(path: str):
     """The `Task` or `TrainingLoop` at ``module:attribute`` (an import path, as uvicorn takes an app): the
-    attribute is one, or a function of no arguments returning one. The current folder is importable, as it is for ``python -c``.
+    attribute is one, or a function of no arguments returning one. The current folder is importable, as it is
+    for ``python -c``.
 
     Raises:
         ValueError: one line when the path is malformed, does not import, or names no Task.
@@ -244,7 +245,8 @@ def _rows(tree) -> int:
     """The one leading length of every leaf of `tree` (a clear error when they differ)."""
     lengths = {np.shape(a)[0] if np.ndim(a) else None for a in jax.tree.leaves(tree)}
     if len(lengths) != 1 or None in lengths:
-        raise ValueError(f"every data leaf needs the same leading example axis, got lengths {sorted(map(str, lengths))}")
+        raise ValueError("every data leaf needs the same leading example axis, got lengths "
+                         f"{sorted(map(str, lengths))}")
     return lengths.pop()
 
 
@@ -282,81 +284,133 @@ def predictor(task: Task, static: dict) -> Callable:
     """``(state, hp, batch) -> outputs``: a trained member of `task` at `static` on a batch (as the data's leaves),
     evaluating (no dropout), jitted."""
     module, inputs = task.model(static), task.inputs or (lambda b: b["x"])
-    return jax.jit(lambda state, hp, batch: _apply(module, state.params, state.collections, inputs(batch), hp, False)[0])
+    return jax.jit(lambda state, hp, batch: _apply(module, state.params, state.collections, inputs(batch), hp,
+                                                   False)[0])
 
 
-def supervised(task: Task) -> Builder:
+def supervised(task: Task, folds: tuple | None = None) -> Builder:
     """The trainable of each member of `task` (see `Task`), as a `Builder` of static hyperparameters.
 
     A member trains ``epochs`` epochs of shuffled minibatches (the last partial batch dropped); its
     epoch e shuffles and drops out with ``fold_in(key, e)``, so two spans of epochs train as one.
+
+    Args:
+        task: the `Task`.
+        folds: None to train on ``data.train`` and score on ``data.val``; or ``(train_idx [K, N], val_idx
+            [K, M])`` (`data.kfold_indices`) into train and val joined: the member is then K networks, one
+            per fold, vmapped inside the member (its state has a leading fold axis), fold k drawing from
+            the k-th split of the member's keys, and its metrics are the folds' means (NaN, so diverged,
+            when any fold's is).
     """
-    n_train, n_val = _rows(task.data.train), _rows(task.data.val)
-    train_data, val_data = (jax.tree.map(jnp.asarray, d) for d in task.data[:2])  # on the device once
+    if folds is None:
+        train_data, val_data = task.data[:2]
+        n_train, n_val = _rows(train_data), _rows(val_data)
+    else:
+        train_idx, val_idx = (np.asarray(f, np.int32) for f in folds)
+        train_data = val_data = joined(*task.data[:2])
+        pool = _rows(train_data)
+        if train_idx.ndim != 2 or val_idx.ndim != 2 or len(train_idx) != len(val_idx) \
+                or max(train_idx.max(), val_idx.max()) >= pool:
+            raise ValueError(f"folds are (train_idx [K, N], val_idx [K, M]) into the {pool} rows of train + val, "
+                             f"got shapes {train_idx.shape} and {val_idx.shape}")
+        n_train, n_val = train_idx.shape[1], val_idx.shape[1]
+        fold_rows = (jnp.asarray(train_idx), jnp.asarray(val_idx))
+    train_data, val_data = (jax.tree.map(jnp.asarray, d) for d in (train_data, val_data))  # on the device once
     batch = min(int(task.batch_size or 64), n_train)
     steps = n_train // batch
     chunk = min(int(task.eval_batch_size), n_val)
     inputs = task.inputs or (lambda b: b["x"])
     optimizer = task.optimizer or default_optimizer
 
-    def build(static: dict) -> Trainable:
+    def _member(static: dict) -> Callable:
+        """``(train rows, val rows) -> Trainable`` of one network (rows: indices into the data, None for all)."""
         module = task.model(static)
         apply = functools.partial(_apply, module)
 
-        def init(key, hp) -> SupervisedState:
-            k_params, k_dropout = jax.random.split(key)
-            variables = module.init({"params": k_params, "dropout": k_dropout},
-                                    inputs(_take(train_data, slice(0, 1))), hp, False)
-            params = variables["params"]
-            collections = {k: v for k, v in variables.items() if k != "params"}
-            return SupervisedState(params, collections, optimizer(hp).init(params), jnp.int32(0))
+        def trainable(train_rows, val_rows) -> Trainable:
+            def init(key, hp) -> SupervisedState:
+                k_params, k_dropout = jax.random.split(key)
+                variables = module.init({"params": k_params, "dropout": k_dropout},
+                                        inputs(_take(train_data, slice(0, 1))), hp, False)
+                params = variables["params"]
+                collections = {k: v for k, v in variables.items() if k != "params"}
+                return SupervisedState(params, collections, optimizer(hp).init(params), jnp.int32(0))
 
-        def step(hp, tx, carry, inputs_):
-            params, collections, opt_state = carry
-            idx_B, key = inputs_
-            batch_ = _take(train_data, idx_B)
+            def step(hp, tx, carry, inputs_):
+                params, collections, opt_state = carry
+                idx_B, key = inputs_
+                batch_ = _take(train_data, idx_B if train_rows is None else train_rows[idx_B])
 
-            def loss_fn(p):
-                outputs, updated = apply(p, collections, inputs(batch_), hp, True, key)
-                loss = task.loss(outputs, batch_)
-                if jnp.shape(loss) != ():
-                    raise ValueError(f"the task's loss must be a scalar (the batch's mean), got shape {jnp.shape(loss)}")
-                return loss, updated
+                def loss_fn(p):
+                    outputs, updated = apply(p, collections, inputs(batch_), hp, True, key)
+                    loss = task.loss(outputs, batch_)
+                    if jnp.shape(loss) != ():
+                        raise ValueError("the task's loss must be a scalar (the batch's mean), "
+                                         f"got shape {jnp.shape(loss)}")
+                    return loss, updated
 
-            (loss, collections), grads = jax.value_and_grad(loss_fn, has_aux=True)(params)
-            updates, opt_state = tx.update(grads, opt_state, params)
-            return (optax.apply_updates(params, updates), dict(collections), opt_state), loss
+                (loss, collections), grads = jax.value_and_grad(loss_fn, has_aux=True)(params)
+                updates, opt_state = tx.update(grads, opt_state, params)
+                return (optax.apply_updates(params, updates), dict(collections), opt_state), loss
 
-        def train(state: SupervisedState, hp, key, epochs: int) -> SupervisedState:
-            tx = optimizer(hp)
+            def train(state: SupervisedState, hp, key, epochs: int) -> SupervisedState:
+                tx = optimizer(hp)
 
-            def epoch(state: SupervisedState, _):
-                k_perm, k_steps = jax.random.split(jax.random.fold_in(key, state.epoch))
-                idx_NxB = jax.random.permutation(k_perm, n_train)[: steps * batch].reshape(steps, batch)
-                carry = (state.params, state.collections, state.opt_state)
-                carry, _ = jax.lax.scan(functools.partial(step, hp, tx), carry,
-                                        (idx_NxB, jax.random.split(k_steps, steps)))
-                return SupervisedState(*carry, state.epoch + 1), None
+                def epoch(state: SupervisedState, _):
+                    k_perm, k_steps = jax.random.split(jax.random.fold_in(key, state.epoch))
+                    idx_NxB = jax.random.permutation(k_perm, n_train)[: steps * batch].reshape(steps, batch)
+                    carry = (state.params, state.collections, state.opt_state)
+                    carry, _ = jax.lax.scan(functools.partial(step, hp, tx), carry,
+                                            (idx_NxB, jax.random.split(k_steps, steps)))
+                    return SupervisedState(*carry, state.epoch + 1), None
 
-            return jax.lax.scan(epoch, state, None, length=int(epochs))[0]
+                return jax.lax.scan(epoch, state, None, length=int(epochs))[0]
 
-        def evaluate(state: SupervisedState, hp) -> dict:
-            def metrics_of(idx):
-                batch_ = _take(val_data, idx)
-                outputs, _ = apply(state.params, state.collections, inputs(batch_), hp, False)
-                return task.metrics(outputs, batch_)
+            def evaluate(state: SupervisedState, hp) -> dict:
+                def metrics_of(idx):
+                    batch_ = _take(val_data, idx if val_rows is None else val_rows[idx])
+                    outputs, _ = apply(state.params, state.collections, inputs(batch_), hp, False)
+                    return task.metrics(outputs, batch_)
 
-            whole = n_val // chunk
-            per_chunk = jax.lax.map(metrics_of, jnp.arange(whole * chunk).reshape(whole, chunk))
-            sums = jax.tree.map(lambda m: jnp.sum(m, axis=0) * chunk, per_chunk)
-            if n_val > whole * chunk:  # the rest, one smaller chunk: every row weighs the same
-                rest = metrics_of(jnp.arange(whole * chunk, n_val))
-                sums = jax.tree.map(lambda s, m: s + m * (n_val - whole * chunk), sums, rest)
-            return jax.tree.map(lambda s: s / n_val, sums)
+                whole = n_val // chunk
+                per_chunk = jax.lax.map(metrics_of, jnp.arange(whole * chunk).reshape(whole, chunk))
+                sums = jax.tree.map(lambda m: jnp.sum(m, axis=0) * chunk, per_chunk)
+                if n_val > whole * chunk:  # the rest, one smaller chunk: every row weighs the same
+                    rest = metrics_of(jnp.arange(whole * chunk, n_val))
+                    sums = jax.tree.map(lambda s, m: s + m * (n_val - whole * chunk), sums, rest)
+                return jax.tree.map(lambda s: s / n_val, sums)
 
-        return Trainable(init, train, evaluate)
+            return Trainable(init, train, evaluate)
+
+        return trainable
+
+    def build(static: dict) -> Trainable:
+        one = _member(static)
+        if folds is None:
+            return one(None, None)
+        return _folded(one, *fold_rows)
 
     return build
+
+
+def _folded(one: Callable, train_idx_KxN, val_idx_KxM) -> Trainable:
+    """K networks of one member, one per fold, as one trainable: ``one(train rows, val rows)`` vmapped over the
+    folds; fold k draws from the k-th split of each key, and the metrics are the folds' means."""
+    K = train_idx_KxN.shape[0]
+    base = one(None, None)  # its init reads no rows
+
+    def init(key, hp):
+        return jax.vmap(lambda k: base.init(k, hp))(jax.random.split(key, K))
+
+    def train(state, hp, key, epochs: int):
+        return jax.vmap(lambda st, k, tr, va: one(tr, va).train(st, hp, k, epochs))(
+            state, jax.random.split(key, K), train_idx_KxN, val_idx_KxM)
+
+    def evaluate(state, hp) -> dict:
+        per_fold = jax.vmap(lambda st, tr, va: one(tr, va).evaluate(st, hp))(state, train_idx_KxN, val_idx_KxM)
+        return jax.tree.map(lambda m: jnp.mean(m, axis=0), per_fold)
+
+    return Trainable(init, train, evaluate)
 
 
 def static_names(space: SearchSpace, static: tuple[str, ...] | None = None) -> tuple[str, ...]:

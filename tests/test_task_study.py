@@ -16,7 +16,8 @@ from jaxswarm import cli, results, schedules
 from jaxswarm.saved import ModelError, TaskModel, load_model
 from jaxswarm.space import Choice, Float, SearchSpace
 from jaxswarm.study import Study, StudyConfig, StudyError, initial_state, round_keys, tune
-from jaxswarm.task import load_task
+from jaxswarm.data import kfold_indices
+from jaxswarm.task import TrainingLoop, joined, load_task, supervised
 
 # A task module as a user writes one: a Flax regression MLP of static width, data with a test split.
 TASK_MODULE = textwrap.dedent('''
@@ -124,10 +125,43 @@ def test_a_task_study_resumes_only_on_its_own_data(mytask, tmp_path):
               progress=False).run(resume=True)
 
 
-@pytest.mark.parametrize("setting", [{"mode": "warm"}, {"folds": 3}, {"layout": "masked"}, {"fitness": "loss"}])
+@pytest.mark.parametrize("setting", [{"mode": "warm"}, {"layout": "masked"}, {"fitness": "loss"}])
 def test_a_task_study_refuses_what_it_does_not_serve_yet(mytask, setting):
     with pytest.raises(ValueError, match="task"):
         _study(None, **setting)
+
+
+def test_k_folds_score_each_member_by_its_networks_trained_alone_on_each_fold(mytask, tmp_path):
+    """folds=3 through the study: a member's metrics are the means over the folds of its network trained alone
+    on that fold's rows of train + val, from the fold's split of the member's keys (rtol 1e-5: vmapped and
+    single programs round differently; a wrong fold's rows, key or a dropped mean move far more)."""
+    task = load_task("mytask:task")
+    study = _study(tmp_path / "r", rounds=1, folds=3)
+    study.run()
+    rows = results.read_jsonl(tmp_path / "r" / results.EVALUATIONS)
+    keys, positions = _start(study)
+    pool = joined(task.data.train, task.data.val)
+    train_idx, val_idx = kfold_indices(160, 3, seed=0)
+    for row in rows[:2]:
+        i = row["particle"]
+        static, hp = study.engine.hyperparameters(positions[i])
+        k_init, k_train = jax.random.split(keys[i])
+        alone = []
+        for k, (tr, va) in enumerate(zip(train_idx, val_idx)):
+            rows = js.TaskData(jax.tree.map(lambda a: a[tr], pool), jax.tree.map(lambda a: a[va], pool))
+            trainable = supervised(task._replace(data=rows))(static)
+            state = trainable.init(jax.random.split(k_init, 3)[k], hp)
+            state = trainable.train(state, hp, jax.random.split(k_train, 3)[k], 2)
+            alone.append(trainable.evaluate(state, hp))
+        for name, value in row["metrics"].items():
+            np.testing.assert_allclose(value, np.mean([m[name] for m in alone]), rtol=1e-5, atol=1e-6)
+
+
+def test_a_training_loop_has_no_data_to_fold():
+    loop = TrainingLoop(lambda static: None, js.Objective("reward"), SearchSpace({"lr": Float(1e-3, 1e-1)}))
+    with pytest.raises(ValueError, match="TrainingLoop has no data to fold"):
+        Study(loop.space, loop, StudyConfig(swarm_size=2, rounds=1, folds=3), None, progress=False)
+
 
 
 def test_a_saved_task_winner_predicts_in_a_fresh_process_what_it_predicted_in_the_study(mytask, tmp_path):
