@@ -384,18 +384,24 @@ class Study:
         cfg, space = self.config, self.space
         if isinstance(self.task, Task):
             self.task = self.task._replace(batch_size=self.task.batch_size or cfg.batch_size)
-        group_size = cfg.chunk_size or (1 if jax.default_backend() == "cpu" else TASK_GROUP_SIZE)
+        if jax.process_count() > 1:
+            raise ValueError("your own task trains on one host's devices (not yet over several hosts)")
+        devices = jax.local_devices()
+        # chunk_size: members per device in one call; over several devices a call splits its members evenly.
+        group_size = (cfg.chunk_size or (1 if jax.default_backend() == "cpu" else TASK_GROUP_SIZE)) * len(devices)
+        mesh = execute.particle_mesh(devices) if len(devices) > 1 else None
         build = builder(self.task)
         if cfg.folds > 1:  # every member trains once per fold of train + val, inside its own program
             if not isinstance(self.task, Task):
                 raise ValueError(f"folds {cfg.folds}: a TrainingLoop has no data to fold; use folds 1")
             pool = len(jax.tree.leaves(self.task.data.train)[0]) + len(jax.tree.leaves(self.task.data.val)[0])
             build = supervised(self.task, kfold_indices(pool, cfg.folds, seed=cfg.seed))
-        self.engine = make_engine(build, space, cfg.epochs, self.task.objective, group_size=group_size)
+        self.engine = make_engine(build, space, cfg.epochs, self.task.objective, group_size=group_size, mesh=mesh)
         self.layout, self.data = None, None
         names = ", ".join(static_names(space)) or "none"
+        over = f" over {len(devices)} devices" if mesh is not None else ""
         self.layout_reason = (f"task: the members of each static signature ({names}) train {group_size} at a time "
-                              "in one jit(vmap) program, the rest in calls of powers of two")
+                              f"in one jit(vmap) program{over}, the rest in calls of powers of two")
         self.program = _task_program(self.engine, self.layout_reason)
         self._log(self.layout_reason)
 

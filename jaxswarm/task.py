@@ -484,7 +484,8 @@ class Engine(NamedTuple):
         groups: ``(positions_SxD) -> {static values: member indices}``.
         hyperparameters: ``(position_D) -> (static dict, traced hp dict)``: what one member's builder
             and trainable get (e.g. to retrain a winner alone).
-        stats: {"compiles": programs traced so far, "signatures": the static values seen}.
+        stats: {"compiles": programs traced so far, "signatures": the static values seen, "sharded_calls":
+            calls whose members' results came from more than one device}.
         epochs: the epochs a call trains unless it says otherwise.
     """
 
@@ -510,7 +511,8 @@ def _calls(idx: np.ndarray, group_size: int) -> list[np.ndarray]:
 
 
 def make_engine(build: Builder, space: SearchSpace, epochs: int, objective: Objective,
-                static: tuple[str, ...] | None = None, group_size: int = 8) -> Engine:
+                static: tuple[str, ...] | None = None, group_size: int = 8,
+                mesh: jax.sharding.Mesh | None = None) -> Engine:
     """Trains a swarm of `build`'s trainables, grouped by their static hyperparameters (see the module).
 
     Args:
@@ -525,6 +527,10 @@ def make_engine(build: Builder, space: SearchSpace, epochs: int, objective: Obje
             group's remainder trains in calls of the powers of two it sums to, so a signature
             compiles at most ``2 + log2(group_size)`` programs (per epoch count). On a CPU a few
             suffice; an accelerator wants more.
+        mesh: a 1-D `jax.sharding.Mesh` of this process's devices (None: the default device). A call
+            whose member count is a multiple of the mesh's size has its members split over the devices
+            (keys, hyperparameters and states sharded on the member axis, the data replicated); a
+            smaller call (a group's remainder) runs on the default device.
 
     Returns:
         `Engine`.
@@ -534,8 +540,10 @@ def make_engine(build: Builder, space: SearchSpace, epochs: int, objective: Obje
     names = static_names(space, static)
     traced = tuple(n for n in space.names if n not in names and space.params[n].has_dim)
     decode = jax.jit(jax.vmap(space.decode))
-    stats = {"compiles": 0, "signatures": []}
+    stats = {"compiles": 0, "signatures": [], "sharded_calls": 0}
     programs: dict = {}
+    members_axis = None if mesh is None else jax.sharding.NamedSharding(
+        mesh, jax.sharding.PartitionSpec(mesh.axis_names[0]))
 
     def signature(config: dict) -> tuple:
         return tuple((n, config[n]) for n in names if n in config)
@@ -578,14 +586,16 @@ def make_engine(build: Builder, space: SearchSpace, epochs: int, objective: Obje
         final: list = [None] * S
         for sig, idx in groups(positions_SxD).items():
             for part in _calls(idx, group_size):
-                part_states = None if states is None else jax.tree.map(lambda *a: jnp.stack(a),
-                                                                       *[states[m] for m in part])
+                args = (keys_S[part], _take(hp_S, part), None if states is None else
+                        jax.tree.map(lambda *a: jnp.stack(a), *[states[m] for m in part]))
+                if members_axis is not None and len(part) % mesh.size == 0:  # the members split over devices
+                    args = jax.device_put(args, members_axis)
                 try:
-                    out_states, out_metrics = program(sig, len(part), n_epochs, states is None)(
-                        keys_S[part], _take(hp_S, part), part_states)
+                    out_states, out_metrics = program(sig, len(part), n_epochs, states is None)(*args)
                 except Exception as e:  # noqa: BLE001 - name the member's static values, keep the cause
                     raise TaskError(f"the trainable of static hyperparameters {dict(sig)} failed: "
                                      f"{type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}") from e
+                stats["sharded_calls"] += len(jax.tree.leaves(out_metrics)[0].sharding.device_set) > 1
                 for name, value in out_metrics.items():
                     if np.ndim(value) != 1:
                         raise TaskError(f"metric {name!r} must be a scalar per member, got shape "

@@ -1,6 +1,7 @@
 """A study of your own Task: the record, the compile count, resume, the saved winner, the command line."""
 
 import json
+import os
 import subprocess
 import sys
 import textwrap
@@ -155,6 +156,40 @@ def test_k_folds_score_each_member_by_its_networks_trained_alone_on_each_fold(my
             alone.append(trainable.evaluate(state, hp))
         for name, value in row["metrics"].items():
             np.testing.assert_allclose(value, np.mean([m[name] for m in alone]), rtol=1e-5, atol=1e-6)
+
+
+# Run in a process of 2 fake CPU devices: a task study whose calls split their members over both.
+SHARDED = textwrap.dedent('''
+    import json, jax, numpy as np
+    from jaxswarm import results
+    from jaxswarm.space import Choice, Float, SearchSpace
+    from jaxswarm.study import Study, StudyConfig, initial_state, round_keys
+    from jaxswarm.task import make_engine, supervised
+    import mytask
+    space = SearchSpace({"width": Choice([8]), "learning_rate": Float(1e-3, 1e-1, log=True)})
+    study = Study(space, mytask.task, StudyConfig(swarm_size=4, rounds=1, epochs=2, chunk_size=1), None,
+                  progress=False)
+    study.run()
+    state = initial_state(study.key, study.strategy, "lhs", 4, space.num_dims)
+    keys, positions = round_keys(study.key, 0, 4)[0], np.asarray(study.strategy.ask(state))
+    alone = make_engine(supervised(mytask.task), space, 2, mytask.task.objective,
+                        group_size=1)
+    mse = [float(alone.train(keys[np.array([i])], positions[[i]]).metrics["mse"][0]) for i in range(4)]
+    print("RESULT " + json.dumps({"devices": len(jax.devices()), "sharded_calls": study.engine.stats["sharded_calls"],
+                                  "study": [r["metrics"]["mse"] for r in study.evaluations], "alone": mse}))
+''')
+
+
+def test_a_task_study_splits_each_call_s_members_over_the_devices(mytask):
+    """Two fake devices, chunk_size 1 (a member per device per call): the study's two calls each split their two
+    members over both devices, and every member equals itself trained alone on one device (rtol 1e-5)."""
+    env = {**os.environ, "JAX_PLATFORMS": "cpu", "PYTHONPATH": os.pathsep.join([str(mytask), os.getcwd()]),
+           "XLA_FLAGS": f"{os.environ.get('XLA_FLAGS', '')} --xla_force_host_platform_device_count=2"}
+    proc = subprocess.run([sys.executable, "-c", SHARDED], env=env, capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    out = json.loads([line for line in proc.stdout.splitlines() if line.startswith("RESULT ")][-1][7:])
+    assert out["devices"] == 2 and out["sharded_calls"] == 2
+    np.testing.assert_allclose(out["study"], out["alone"], rtol=1e-5)
 
 
 def test_a_training_loop_has_no_data_to_fold():
