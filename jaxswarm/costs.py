@@ -30,7 +30,7 @@ from pathlib import Path
 from typing import Any, NamedTuple
 
 __all__ = ["CostModel", "BUILTIN", "ENV", "DEFAULT_PATH", "default_path", "load", "save", "of", "from_dict",
-           "describe"]
+           "describe", "memory_analysis"]
 
 ENV = "JAXSWARM_COST_MODEL"  # a cost model file, or "builtin"
 
@@ -161,3 +161,19 @@ def describe(model: CostModel) -> str:
     """
     return (f"cost model ({model.source}): training {model.train_flops / 1e9:.3g} GFLOP/s, "
             f"packed compile {model.packed_compile_s:.3g} s, serial CNN compile +{model.serial_compile_s:.3g} s")
+
+
+def memory_analysis(compiled) -> dict:
+    """`compiled.memory_analysis()` as a dict of ints, with ``total`` = args + outputs + temps - aliased.
+
+    Returns {} where the backend reports nothing.
+    """
+    m = compiled.memory_analysis()
+    if m is None:
+        return {}
+    out = {k: int(getattr(m, k)) for k in ("argument_size_in_bytes", "output_size_in_bytes",
+                                           "alias_size_in_bytes", "temp_size_in_bytes",
+                                           "generated_code_size_in_bytes")}
+    out["total"] = (out["argument_size_in_bytes"] + out["output_size_in_bytes"]
+                    + out["temp_size_in_bytes"] - out["alias_size_in_bytes"])
+    return out

@@ -63,6 +63,7 @@ from jax.sharding import AxisType, Mesh, NamedSharding
 from jax.sharding import PartitionSpec as P
 
 from jaxswarm import optim
+from jaxswarm.costs import memory_analysis
 from jaxswarm.models import ModelFamily
 
 __all__ = [
@@ -319,22 +320,6 @@ def plan_chunks(estimate: dict, capacity: int, num_particles: int, num_devices: 
         return per_device
     n_chunks = -(-per_device // fits)
     return -(-per_device // n_chunks)
-
-
-def memory_analysis(compiled) -> dict:
-    """`compiled.memory_analysis()` as a dict of ints, with ``total`` = args + outputs + temps - aliased.
-
-    Returns {} where the backend reports nothing.
-    """
-    m = compiled.memory_analysis()
-    if m is None:
-        return {}
-    out = {k: int(getattr(m, k)) for k in ("argument_size_in_bytes", "output_size_in_bytes",
-                                           "alias_size_in_bytes", "temp_size_in_bytes",
-                                           "generated_code_size_in_bytes")}
-    out["total"] = (out["argument_size_in_bytes"] + out["output_size_in_bytes"]
-                    + out["temp_size_in_bytes"] - out["alias_size_in_bytes"])
-    return out
 
 
 def _gib(n) -> str:

@@ -390,13 +390,17 @@ class Study:
         # chunk_size: members per device in one call; over several devices a call splits its members evenly.
         group_size = (cfg.chunk_size or (1 if jax.default_backend() == "cpu" else TASK_GROUP_SIZE)) * len(devices)
         mesh = execute.particle_mesh(devices) if len(devices) > 1 else None
+        capacity = execute.device_memory_bytes(devices[0])
+        if cfg.memory_cap_gb is not None:
+            capacity = min(capacity, int(cfg.memory_cap_gb * 2**30))
         build = builder(self.task)
         if cfg.folds > 1:  # every member trains once per fold of train + val, inside its own program
             if not isinstance(self.task, Task):
                 raise ValueError(f"folds {cfg.folds}: a TrainingLoop has no data to fold; use folds 1")
             pool = len(jax.tree.leaves(self.task.data.train)[0]) + len(jax.tree.leaves(self.task.data.val)[0])
             build = supervised(self.task, kfold_indices(pool, cfg.folds, seed=cfg.seed))
-        self.engine = make_engine(build, space, cfg.epochs, self.task.objective, group_size=group_size, mesh=mesh)
+        self.engine = make_engine(build, space, cfg.epochs, self.task.objective, group_size=group_size, mesh=mesh,
+                                  capacity=capacity)
         self.layout, self.data = None, None
         names = ", ".join(static_names(space)) or "none"
         over = f" over {len(devices)} devices" if mesh is not None else ""
@@ -761,7 +765,9 @@ class Study:
             "best_value": None if fitness is None else fitness if objective.direction == "max" else -fitness,
             "test_metrics": test_metrics,
             "programs": {"compiled": self.engine.stats["compiles"],
-                         "signatures": [dict(sig) for sig in self.engine.stats["signatures"]]}}
+                         "signatures": [dict(sig) for sig in self.engine.stats["signatures"]],
+                         "memory_limited_calls": [{"static": dict(sig), "members": n}
+                                                  for sig, n in self.engine.stats["call_limits"].items()]}}
         results.write_json(self.out_dir / results.BEST, {
             "status": status, "best_config": config, "best_fitness": fitness, "fitness": self.config.fitness,
             "hyperparameters": self.trained_with(position), "test_accuracy": test_accuracy,

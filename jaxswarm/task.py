@@ -52,6 +52,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
+from jaxswarm.costs import memory_analysis
 from jaxswarm.space import Choice, Fixed, Float, Int, SearchSpace
 
 __all__ = ["TaskError", "Objective", "Trainable", "Builder", "TaskData", "Task", "SupervisedState",
@@ -485,7 +486,9 @@ class Engine(NamedTuple):
         hyperparameters: ``(position_D) -> (static dict, traced hp dict)``: what one member's builder
             and trainable get (e.g. to retrain a winner alone).
         stats: {"compiles": programs traced so far, "signatures": the static values seen, "sharded_calls":
-            calls whose members' results came from more than one device}.
+            calls whose members' results came from more than one device, "call_limits": {static values: the
+            largest call that fits the capacity} where a call did not, "call_bytes": {(static values, members):
+            the most bytes of a device's memory a program of that call used}}.
         epochs: the epochs a call trains unless it says otherwise.
     """
 
@@ -512,7 +515,7 @@ def _calls(idx: np.ndarray, group_size: int) -> list[np.ndarray]:
 
 def make_engine(build: Builder, space: SearchSpace, epochs: int, objective: Objective,
                 static: tuple[str, ...] | None = None, group_size: int = 8,
-                mesh: jax.sharding.Mesh | None = None) -> Engine:
+                mesh: jax.sharding.Mesh | None = None, capacity: int | None = None) -> Engine:
     """Trains a swarm of `build`'s trainables, grouped by their static hyperparameters (see the module).
 
     Args:
@@ -531,6 +534,10 @@ def make_engine(build: Builder, space: SearchSpace, epochs: int, objective: Obje
             whose member count is a multiple of the mesh's size has its members split over the devices
             (keys, hyperparameters and states sharded on the member axis, the data replicated); a
             smaller call (a group's remainder) runs on the default device.
+        capacity: bytes of a device's memory a call may use (None: unchecked). Each program is compiled
+            ahead of its first call and XLA's memory analysis of it read: a call that would need more
+            trains as two halves instead, and its static signature's calls stay at that size
+            (``stats["call_limits"]``); one member that does not fit is a clear error.
 
     Returns:
         `Engine`.
@@ -540,7 +547,8 @@ def make_engine(build: Builder, space: SearchSpace, epochs: int, objective: Obje
     names = static_names(space, static)
     traced = tuple(n for n in space.names if n not in names and space.params[n].has_dim)
     decode = jax.jit(jax.vmap(space.decode))
-    stats = {"compiles": 0, "signatures": [], "sharded_calls": 0}
+    stats = {"compiles": 0, "signatures": [], "sharded_calls": 0, "call_limits": {}, "call_bytes": {}}
+    unit = 1 if mesh is None else mesh.size  # the smallest call that splits evenly over the devices
     programs: dict = {}
     members_axis = None if mesh is None else jax.sharding.NamedSharding(
         mesh, jax.sharding.PartitionSpec(mesh.axis_names[0]))
@@ -554,7 +562,10 @@ def make_engine(build: Builder, space: SearchSpace, epochs: int, objective: Obje
             out.setdefault(signature(config), []).append(m)
         return {sig: np.asarray(idx) for sig, idx in out.items()}
 
-    def program(sig: tuple, size: int, n_epochs: int, fresh: bool):
+    def program(sig: tuple, n_epochs: int, args) -> tuple:
+        """The compiled program of `sig` for `args` (compiled once per size and kind of call) and the bytes of a
+        device's memory it uses (0 where the backend does not say)."""
+        size, fresh = len(args[0]), args[2] is None
         if (sig, size, n_epochs, fresh) not in programs:
             trainable = build(dict(sig))
 
@@ -562,10 +573,17 @@ def make_engine(build: Builder, space: SearchSpace, epochs: int, objective: Obje
                 stats["compiles"] += 1  # a trace: each cached program traces once
                 return jax.vmap(functools.partial(run_member, trainable, epochs=n_epochs))(keys, hp, states)
 
-            programs[sig, size, n_epochs, fresh] = jax.jit(swarm)
+            compiled = jax.jit(swarm).lower(*args).compile()
+            programs[sig, size, n_epochs, fresh] = compiled, memory_analysis(compiled).get("total", 0)
+            stats["call_bytes"][sig, size] = max(stats["call_bytes"].get((sig, size), 0),
+                                                 programs[sig, size, n_epochs, fresh][1])
             if sig not in stats["signatures"]:
                 stats["signatures"].append(sig)
         return programs[sig, size, n_epochs, fresh]
+
+    def failed(sig: tuple, e: Exception) -> TaskError:
+        return TaskError(f"the trainable of static hyperparameters {dict(sig)} failed: "
+                         f"{type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}")
 
     def traced_hp(positions_SxD) -> dict:
         decoded = decode(jnp.asarray(positions_SxD, jnp.float32))
@@ -585,16 +603,29 @@ def make_engine(build: Builder, space: SearchSpace, epochs: int, objective: Obje
         metrics: dict = {}
         final: list = [None] * S
         for sig, idx in groups(positions_SxD).items():
-            for part in _calls(idx, group_size):
+            pending = _calls(idx, stats["call_limits"].get(sig, group_size))
+            while pending:
+                part = pending.pop(0)
                 args = (keys_S[part], _take(hp_S, part), None if states is None else
                         jax.tree.map(lambda *a: jnp.stack(a), *[states[m] for m in part]))
-                if members_axis is not None and len(part) % mesh.size == 0:  # the members split over devices
+                if members_axis is not None and len(part) % unit == 0:  # the members split over devices
                     args = jax.device_put(args, members_axis)
                 try:
-                    out_states, out_metrics = program(sig, len(part), n_epochs, states is None)(*args)
+                    compiled, used = program(sig, n_epochs, args)
                 except Exception as e:  # noqa: BLE001 - name the member's static values, keep the cause
-                    raise TaskError(f"the trainable of static hyperparameters {dict(sig)} failed: "
-                                     f"{type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}") from e
+                    raise failed(sig, e) from e
+                if capacity is not None and used > capacity:  # train the call as two halves
+                    if len(part) <= unit:
+                        raise ValueError(f"a call of {len(part)} member(s) of static hyperparameters {dict(sig)} "
+                                         f"needs {used / 2**30:.3g} GiB of a device's memory, more than the "
+                                         f"{capacity / 2**30:.3g} GiB it may use: use a smaller model or batch")
+                    stats["call_limits"][sig] = max(unit, len(part) // 2 // unit * unit)
+                    pending[:0] = _calls(part, stats["call_limits"][sig])
+                    continue
+                try:
+                    out_states, out_metrics = compiled(*args)
+                except Exception as e:  # noqa: BLE001
+                    raise failed(sig, e) from e
                 stats["sharded_calls"] += len(jax.tree.leaves(out_metrics)[0].sharding.device_set) > 1
                 for name, value in out_metrics.items():
                     if np.ndim(value) != 1:

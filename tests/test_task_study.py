@@ -192,6 +192,28 @@ def test_a_task_study_splits_each_call_s_members_over_the_devices(mytask):
     np.testing.assert_allclose(out["study"], out["alone"], rtol=1e-5)
 
 
+def test_a_call_that_would_not_fit_the_memory_cap_trains_in_halves_that_do(mytask, tmp_path):
+    """chunk_size 4 and one static value: uncapped, the round is one call of 4 members (and one of 1, from a swarm
+    of 5). With a cap between the two programs' memory (XLA's memory analysis), the study trains in calls that
+    fit it and every member's metrics are the uncapped ones."""
+    task = load_task("mytask:task")
+    space = SearchSpace({"width": Choice([16]), "learning_rate": Float(1e-3, 1e-1, log=True)})
+    cfg = {"swarm_size": 5, "rounds": 1, "epochs": 1, "chunk_size": 4}
+    free = Study(space, task, StudyConfig(**cfg), None, progress=False)
+    free.run()
+    sig = (("width", 16),)
+    one, four = free.engine.stats["call_bytes"][sig, 1], free.engine.stats["call_bytes"][sig, 4]
+    assert one < four and free.engine.stats["call_limits"] == {}
+    capped = Study(space, task, StudyConfig(**cfg, memory_cap_gb=(one + four) / 2 / 2**30), None, progress=False)
+    capped.run()
+    limit = capped.engine.stats["call_limits"][sig]
+    assert limit < 4 and capped.engine.stats["call_bytes"][sig, limit] <= (one + four) / 2
+    for a, b in zip(free.evaluations, capped.evaluations):
+        np.testing.assert_allclose(a["metrics"]["mse"], b["metrics"]["mse"], rtol=1e-5)
+    with pytest.raises(ValueError, match="GiB of a device's memory"):
+        Study(space, task, StudyConfig(**cfg, memory_cap_gb=one / 2 / 2**30), None, progress=False).run()
+
+
 def test_a_training_loop_has_no_data_to_fold():
     loop = TrainingLoop(lambda static: None, js.Objective("reward"), SearchSpace({"lr": Float(1e-3, 1e-1)}))
     with pytest.raises(ValueError, match="TrainingLoop has no data to fold"):
