@@ -175,7 +175,7 @@ def test_forward_and_gradients_equal_the_masked_members(key, data, seed, batch_n
     pytest.param(0, None, False, None, marks=pytest.mark.slow),  # ~12 s; Adam alone is a case of the next one
     pytest.param(3, ("sgd", "momentum", "rmsprop", "adam"), False, None, marks=pytest.mark.slow),  # ~17 s
     (4, ("sgd",), True, (0.0, 0.6)),
-    (5, ("adam", "adamw", "nadam", "adadelta"), False, None)])
+    pytest.param(5, ("adam", "adamw", "nadam", "adadelta"), False, None, marks=pytest.mark.slow)])  # ~25 s
 def test_training_matches_the_masked_trainer_with_a_shared_shuffle_key(key, data, seed, optimizers, batch_norm,
                                                                        dropout):
     # The Adam family's beta2 and eps, the init scheme and an activation per layer, tuned too.
@@ -323,6 +323,7 @@ def test_short_rounds_merge_groups_and_reuse_plans_long_rounds_keep_them_tight()
     assert packed.make_plan(wider, 256, 10, 784, groups=8, known=[roomy], switch_cost=0.0).shape == fresh.shape
 
 
+@pytest.mark.slow  # covered by default: warm mode: test_study's warm tests
 def test_warm_members_continue_as_the_masked_warm_members_do(key, data):
     space = _space(batch_norm=True, optimizers=("sgd",))  # members with batch norm and without; SGD: see above
     S = 6

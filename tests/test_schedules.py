@@ -40,7 +40,7 @@ def spans():
     return run, keys, positions, start
 
 
-@pytest.mark.parametrize("k", [1, 2, 3])
+@pytest.mark.parametrize("k", [pytest.param(1, marks=pytest.mark.slow), 2, pytest.param(3, marks=pytest.mark.slow)])
 def test_k_epochs_then_the_rest_equals_training_straight_through(spans, k):
     """Dropout and batch norm on: the same keys, schedule and minibatches, so the same member, bit for bit."""
     run, keys, positions, start = spans

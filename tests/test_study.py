@@ -113,6 +113,7 @@ def test_architecture_limits():
     assert mlp.limits(mlp_space(max_layers=3, units=(8, 100))) == (3, 100)
 
 
+@pytest.mark.slow  # covered by default: the packed study's results: test_fingerprint[packed]; its training: test_layouts
 def test_packed_layout_study(digits):
     # (a packed study with a retrain: the fingerprint's "packed" case)
     folds = tuner.tune(SPACE, digits, layout="packed", folds=2, **{**TINY, "rounds": 1})
@@ -151,6 +152,7 @@ def test_the_serial_cnn_study_searches_the_same_swarm(digits):
     np.testing.assert_allclose(serial.best_fitness, masked.best_fitness, atol=1e-6)
 
 
+@pytest.mark.slow  # covered by default: the retrain itself: test_study_in_memory_finds_a_config_and_retrains
 def test_retrain_reports_every_epoch(digits, capsys):
     config = tuner.StudyConfig(swarm_size=2, rounds=1, epochs=1, batch_size=32, retrain_epochs=3)
     result = tuner.Study(SPACE, digits, config, progress=True).run()

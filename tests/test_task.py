@@ -89,6 +89,7 @@ def test_at_most_two_programs_per_static_signature_and_floats_never_recompile():
     assert engine.stats["compiles"] == 4  # every signature and call size compiled: nothing new
 
 
+@pytest.mark.slow  # covered by default: spans through a study: test_task_study's successive-halving test
 def test_two_spans_train_as_one():
     engine = tk.make_engine(tk.supervised(_task()), SPACE, epochs=2, objective=tk.Objective("accuracy"))
     keys, positions = _swarm(S=3)

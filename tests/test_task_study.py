@@ -180,6 +180,7 @@ SHARDED = textwrap.dedent('''
 ''')
 
 
+@pytest.mark.slow  # a subprocess of 2 fake devices, ~40 s
 def test_a_task_study_splits_each_call_s_members_over_the_devices(mytask):
     """Two fake devices, chunk_size 1 (a member per device per call): the study's two calls each split their two
     members over both devices, and every member equals itself trained alone on one device (rtol 1e-5)."""

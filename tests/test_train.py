@@ -55,6 +55,7 @@ def test_swarm_equals_loop_of_single_members(key):
         np.testing.assert_allclose(swarm.fitness[i], one.fitness, atol=1e-6)
 
 
+@pytest.mark.slow  # covered by default: members alone = the swarm: test_swarm_equals_loop_of_single_members
 def test_members_one_at_a_time_equal_the_vmapped_swarm(key):
     """Branching members trained one after another (no vmap, chunks of one) train the same members."""
     data = _data()
@@ -128,6 +129,7 @@ def test_training_learns_a_separable_problem(key):
     assert np.all(np.asarray(m.train_loss[:, -1]) < np.asarray(m.train_loss[:, 0]))
 
 
+@pytest.mark.slow  # covered by default: k folds: test_layouts' k-fold test
 def test_kfold_is_particles_times_folds_in_one_program(key):
     rng = np.random.default_rng(0)
     x = rng.normal(size=(120, 6)).astype(np.float32)
@@ -204,6 +206,7 @@ ADAM_FAMILY = sp.SearchSpace({
 })
 
 
+@pytest.mark.slow  # covered by default: the optimizers: test_optim, test_layouts
 def test_adam_family_members_train_alone_as_in_the_swarm_and_compile_once(key):
     """beta2, eps, nadam, adadelta and the init scheme are traced: one member program for every
     value, and each swarm member trains as it does alone (test_optim checks each update against
