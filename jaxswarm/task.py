@@ -52,6 +52,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
+from jaxswarm import optim
 from jaxswarm.costs import memory_analysis
 from jaxswarm.space import Choice, Fixed, Float, Int, SearchSpace
 
@@ -130,7 +131,8 @@ class Task(NamedTuple):
         objective: the metric the swarm optimizes (`Objective`).
         data: `TaskData`.
         optimizer: ``optimizer(hp) -> optax.GradientTransformation``, built inside the member's
-            program so its float hyperparameters are traced.
+            program so its float hyperparameters are traced; its ``hp`` also holds the member's static
+            values as Python values (an optimizer's name to branch on). None: `default_optimizer`.
         batch_size: training minibatch size, capped at the training rows (None: a study's
             ``batch_size``; 64 outside a study).
         inputs: ``inputs(batch) -> model inputs`` (default: ``batch["x"]``).
@@ -225,9 +227,16 @@ def regression_metrics(predictions, batch) -> dict:
 
 
 def default_optimizer(hp: dict) -> optax.GradientTransformation:
-    """Adam at ``hp["learning_rate"]`` (1e-3 when the space has none), with ``hp["weight_decay"]`` (AdamW)
-    when the space tunes one."""
-    learning_rate = hp.get("learning_rate", 1e-3)
+    """The built-in networks' optimizer choice: ``hp["optimizer"]`` by name where the space has one (a
+    `Choice` of `optim.OPTIMIZERS`: `optim.plain_optimizer`, with the space's ``momentum``,
+    ``weight_decay``, ``beta2`` and ``eps`` where it tunes them, `optim.DEFAULTS` where not). A space
+    without one trains Adam, or AdamW when it tunes ``weight_decay``. The learning rate is
+    ``hp["learning_rate"]`` (1e-3 when the space has none)."""
+    learning_rate = hp.get("learning_rate", optim.DEFAULTS["learning_rate"])
+    if "optimizer" in hp:
+        return optim.plain_optimizer(hp["optimizer"], learning_rate,
+                                     *(hp.get(n, optim.DEFAULTS[n]) for n in ("momentum", "weight_decay", "beta2",
+                                                                               "eps")))
     if "weight_decay" in hp:
         return optax.adamw(learning_rate, weight_decay=hp["weight_decay"])
     return optax.adam(learning_rate)
@@ -335,7 +344,7 @@ def supervised(task: Task, folds: tuple | None = None) -> Builder:
                                         inputs(_take(train_data, slice(0, 1))), hp, False)
                 params = variables["params"]
                 collections = {k: v for k, v in variables.items() if k != "params"}
-                return SupervisedState(params, collections, optimizer(hp).init(params), jnp.int32(0))
+                return SupervisedState(params, collections, optimizer({**static, **hp}).init(params), jnp.int32(0))
 
             def step(hp, tx, carry, inputs_):
                 params, collections, opt_state = carry
@@ -355,7 +364,7 @@ def supervised(task: Task, folds: tuple | None = None) -> Builder:
                 return (optax.apply_updates(params, updates), dict(collections), opt_state), loss
 
             def train(state: SupervisedState, hp, key, epochs: int) -> SupervisedState:
-                tx = optimizer(hp)
+                tx = optimizer({**static, **hp})
 
                 def epoch(state: SupervisedState, _):
                     k_perm, k_steps = jax.random.split(jax.random.fold_in(key, state.epoch))

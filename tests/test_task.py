@@ -139,3 +139,27 @@ def test_bad_input_is_refused_in_one_line():
         engine.train(*_swarm(S=2))
     with pytest.raises(ValueError, match="direction is 'max' or 'min'"):
         tk.Objective("accuracy", "up").fitness({"accuracy": np.zeros(2)})
+
+
+def test_the_default_optimizer_is_the_member_s_static_optimizer_choice():
+    """A space with an `optimizer` Choice: each member trains with the optimizer it names (here plain SGD and
+    Adam at its traced learning rate, `optim.plain_optimizer`), exactly as a task given that optimizer."""
+    import optax
+
+    space = SearchSpace({"width": Choice([4]), "optimizer": Choice(["sgd", "adam"]),
+                         "learning_rate": Float(1e-3, 1e-1, log=True)})
+    engine = tk.make_engine(tk.supervised(_task()), space, epochs=2, objective=tk.Objective("accuracy"), group_size=1)
+    positions = np.array([[0.5, 0.1, 0.7], [0.5, 0.9, 0.7]], np.float32)  # sgd, then adam, one learning rate
+    keys = jax.random.split(jax.random.key(3), 2)
+    result = engine.train(keys, positions)
+    lr = float(engine.hyperparameters(positions[0])[1]["learning_rate"])
+    for i, tx in enumerate((lambda hp: optax.sgd(hp["learning_rate"]),
+                            lambda hp: optax.chain(optax.add_decayed_weights(0.0),
+                                                   optax.adam(hp["learning_rate"], b1=0.9, b2=0.999, eps=1e-8)))):
+        alone = tk.make_engine(tk.supervised(_task(optimizer=tx)), SearchSpace({
+            "width": Choice([4]), "learning_rate": Float(1e-3, 1e-1, log=True)}), epochs=2,
+            objective=tk.Objective("accuracy"), group_size=1)
+        want = alone.train(keys[np.array([i])], positions[[i]][:, [0, 2]])
+        assert float(alone.hyperparameters(positions[i, [0, 2]])[1]["learning_rate"]) == lr
+        np.testing.assert_allclose(result.metrics["loss"][i], want.metrics["loss"][0], rtol=1e-6)
+    assert result.metrics["loss"][0] != result.metrics["loss"][1]
