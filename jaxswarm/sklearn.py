@@ -26,8 +26,6 @@ from typing import NamedTuple
 
 import numpy as np
 from scipy.stats import rankdata
-import flax.linen as nn
-import jax.numpy as jnp
 from sklearn.base import BaseEstimator, ClassifierMixin, RegressorMixin
 from sklearn.utils import check_random_state
 from sklearn.utils.multiclass import check_classification_targets
@@ -41,9 +39,9 @@ except ImportError:  # scikit-learn < 1.6: the estimator's own method (pyproject
 
 from jaxswarm import data
 from jaxswarm.models import mlp_space
-from jaxswarm.space import Choice, Float, SearchSpace
+from jaxswarm.space import SearchSpace
 from jaxswarm.study import Study, StudyConfig
-from jaxswarm.task import Objective, Task, TaskData
+from jaxswarm.task import TaskData, mlp_task, mlp_task_space
 
 __all__ = ["SwarmSearchClassifier", "SwarmSearchRegressor", "SCORINGS", "default_space", "regression_space",
            "search_results"]
@@ -216,37 +214,15 @@ class SwarmSearchClassifier(ClassifierMixin, BaseEstimator):
 
 
 def regression_space() -> SearchSpace:
-    """`SwarmSearchRegressor`'s space when given none: an MLP of 1-2 hidden layers of 32 or 128 ReLU units (static:
-    four programs), Adam's learning rate and AdamW's weight decay (traced).
+    """`SwarmSearchRegressor`'s space when given none: the MLP preset's (`task.mlp_task_space`), 1-2 hidden
+    layers of 32 or 128 ReLU units (static: four programs), Adam's learning rate and AdamW's weight decay
+    (traced).
 
     Example:
         >>> regression_space().names
         ('depth', 'width', 'learning_rate', 'weight_decay')
     """
-    return SearchSpace({"depth": Choice([1, 2]), "width": Choice([32, 128]),
-                        "learning_rate": Float(1e-4, 3e-2, log=True), "weight_decay": Float(1e-6, 1e-1, log=True)})
-
-
-class _MLP(nn.Module):
-    """``depth`` hidden layers of ``width`` ReLU units and ``outputs`` linear outputs."""
-
-    depth: int
-    width: int
-    outputs: int
-
-    @nn.compact
-    def __call__(self, x, hp, train):
-        for _ in range(self.depth):
-            x = nn.relu(nn.Dense(self.width)(x))
-        return nn.Dense(self.outputs)(x)
-
-
-def _mse(predictions, batch):
-    return jnp.mean((predictions - batch["y"]) ** 2)
-
-
-def _regression_metrics(predictions, batch):
-    return {"mse": _mse(predictions, batch), "mae": jnp.mean(jnp.abs(predictions - batch["y"]))}
+    return mlp_task_space()
 
 
 class SwarmSearchRegressor(RegressorMixin, BaseEstimator):
@@ -257,7 +233,9 @@ class SwarmSearchRegressor(RegressorMixin, BaseEstimator):
     standardized target, minimized), and the winner retrains on all of X, as ``GridSearchCV`` refits.
 
     Args:
-        space: the `SearchSpace` (None: `regression_space()`); its ``depth`` and ``width`` (static, 1 and
+        space: the `SearchSpace` (None: `regression_space()`); the MLP preset's (`task.mlp_task`): its
+            ``depth``, ``width`` and ``activation`` (static, 1, 64 and relu when absent) shape the MLP, its
+            ``learning_rate``, ``weight_decay`` (and ``optimizer``, ``dropout``) the training.
             64 when absent) shape the MLP, its ``learning_rate`` and ``weight_decay`` the optimizer.
         swarm_size, rounds, epochs, batch_size: the study's.
         val_fraction: the hold-out validation fraction.
@@ -304,10 +282,7 @@ class SwarmSearchRegressor(RegressorMixin, BaseEstimator):
         order = np.random.default_rng(seed).permutation(n)
         train, val = ({k: v[idx] for k, v in rows.items()} for idx in (order[n_val:], order[:n_val]))
         space = regression_space() if self.space is None else self.space
-        outputs = Y.shape[1]
-        task = Task(lambda s: _MLP(int(s.get("depth", 1)), int(s.get("width", 64)), outputs), _mse,
-                    _regression_metrics, Objective("mse", "min"), TaskData(train, val),
-                    batch_size=min(int(self.batch_size), n - n_val))
+        task = mlp_task(TaskData(train, val), loss="mse", space=space, batch_size=min(int(self.batch_size), n - n_val))
         config = StudyConfig(swarm_size=self.swarm_size, rounds=self.rounds, epochs=self.epochs, seed=seed,
                              retrain_epochs=self.retrain_epochs)
         _search(self, Study(space, task, config, progress=bool(self.verbose)), 1, "narrow the space's learning_rate")

@@ -47,6 +47,7 @@ import sys
 from collections.abc import Callable
 from typing import Any, NamedTuple
 
+import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -60,7 +61,7 @@ __all__ = ["TaskError", "Objective", "Trainable", "Builder", "TaskData", "Task",
            "supervised", "softmax_loss", "classification_metrics", "mse_loss", "regression_metrics",
            "default_optimizer", "static_names", "run_member", "joined", "data_digest", "predictor",
            "fit_winner", "TaskMetrics", "load_task", "TrainingLoop", "builder", "SwarmResult", "Engine",
-           "make_engine", "MAX_STATIC_VALUES"]
+           "make_engine", "MAX_STATIC_VALUES", "MLP", "mlp_task", "mlp_task_space", "LOSSES"]
 
 # A static Int compiles a program per value it takes: past this many values, bucket it or trace it.
 MAX_STATIC_VALUES = 32
@@ -240,6 +241,95 @@ def default_optimizer(hp: dict) -> optax.GradientTransformation:
     if "weight_decay" in hp:
         return optax.adamw(learning_rate, weight_decay=hp["weight_decay"])
     return optax.adam(learning_rate)
+
+
+ACTIVATIONS = {"relu": nn.relu, "tanh": nn.tanh, "sigmoid": nn.sigmoid, "elu": nn.elu, "gelu": nn.gelu}
+LOSSES = ("cross_entropy", "mse")  # the MLP preset's losses (`mlp_task`)
+
+
+class MLP(nn.Module):
+    """The MLP preset's network: inputs flattened, ``depth`` hidden layers of ``width`` ``activation`` units
+    (inverted dropout at the traced ``hp["dropout"]`` while training, where the space tunes one), then
+    ``outputs`` linear outputs (one, squeezed to ``[B]``, when ``squeeze``)."""
+
+    depth: int
+    width: int
+    outputs: int
+    activation: str = "relu"
+    squeeze: bool = False
+
+    @nn.compact
+    def __call__(self, x, hp, train):
+        x = x.reshape(x.shape[0], -1)
+        for _ in range(self.depth):
+            x = ACTIVATIONS[self.activation](nn.Dense(self.width)(x))
+            if train and "dropout" in hp:
+                rate = hp["dropout"]
+                keep = jax.random.uniform(self.make_rng("dropout"), x.shape) >= rate
+                x = jnp.where(keep, x / (1.0 - rate), 0.0)
+        x = nn.Dense(self.outputs)(x)
+        return x[:, 0] if self.squeeze else x
+
+
+def mlp_task_space(depths=(1, 2), widths=(32, 128), activations=("relu",), learning_rate=(1e-4, 3e-2),
+                   weight_decay=(1e-6, 1e-1), dropout=None, optimizers=None) -> SearchSpace:
+    """The MLP preset's space: ``depth``, ``width`` and ``activation`` static Choices (each combination one
+    program), ``learning_rate`` and ``weight_decay`` traced (log scale; None leaves one out), ``dropout`` a
+    traced rate range where given, ``optimizer`` a static Choice of `optim.OPTIMIZERS` names where given.
+
+    Example:
+        >>> mlp_task_space().names
+        ('depth', 'width', 'learning_rate', 'weight_decay')
+    """
+    params: dict = {"depth": Choice(list(depths)), "width": Choice(list(widths))}
+    if len(activations) > 1 or tuple(activations) != ("relu",):
+        params["activation"] = Choice(list(activations))
+    if optimizers is not None:
+        params["optimizer"] = Choice(list(optimizers))
+    for name, bounds in (("learning_rate", learning_rate), ("weight_decay", weight_decay)):
+        if bounds is not None:
+            params[name] = Float(*bounds, log=True)
+    if dropout is not None:
+        params["dropout"] = Float(*dropout)
+    return SearchSpace(params)
+
+
+def mlp_task(data: TaskData, loss: str = "cross_entropy", space: SearchSpace | None = None,
+             batch_size: int | None = None) -> Task:
+    """The MLP preset as a `Task` on your data (``{"x": features or images, "y": targets}`` per split).
+
+    Args:
+        data: `TaskData` (e.g. `TaskData.from_dataset(load_dataset("digits"))`, or your arrays).
+        loss: ``"cross_entropy"`` (integer labels; ``accuracy`` maximized, ``loss`` reported) or ``"mse"``
+            (float targets ``[N]`` or ``[N, K]``; ``mse`` minimized, ``mae`` reported).
+        space: the task's `SearchSpace` (None: `mlp_task_space()`); its ``depth``, ``width`` and
+            ``activation`` shape the network (1, 64 and relu when absent).
+        batch_size: training minibatch (None: the study's).
+
+    Example:
+        >>> x = np.random.default_rng(0).normal(size=(40, 3)).astype(np.float32)
+        >>> task = mlp_task(TaskData({"x": x[:30], "y": x[:30, 0]}, {"x": x[30:], "y": x[30:, 0]}), loss="mse")
+        >>> task.objective
+        Objective(metric='mse', direction='min')
+    """
+    if loss not in LOSSES:
+        raise ValueError(f"loss must be one of {LOSSES}, got {loss!r}")
+    y = [np.asarray(split["y"]) for split in data if split is not None]
+    if loss == "mse":
+        outputs, squeeze = (1, True) if y[0].ndim == 1 else (int(np.prod(y[0].shape[1:])), False)
+        losses, objective = (mse_loss, regression_metrics), Objective("mse", "min")
+    else:
+        if not all(np.issubdtype(labels.dtype, np.integer) for labels in y):
+            raise ValueError("loss 'cross_entropy' takes integer class labels as y; use loss 'mse' for float targets")
+        outputs, squeeze = int(max(labels.max() for labels in y)) + 1, False
+        losses, objective = (softmax_loss, classification_metrics), Objective("accuracy")
+
+    def model(static: dict) -> MLP:
+        return MLP(int(static.get("depth", 1)), int(static.get("width", 64)), outputs,
+                   static.get("activation", "relu"), squeeze)
+
+    return Task(model, *losses, objective, data, batch_size=batch_size,
+                space=mlp_task_space() if space is None else space)
 
 
 class SupervisedState(NamedTuple):

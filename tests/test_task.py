@@ -7,10 +7,12 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import numpy as np
+import optax
 import pytest
 
 from jaxswarm import task as tk
 from jaxswarm.space import Choice, Float, Int, SearchSpace
+from jaxswarm.study import Study, StudyConfig
 
 
 class Net(nn.Module):
@@ -144,8 +146,6 @@ def test_bad_input_is_refused_in_one_line():
 def test_the_default_optimizer_is_the_member_s_static_optimizer_choice():
     """A space with an `optimizer` Choice: each member trains with the optimizer it names (here plain SGD and
     Adam at its traced learning rate, `optim.plain_optimizer`), exactly as a task given that optimizer."""
-    import optax
-
     space = SearchSpace({"width": Choice([4]), "optimizer": Choice(["sgd", "adam"]),
                          "learning_rate": Float(1e-3, 1e-1, log=True)})
     engine = tk.make_engine(tk.supervised(_task()), space, epochs=2, objective=tk.Objective("accuracy"), group_size=1)
@@ -163,3 +163,24 @@ def test_the_default_optimizer_is_the_member_s_static_optimizer_choice():
         assert float(alone.hyperparameters(positions[i, [0, 2]])[1]["learning_rate"]) == lr
         np.testing.assert_allclose(result.metrics["loss"][i], want.metrics["loss"][0], rtol=1e-6)
     assert result.metrics["loss"][0] != result.metrics["loss"][1]
+
+
+def test_the_mlp_preset_regresses_with_mse_and_refuses_float_labels_for_cross_entropy():
+    """`mlp_task(data, loss="mse")` on a 1-D float target: the study minimizes the MSE (its best value is the
+    rows' smallest), and the retrained winner predicts ``[N]`` values that beat the test target's mean."""
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(300, 4)).astype(np.float32)
+    y = (x @ np.array([1.0, -2.0, 0.5, 0.0], np.float32) + 0.1 * rng.normal(size=300)).astype(np.float32)
+    data = tk.TaskData({"x": x[:200], "y": y[:200]}, {"x": x[200:250], "y": y[200:250]},
+                       {"x": x[250:], "y": y[250:]})
+    task = tk.mlp_task(data, loss="mse", space=tk.mlp_task_space(depths=(1,), widths=(16,), weight_decay=None))
+    study = Study(task.space, task, StudyConfig(swarm_size=4, rounds=2, epochs=20, batch_size=32), None, progress=False)
+    result = study.run()
+    assert task.objective == tk.Objective("mse", "min")
+    assert -result.best_fitness == pytest.approx(min(r["metrics"]["mse"] for r in study.evaluations))
+    predictions = np.asarray(result.model.predict({"x": x[250:]}))
+    assert predictions.shape == (50,)
+    assert result.test_metrics["test_mse"] < 0.5 * np.var(y[250:])
+    with pytest.raises(ValueError, match="integer class labels"):
+        tk.mlp_task(data, loss="cross_entropy")
+
