@@ -11,6 +11,7 @@ STAMP  := $(VENV)/.installed
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet torch==2.13.0  # the CPU wheel first: the dev extra's range then adds nothing
 	$(BIN)/python -m pip install --quiet -e '.[dev]'
 	touch $@
 

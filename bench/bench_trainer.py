@@ -4,7 +4,7 @@ Usage::
 
     .venv/bin/python bench/bench_trainer.py [--dataset fashion_mnist|digits]
         [--sizes 1,8,32,128] [--epochs 1[,5,10]] [--steps 0] [--full-steps-upto 32]
-        [--layout masked,packed,auto,sequential] [--seq-sample 16] [--groups 8]
+        [--layout masked,packed,auto,sequential,sequential_torch] [--seq-sample 16] [--groups 8]
         [--out bench/results/trainer_cpu.md]
 
     .venv/bin/python bench/bench_trainer.py --study-rounds R [--dataset digits]
@@ -33,6 +33,18 @@ before):
   alone, dense at its real size, one ``jax.jit`` per configuration (the code
   of ``train.make_dense_train``, with its ahead-of-time compile timed apart).
   Its programs depend on E, so it runs for every E as well.
+* ``sequential_torch``: the same configurations one after another in PyTorch
+  eager (``jaxswarm.tuners.torch_backend``, ``jaxswarm baseline --backend
+  torch``): what a user tuning one PyTorch network at a time pays. Nothing
+  compiles (``compile s`` 0); torch's first-use costs (lazy imports at the
+  first optimizer step), the backend's one small JAX decoder program and the
+  metrics' eager ops are warmed before the clock starts. ``--torch-threads``
+  (default 1; 0: torch's default, the backend's) sets torch's intra-op
+  threads, recorded as the JSON row's ``torch_threads``: XLA:CPU runs these
+  small networks' operations on one thread, and torch's pool, on a CPU whose
+  cores also run other work, waits for its threads at every tiny operation
+  (many times slower than one thread on the shared 2-core machines here).
+  Needs ``pip install torch==2.13.0``.
 
 Columns (one markdown table per dataset, one row per N, E and layout):
 
@@ -51,7 +63,9 @@ Columns (one markdown table per dataset, one row per N, E and layout):
   scaled by N / K); ``train s``: one call of the compiled program,
   ``block_until_ready`` (``*``: scaled from capped steps); ``total s``: both.
 * ``x seq (total)``, ``x seq (train)``: the sequential row of the same N and
-  E divided by this row (total and train time).
+  E divided by this row (total and train time); ``x torch (total)``: the
+  sequential_torch row's total divided by this row's (jaxswarm against
+  PyTorch eager, where ``x seq`` is against one jit per configuration).
 * GFLOP/s useful and computed, each as % of the matmul peak measured in the
   same run; useful/computed; XLA memory and max RSS (below).
 
@@ -112,8 +126,9 @@ from jaxswarm.layouts.masked import DataShape
 from jaxswarm.models import family_of, mlp, mlp_space
 from jaxswarm.models.layers import INIT_SCHEMES
 from jaxswarm.study import Study, StudyConfig
+from jaxswarm.tuners import torch_backend
 
-BENCH_LAYOUTS = ("masked", "packed", "serial", "auto", "sequential")  # the layout rows' names
+BENCH_LAYOUTS = ("masked", "packed", "serial", "auto", "sequential", "sequential_torch")  # the layout rows' names
 AUTO_RUNS = ("masked", "packed", "serial")  # what an "auto" row can run (the layouts with a row function here)
 # A heuristic: a compile this long is a training program. Eager ops (PSO steps, key splits,
 # decodes) compile tiny programs of 5-700 ms each on the busy 2-core CPUs here, the layouts'
@@ -290,6 +305,34 @@ def bench_sequential(space, config, data, keys, pos, F, C, archs, sample):
                 computed_fwd=useful, fitness=np.asarray(fitness), sampled=int(len(idx)))
 
 
+def bench_sequential_torch(space, config, data, keys, pos, F, C, archs, sample, threads):
+    """Each configuration alone in PyTorch eager (`torch_backend.make_torch_train`: the same decoding, network,
+    optimizer and loop as `bench_sequential`'s, nothing compiled), the same sample of configurations, on
+    `threads` intra-op threads (0: torch's default)."""
+    if not torch_backend.available():
+        raise SystemExit(f"--layout sequential_torch needs PyTorch: {torch_backend.INSTALL}")
+    import torch  # optional: only this row needs it
+
+    if threads:
+        torch.set_num_threads(threads)
+    trainer = torch_backend.make_torch_train(space, config, F, C)
+    tdata = trainer.data(*(np.asarray(a) for a in data))
+    idx = np.arange(len(archs)) if not sample or sample >= len(archs) else \
+        np.random.default_rng(0).choice(len(archs), sample, replace=False)
+    # Warm, on one minibatch: torch's first-use costs (lazy imports at the first optimizer step) and what is JAX
+    # in this row (the decoder's one program, the metrics' eager ops), which a torch user pays once or never.
+    rows = min(config.batch_size, len(tdata.y_train))
+    trainer.train_position(keys[idx[0]], pos[idx[0]], tdata._replace(x_train=tdata.x_train[:rows],
+                                                                     y_train=tdata.y_train[:rows]))
+    t0 = time.perf_counter()
+    fitness = [float(trainer.train_position(keys[i], pos[i], tdata).fitness) for i in idx]
+    train_s = time.perf_counter() - t0
+    scale = len(archs) / len(idx)
+    useful = sum(mlp.useful_flops(archs[i], F, C) for i in idx) * scale
+    return dict(programs=0, compile_s=0.0, train_s=train_s * scale, mem=None, computed_fwd=useful,
+                fitness=np.asarray(fitness), sampled=int(len(idx)), torch_threads=torch_backend.num_threads())
+
+
 SPACES = {  # --space
     "plain": lambda: mlp_space(max_layers=3, units=(16, 256)),
     "all": lambda: mlp_space(max_layers=3, units=(16, 256), optimizers=("sgd", "adam", "adamw", "nadam", "adadelta"),
@@ -316,6 +359,8 @@ def main(argv=None):
                    help=f"comma list of {','.join(BENCH_LAYOUTS)} (default masked,sequential); "
                         f"with --study-rounds of {','.join(LAYOUT_NAMES)} (default auto,masked,packed)")
     p.add_argument("--seq-sample", type=int, default=0, help="train only K configs sequentially, scale")
+    p.add_argument("--torch-threads", type=int, default=1,
+                   help="sequential_torch: torch's intra-op threads (0: torch's default)")
     p.add_argument("--groups", type=int, default=8)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--study-rounds", type=int, default=0,
@@ -398,6 +443,9 @@ def run_layouts(args, ds, space, sizes, epochs_list, layouts, peak) -> list[dict
                     elif run_as == "packed":
                         r = bench_packed(space, config, data, keys, pos, F, C, archs, args.groups,
                                          examples=full_steps * args.batch * E)
+                    elif run_as == "sequential_torch":
+                        r = bench_sequential_torch(space, config, data, keys, pos, F, C, archs, args.seq_sample,
+                                                   args.torch_threads)
                     else:
                         r = bench_sequential(space, config, data, keys, pos, F, C, archs, args.seq_sample)
                 train_s = r["train_s"] * scale
@@ -413,6 +461,7 @@ def run_layouts(args, ds, space, sizes, epochs_list, layouts, peak) -> list[dict
                     mem_mb=(r["mem"] or 0) / 2**20, max_rss_mb=max_rss_mb(),
                     median_fitness=float(np.median(r["fitness"])), sampled=r.get("sampled"),
                     plan=r.get("plan"), reason=reason, compiled_names=name_counts(counter.programs),
+                    torch_threads=r.get("torch_threads"),
                 )
                 row["useful_pct_peak"] = 100 * row["useful_gflops"] / peak
                 row["computed_pct_peak"] = 100 * row["computed_gflops"] / peak
@@ -420,10 +469,13 @@ def run_layouts(args, ds, space, sizes, epochs_list, layouts, peak) -> list[dict
                 print(_show(row), flush=True)
             same = [r for r in rows if r["N"] == N and r["epochs"] == E]
             seq = [r for r in same if r["layout"] == "sequential"]
+            eager = [r for r in same if r["layout"] == "sequential_torch"]
             for r in same:
                 if seq:
                     r["speedup_vs_sequential"] = seq[0]["total_s"] / r["total_s"]
                     r["speedup_train_only"] = seq[0]["train_s"] / r["train_s"]
+                if eager:
+                    r["speedup_vs_torch"] = eager[0]["total_s"] / r["total_s"]
     return rows
 
 
@@ -488,11 +540,12 @@ def machine() -> str:
 def render(rows, peak) -> str:
     """The layout rows: one markdown table per dataset, then the auto rows' reasons."""
     head = ("| N | epochs | layout | compiles (>= 1 s) | XLA compile s | compile s | train s | total s "
-            "| x seq (total) | x seq (train) | useful GFLOP/s (% peak) | computed GFLOP/s (% peak) "
-            "| useful/computed | XLA mem MB | max RSS MB | steps timed/full | median fitness |")
+            "| x seq (total) | x seq (train) | x torch (total) | useful GFLOP/s (% peak) "
+            "| computed GFLOP/s (% peak) | useful/computed | XLA mem MB | max RSS MB | steps timed/full "
+            "| median fitness |")
     lines = [f"float32 matmul peak: {peak:.1f} GFLOP/s"]
     for dataset in dict.fromkeys(r["dataset"] for r in rows):
-        lines += ["", f"### {dataset}", "", head, "|" + "---|" * 17]
+        lines += ["", f"### {dataset}", "", head, "|" + "---|" * 18]
         for r in (r for r in rows if r["dataset"] == dataset):
             sampled = r.get("sampled") and r["sampled"] < r["N"]
             lines.append(
@@ -501,6 +554,7 @@ def render(rows, peak) -> str:
                 f"| {r['compile_s']:.1f} | {r['train_s']:.1f}{'*' if r['scaled'] else ''} "
                 f"| {r['total_s']:.1f} | {r.get('speedup_vs_sequential', float('nan')):.2f} "
                 f"| {r.get('speedup_train_only', float('nan')):.2f} "
+                f"| {r.get('speedup_vs_torch', float('nan')):.2f} "
                 f"| {r['useful_gflops']:.1f} ({r['useful_pct_peak']:.0f}%) "
                 f"| {r['computed_gflops']:.1f} ({r['computed_pct_peak']:.0f}%) | {r['useful_frac']:.2f} "
                 f"| {r['mem_mb']:.0f} | {r['max_rss_mb']:.0f} | {r['steps_timed']}/{r['steps_full']} "

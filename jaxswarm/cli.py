@@ -28,7 +28,8 @@ study (or baseline) that started and then failed, or ``plot`` with nothing to pl
 `--resume DIR` continues the study in DIR with its own saved settings and the
 cost model it recorded; flags that would change it are refused (``--quiet`` and
 ``--distributed`` are allowed). `jaxswarm calibrate` measures this machine's
-cost model (`costs`) and saves it where studies read it.
+cost model (`costs`) and saves it where studies read it. `jaxswarm export-optuna DIR` builds a
+results directory's Optuna record (`optuna_record`) again from its files.
 """
 
 from __future__ import annotations
@@ -43,7 +44,7 @@ from pathlib import Path
 
 import numpy as np
 
-from jaxswarm import costs, design, execute, results
+from jaxswarm import costs, design, execute, optuna_record, results
 from jaxswarm import pso as pso_lib
 from jaxswarm.data import DATASETS, DatasetError, load_dataset
 from jaxswarm.task import TaskError, load_task
@@ -56,7 +57,7 @@ from jaxswarm.saved import MODEL_DIR, ModelError, TaskModel, load_model, model_l
 from jaxswarm.strategies import OPTUNA_DB, STRATEGIES
 from jaxswarm.study import MODES, Study, StudyConfig, StudyError
 from jaxswarm.train import FITNESS_KINDS
-from jaxswarm.tuners import TUNERS, BaselineError, run_baseline
+from jaxswarm.tuners import BACKENDS, TUNERS, BaselineError, run_baseline
 
 __all__ = ["build_parser", "settings_from_args", "build_space", "main"]
 
@@ -135,6 +136,19 @@ def _add_data_arguments(g) -> None:
     g.add_argument("--val-fraction", type=float, help="share of the training set held out for validation  [0.1]")
 
 
+def _add_storage_argument(g, note: str) -> None:
+    g.add_argument("--storage", type=_storage_url, metavar="URL",
+                   help=f"Optuna storage URL of the Optuna record, one trial per evaluation, for optuna-dashboard "
+                        f"({note})  [sqlite:///DIR/{OPTUNA_DB}]")
+
+
+def _storage_url(url: str) -> str:
+    """--storage's value, refused (argparse's error, exit 2) where optuna is not installed."""
+    if importlib.util.find_spec("optuna") is None:
+        raise argparse.ArgumentTypeError("the Optuna record needs optuna: pip install 'jaxswarm[optuna]'")
+    return url
+
+
 def _add_run_parser(sub) -> None:
     run = sub.add_parser("run", help="run a study (default: PSO, digits, MLP space)",
                          description="Run a study; writes results to --out (see README: results).")
@@ -145,6 +159,7 @@ def _add_run_parser(sub) -> None:
                    help="your own network, loss and data: a jaxswarm Task (or a function returning one) to tune "
                         "in place of --dataset and the built-in networks; the space searched is its Task.space")
     g.add_argument("--out", type=Path, help="results directory  [runs/<dataset>-<time>]")
+    _add_storage_argument(g, "not saved: give it again with --resume")
     g.add_argument("--resume", type=Path, metavar="DIR", help="continue the killed study in DIR")
     g.add_argument("--swarm-size", type=int, help=f"particles (networks trained at once)  {_show(_STUDY.swarm_size)}")
     g.add_argument("--rounds", type=int, help=f"rounds (PSO iterations)  {_show(_STUDY.rounds)}")
@@ -227,6 +242,7 @@ def _add_baseline_parser(sub) -> None:
     g.add_argument("--config", type=Path, help="study file (.toml, .yaml/.yml, .json) as for `jaxswarm run`")
     _add_data_arguments(g)
     g.add_argument("--out", type=Path, help="results directory  [runs/<tuner>-<dataset>-<time>]")
+    _add_storage_argument(g, "a trial after each evaluation")
     g.add_argument("--epochs", "--max-epochs", dest="epochs", type=int,
                    help=f"training epochs per evaluation (with a schedule: the top rung's)  {_show(_STUDY.epochs)}")
     g.add_argument("--batch-size", type=int, help=f"minibatch size  {_show(_STUDY.batch_size)}")
@@ -239,11 +255,14 @@ def _add_baseline_parser(sub) -> None:
     g.add_argument("--no-retrain", dest="retrain", action="store_const", const=False,
                    help="skip the final retrain of the best config on train+val")
     g.add_argument("--quiet", action="store_true", help="no progress bar")
+    g.add_argument("--backend", choices=tuple(BACKENDS), default="jax",
+                   help="what trains each configuration: jax (one jit per configuration) or torch (PyTorch eager, "
+                        "nothing compiled; pip install torch==2.13.0); the winner's retrain is JAX's  [jax]")
     add_space_arguments(p.add_argument_group("search space, as for `jaxswarm run`"))
 
 
 def build_parser() -> argparse.ArgumentParser:
-    """The `jaxswarm` argument parser (subcommands run, baseline, calibrate, plot, predict, show)."""
+    """The `jaxswarm` argument parser (subcommands run, baseline, calibrate, plot, predict, show, export-optuna)."""
     p = argparse.ArgumentParser(prog="jaxswarm", description=(
         "Tune neural-network hyperparameters with Particle Swarm Optimization, "
         "training the whole swarm at once as one jit+vmap program."))
@@ -266,6 +285,12 @@ def build_parser() -> argparse.ArgumentParser:
     pr.add_argument("--proba", action="store_true", help="class probabilities instead of labels")
     sh = sub.add_parser("show", help="print a study's summary: best config, fitness, test accuracy, rounds, time")
     sh.add_argument("dir", type=Path)
+    ex = sub.add_parser("export-optuna", help="build a results directory's Optuna record again from its files",
+                        description="Build the Optuna record of a study's or a baseline's results directory (one "
+                                    "trial per evaluation; a study keeps it in step as it runs) again from its "
+                                    "study.json and evaluations.jsonl, for optuna-dashboard and Optuna's tools.")
+    ex.add_argument("dir", type=Path)
+    _add_storage_argument(ex, "a record there already is replaced")
     return p
 
 
@@ -455,7 +480,8 @@ def run(args: argparse.Namespace) -> int:
             space = build_space(cfg["space"])
             dataset = load_dataset(cfg["dataset"], data_dir=cfg.get("data_dir"),
                                    val_fraction=cfg.get("val_fraction", 0.1), seed=study_cfg.seed)
-        study = Study(space, dataset, study_cfg, out, progress=not args.quiet, settings=_json_settings(cfg))
+        study = Study(space, dataset, study_cfg, out, progress=not args.quiet, settings=_json_settings(cfg),
+                      storage=args.storage)
     except (DatasetError, StudyError, ValueError, TypeError) as e:
         raise InputError(e) from None
     try:
@@ -530,7 +556,8 @@ def baseline(args: argparse.Namespace) -> int:
             args.tuner, space, dataset, budget=args.budget, time_limit=args.time_limit, seed=seed,
             epochs=cfg.get("epochs", _STUDY.epochs), batch_size=cfg.get("batch_size", _STUDY.batch_size),
             fitness=cfg.get("fitness", _STUDY.fitness), retrain=cfg.get("retrain", True), out_dir=out,
-            progress=not args.quiet, settings=_json_settings(cfg), **kwargs)
+            progress=not args.quiet, settings=_json_settings(cfg), storage=args.storage, backend=args.backend,
+            **kwargs)
     except (BaselineError, results.FolderLocked) as e:  # its settings, a missing package, the results folder
         raise InputError(e) from None
     except Exception as e:  # noqa: BLE001 - it started
@@ -764,13 +791,31 @@ def show(args: argparse.Namespace) -> int:
     return 0
 
 
+def export_optuna(args: argparse.Namespace) -> int:
+    """`jaxswarm export-optuna`: the Optuna record of a results directory, built again from its files.
+
+    Raises:
+      InputError: no study or no evaluation in the directory, a storage that does not open, optuna missing.
+    """
+    try:
+        storage, name, trials = optuna_record.export(args.dir, args.storage)
+    except (optuna_record.RecordError, results.FolderLocked) as e:
+        raise InputError(e) from None
+    except ImportError:
+        raise InputError("export-optuna needs optuna: pip install 'jaxswarm[optuna]'") from None
+    except Exception as e:  # noqa: BLE001 - the storage failed while writing
+        return _failed(f"writing the Optuna record of {args.dir}", e)
+    print(f"{trials} trials in the Optuna study {name!r} at {storage}; see them with: optuna-dashboard {storage}")
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     """`jaxswarm COMMAND ...`: returns the exit code (0 ok, 2 bad input, 1 failed, 130 interrupted; see the
     module docstring)."""
     args = build_parser().parse_args(argv)
     try:
         commands = {"run": run, "baseline": baseline, "calibrate": calibrate, "plot": plot, "predict": predict,
-                    "show": show}
+                    "show": show, "export-optuna": export_optuna}
         return commands[args.command](args)
     except InputError as e:
         print(f"jaxswarm: error: {_one_line(e)}", file=sys.stderr)

@@ -1,6 +1,7 @@
 """Host-side results of a study: JSONL per evaluation, round summaries, best config, CSV, plots, checkpoints.
 
-This is the only module that writes result files. Every file is
+This is the only module that writes result files (optuna.db aside: Optuna writes it, for
+`optuna_record` and an Optuna strategy). Every file is
 written atomically (temporary file + rename) or appended one complete line at
 a time, so a killed study never leaves a half-written result.
 
@@ -14,6 +15,9 @@ Layout of a results directory::
     progress.png        best / median fitness per round (a schedule: each rung's best too)  (with the `plot` extra)
     positions.png       particle positions per dimension        (with the `plot` extra)
     checkpoints/        orbax checkpoints of the 2 newest rounds (`Checkpointer`)
+    optuna.db           the Optuna record: one trial per row of evaluations.jsonl (params with their
+                        distributions, the value, the row's fields as user attributes), written by
+                        `optuna_record` (an Optuna strategy's own study lives there too)
     .lock               the running study's PID; one writer per folder (`lock_folder`)
 
 Every file is mode 0644 (0666 less the umask).

@@ -59,7 +59,7 @@ import jax.numpy as jnp
 import numpy as np
 from tqdm import tqdm
 
-from jaxswarm import costs, design, execute, results, schedules, strategies, train
+from jaxswarm import costs, design, execute, optuna_record, results, schedules, strategies, train
 from jaxswarm import pso as pso_lib
 from jaxswarm.data import Dataset, kfold_indices
 from jaxswarm.layouts import DEFAULT_LAYOUT, LAYOUT_NAMES, resolve
@@ -316,16 +316,22 @@ class Study:
       out_dir: results directory (None: keep results in memory only; no checkpoints).
       progress: show a progress bar and one line per round.
       settings: the CLI's merged settings, stored in study.json so `--resume` can rebuild the study.
+      storage: an Optuna storage URL for the study's Optuna record (`optuna_record`; None: optuna.db in
+        `out_dir`). Not stored: a resumed study takes it again.
     """
 
     def __init__(self, space: SearchSpace, dataset: Dataset, config: StudyConfig,
-                 out_dir: str | Path | None = None, progress: bool = True, settings: dict | None = None):
+                 out_dir: str | Path | None = None, progress: bool = True, settings: dict | None = None,
+                 storage: str | None = None):
         config.validate()
         # The cost model resolved once: every layout and `auto` read these figures, and study.json keeps them.
         config = dataclasses.replace(config, cost_model=costs.of(config)._asdict())
         self.settings = settings
         self.space, self.dataset, self.config, self.progress = space, dataset, config, progress
         self.out_dir = None if out_dir is None else Path(out_dir).absolute()
+        # evaluations.jsonl as an Optuna study, kept in step after each round (never fatal to the study).
+        self.optuna_record = None if out_dir is None else optuna_record.Recorder(self.out_dir, storage, space,
+                                                                                  log=self._log)
         self.task = dataset if isinstance(dataset, (Task, TrainingLoop)) else None
         self.family = None if self.task is not None else family_of(space)
         if self.task is not None:
@@ -641,6 +647,8 @@ class Study:
                         results.append_jsonl(self.out_dir / results.EVALUATIONS, rows)
                         results.append_jsonl(self.out_dir / results.ROUNDS, [summary])
                     ckpt.save(r + 1, self._checkpoint_tree(state, warm, stale, best_seen))
+                    if execute.is_primary():  # after the checkpoint: the record never runs ahead of it
+                        self.optuna_record.sync(self.evaluations)
                 self._round_line(bar, summary)
                 if on_round is not None:
                     on_round(summary)

@@ -14,7 +14,7 @@ FLOORS = [
     ("data", "results", "costs"),
     ("space",),
     ("design", "pso", "optim", "schedules", "task"),
-    ("strategies",),
+    ("strategies", "optuna_record"),
     ("models",),
     ("train", "saved"),
     ("execute",),

@@ -40,8 +40,8 @@ def _kwargs(name):
 
 
 @pytest.mark.parametrize("name", [  # the pruning tuners' budgets and rows: test_pruners_stop_training_early
-    pytest.param(n, marks=pytest.mark.slow) if n in ("tpe_sha", "tpe_hyperband", "grid", "optunity", "pso") else n
-    for n in baselines.TUNERS])  # grid, optunity, pso: end to end in tests/test_fingerprint.py too
+    pytest.param(n, marks=pytest.mark.slow) if n in ("tpe_sha", "tpe_hyperband", "grid", "optunity", "pso", "gp")
+    else n for n in baselines.TUNERS])  # grid, optunity, pso: end to end in tests/test_fingerprint.py too; gp: PyTorch
 def test_tiny_study_end_to_end_respects_budget(name, space, digits, tmp_path):
     _needs(name)
     out = tmp_path / name

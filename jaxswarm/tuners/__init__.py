@@ -16,6 +16,16 @@ comparison with the swarm is like for like.
 
 A new tuner is one file in this folder and one line in `TUNERS`.
 
+Backends (``run_baseline(..., backend=)``, ``jaxswarm baseline --backend``):
+"jax" (default) trains each configuration as one jitted program
+(`train.make_dense_train`, a compile per configuration); "torch" trains it in
+PyTorch eager (`torch_backend`: the same decoding, network, initialization,
+optimizer and schedule, data and minibatch semantics and fitness, nothing
+compiled), what people who tune one PyTorch network at a time run. PyTorch
+is optional: ``pip install torch==2.13.0`` (a CPU wheel; install it before
+``jaxswarm[torch]``, whose range then adds nothing). The winner's final
+retrain is JAX's with either backend.
+
 Example:
     >>> from jaxswarm.data import load_dataset
     >>> from jaxswarm.models import mlp_space
@@ -28,10 +38,10 @@ Example:
 from __future__ import annotations
 
 from jaxswarm.tuners import grid, halving, optuna, optunity, pso, random
-from jaxswarm.tuners.base import BaselineError, BaselineResult, Trial, Tuner, run_tuner
+from jaxswarm.tuners.base import BACKENDS, BaselineError, BaselineResult, Trial, Tuner, run_tuner
 from jaxswarm.tuners.grid import grid_positions
 
-__all__ = ["TUNERS", "BaselineError", "BaselineResult", "Trial", "Tuner", "run_baseline", "grid_positions"]
+__all__ = ["TUNERS", "BACKENDS", "BaselineError", "BaselineResult", "Trial", "Tuner", "run_baseline", "grid_positions"]
 
 TUNERS: dict[str, Tuner] = {t.name: t for t in (grid.TUNER, random.TUNER, optuna.TPE, optuna.GP,
                                                    halving.SHA, halving.HYPERBAND, optunity.TUNER, pso.TUNER)}

@@ -7,6 +7,9 @@ each configuration with `train.make_dense_train`: the same data arrays,
 decoding, training loop, optimizer code, epochs and fitness as a swarm study
 (`study.Study`), but dense at the configuration's real size and compiled once
 per configuration, which is what a tuner that builds each trial's model pays.
+With ``backend="torch"`` (`BACKENDS`) the evaluator trains the same
+configuration in PyTorch eager instead (`torch_backend`: the same objective,
+nothing compiled, what a user tuning one PyTorch network at a time pays).
 
 A tuner that prunes (`halving`: Optuna's successive halving and Hyperband)
 passes ``ev(position_D, prune=...)``: the evaluator then trains one epoch at a
@@ -30,7 +33,8 @@ Results are written like a swarm study's (`results`): evaluations.jsonl (one
 row per evaluation; besides the swarm's fields, ``epochs``: the epochs it
 trained, and ``pruned``: whether a pruner stopped it before the study's
 epochs), rounds.jsonl (one row per evaluation: best so far, time),
-best.json, evaluations.csv, study.json, progress.png, model/. Test accuracy comes from
+best.json, evaluations.csv, study.json, progress.png, model/, and the Optuna record
+(`optuna_record`, a trial added after each evaluation). Test accuracy comes from
 `study.retrain_model`, the swarm study's own retrain (its model saved as a study's).
 """
 
@@ -49,16 +53,35 @@ import jax.numpy as jnp
 import numpy as np
 from tqdm import tqdm
 
-from jaxswarm import results, train
+from jaxswarm import optuna_record, results, train
 from jaxswarm.data import Dataset
 from jaxswarm.space import SearchSpace
 from jaxswarm.study import retrain_model
+from jaxswarm.tuners import torch_backend
 
 __all__ = ["BaselineError", "BaselineResult", "Trial", "Tuner", "Evaluator", "Stop", "EVAL_FOLD", "worst",
-           "run_tuner"]
+           "run_tuner", "BACKENDS"]
 
 # Keys of single evaluations (grid/random/optuna/optunity): fold_in(fold_in(key, this), i).
 EVAL_FOLD = 2**29
+
+
+def _jax_trainer(space, cfg, dataset):
+    in_features = int(np.prod(dataset.x_train.shape[1:]))
+    dense = train.make_dense_train(space, cfg, in_features, dataset.num_classes, input_shape=dataset.input_shape)
+    return dense, train.device_data(dataset.x_train, dataset.y_train, dataset.x_val, dataset.y_val)
+
+
+def _torch_trainer(space, cfg, dataset):
+    in_features = int(np.prod(dataset.x_train.shape[1:]))
+    dense = torch_backend.make_torch_train(space, cfg, in_features, dataset.num_classes,
+                                           input_shape=dataset.input_shape)
+    return dense, dense.data(dataset.x_train, dataset.y_train, dataset.x_val, dataset.y_val)
+
+
+# What trains a configuration, by backend: (space, cfg, dataset) -> (trainer, its data); a trainer offers
+# `train.DenseTrainer`'s ``train_position`` and ``span_program`` (`torch_backend.TorchTrainer` for torch).
+BACKENDS = {"jax": _jax_trainer, "torch": _torch_trainer}
 
 
 class Tuner(NamedTuple):
@@ -125,14 +148,13 @@ def worst(value: float) -> float:
 class Evaluator:
     """Trains one position at a time, keeps the bookkeeping, enforces budget and time limit."""
 
-    def __init__(self, space, dataset, cfg, seed, budget, time_limit, out_dir, t_start, bar):
+    def __init__(self, space, dataset, cfg, seed, budget, time_limit, out_dir, t_start, bar, record=None,
+                 backend="jax"):
         self.space, self.budget, self.time_limit = space, budget, time_limit
         self.epochs, self.fitness_kind = cfg.epochs, cfg.fitness  # epochs: a pruner's maximum resource
         self.out_dir, self.t_start, self.bar = out_dir, t_start, bar
-        in_features = int(np.prod(dataset.x_train.shape[1:]))
-        self.dense = train.make_dense_train(space, cfg, in_features, dataset.num_classes,
-                                            input_shape=dataset.input_shape)
-        self.data = train.device_data(dataset.x_train, dataset.y_train, dataset.x_val, dataset.y_val)
+        self.record = record  # an optuna_record.Recorder of out_dir, or None
+        self.dense, self.data = BACKENDS[backend](space, cfg, dataset)  # `BACKENDS`: one JIT, or PyTorch eager
         self.key = jax.random.key(seed)
         self.eval_key = jax.random.fold_in(self.key, EVAL_FOLD)
         self.trials: list[Trial] = []
@@ -201,6 +223,8 @@ class Evaluator:
                 "median_fitness": fitness if np.isfinite(fitness) else None,
                 "round_best_fitness": fitness, "diverged": int(bool(m.diverged)),
                 "seconds": seconds, "time": trial.seconds}])
+            if self.record is not None:
+                self.record.sync()  # the new row in the Optuna record (never fatal)
         if self.bar is not None:
             self.bar.update(1)
             self.bar.set_postfix(best=f"{best_f:.4f}", last=f"{fitness:.4f}")
@@ -229,7 +253,8 @@ def run_tuner(tuner: Tuner, space: SearchSpace, dataset: Dataset, *, budget: int
                  time_limit: float | None = None, seed: int = 0, epochs: int = 10,
                  batch_size: int = 64, fitness: str = "accuracy", retrain: bool = True,
                  out_dir: str | Path | None = None, progress: bool = True,
-                 settings: dict | None = None, **tuner_kwargs) -> BaselineResult:
+                 settings: dict | None = None, storage: str | None = None, backend: str = "jax",
+                 **tuner_kwargs) -> BaselineResult:
     """Runs the sequential `tuner` on the swarm's objective until budget or time runs out.
 
     Args:
@@ -244,6 +269,11 @@ def run_tuner(tuner: Tuner, space: SearchSpace, dataset: Dataset, *, budget: int
       out_dir: results directory (None: nothing written). Must not hold a study already.
       progress: show a progress bar.
       settings: extra information stored in study.json.
+      storage: an Optuna storage URL for the Optuna record of `out_dir` (`optuna_record`; None: its optuna.db).
+      backend: what trains each configuration (`BACKENDS`): "jax" (`train.make_dense_train`, one jit per
+        configuration) or "torch" (`torch_backend`, PyTorch eager: the same objective, nothing compiled; needs
+        ``pip install torch==2.13.0``). The final retrain of the winner is JAX's either way (`study.retrain_model`,
+        so its saved model is a study's). study.json and best.json record it.
       **tuner_kwargs: tuner options: grid `grid_points` (target grid size when no budget,
         default 256); pso `swarm_size` (16), `init` ("lhs"), `pso` (dict of `make_pso`
         arguments), `plan_evals`; optunity `swarm_size` (None: Optunity's own suggestion),
@@ -254,7 +284,7 @@ def run_tuner(tuner: Tuner, space: SearchSpace, dataset: Dataset, *, budget: int
       A `BaselineResult`.
 
     Raises:
-      BaselineError: unknown tuner, neither budget nor time_limit, bad options, missing package.
+      BaselineError: unknown tuner or backend, neither budget nor time_limit, bad options, missing package.
 
     Example:
         >>> res = run_baseline("tpe", space, ds, budget=20, epochs=5)  # doctest: +SKIP
@@ -276,6 +306,10 @@ def run_tuner(tuner: Tuner, space: SearchSpace, dataset: Dataset, *, budget: int
     if unknown:
         raise BaselineError(f"tuner {name!r} takes no option(s) {unknown}; it takes {sorted(tuner.options)}")
     _check_available(tuner)
+    if backend not in BACKENDS:
+        raise BaselineError(f"backend must be one of {list(BACKENDS)}, got {backend!r}")
+    if backend == "torch" and not torch_backend.available():
+        raise BaselineError(f"the torch backend needs PyTorch, which is not installed: {torch_backend.INSTALL}")
     cfg = train.TrainConfig(epochs=epochs, batch_size=batch_size, fitness=fitness)
     out = None if out_dir is None else Path(out_dir).absolute()
     lock = None
@@ -284,13 +318,15 @@ def run_tuner(tuner: Tuner, space: SearchSpace, dataset: Dataset, *, budget: int
             "tuner": name, "budget": budget, "time_limit": time_limit, "seed": seed,
             "epochs": epochs, "batch_size": batch_size, "fitness": fitness,
             "tuner_kwargs": tuner_kwargs, "dataset": dataset.name, "space": repr(space),
-            "train": cfg._asdict(), "settings": settings, "jax": jax.__version__,
+            "train": cfg._asdict(), "settings": settings, "backend": backend, "jax": jax.__version__,
             "devices": [str(d) for d in jax.devices()]})
     try:
         bar = None
         if progress:
             bar = tqdm(total=budget, desc=name, unit="eval", dynamic_ncols=True)
-        ev = Evaluator(space, dataset, cfg, seed, budget, time_limit, out, t_start, bar)
+        record = None if out is None else optuna_record.Recorder(out, storage, space,
+                                                                  log=tqdm.write if progress else None)
+        ev = Evaluator(space, dataset, cfg, seed, budget, time_limit, out, t_start, bar, record, backend)
         try:
             tuner.run(ev, space, seed, budget, **tuner_kwargs)
         except Stop:
@@ -314,7 +350,7 @@ def run_tuner(tuner: Tuner, space: SearchSpace, dataset: Dataset, *, budget: int
                 model.save(out)  # out/model/, as a study's: `predict` and `load_model` read it
             results.write_json(out / results.BEST, {
                 "best_config": best_config, "best_fitness": best_fitness, "fitness": fitness,
-                "test_accuracy": test_acc, "evaluations": len(ev.trials), "tuner": name,
+                "test_accuracy": test_acc, "evaluations": len(ev.trials), "tuner": name, "backend": backend,
                 "position": None if best is None else best.position.tolist(),
                 "search_seconds": search_time, "wall_seconds": wall, "stop_reason": ev.stop_reason})
             if ev.trials:
@@ -361,6 +397,6 @@ def _prepare_out_dir(out: Path, info: dict) -> results.FolderLock:
 def _check_available(tuner: Tuner) -> None:
     for pkg in tuner.packages:
         if importlib.util.find_spec(pkg) is None:
+            how = torch_backend.INSTALL if pkg == "torch" else "pip install 'jaxswarm[bench]'"  # bench has no torch
             why = " (Optuna's GPSampler needs PyTorch)" if pkg == "torch" else ""
-            raise BaselineError(f"tuner {tuner.name!r} needs the package {pkg!r}{why}; "
-                                f"install it, e.g. pip install 'jaxswarm[bench]'")
+            raise BaselineError(f"tuner {tuner.name!r} needs the package {pkg!r}{why}; install it, e.g. {how}")
