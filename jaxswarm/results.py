@@ -376,6 +376,10 @@ class Checkpointer:
     def restore_latest(self, template: Any, log: Callable[[str], None] | None = None) -> tuple[int, Any] | None:
         """(step, tree) of the newest checkpoint that restores, or None when there is none.
 
+        `template` is the tree's structure (its leaves' shapes and dtypes matter), or a function of the
+        checkpoint's tree as saved (plain containers) returning it: where the structure depends on what
+        was saved (a task's warm members, each its own static group's state).
+
         A checkpoint that fails to restore (cut short, overwritten, from another study) is moved to
         ``damaged_checkpoints/`` beside the checkpoints folder, said in one `log` line, and the one
         before it is tried: a study keeps two, so one damaged file costs a round, not the study.
@@ -383,11 +387,17 @@ class Checkpointer:
         Raises:
           CheckpointError: every checkpoint there is damaged.
         """
-        abstract = jax.tree.map(lambda x: np.zeros(np.shape(x), np.asarray(x).dtype), template)
+        def zeros(x):  # an array, a ShapeDtypeStruct or a Python number
+            return np.zeros(np.shape(x), x.dtype if hasattr(x, "dtype") else np.asarray(x).dtype)
+
         damaged = []
         for step in sorted(self.manager.all_steps(), reverse=True):
             try:
-                return int(step), self.manager.restore(step, args=ocp.args.StandardRestore(abstract))
+                target = template
+                if callable(template):  # read the checkpoint as saved, then restore it into its structure
+                    target = template(self.manager.restore(step, args=ocp.args.StandardRestore()))
+                target = jax.tree.map(zeros, target)
+                return int(step), self.manager.restore(step, args=ocp.args.StandardRestore(target))
             except Exception as e:  # noqa: BLE001 - orbax raises many kinds; the file is what matters
                 aside = self._set_aside(step)
                 damaged.append(f"round {step}: {type(e).__name__}: {_first_line(e)}")

@@ -235,8 +235,9 @@ class StudyError(ValueError):
 class Warm(NamedTuple):
     """What warm mode carries from one round to the next."""
 
-    variables: Any  # every member's weights (None before the first round)
-    signature: np.ndarray | None  # int[S, K]: the architecture those weights belong to
+    variables: Any  # every member's weights (None before the first round); a task's: each member's state
+    signature: np.ndarray | None  # int[S, K]: the architecture those weights belong to; a task's: f32[S, D],
+    #                                the positions its states were trained at (their static values)
 
 
 def _digest(dataset: Dataset) -> str:
@@ -310,8 +311,8 @@ class Study:
     Args:
       space: the search space (its family comes from `models.family_of`).
       dataset: a `data.Dataset` (see `data.load_dataset`, `data.from_arrays`) for the built-in networks, or
-        your own `task.Task` (fresh mode; folds > 1 trains each member once per fold) or `task.TrainingLoop`
-        (fresh mode, no folds).
+        your own `task.Task` (folds > 1 trains each member once per fold) or `task.TrainingLoop` (no folds).
+        Warm mode serves both: a member whose static values did not change goes on from its own state.
       config: the study's `StudyConfig`.
       out_dir: results directory (None: keep results in memory only; no checkpoints).
       progress: show a progress bar and one line per round.
@@ -432,7 +433,11 @@ class Study:
         if self.config.schedule != "none":
             metrics, told = self._train_rungs(r, keys, positions)
             return self._tell(k_tell, state, told), warm, metrics
-        if warm is None:
+        if warm is not None and self.task is not None:  # a member of unchanged static values goes on training
+            states = self._warm_states(warm, positions)
+            metrics, states = self.program.span(keys, positions, self.data, states, 0, self.config.epochs)
+            warm = Warm(states, np.asarray(positions, np.float32))
+        elif warm is None:
             metrics, _ = self.program.run(keys, positions, self.data)
         else:
             signature = self._signature(positions)
@@ -503,6 +508,8 @@ class Study:
         positions = np.asarray(positions, np.float32)
         if warm is None or warm.variables is None:
             states = self.program.start_span(keys, positions, self.data)
+        elif self.task is not None:
+            states = self._warm_states(warm, positions)
         else:
             keep = _kept(warm, self._signature(positions))
             states = self.program.start_span(keys, positions, self.data, warm.variables, jnp.asarray(keep))
@@ -533,7 +540,9 @@ class Study:
             positions = ex.positions
         metrics = m if self.task is not None else m._replace(**curves, best_val_accuracy=_best_of(curves, m.diverged))
         self.last_pbt = {"positions": positions, "exploits": exploits, "copied_from": copied_from}
-        if warm is not None:
+        if warm is not None and self.task is not None:
+            warm = Warm(states, positions)
+        elif warm is not None:
             warm = Warm({"params": states.params, "batch_stats": states.batch_stats}, self._signature(positions))
         return metrics, positions, warm
 
@@ -557,6 +566,14 @@ class Study:
         if self.task is not None:  # the same static values
             return np.array([a == b for a, b in zip(self._statics(a_NxD), self._statics(b_NxD))], bool)
         return np.all(self._signature(a_NxD) == self._signature(b_NxD), axis=1)
+
+    def _warm_states(self, warm: Warm, positions_SxD) -> list:
+        """A task's states to train on at `positions_SxD`: each member's warm state where its static values did
+        not change, else None (it starts fresh)."""
+        if warm.variables is None:
+            return [None] * len(positions_SxD)
+        kept = self._same_architecture(np.asarray(warm.signature), np.asarray(positions_SxD))
+        return [st if keep else None for st, keep in zip(warm.variables, kept)]
 
     def _statics(self, positions_SxD) -> list[tuple]:
         """Each member's static signature (a task's), from the engine's grouping of the swarm."""
@@ -583,7 +600,7 @@ class Study:
 
     def compile(self, state, warm: Warm | None) -> float:
         """Compiles the round's program ahead of the first round; returns the seconds it took."""
-        if self.config.schedule != "none":  # the rungs' programs compile during the first round
+        if self.config.schedule != "none" or self.task is not None:  # compiled as the rounds reach them
             return 0.0
         keys, _ = round_keys(self.key, 0, self.config.swarm_size)
         positions = self.strategy.ask(state)
@@ -730,8 +747,14 @@ class Study:
 
     def _restore(self, ckpt: results.Checkpointer, state, warm: Warm | None):
         """The newest checkpoint's ``(rounds done, strategy state, warm, stale, best_seen)``; results cut to it."""
+        template = self._checkpoint_tree(state, warm)
+        if warm is not None and self.task is not None:  # the members' states are of the groups they were in
+            def template(saved: dict, base=template) -> dict:
+                if "arch" not in saved:
+                    return base
+                return {**base, "variables": self.engine.state_shapes(saved["arch"]), "arch": saved["arch"]}
         try:
-            restored = ckpt.restore_latest(self._checkpoint_tree(state, warm), self._log)
+            restored = ckpt.restore_latest(template, self._log)
         except results.CheckpointError as e:
             raise StudyError(f"cannot resume {self.out_dir}: {e}") from None
         if restored is None:  # killed before its first checkpoint: rows of round 0 may be there already
@@ -739,7 +762,7 @@ class Study:
                 results.truncate_rounds(self.out_dir / name, 0)
             return 0, state, warm, 0, -np.inf
         start, tree = restored
-        if warm is not None:
+        if warm is not None and "variables" in tree:
             warm = Warm(tree["variables"], tree["arch"])
         for name in (results.EVALUATIONS, results.ROUNDS):
             results.truncate_rounds(self.out_dir / name, start)
@@ -840,7 +863,10 @@ class Study:
             "stale": np.asarray(stale, np.int32),
             "best_seen": np.asarray(best_seen, np.float32),
         }
-        if warm is not None:
+        if warm is not None and self.task is not None:  # each member's state, and where it was trained
+            if warm.variables is not None:
+                tree["variables"], tree["arch"] = list(warm.variables), np.asarray(warm.signature, np.float32)
+        elif warm is not None:
             if warm.variables is None:  # a template for restore: shapes only matter
                 keys, _ = round_keys(self.key, 0, self.config.swarm_size)
                 positions = self.strategy.ask(state)
@@ -979,9 +1005,9 @@ def _check_task_config(config: StudyConfig) -> None:
     """Refuses the settings a study of your own task does not serve yet, in one line each."""
     if config.fitness != "accuracy":
         raise ValueError(f"fitness {config.fitness!r}: a task's fitness is its objective (Task.objective)")
-    for name, value, default in (("mode", config.mode, "fresh"), ("layout", config.layout, DEFAULT_LAYOUT)):
-        if value != default:
-            raise ValueError(f"{name} {value!r} is not available for your own task yet (it takes {name} {default!r})")
+    if config.layout != DEFAULT_LAYOUT:
+        raise ValueError(f"layout {config.layout!r}: your own task trains in its own programs grouped by static "
+                         f"values (it takes layout {DEFAULT_LAYOUT!r})")
 
 
 def _task_program(engine, description: str) -> SwarmProgram:

@@ -584,6 +584,8 @@ class Engine(NamedTuple):
         groups: ``(positions_SxD) -> {static values: member indices}``.
         hyperparameters: ``(position_D) -> (static dict, traced hp dict)``: what one member's builder
             and trainable get (e.g. to retrain a winner alone).
+        state_shapes: ``(positions_SxD) -> [each member's state as ShapeDtypeStructs]`` (what its ``init``
+            returns, traced only: e.g. the target of a checkpoint's restore).
         stats: {"compiles": programs traced so far, "signatures": the static values seen, "sharded_calls":
             calls whose members' results came from more than one device, "call_limits": {static values: the
             largest call that fits the capacity} where a call did not, "call_bytes": {(static values, members):
@@ -594,6 +596,7 @@ class Engine(NamedTuple):
     train: Callable
     groups: Callable
     hyperparameters: Callable
+    state_shapes: Callable
     stats: dict
     epochs: int
 
@@ -694,6 +697,15 @@ def make_engine(build: Builder, space: SearchSpace, epochs: int, objective: Obje
         (sig,) = groups(position_1xD)
         return dict(sig), _take(traced_hp(position_1xD), 0)
 
+    def state_shapes(positions_SxD) -> list:
+        positions_SxD = np.asarray(positions_SxD, np.float32)
+        hp_S, shapes = traced_hp(positions_SxD), [None] * len(positions_SxD)
+        for sig, idx in groups(positions_SxD).items():
+            shape = jax.eval_shape(build(dict(sig)).init, jax.random.key(0), _take(hp_S, idx[0]))
+            for m in idx:
+                shapes[m] = shape
+        return shapes
+
     def train(keys_S, positions_SxD, states=None, n_epochs: int | None = None) -> SwarmResult:
         positions_SxD = np.asarray(positions_SxD, np.float32)
         n_epochs = epochs if n_epochs is None else int(n_epochs)
@@ -736,4 +748,4 @@ def make_engine(build: Builder, space: SearchSpace, epochs: int, objective: Obje
         fitness = np.asarray(objective.fitness(metrics))
         return SwarmResult(metrics, fitness, final)
 
-    return Engine(train, groups, hyperparameters, stats, int(epochs))
+    return Engine(train, groups, hyperparameters, state_shapes, stats, int(epochs))

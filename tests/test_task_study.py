@@ -16,7 +16,7 @@ import jaxswarm as js
 from jaxswarm import cli, results, schedules
 from jaxswarm.saved import ModelError, TaskModel, load_model
 from jaxswarm.space import Choice, Float, SearchSpace
-from jaxswarm.study import Study, StudyConfig, StudyError, initial_state, round_keys, tune
+from jaxswarm.study import Study, StudyConfig, StudyError, Warm, initial_state, round_keys, tune
 from jaxswarm.data import kfold_indices
 from jaxswarm.task import TrainingLoop, joined, load_task, supervised
 
@@ -91,17 +91,18 @@ def test_each_static_signature_compiles_once_through_the_study(mytask, tmp_path)
     assert len(set(lrs.values())) > 1  # the floats did move
 
 
-def test_a_killed_task_study_resumes_to_the_uninterrupted_result(mytask, tmp_path):
-    _study(tmp_path / "whole", rounds=4).run()
+@pytest.mark.parametrize("mode", ["fresh", "warm"])  # warm: the members' states come back from the checkpoint
+def test_a_killed_task_study_resumes_to_the_uninterrupted_result(mytask, tmp_path, mode):
+    _study(tmp_path / "whole", rounds=4, mode=mode).run()
 
     def kill_after_round_1(summary):
         if summary["round"] == 1:
             raise KeyboardInterrupt
 
     with pytest.raises(KeyboardInterrupt):
-        _study(tmp_path / "killed", rounds=4).run(on_round=kill_after_round_1)
+        _study(tmp_path / "killed", rounds=4, mode=mode).run(on_round=kill_after_round_1)
     resumed = []
-    _study(tmp_path / "killed", rounds=4).run(resume=True, on_round=lambda s: resumed.append(s["round"]))
+    _study(tmp_path / "killed", rounds=4, mode=mode).run(resume=True, on_round=lambda s: resumed.append(s["round"]))
     assert resumed == [2, 3]  # from its checkpoint, not from the start
 
     def record(name):
@@ -126,7 +127,35 @@ def test_a_task_study_resumes_only_on_its_own_data(mytask, tmp_path):
               progress=False).run(resume=True)
 
 
-@pytest.mark.parametrize("setting", [{"mode": "warm"}, {"layout": "masked"}, {"fitness": "loss"}])
+def test_warm_task_members_go_on_from_their_state_only_while_their_static_values_stay(mytask):
+    """Through Study.round: a member of unchanged width trains on from its state (its learning rate may move),
+    one whose width changed starts from a fresh init."""
+    still = dict(inertia=0.0, c1=0.0, c2=0.0)  # the PSO leaves every particle where it is
+    study = _study(None, mode="warm", pso=still)
+    S, dims = study.config.swarm_size, study.space.dim_names
+    state0 = initial_state(study.key, study.strategy, "lhs", S, study.space.num_dims)
+    state1, warm1, _ = study.round(0, state0, Warm(None, None))
+    pos = np.asarray(state1.position).copy()
+    np.testing.assert_array_equal(pos, np.asarray(warm1.signature))
+    w = dims.index("width")
+    pos[0, w] = 0.1 if pos[0, w] > 0.5 else 0.9  # member 0 to another width; member 1 only to another rate
+    pos[1, dims.index("learning_rate")] = 0.9 if pos[1, dims.index("learning_rate")] < 0.5 else 0.1
+    widths = [study.space.to_python(p)["width"] for p in (np.asarray(warm1.signature)[0], pos[0])]
+    assert widths[0] != widths[1]
+    _, warm2, m = study.round(1, state1._replace(position=jnp.asarray(pos)), warm1)
+    keys, _ = round_keys(study.key, 1, S)
+    for i in range(S):
+        fresh = study.engine.train(keys[np.array([i])], pos[[i]]).metrics["mse"][0]
+        if i == 0:  # its old state is of another width: it cannot go on
+            np.testing.assert_allclose(m.values["mse"][0], fresh, rtol=1e-5)
+            continue
+        kept = study.engine.train(keys[np.array([i])], pos[[i]], states=[warm1.variables[i]]).metrics["mse"][0]
+        np.testing.assert_allclose(m.values["mse"][i], kept, rtol=1e-5, err_msg=f"member {i}")
+        assert not np.isclose(m.values["mse"][i], fresh, rtol=1e-3), f"member {i}"
+    assert [int(warm2.variables[i].epoch) for i in (0, 1)] == [2, 4]  # member 0 from scratch, 1 on from round 0
+
+
+@pytest.mark.parametrize("setting", [{"layout": "masked"}, {"fitness": "loss"}])
 def test_a_task_study_refuses_what_it_does_not_serve_yet(mytask, setting):
     with pytest.raises(ValueError, match="task"):
         _study(None, **setting)
