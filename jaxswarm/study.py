@@ -391,13 +391,11 @@ class Study:
         cfg, space = self.config, self.space
         if isinstance(self.task, Task):
             self.task = self.task._replace(batch_size=self.task.batch_size or cfg.batch_size)
-        if jax.process_count() > 1:
-            raise ValueError("your own task trains on one host's devices (not yet over several hosts)")
-        devices = jax.local_devices()
+        devices = jax.devices()  # every process's: over several hosts each process runs the same calls
         # chunk_size: members per device in one call; over several devices a call splits its members evenly.
         group_size = (cfg.chunk_size or (1 if jax.default_backend() == "cpu" else TASK_GROUP_SIZE)) * len(devices)
         mesh = execute.particle_mesh(devices) if len(devices) > 1 else None
-        capacity = execute.device_memory_bytes(devices[0])
+        capacity = execute.device_memory_bytes(jax.local_devices()[0])
         if cfg.memory_cap_gb is not None:
             capacity = min(capacity, int(cfg.memory_cap_gb * 2**30))
         build = builder(self.task)
@@ -407,10 +405,11 @@ class Study:
             pool = len(jax.tree.leaves(self.task.data.train)[0]) + len(jax.tree.leaves(self.task.data.val)[0])
             build = supervised(self.task, kfold_indices(pool, cfg.folds, seed=cfg.seed))
         self.engine = make_engine(build, space, cfg.epochs, self.task.objective, group_size=group_size, mesh=mesh,
-                                  capacity=capacity)
+                                  capacity=capacity, place=execute.put)
         self.layout, self.data = None, None
         names = ", ".join(static_names(space)) or "none"
-        over = f" over {len(devices)} devices" if mesh is not None else ""
+        over = "" if mesh is None else f" over {len(devices)} devices" + (
+            f" of {jax.process_count()} processes" if jax.process_count() > 1 else "")
         self.layout_reason = (f"task: the members of each static signature ({names}) train {group_size} at a time "
                               f"in one jit(vmap) program{over}, the rest in calls of powers of two")
         self.program = _task_program(self.engine, self.layout_reason)

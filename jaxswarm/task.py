@@ -61,7 +61,8 @@ __all__ = ["TaskError", "Objective", "Trainable", "Builder", "TaskData", "Task",
            "supervised", "softmax_loss", "classification_metrics", "mse_loss", "regression_metrics",
            "default_optimizer", "static_names", "run_member", "joined", "data_digest", "predictor",
            "fit_winner", "TaskMetrics", "load_task", "TrainingLoop", "builder", "SwarmResult", "Engine",
-           "make_engine", "MAX_STATIC_VALUES", "MLP", "mlp_task", "mlp_task_space", "LOSSES"]
+           "make_engine", "MAX_STATIC_VALUES", "MLP", "mlp_task", "mlp_task_space", "LOSSES",
+           "CNN", "CNN_DEFAULTS", "cnn_task", "cnn_task_space"]
 
 # A static Int compiles a program per value it takes: past this many values, bucket it or trace it.
 MAX_STATIC_VALUES = 32
@@ -262,13 +263,45 @@ class MLP(nn.Module):
     def __call__(self, x, hp, train):
         x = x.reshape(x.shape[0], -1)
         for _ in range(self.depth):
-            x = ACTIVATIONS[self.activation](nn.Dense(self.width)(x))
-            if train and "dropout" in hp:
-                rate = hp["dropout"]
-                keep = jax.random.uniform(self.make_rng("dropout"), x.shape) >= rate
-                x = jnp.where(keep, x / (1.0 - rate), 0.0)
+            x = _dropout(self, ACTIVATIONS[self.activation](nn.Dense(self.width)(x)), hp, train)
         x = nn.Dense(self.outputs)(x)
         return x[:, 0] if self.squeeze else x
+
+
+def _dropout(module: nn.Module, x, hp: dict, train: bool):
+    """Inverted dropout at the traced rate ``hp["dropout"]`` while training (where the space tunes one)."""
+    if not train or "dropout" not in hp:
+        return x
+    rate = hp["dropout"]
+    keep = jax.random.uniform(module.make_rng("dropout"), x.shape) >= rate
+    return jnp.where(keep, x / (1.0 - rate), 0.0)
+
+
+CNN_DEFAULTS = {"blocks": 1, "filters": 32, "kernel": 3, "dense": 128, "activation": "relu"}  # the CNN preset's
+
+
+class CNN(nn.Module):
+    """The CNN preset's network: ``blocks`` conv blocks, block ``b`` a ``kernel`` x ``kernel`` 'SAME' convolution
+    of ``filters * 2**b`` channels, ``activation`` and 2x2 max pooling; then a ``dense``-unit ``activation``
+    layer and ``outputs`` logits. Inverted dropout at the traced ``hp["dropout"]`` follows every block and the
+    dense layer while training, where the space tunes one. Images ``[B, H, W]`` get a channel axis."""
+
+    blocks: int
+    filters: int
+    kernel: int
+    dense: int
+    outputs: int
+    activation: str = "relu"
+
+    @nn.compact
+    def __call__(self, x, hp, train):
+        act = ACTIVATIONS[self.activation]
+        x = x[..., None] if x.ndim == 3 else x
+        for b in range(self.blocks):
+            x = act(nn.Conv(self.filters * 2**b, (self.kernel, self.kernel))(x))
+            x = _dropout(self, nn.max_pool(x, (2, 2), strides=(2, 2)), hp, train)
+        x = _dropout(self, act(nn.Dense(self.dense)(x.reshape(x.shape[0], -1))), hp, train)
+        return nn.Dense(self.outputs)(x)
 
 
 def mlp_task_space(depths=(1, 2), widths=(32, 128), activations=("relu",), learning_rate=(1e-4, 3e-2),
@@ -292,6 +325,62 @@ def mlp_task_space(depths=(1, 2), widths=(32, 128), activations=("relu",), learn
     if dropout is not None:
         params["dropout"] = Float(*dropout)
     return SearchSpace(params)
+
+
+def cnn_task_space(blocks=(1, 2), filters=(16, 32), kernels=(3,), dense=(64, 128), activations=("relu",),
+                   learning_rate=(1e-4, 3e-2), weight_decay=(1e-6, 1e-1), dropout=None,
+                   optimizers=None) -> SearchSpace:
+    """The CNN preset's space: ``blocks``, ``filters``, ``kernel``, ``dense`` and ``activation`` static Choices
+    (left out where it is the network's one default, `CNN_DEFAULTS`), ``learning_rate`` and ``weight_decay`` traced (log
+    scale; None leaves one out), ``dropout`` a traced rate range where given, ``optimizer`` a static Choice
+    of `optim.OPTIMIZERS` names where given. Every combination of static values is one program: 2 x 2 x 2
+    by default.
+
+    Example:
+        >>> cnn_task_space().names
+        ('blocks', 'filters', 'dense', 'learning_rate', 'weight_decay')
+    """
+    params: dict = {}
+    for name, values in (("blocks", blocks), ("filters", filters), ("kernel", kernels), ("dense", dense),
+                         ("activation", activations)):
+        if tuple(values) != (CNN_DEFAULTS[name],):
+            params[name] = Choice(list(values))
+    if optimizers is not None:
+        params["optimizer"] = Choice(list(optimizers))
+    for name, bounds in (("learning_rate", learning_rate), ("weight_decay", weight_decay)):
+        if bounds is not None:
+            params[name] = Float(*bounds, log=True)
+    if dropout is not None:
+        params["dropout"] = Float(*dropout)
+    return SearchSpace(params)
+
+
+def cnn_task(data: TaskData, space: SearchSpace | None = None, batch_size: int | None = None) -> Task:
+    """The CNN preset as a classification `Task` on your images (``{"x": f32[N, H, W] or [N, H, W, C], "y":
+    integer labels}`` per split, e.g. `TaskData.from_dataset(load_dataset("fashion_mnist"))`): ``accuracy``
+    maximized, ``loss`` (cross-entropy) reported.
+
+    Args:
+        data: `TaskData` of images and integer labels.
+        space: the task's `SearchSpace` (None: `cnn_task_space()`); its ``blocks``, ``filters``, ``kernel``,
+            ``dense`` and ``activation`` shape the network (`CNN_DEFAULTS` where absent).
+        batch_size: training minibatch (None: the study's).
+    """
+    x = np.asarray(data.train["x"])
+    if x.ndim not in (3, 4):
+        raise ValueError(f"the CNN preset takes images as x, [N, H, W] or [N, H, W, C]; got shape {x.shape} "
+                         "(flat features: use mlp_task)")
+    y = [np.asarray(split["y"]) for split in data if split is not None]
+    if not all(np.issubdtype(labels.dtype, np.integer) for labels in y):
+        raise ValueError("the CNN preset classifies: y must be integer class labels")
+    outputs = int(max(labels.max() for labels in y)) + 1
+
+    def model(static: dict) -> CNN:
+        shape = {**CNN_DEFAULTS, **{n: v for n, v in static.items() if n in CNN_DEFAULTS}}
+        return CNN(**shape, outputs=outputs)
+
+    return Task(model, softmax_loss, classification_metrics, Objective("accuracy"), data, batch_size=batch_size,
+                space=cnn_task_space() if space is None else space)
 
 
 def mlp_task(data: TaskData, loss: str = "cross_entropy", space: SearchSpace | None = None,
@@ -617,7 +706,8 @@ def _calls(idx: np.ndarray, group_size: int) -> list[np.ndarray]:
 
 def make_engine(build: Builder, space: SearchSpace, epochs: int, objective: Objective,
                 static: tuple[str, ...] | None = None, group_size: int = 8,
-                mesh: jax.sharding.Mesh | None = None, capacity: int | None = None) -> Engine:
+                mesh: jax.sharding.Mesh | None = None, capacity: int | None = None,
+                place: Callable | None = None) -> Engine:
     """Trains a swarm of `build`'s trainables, grouped by their static hyperparameters (see the module).
 
     Args:
@@ -632,10 +722,16 @@ def make_engine(build: Builder, space: SearchSpace, epochs: int, objective: Obje
             group's remainder trains in calls of the powers of two it sums to, so a signature
             compiles at most ``2 + log2(group_size)`` programs (per epoch count). On a CPU a few
             suffice; an accelerator wants more.
-        mesh: a 1-D `jax.sharding.Mesh` of this process's devices (None: the default device). A call
-            whose member count is a multiple of the mesh's size has its members split over the devices
-            (keys, hyperparameters and states sharded on the member axis, the data replicated); a
-            smaller call (a group's remainder) runs on the default device.
+        mesh: a 1-D `jax.sharding.Mesh` of devices (None: the default device). A call whose member
+            count is a multiple of the mesh's size has its members split over the devices (keys,
+            hyperparameters and states sharded on the member axis, the data replicated); a smaller call
+            (a group's remainder) runs on the default device. Over several processes (hosts) the mesh
+            holds every process's devices, each process runs the same calls, and a split call's results
+            come back whole to every process (replicated, then host arrays): each process holds every
+            member's state and metrics, as on one host.
+        place: ``(host array, sharding) -> array`` puts a split call's per-member arrays on the mesh
+            (None: `jax.device_put`; over several processes, `execute.put`, which fills each process's
+            shards from its host copy).
         capacity: bytes of a device's memory a call may use (None: unchecked). Each program is compiled
             ahead of its first call and XLA's memory analysis of it read: a call that would need more
             trains as two halves instead, and its static signature's calls stay at that size
@@ -652,8 +748,13 @@ def make_engine(build: Builder, space: SearchSpace, epochs: int, objective: Obje
     stats = {"compiles": 0, "signatures": [], "sharded_calls": 0, "call_limits": {}, "call_bytes": {}}
     unit = 1 if mesh is None else mesh.size  # the smallest call that splits evenly over the devices
     programs: dict = {}
+    impl = None  # the members' keys' PRNG implementation: a program takes their raw data (placeable on any host)
     members_axis = None if mesh is None else jax.sharding.NamedSharding(
         mesh, jax.sharding.PartitionSpec(mesh.axis_names[0]))
+    # Several processes: a split call's outputs replicated to every process, which reads them as host arrays.
+    whole = {} if mesh is None or jax.process_count() == 1 else {
+        "out_shardings": jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec())}
+    place = jax.device_put if place is None else place
 
     def signature(config: dict) -> tuple:
         return tuple((n, config[n]) for n in names if n in config)
@@ -671,11 +772,12 @@ def make_engine(build: Builder, space: SearchSpace, epochs: int, objective: Obje
         if (sig, size, n_epochs, fresh) not in programs:
             trainable = build(dict(sig))
 
-            def swarm(keys, hp, states):
+            def swarm(key_data, hp, states):
                 stats["compiles"] += 1  # a trace: each cached program traces once
+                keys = jax.random.wrap_key_data(key_data, impl=impl)
                 return jax.vmap(functools.partial(run_member, trainable, epochs=n_epochs))(keys, hp, states)
 
-            compiled = jax.jit(swarm).lower(*args).compile()
+            compiled = jax.jit(swarm, **whole).lower(*args).compile()
             programs[sig, size, n_epochs, fresh] = compiled, memory_analysis(compiled).get("total", 0)
             stats["call_bytes"][sig, size] = max(stats["call_bytes"].get((sig, size), 0),
                                                  programs[sig, size, n_epochs, fresh][1])
@@ -707,8 +809,10 @@ def make_engine(build: Builder, space: SearchSpace, epochs: int, objective: Obje
         return shapes
 
     def train(keys_S, positions_SxD, states=None, n_epochs: int | None = None) -> SwarmResult:
+        nonlocal impl
         positions_SxD = np.asarray(positions_SxD, np.float32)
         n_epochs = epochs if n_epochs is None else int(n_epochs)
+        impl, key_data = jax.random.key_impl(keys_S), np.asarray(jax.random.key_data(keys_S))
         hp_S = traced_hp(positions_SxD)
         S = positions_SxD.shape[0]
         metrics: dict = {}
@@ -717,10 +821,10 @@ def make_engine(build: Builder, space: SearchSpace, epochs: int, objective: Obje
             pending = _calls(idx, stats["call_limits"].get(sig, group_size))
             while pending:
                 part = pending.pop(0)
-                args = (keys_S[part], _take(hp_S, part), None if states is None else
+                args = (key_data[part], _take(hp_S, part), None if states is None else
                         jax.tree.map(lambda *a: jnp.stack(a), *[states[m] for m in part]))
                 if members_axis is not None and len(part) % unit == 0:  # the members split over devices
-                    args = jax.device_put(args, members_axis)
+                    args = jax.tree.map(lambda x: place(x, members_axis), args)
                 try:
                     compiled, used = program(sig, n_epochs, args)
                 except Exception as e:  # noqa: BLE001 - name the member's static values, keep the cause
@@ -738,6 +842,8 @@ def make_engine(build: Builder, space: SearchSpace, epochs: int, objective: Obje
                 except Exception as e:  # noqa: BLE001
                     raise failed(sig, e) from e
                 stats["sharded_calls"] += len(jax.tree.leaves(out_metrics)[0].sharding.device_set) > 1
+                if whole and len(part) % unit == 0:  # every member's results on every process, as host arrays
+                    out_states, out_metrics = jax.tree.map(np.asarray, (out_states, out_metrics))
                 for name, value in out_metrics.items():
                     if np.ndim(value) != 1:
                         raise TaskError(f"metric {name!r} must be a scalar per member, got shape "

@@ -11,6 +11,7 @@ import optax
 import pytest
 
 from jaxswarm import task as tk
+from jaxswarm.data import load_dataset
 from jaxswarm.space import Choice, Float, Int, SearchSpace
 from jaxswarm.study import Study, StudyConfig
 
@@ -184,3 +185,24 @@ def test_the_mlp_preset_regresses_with_mse_and_refuses_float_labels_for_cross_en
     with pytest.raises(ValueError, match="integer class labels"):
         tk.mlp_task(data, loss="cross_entropy")
 
+
+
+def test_the_cnn_preset_trains_the_network_its_static_values_name_and_classifies_digits():
+    """`cnn_task` on the embedded digits' 8x8 images: a member's state holds the network its static values name
+    (block b a 3x3 conv of ``filters * 2**b`` channels, each halving the map), and a short study's retrained
+    winner classifies the test images far above chance (0.1). Flat features and float labels are refused."""
+    data = tk.TaskData.from_dataset(load_dataset("digits"))
+    space = tk.cnn_task_space(blocks=(1, 2), filters=(4,), dense=(16,), weight_decay=None)
+    task = tk.cnn_task(data, space=space)
+    study = Study(space, task, StudyConfig(swarm_size=4, rounds=2, epochs=4, batch_size=32), None, progress=False)
+    result = study.run()
+    two = space.encode({"blocks": 2, "filters": 4, "dense": 16, "learning_rate": 1e-2})[None]
+    (state,) = study.engine.state_shapes(two)
+    shapes = {layer: p["kernel"].shape for layer, p in state.params.items()}
+    assert shapes == {"Conv_0": (3, 3, 1, 4), "Conv_1": (3, 3, 4, 8), "Dense_0": (2 * 2 * 8, 16), "Dense_1": (16, 10)}
+    assert result.test_metrics["test_accuracy"] > 0.8
+    with pytest.raises(ValueError, match="images"):
+        tk.cnn_task(tk.TaskData({"x": data.train["x"].reshape(len(data.train["x"]), -1), "y": data.train["y"]},
+                                data.val))
+    with pytest.raises(ValueError, match="integer class labels"):
+        tk.cnn_task(data._replace(train={**data.train, "y": data.train["y"].astype(np.float32)}))

@@ -222,6 +222,67 @@ def test_a_task_study_splits_each_call_s_members_over_the_devices(mytask):
     np.testing.assert_allclose(out["study"], out["alone"], rtol=1e-5)
 
 
+# One of 2 processes of 2 fake CPU devices each (argv: coordinator port, process id, out dir): a warm task study
+# over all 4 devices, its calls split across both processes.
+HOSTS = textwrap.dedent('''
+    import json, sys, jax, numpy as np
+    from jaxswarm import execute
+    execute.initialize_distributed(f"localhost:{sys.argv[1]}", 2, int(sys.argv[2]), initialization_timeout=60)
+    from jaxswarm.space import Choice, Float, SearchSpace
+    from jaxswarm.study import Study, StudyConfig, round_keys
+    from jaxswarm.task import make_engine, supervised
+    import mytask
+    space = SearchSpace({"width": Choice([8]), "learning_rate": Float(1e-3, 1e-1, log=True)})
+    study = Study(space, mytask.task, StudyConfig(swarm_size=4, rounds=2, epochs=2, chunk_size=1, mode="warm"),
+                  sys.argv[3], progress=False)
+    study.run()
+    rows = study.evaluations
+    alone = make_engine(supervised(mytask.task), space, 2, mytask.task.objective, group_size=1)
+    mse, states = [], []
+    for r in range(2):  # each member trained alone on this process's first device, going on in round 1
+        keys = round_keys(study.key, r, 4)[0]
+        pos = np.array([[row["position"][n] for n in space.dim_names] for row in rows if row["round"] == r], np.float32)
+        out = [alone.train(keys[np.array([i])], pos[[i]], states=None if r == 0 else [states[i]]) for i in range(4)]
+        mse += [float(o.metrics["mse"][0]) for o in out]
+        states = [o.states[0] for o in out]
+    print("RESULT " + json.dumps({"devices": len(jax.devices()), "processes": jax.process_count(),
+                                  "sharded_calls": study.engine.stats["sharded_calls"],
+                                  "study": [r["metrics"]["mse"] for r in rows], "alone": mse}), flush=True)
+    jax.distributed.shutdown()
+''')
+
+
+@pytest.mark.slow  # two processes of 2 fake devices each, ~60 s
+def test_a_warm_task_study_over_two_processes_trains_what_each_member_trains_alone(mytask, tmp_path):
+    """2 processes x 2 fake devices, chunk_size 1: each round's one call of 4 members splits over all 4 devices
+    (both processes); both processes hold every member's metrics, equal to the member trained alone on one
+    device (rtol 1e-5), round 1 going on from round 0's state (warm). The primary alone writes the record."""
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("localhost", 0))
+        port = sock.getsockname()[1]
+    env = {**os.environ, "JAX_PLATFORMS": "cpu", "PYTHONPATH": os.pathsep.join([str(mytask), os.getcwd()]),
+           "XLA_FLAGS": f"{os.environ.get('XLA_FLAGS', '')} --xla_force_host_platform_device_count=2"}
+    procs = [subprocess.Popen([sys.executable, "-c", HOSTS, str(port), str(i), str(tmp_path / "r")], env=env,
+                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for i in range(2)]
+    outs = []
+    try:
+        for p in procs:
+            stdout, stderr = p.communicate(timeout=600)
+            assert p.returncode == 0, stderr[-3000:]
+            outs.append(json.loads([line for line in stdout.splitlines() if line.startswith("RESULT ")][-1][7:]))
+    finally:
+        for p in procs:
+            if p.poll() is None:
+                p.kill()
+    for out in outs:
+        assert out["devices"] == 4 and out["processes"] == 2 and out["sharded_calls"] == 2
+        np.testing.assert_allclose(out["study"], out["alone"], rtol=1e-5)
+    assert outs[0]["study"] == outs[1]["study"]
+    assert len(results.read_jsonl(tmp_path / "r" / results.EVALUATIONS)) == 8  # written once
+
+
 def test_a_call_that_would_not_fit_the_memory_cap_trains_in_halves_that_do(mytask, tmp_path):
     """chunk_size 4 and one static value: uncapped, the round is one call of 4 members (and one of 1, from a swarm
     of 5). With a cap between the two programs' memory (XLA's memory analysis), the study trains in calls that
