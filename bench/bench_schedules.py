@@ -135,7 +135,9 @@ def summarize(results: dict) -> str:
              f"- {meta['train_size'] or 'all'} training rows; reach threshold: validation accuracy {meta['reach']}",
              f"- sequential tuners' backends: {', '.join(meta.get('backends', ['jax']))} (jax: one jit per "
              "configuration; torch: PyTorch eager, nothing compiled"
-             + (f", {meta['torch_threads']} intra-op thread(s))" if meta.get("torch_threads") else ")"),
+             + ("" if meta.get("torch_threads") is None else
+                f", {meta['torch_threads']} intra-op thread(s))" if meta["torch_threads"] else
+                ", torch's default intra-op threads: one per core)"),
              "- median [min–max] over seeds; `reach s`: first time an evaluation reached the threshold (a seed "
              "that did not by T counts as T in the median, and the count says how many did)", "",
              "| tuner | best val acc by T | test acc | reach s | reached | evaluations by T | member-epochs by T "
@@ -176,7 +178,8 @@ def parse_args(argv=None):
                    help="which to run (the plain swarm, 'none', always runs: it sets T)")
     p.add_argument("--backends", nargs="+", default=["jax"], choices=["jax", "torch"],
                    help="what trains the sequential tuners' configurations: one jit each, or PyTorch eager")
-    p.add_argument("--torch-threads", type=int, default=1, help="torch's intra-op threads (0: torch's default)")
+    p.add_argument("--torch-threads", type=int, default=0,
+                   help="torch's intra-op threads (default 0: torch's own, one per core, as a user runs it)")
     p.add_argument("--name", default=None)
     p.add_argument("--out", type=Path, default=Path(__file__).resolve().parent / "results")
     return p.parse_args(argv)

@@ -39,11 +39,13 @@ before):
   compiles (``compile s`` 0); torch's first-use costs (lazy imports at the
   first optimizer step), the backend's one small JAX decoder program and the
   metrics' eager ops are warmed before the clock starts. ``--torch-threads``
-  (default 1; 0: torch's default, the backend's) sets torch's intra-op
-  threads, recorded as the JSON row's ``torch_threads``: XLA:CPU runs these
-  small networks' operations on one thread, and torch's pool, on a CPU whose
-  cores also run other work, waits for its threads at every tiny operation
-  (many times slower than one thread on the shared 2-core machines here).
+  (default 0: torch's own, one per core, as a user runs it) sets torch's
+  intra-op threads, recorded as the JSON row's ``torch_threads``. On a quiet
+  2-core machine torch's default (2 threads) trained the configurations
+  faster than 1 thread (median 85.3 s against 97.1 s for N = 32, 8 sampled
+  and scaled, five seeds); on
+  a CPU whose cores also run other work its pool waits for its threads at
+  every tiny operation and 1 thread is faster (bench/NOTES.md).
   Needs ``pip install torch==2.13.0``.
 
 Columns (one markdown table per dataset, one row per N, E and layout):
@@ -359,8 +361,8 @@ def main(argv=None):
                    help=f"comma list of {','.join(BENCH_LAYOUTS)} (default masked,sequential); "
                         f"with --study-rounds of {','.join(LAYOUT_NAMES)} (default auto,masked,packed)")
     p.add_argument("--seq-sample", type=int, default=0, help="train only K configs sequentially, scale")
-    p.add_argument("--torch-threads", type=int, default=1,
-                   help="sequential_torch: torch's intra-op threads (0: torch's default)")
+    p.add_argument("--torch-threads", type=int, default=0,
+                   help="sequential_torch: torch's intra-op threads (default 0: torch's own, one per core)")
     p.add_argument("--groups", type=int, default=8)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--study-rounds", type=int, default=0,
