@@ -1,9 +1,11 @@
-"""Your own Flax MLP as a Task, beside the built-in MLP and a plain Flax + Optax loop, on the same configurations.
+"""Your own Flax MLP as a Task, beside the built-in MLP and a plain Flax + Optax loop (or the CNN preset beside the
+built-in CNN), on the same configurations.
 
 Usage::
 
     .venv/bin/python bench/bench_task.py [--data-dir /usr/share/datasets/fashion-mnist] [--swarm-size 32]
         [--epochs 5] [--rounds 3] [--train-rows 12800] [--group-size 1] [--out bench/results/task_cpu.md]
+        [--family mlp|cnn]
 
 The same R rounds of N configurations (drawn from a fixed seed: one hidden layer of width 32 / 64 / 128 / 256,
 activation relu / tanh, Adam at a log-uniform learning rate in [1e-4, 1e-1]) train E epochs at
@@ -19,6 +21,15 @@ images, three ways, one after another in one process (JAX's caches cleared betwe
 * ``flax-loop``: what a script tuning one network at a time writes: for each of the R x N
   configurations a Flax module, ``optax.adam``, a ``jax.jit`` train step and a Python loop over the
   minibatches (one compile per configuration).
+
+``--family cnn`` compares the two CNN paths instead, on R x N configurations of 1 or 2 conv blocks (16 or 32
+filters, doubling in the second block, 3x3), a dense layer of 64 or 128 units, relu, Adam at a log-uniform
+learning rate in [1e-4, 1e-2] (8 static signatures):
+
+* ``preset``: the CNN preset (`jaxswarm.task.cnn_task`), a Flax CNN of static blocks, filters and dense
+  width, through `Study.evaluate` (the path a study of it takes: groups of ``--group-size``).
+* ``builtin``: the built-in CNN family (``cnn_space(max_blocks=2, ...)``, the same configurations), through
+  `Study.evaluate` (layout auto).
 
 Each row's seconds are wall time from its first line to its last result on the host: compiles
 included, data loading excluded. ``x flax-loop`` is the flax-loop row's seconds over the row's.
@@ -87,8 +98,13 @@ def task_row(configs, data, epochs, group_size, n):
 def builtin_row(configs, dataset, epochs, n):
     space = js.mlp_space(max_layers=1, units=(min(WIDTHS), max(WIDTHS)), activations=ACTIVATIONS,
                          learning_rate=(1e-4, 1e-1))
-    positions = np.stack([space.encode({"n_layers": 1, "units_1": c["width"], "activation": c["activation"],
-                                        "learning_rate": c["learning_rate"]}) for c in configs]).astype(np.float32)
+    return _builtin(space, [{"n_layers": 1, "units_1": c["width"], "activation": c["activation"],
+                             "learning_rate": c["learning_rate"]} for c in configs], dataset, epochs, n)
+
+
+def _builtin(space, configs, dataset, epochs, n):
+    """The built-in family's `Study.evaluate`, round after round of n of `configs` (in `space`'s names)."""
+    positions = np.stack([space.encode(c) for c in configs]).astype(np.float32)
     t0 = time.perf_counter()
     study = js.Study(space, dataset, js.StudyConfig(swarm_size=n, epochs=epochs, batch_size=BATCH,
                                                     retrain=False), progress=False)
@@ -127,6 +143,38 @@ def flax_loop_row(configs, data, epochs):
     return time.perf_counter() - t0, np.asarray(accuracies), {"programs": len(configs)}
 
 
+CNN_SPACE = js.SearchSpace({"blocks": js.Choice([1, 2]), "filters": js.Choice([16, 32]), "dense": js.Choice([64, 128]),
+                            "learning_rate": js.Float(1e-4, 1e-2, log=True)})
+
+
+def cnn_configurations(n: int, seed: int) -> list[dict]:
+    rng = np.random.default_rng(seed)
+    return [{"blocks": int(rng.choice([1, 2])), "filters": int(rng.choice([16, 32])),
+             "dense": int(rng.choice([64, 128])),
+             "learning_rate": float(np.exp(rng.uniform(np.log(1e-4), np.log(1e-2))))} for _ in range(n)]
+
+
+def cnn_preset_row(configs, data, epochs, group_size, n):
+    positions = np.stack([CNN_SPACE.encode(c) for c in configs]).astype(np.float32)
+    t0 = time.perf_counter()
+    task = js.task.cnn_task(data, space=CNN_SPACE, batch_size=BATCH)
+    study = js.Study(CNN_SPACE, task, js.StudyConfig(swarm_size=n, epochs=epochs, batch_size=BATCH, retrain=False,
+                                                     chunk_size=group_size), progress=False)
+    accuracy = [study.evaluate(positions[r * n:(r + 1) * n], r).values["accuracy"] for r in range(len(configs) // n)]
+    seconds = time.perf_counter() - t0
+    return seconds, np.concatenate(accuracy), {"programs": study.engine.stats["compiles"],
+                                               "signatures": len(study.engine.stats["signatures"])}
+
+
+def cnn_builtin_row(configs, dataset, epochs, n):
+    space = js.cnn_space(max_blocks=2, filters=(16, 64), kernels=(3,), dense_units=(64, 128), activations=("relu",),
+                         learning_rate=(1e-4, 1e-2))
+    return _builtin(space, [{"n_blocks": c["blocks"], "filters_1": c["filters"], "filters_2": 2 * c["filters"],
+                             "dense_units": c["dense"], "activation": "relu", "learning_rate": c["learning_rate"]}
+                            for c in configs],
+                    dataset, epochs, n)
+
+
 def main(argv=None) -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--data-dir", default="/usr/share/datasets/fashion-mnist")
@@ -135,7 +183,8 @@ def main(argv=None) -> None:
     p.add_argument("--rounds", type=int, default=3)
     p.add_argument("--train-rows", type=int, default=12800)
     p.add_argument("--group-size", type=int, default=1)
-    p.add_argument("--rows", default="task,builtin,flax-loop")
+    p.add_argument("--rows", default=None, help="default: task,builtin,flax-loop (mlp); preset,builtin (cnn)")
+    p.add_argument("--family", choices=("mlp", "cnn"), default="mlp")
     p.add_argument("--out", type=Path, default=Path("bench/results/task_cpu.md"))
     args = p.parse_args(argv)
 
@@ -144,12 +193,16 @@ def main(argv=None) -> None:
                             x_val=full.x_val[:VAL_ROWS], y_val=full.y_val[:VAL_ROWS])
     data = js.TaskData.from_dataset(dataset)
     n = args.swarm_size
-    configs = configurations(n * args.rounds, seed=0)  # round r trains configs[r*n:(r+1)*n]
+    cnn = args.family == "cnn"
+    configs = (cnn_configurations if cnn else configurations)(n * args.rounds, seed=0)  # round r: [r*n, (r+1)*n)
     rows = {}
     jax.block_until_ready(jax.jit(lambda a: a @ a)(jnp.ones((64, 64))))  # JAX's first-use setup, in no row
-    for name in args.rows.split(","):
+    for name in (args.rows or ("preset,builtin" if cnn else "task,builtin,flax-loop")).split(","):
         jax.clear_caches()
-        if name == "task":
+        if cnn:
+            rows[name] = (cnn_preset_row(configs, data, args.epochs, args.group_size, n) if name == "preset" else
+                          cnn_builtin_row(configs, dataset, args.epochs, n))
+        elif name == "task":
             rows[name] = task_row(configs, data, args.epochs, args.group_size, n)
         elif name == "builtin":
             rows[name] = builtin_row(configs, dataset, args.epochs, n)
@@ -157,14 +210,18 @@ def main(argv=None) -> None:
             rows[name] = flax_loop_row(configs, data, args.epochs)
         print(f"{name}: {rows[name][0]:.1f} s, median val accuracy {np.median(rows[name][1]):.4f}, {rows[name][2]}",
               flush=True)
-    base = rows.get("flax-loop", (None,))[0]
-    lines = [f"# Your own MLP as a Task vs the built-in MLP vs a plain Flax loop ({platform.node()}, "
+    base_row = "builtin" if cnn else "flax-loop"
+    base = rows.get(base_row, (None,))[0]
+    title = ("The CNN preset as a Task vs the built-in CNN" if cnn else
+             "Your own MLP as a Task vs the built-in MLP vs a plain Flax loop")
+    lines = [f"# {title} ({platform.node()}, "
              f"{jax.devices()[0].device_kind}, {time.strftime('%Y-%m-%d %H:%M')})", "",
              f"`python bench/bench_task.py --swarm-size {n} --rounds {args.rounds} --epochs {args.epochs} "
-             f"--train-rows {args.train_rows} --group-size {args.group_size}`: Fashion-MNIST, {args.rounds} rounds "
+             f"--train-rows {args.train_rows} --group-size {args.group_size}"
+             f"{' --family cnn' if cnn else ''}`: Fashion-MNIST, {args.rounds} rounds "
              f"of {n} configurations ({len(configs)} in all), {args.epochs} epochs, batch {BATCH}, "
              f"{args.train_rows} training rows, {VAL_ROWS} validation rows.", "",
-             "| row | seconds | x flax-loop | median val accuracy | notes |", "|---|---|---|---|---|"]
+             f"| row | seconds | x {base_row} | median val accuracy | notes |", "|---|---|---|---|---|"]
     for name, (seconds, acc, notes) in rows.items():
         ratio = "-" if base is None else f"{base / seconds:.2f}"
         lines.append(f"| {name} | {seconds:.1f} | {ratio} | {np.median(acc):.4f} | {notes} |")

@@ -31,7 +31,8 @@ class CNN(nn.Module):
     @nn.compact
     def __call__(self, x, hp, train):
         for filters in (self.width, 2 * self.width):
-            x = nn.avg_pool(nn.relu(nn.Conv(filters, (3, 3))(x)), (2, 2), strides=(2, 2))
+            # js.task.Conv is nn.Conv (stride 1, 'SAME') as matmuls: XLA:CPU runs nn.Conv in a training loop slowly.
+            x = nn.avg_pool(nn.relu(js.task.Conv(filters, 3)(x)), (2, 2), strides=(2, 2))
         x = x.reshape(len(x), -1)
         if train:  # inverted dropout at a traced rate (nn.Dropout takes a Python float)
             keep = jax.random.uniform(self.make_rng("dropout"), x.shape) >= hp["dropout"]

@@ -53,7 +53,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
-from jaxswarm import optim
+from jaxswarm import ops, optim
 from jaxswarm.costs import memory_analysis
 from jaxswarm.space import Choice, Fixed, Float, Int, SearchSpace
 
@@ -62,7 +62,7 @@ __all__ = ["TaskError", "Objective", "Trainable", "Builder", "TaskData", "Task",
            "default_optimizer", "static_names", "run_member", "joined", "data_digest", "predictor",
            "fit_winner", "TaskMetrics", "load_task", "TrainingLoop", "builder", "SwarmResult", "Engine",
            "make_engine", "MAX_STATIC_VALUES", "MLP", "mlp_task", "mlp_task_space", "LOSSES",
-           "CNN", "CNN_DEFAULTS", "cnn_task", "cnn_task_space"]
+           "CNN", "CNN_DEFAULTS", "Conv", "cnn_task", "cnn_task_space"]
 
 # A static Int compiles a program per value it takes: past this many values, bucket it or trace it.
 MAX_STATIC_VALUES = 32
@@ -277,6 +277,23 @@ def _dropout(module: nn.Module, x, hp: dict, train: bool):
     return jnp.where(keep, x / (1.0 - rate), 0.0)
 
 
+class Conv(nn.Module):
+    """`flax.linen.Conv` of stride 1 and 'SAME' padding (its initializers, its ``kernel`` and ``bias``), computed
+    by `ops.conv2d`: as matmuls on a CPU, where XLA runs a convolution inside the training loop (a `lax.scan`
+    of minibatch steps, as every member trains) several times slower. Use it for your own CNN's convolutions
+    on a CPU: a Flax ``nn.Conv`` CNN's epoch took 20.1 s there against 3.3 s as a Python loop of steps
+    (bench/NOTES.md)."""
+
+    features: int
+    kernel: int
+
+    @nn.compact
+    def __call__(self, x):
+        shape = (self.kernel, self.kernel, x.shape[-1], self.features)
+        kernel = self.param("kernel", nn.initializers.lecun_normal(), shape)
+        return ops.conv2d(x, kernel, self.param("bias", nn.initializers.zeros_init(), (self.features,)))
+
+
 CNN_DEFAULTS = {"blocks": 1, "filters": 32, "kernel": 3, "dense": 128, "activation": "relu"}  # the CNN preset's
 
 
@@ -298,8 +315,8 @@ class CNN(nn.Module):
         act = ACTIVATIONS[self.activation]
         x = x[..., None] if x.ndim == 3 else x
         for b in range(self.blocks):
-            x = act(nn.Conv(self.filters * 2**b, (self.kernel, self.kernel))(x))
-            x = _dropout(self, nn.max_pool(x, (2, 2), strides=(2, 2)), hp, train)
+            x = act(Conv(self.filters * 2**b, self.kernel)(x))
+            x = _dropout(self, ops.pool2x2(x), hp, train)
         x = _dropout(self, act(nn.Dense(self.dense)(x.reshape(x.shape[0], -1))), hp, train)
         return nn.Dense(self.outputs)(x)
 
@@ -775,7 +792,12 @@ def make_engine(build: Builder, space: SearchSpace, epochs: int, objective: Obje
             def swarm(key_data, hp, states):
                 stats["compiles"] += 1  # a trace: each cached program traces once
                 keys = jax.random.wrap_key_data(key_data, impl=impl)
-                return jax.vmap(functools.partial(run_member, trainable, epochs=n_epochs))(keys, hp, states)
+                member = functools.partial(run_member, trainable, epochs=n_epochs)
+                # One member: its program without vmap (XLA:CPU runs a vmapped convolution as a grouped one, slowly).
+                if size == 1:
+                    out = member(keys[0], _take(hp, 0), None if states is None else _take(states, 0))
+                    return jax.tree.map(lambda v: v[None], out)
+                return jax.vmap(member)(keys, hp, states)
 
             compiled = jax.jit(swarm, **whole).lower(*args).compile()
             programs[sig, size, n_epochs, fresh] = compiled, memory_analysis(compiled).get("total", 0)

@@ -11,7 +11,7 @@ PACKAGE = Path(__file__).resolve().parent.parent / "jaxswarm"
 
 # Floors, ground first. A module may import modules on its own floor or below.
 FLOORS = [
-    ("data", "results", "costs"),
+    ("data", "results", "costs", "ops"),
     ("space",),
     ("design", "pso", "optim", "schedules", "task"),
     ("strategies", "optuna_record"),

@@ -121,6 +121,8 @@ from jaxswarm.models.layers import (
     unit_uniform,
     uses_uniform,
 )
+from jaxswarm.ops import CONV_IMPLS, conv2d, conv_impl
+from jaxswarm.ops import pool2x2 as _pool
 from jaxswarm.space import AtLeast, Choice, Fixed, Float, Int, SearchSpace, range_arg, real_range, value_reader
 
 __all__ = [
@@ -151,9 +153,6 @@ __all__ = [
 ]
 
 POOLINGS: tuple[str, ...] = ("max", "avg")
-_DN = ("NHWC", "HWIO", "NHWC")
-CONV_IMPLS: tuple[str, ...] = ("auto", "xla", "matmul")
-_IM2COL_MAX_COLUMNS = 512  # above this K*K*C, "matmul" convolutions gather one kernel row at a time
 _DENSE_DROPOUT_SLOT = 1 << 16  # fold_in index of the dense layer's dropout key (blocks use b)
 
 
@@ -461,46 +460,6 @@ def cnn_arch_to_python(arch: CNNArch) -> dict[str, Any]:
 # --------------------------------------------------------------------------
 # Shared pieces
 # --------------------------------------------------------------------------
-
-
-def conv_impl(conv: str) -> str:
-    """Resolves ``CNNConfig.conv``: "auto" is "matmul" on CPU and "xla" elsewhere."""
-    if conv not in CONV_IMPLS:
-        raise ValueError(f"conv must be one of {CONV_IMPLS}, got {conv!r}")
-    if conv == "auto":
-        return "matmul" if jax.default_backend() == "cpu" else "xla"
-    return conv
-
-
-def conv2d(h_BxHxWxC, kernel_KxKxCxF, bias_F, impl: str = "auto"):
-    """Stride-1 'SAME' convolution plus bias, as XLA's convolution or as matmuls.
-
-    "matmul" gathers the K x K shifted copies of the padded input (all of
-    them, or one kernel row at a time when ``K * C`` is large, to bound the
-    copy) and multiplies them by the reshaped kernel. Same function.
-    """
-    # XLA:CPU runs a convolution inside a loop (every training step is inside lax.scan) far
-    # slower than outside it; its matmul form does not (bench/results/cnn_bench.md).
-    if conv_impl(impl) == "xla":
-        return lax.conv_general_dilated(h_BxHxWxC, kernel_KxKxCxF, (1, 1), "SAME", dimension_numbers=_DN) + bias_F
-    k, _, c, f = kernel_KxKxCxF.shape
-    b, h, w, _ = h_BxHxWxC.shape
-    p = k // 2
-    x = jnp.pad(h_BxHxWxC, ((0, 0), (p, p), (p, p), (0, 0)))
-
-    def rows(i0, i1):  # kernel rows i0..i1-1: [B*H*W, (i1-i0)*K*C] @ [(i1-i0)*K*C, F]
-        cols = jnp.concatenate([x[:, i : i + h, j : j + w, :] for i in range(i0, i1) for j in range(k)], axis=-1)
-        return cols.reshape(b * h * w, -1) @ kernel_KxKxCxF[i0:i1].reshape(-1, f)
-
-    out = rows(0, k) if k * k * c <= _IM2COL_MAX_COLUMNS else sum(rows(i, i + 1) for i in range(k))
-    return out.reshape(b, h, w, f) + bias_F
-
-
-def _pool(h_BxHxWxF, kind: str):
-    b, h, w, f = h_BxHxWxF.shape
-    ho, wo = h // 2, w // 2
-    windows = h_BxHxWxF[:, : 2 * ho, : 2 * wo, :].reshape(b, ho, 2, wo, 2, f)
-    return windows.max(axis=(2, 4)) if kind == "max" else windows.mean(axis=(2, 4))
 
 
 def _bn_maps_train(z_BxHxWxF, scale, bias, mean, var):
