@@ -206,3 +206,16 @@ def test_the_cnn_preset_trains_the_network_its_static_values_name_and_classifies
                                 data.val))
     with pytest.raises(ValueError, match="integer class labels"):
         tk.cnn_task(data._replace(train={**data.train, "y": data.train["y"].astype(np.float32)}))
+
+
+@pytest.mark.parametrize("kernel", [3, 5])
+def test_task_conv_is_flax_conv_with_the_same_parameters(kernel):
+    """`task.Conv(f, k)` initializes the parameters `nn.Conv(f, (k, k))` does from the same key and computes
+    the same outputs (as matmuls on a CPU; rtol 1e-5: another summation order)."""
+    x = jax.random.normal(jax.random.key(1), (2, 9, 7, 3))
+    ours, flax_conv = tk.Conv(4, kernel), nn.Conv(4, (kernel, kernel))
+    params = ours.init(jax.random.key(0), x)
+    want = flax_conv.init(jax.random.key(0), x)
+    jax.tree.map(np.testing.assert_array_equal, params, want)
+    params = jax.tree.map(lambda p: p + 0.1, params)  # a non-zero bias too
+    np.testing.assert_allclose(ours.apply(params, x), flax_conv.apply(params, x), rtol=1e-5, atol=1e-5)
