@@ -347,6 +347,36 @@ def _quiet(logger: str):
         log.setLevel(level)
 
 
+def is_prng_key(x) -> bool:
+    """True for a typed PRNG key array (or its `ShapeDtypeStruct`)."""
+    return hasattr(x, "dtype") and jax.dtypes.issubdtype(x.dtype, jax.dtypes.prng_key)
+
+
+def keys_as_data(tree):
+    """`tree` with its typed PRNG keys (a state's own rng, PureJaxRL-style) as their raw data, for files that
+    store plain arrays (orbax, msgpack). On shapes (`ShapeDtypeStruct`s) too: a restore's target."""
+    def plain(x):
+        if not is_prng_key(x):
+            return x
+        return jax.eval_shape(jax.random.key_data, x) if isinstance(x, jax.ShapeDtypeStruct) else \
+            jax.random.key_data(x)
+
+    return jax.tree.map(plain, tree)
+
+
+def keys_from_data(restored, shapes):
+    """`restored` (stored through `keys_as_data`) with the keys of `shapes` (its tree of arrays or
+    `ShapeDtypeStruct`s) wrapped again, each of its own PRNG implementation."""
+    def back(x, shape):
+        if not is_prng_key(shape):
+            return x
+        impl = []  # the key type's implementation, read where a traced key has one
+        jax.eval_shape(lambda k: impl.append(jax.random.key_impl(k)), shape)
+        return jax.random.wrap_key_data(x, impl=impl[0])
+
+    return jax.tree.map(back, restored, shapes)
+
+
 class Checkpointer:
     """Per-round study checkpoints with orbax (atomic: orbax writes a temporary directory and renames).
 

@@ -407,7 +407,7 @@ class TaskModel:
                  metrics: dict | None = None, *, task_path: str | None = None):
         self.task, self.static, self.task_path = task, dict(static), task_path
         self.hp = {name: np.asarray(v) for name, v in hp.items()}
-        self.state = jax.tree.map(np.asarray, state)
+        self.state = jax.tree.map(lambda x: x if results.is_prng_key(x) else np.asarray(x), state)
         self.hyperparameters, self.metrics = dict(hyperparameters or {}), dict(metrics or {})
         self._forward = None
 
@@ -436,7 +436,7 @@ class TaskModel:
     def save(self, directory) -> Path:
         """Writes ``directory/model/`` (model.json and state.msgpack) atomically; returns its path."""
         return _write_model(directory, self.spec(), "static hyperparameters or metrics", TASK_STATE,
-                            flax.serialization.to_bytes(self.state))
+                            flax.serialization.to_bytes(results.keys_as_data(self.state)))
 
 
 def _load_task_model(folder: Path, spec: dict, task) -> TaskModel:
@@ -459,12 +459,13 @@ def _load_task_model(folder: Path, spec: dict, task) -> TaskModel:
                          "save the model again") from None
     template = jax.eval_shape(lambda: builder(task)(static).init(jax.random.key(0), hp))
     restored = _read_blob(folder, TASK_STATE)
-    want = jax.tree.map(lambda a: list(a.shape), flax.serialization.to_state_dict(template))
+    stored = results.keys_as_data(template)  # keys are stored as their raw data
+    want = jax.tree.map(lambda a: list(a.shape), flax.serialization.to_state_dict(stored))
     have = jax.tree.map(lambda a: list(np.shape(a)), restored)
     if want != have:
         raise ModelError(f"{folder / TASK_STATE} does not fit the network this task builds at {static}: "
                          "the task differs from the one the model was trained on")
-    state = flax.serialization.from_state_dict(template, restored)
+    state = results.keys_from_data(flax.serialization.from_state_dict(stored, restored), template)
     return TaskModel(task, static, hp, state, spec.get("hyperparameters"), spec.get("metrics"), task_path=path)
 
 

@@ -751,7 +751,8 @@ class Study:
             def template(saved: dict, base=template) -> dict:
                 if "arch" not in saved:
                     return base
-                return {**base, "variables": self.engine.state_shapes(saved["arch"]), "arch": saved["arch"]}
+                return {**base, "variables": results.keys_as_data(self.engine.state_shapes(saved["arch"])),
+                        "arch": saved["arch"]}
         try:
             restored = ckpt.restore_latest(template, self._log)
         except results.CheckpointError as e:
@@ -761,7 +762,9 @@ class Study:
                 results.truncate_rounds(self.out_dir / name, 0)
             return 0, state, warm, 0, -np.inf
         start, tree = restored
-        if warm is not None and "variables" in tree:
+        if warm is not None and self.task is not None and "variables" in tree:  # its PRNG keys typed again
+            warm = Warm(results.keys_from_data(tree["variables"], self.engine.state_shapes(tree["arch"])), tree["arch"])
+        elif warm is not None:
             warm = Warm(tree["variables"], tree["arch"])
         for name in (results.EVALUATIONS, results.ROUNDS):
             results.truncate_rounds(self.out_dir / name, start)
@@ -864,7 +867,8 @@ class Study:
         }
         if warm is not None and self.task is not None:  # each member's state, and where it was trained
             if warm.variables is not None:
-                tree["variables"], tree["arch"] = list(warm.variables), np.asarray(warm.signature, np.float32)
+                tree["variables"] = [results.keys_as_data(st) for st in warm.variables]
+                tree["arch"] = np.asarray(warm.signature, np.float32)
         elif warm is not None:
             if warm.variables is None:  # a template for restore: shapes only matter
                 keys, _ = round_keys(self.key, 0, self.config.swarm_size)

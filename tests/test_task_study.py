@@ -444,6 +444,50 @@ def _toy_loop():
     return js.TrainingLoop(build, js.Objective("loss", "min"), space, fingerprint="toy")
 
 
+def _keyed_loop():
+    """A loop whose state carries its own PRNG key (PureJaxRL-style), split every epoch."""
+    def build(static):
+        def init(key, hp):
+            return {"w": jnp.full((3,), float(static["scale"])), "rng": key}
+
+        def train(state, hp, key, epochs):
+            def epoch(st, _):
+                rng, k = jax.random.split(st["rng"])
+                noise = jax.random.normal(k, (3,)) * 0.05
+                return {"w": st["w"] - hp["learning_rate"] * (2 * st["w"] + noise), "rng": rng}, None
+            return jax.lax.scan(epoch, state, None, length=epochs)[0]
+
+        return js.Trainable(init, train, lambda state, hp: {"loss": jnp.sum(state["w"] ** 2)})
+
+    space = SearchSpace({"scale": Choice([1, 2]), "learning_rate": Float(1e-3, 0.3, log=True)})
+    return js.TrainingLoop(build, js.Objective("loss", "min"), space, fingerprint="keyed")
+
+
+def test_a_warm_loop_whose_state_holds_a_prng_key_resumes_to_the_uninterrupted_result(tmp_path):
+    """Warm mode checkpoints each member's state; a typed key in it is stored as its raw data and comes back a
+    key of its own implementation, so the resumed study draws what the uninterrupted one drew. The saved
+    winner's state loads with its key too."""
+    loop = _keyed_loop()
+    cfg = StudyConfig(swarm_size=4, rounds=3, epochs=2, mode="warm")
+
+    def rows(name):
+        return [{k: v for k, v in r.items() if k != "seconds"}
+                for r in results.read_jsonl(tmp_path / name / results.EVALUATIONS)]
+
+    whole = Study(loop.space, loop, cfg, tmp_path / "whole", progress=False).run()
+    saved = load_model(tmp_path / "whole", task=loop).state["rng"]  # the winner's saved state: a key again
+    np.testing.assert_array_equal(jax.random.key_data(saved), jax.random.key_data(whole.model.state["rng"]))
+
+    def kill(summary):
+        if summary["round"] == 0:
+            raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        Study(loop.space, loop, cfg, tmp_path / "killed", progress=False).run(on_round=kill)
+    Study(loop.space, loop, cfg, tmp_path / "killed", progress=False).run(resume=True)
+    assert rows("killed") == rows("whole")
+
+
 def test_a_training_loop_runs_pbt_copies_its_state_exactly_and_saves_its_winner(tmp_path):
     loop = _toy_loop()
     study = Study(loop.space, loop, StudyConfig(swarm_size=4, rounds=1, epochs=4, schedule="pbt", pbt_interval=2,
