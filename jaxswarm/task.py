@@ -334,6 +334,14 @@ def mlp_task_space(depths=(1, 2), widths=(32, 128), activations=("relu",), learn
     params: dict = {"depth": Choice(list(depths)), "width": Choice(list(widths))}
     if len(activations) > 1 or tuple(activations) != ("relu",):
         params["activation"] = Choice(list(activations))
+    return _preset_space(params, learning_rate, weight_decay, dropout, optimizers)
+
+
+def _preset_space(static: dict, learning_rate, weight_decay, dropout, optimizers) -> SearchSpace:
+    """A preset's space: its `static` Choices, then ``optimizer`` (a static Choice of names where given),
+    ``learning_rate`` and ``weight_decay`` (traced, log scale; None leaves one out) and ``dropout`` (a traced
+    rate range where given)."""
+    params = dict(static)
     if optimizers is not None:
         params["optimizer"] = Choice(list(optimizers))
     for name, bounds in (("learning_rate", learning_rate), ("weight_decay", weight_decay)):
@@ -348,8 +356,8 @@ def cnn_task_space(blocks=(1, 2), filters=(16, 32), kernels=(3,), dense=(64, 128
                    learning_rate=(1e-4, 3e-2), weight_decay=(1e-6, 1e-1), dropout=None,
                    optimizers=None) -> SearchSpace:
     """The CNN preset's space: ``blocks``, ``filters``, ``kernel``, ``dense`` and ``activation`` static Choices
-    (left out where it is the network's one default, `CNN_DEFAULTS`), ``learning_rate`` and ``weight_decay`` traced (log
-    scale; None leaves one out), ``dropout`` a traced rate range where given, ``optimizer`` a static Choice
+    (left out where it is the network's one default, `CNN_DEFAULTS`), ``learning_rate`` and ``weight_decay``
+    traced (log scale; None leaves one out), ``dropout`` a traced rate range where given, ``optimizer`` a static Choice
     of `optim.OPTIMIZERS` names where given. Every combination of static values is one program: 2 x 2 x 2
     by default.
 
@@ -362,14 +370,7 @@ def cnn_task_space(blocks=(1, 2), filters=(16, 32), kernels=(3,), dense=(64, 128
                          ("activation", activations)):
         if tuple(values) != (CNN_DEFAULTS[name],):
             params[name] = Choice(list(values))
-    if optimizers is not None:
-        params["optimizer"] = Choice(list(optimizers))
-    for name, bounds in (("learning_rate", learning_rate), ("weight_decay", weight_decay)):
-        if bounds is not None:
-            params[name] = Float(*bounds, log=True)
-    if dropout is not None:
-        params["dropout"] = Float(*dropout)
-    return SearchSpace(params)
+    return _preset_space(params, learning_rate, weight_decay, dropout, optimizers)
 
 
 def cnn_task(data: TaskData, space: SearchSpace | None = None, batch_size: int | None = None) -> Task:
@@ -387,10 +388,7 @@ def cnn_task(data: TaskData, space: SearchSpace | None = None, batch_size: int |
     if x.ndim not in (3, 4):
         raise ValueError(f"the CNN preset takes images as x, [N, H, W] or [N, H, W, C]; got shape {x.shape} "
                          "(flat features: use mlp_task)")
-    y = [np.asarray(split["y"]) for split in data if split is not None]
-    if not all(np.issubdtype(labels.dtype, np.integer) for labels in y):
-        raise ValueError("the CNN preset classifies: y must be integer class labels")
-    outputs = int(max(labels.max() for labels in y)) + 1
+    outputs = _num_classes(data, "the CNN preset classifies: y must be integer class labels")
 
     def model(static: dict) -> CNN:
         shape = {**CNN_DEFAULTS, **{n: v for n, v in static.items() if n in CNN_DEFAULTS}}
@@ -398,6 +396,15 @@ def cnn_task(data: TaskData, space: SearchSpace | None = None, batch_size: int |
 
     return Task(model, softmax_loss, classification_metrics, Objective("accuracy"), data, batch_size=batch_size,
                 space=cnn_task_space() if space is None else space)
+
+
+def _num_classes(data: TaskData, refusal: str) -> int:
+    """The classes of `data`'s integer labels ``y`` (every split's): the largest label + 1; `refusal` is the
+    ValueError's message where a split's labels are not integers."""
+    y = [np.asarray(split["y"]) for split in data if split is not None]
+    if not all(np.issubdtype(labels.dtype, np.integer) for labels in y):
+        raise ValueError(refusal)
+    return int(max(labels.max() for labels in y)) + 1
 
 
 def mlp_task(data: TaskData, loss: str = "cross_entropy", space: SearchSpace | None = None,
@@ -420,15 +427,14 @@ def mlp_task(data: TaskData, loss: str = "cross_entropy", space: SearchSpace | N
     """
     if loss not in LOSSES:
         raise ValueError(f"loss must be one of {LOSSES}, got {loss!r}")
-    y = [np.asarray(split["y"]) for split in data if split is not None]
     if loss == "mse":
-        outputs, squeeze = (1, True) if y[0].ndim == 1 else (int(np.prod(y[0].shape[1:])), False)
+        y = np.asarray(data.train["y"])
+        outputs, squeeze = (1, True) if y.ndim == 1 else (int(np.prod(y.shape[1:])), False)
         losses, objective = (mse_loss, regression_metrics), Objective("mse", "min")
     else:
-        if not all(np.issubdtype(labels.dtype, np.integer) for labels in y):
-            raise ValueError("loss 'cross_entropy' takes integer class labels as y; use loss 'mse' for float targets")
-        outputs, squeeze = int(max(labels.max() for labels in y)) + 1, False
-        losses, objective = (softmax_loss, classification_metrics), Objective("accuracy")
+        outputs = _num_classes(data, "loss 'cross_entropy' takes integer class labels as y; use loss 'mse' for "
+                                     "float targets")
+        squeeze, losses, objective = False, (softmax_loss, classification_metrics), Objective("accuracy")
 
     def model(static: dict) -> MLP:
         return MLP(int(static.get("depth", 1)), int(static.get("width", 64)), outputs,
